@@ -1,0 +1,27 @@
+"""User-facing errors: every failure a user can cause names the problem and the fix."""
+
+from __future__ import annotations
+
+
+class SnapViTError(Exception):
+    """An error caused by user input (a bad file, ratio, model id ...).
+
+    The CLI prints ``str(error)`` as one line and exits non-zero; the app shows it in an
+    error box. Library code raises it instead of letting a raw traceback reach the user.
+
+    Args:
+        problem: what is wrong, naming the offending value.
+        fix: what the user can do about it.
+    """
+
+    def __init__(self, problem: str, fix: str = "") -> None:
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{problem} {fix}".strip())
+
+
+class CancelledError(SnapViTError):
+    """Raised inside long work when the caller's cancel flag is set."""
+
+    def __init__(self, what: str = "work") -> None:
+        super().__init__(f"The {what} was cancelled.", "Nothing was written.")

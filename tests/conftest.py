@@ -1,0 +1,55 @@
+"""Shared test fixtures: small random-init ViTs of the real timm architectures, built locally."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+SHARED_REFERENCE = ROOT.parent / "shared" / "reference"
+
+
+def make_vit(
+    mlp: str = "standard",
+    qkv_bias: bool = True,
+    fused_attn: bool = True,
+    depth: int = 3,
+    embed_dim: int = 48,
+    num_heads: int = 6,
+    img_size: int = 32,
+    patch_size: int = 8,
+    seed: int = 0,
+    **kwargs,
+) -> torch.nn.Module:
+    """A tiny random-init timm VisionTransformer; ``mlp`` in {standard, glu-packed, swiglu}."""
+    from timm.layers import GluMlp, Mlp, SwiGLU
+    from timm.models.vision_transformer import VisionTransformer
+
+    mlp_layer = {"standard": Mlp, "glu-packed": GluMlp, "swiglu": SwiGLU}[mlp]
+    torch.manual_seed(seed)
+    model = VisionTransformer(
+        img_size=img_size,
+        patch_size=patch_size,
+        embed_dim=embed_dim,
+        depth=depth,
+        num_heads=num_heads,
+        mlp_ratio=4.0,
+        qkv_bias=qkv_bias,
+        mlp_layer=mlp_layer,
+        num_classes=10,
+        **kwargs,
+    )
+    for block in model.blocks:
+        block.attn.fused_attn = fused_attn
+    return model.eval()
+
+
+@pytest.fixture
+def tiny_vit() -> torch.nn.Module:
+    return make_vit()
