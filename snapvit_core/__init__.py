@@ -1,0 +1,54 @@
+"""SnapViT Explorer core library: retraining-free, label-free elastic pruning of Vision Transformers.
+
+Pure Python over torch/timm; never imports streamlit. The main entry points::
+
+    backbone = load_backbone("embedded")
+    scores = magnitude_scores(backbone.model)            # or load_scores("scores/x.safetensors")
+    elastic = ElasticViT(backbone.model, scores)         # private reordered copy
+    small = elastic.prune_to(mlp_sparsity=0.35, head_sparsity=0.2)
+"""
+
+from .adapter import ArchitectureShape, ViTAdapter
+from .backbones import Backbone, load_backbone
+from .data_free import lamp_scores, magnitude_scores, random_scores
+from .elastic import ElasticViT, PruningPlan, check_sparsity, plan_keep_counts, plan_pruning
+from .errors import CancelledError, SnapViTError
+from .evaluation import KnnEvaluator, extract_features
+from .explorer import EvaluationResult, Explorer
+from .knn import knn_predict, knn_top1
+from .metrics import LatencyReport, analytic_flops, count_parameters, counted_flops, measure_latency
+from .presets import BACKBONE_PRESETS, PUBLISHED_SPARSITY_PAIRS
+from .scores import ImportanceScores
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArchitectureShape",
+    "BACKBONE_PRESETS",
+    "Backbone",
+    "CancelledError",
+    "ElasticViT",
+    "EvaluationResult",
+    "Explorer",
+    "ImportanceScores",
+    "KnnEvaluator",
+    "LatencyReport",
+    "PUBLISHED_SPARSITY_PAIRS",
+    "PruningPlan",
+    "SnapViTError",
+    "ViTAdapter",
+    "analytic_flops",
+    "check_sparsity",
+    "count_parameters",
+    "counted_flops",
+    "extract_features",
+    "knn_predict",
+    "knn_top1",
+    "lamp_scores",
+    "load_backbone",
+    "magnitude_scores",
+    "measure_latency",
+    "plan_keep_counts",
+    "plan_pruning",
+    "random_scores",
+]

@@ -1,0 +1,241 @@
+"""Loading a backbone by model id: ``embedded``, a timm name, or a local checkpoint directory.
+
+Hub weights are only ever read from the local Hugging Face cache unless the hub answers a quick
+connection probe; an offline machine without cached weights gets an immediate, clear error with
+the pre-download command instead of a minute of retries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .adapter import ArchitectureShape, ViTAdapter
+from .errors import SnapViTError
+from .presets import BACKBONE_PRESETS
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_ID = "embedded"
+
+
+@dataclass
+class Backbone:
+    """A loaded backbone in eval mode, with what is needed to feed it images."""
+
+    model: nn.Module
+    model_id: str  # what the user asked for: 'embedded', a timm name or a directory
+    data_config: dict = field(default_factory=dict)  # timm data config: input_size, mean, std ...
+    random_init: bool = False  # weights are random (architecture only)
+
+    @property
+    def shape(self) -> ArchitectureShape:
+        return ViTAdapter(self.model).shape()
+
+    @property
+    def image_size(self) -> int:
+        return int(self.data_config.get("input_size", (3, self.shape.image_size, 0))[1])
+
+
+def describe_model_ids() -> str:
+    """One line listing what ``--model`` accepts, for help texts and errors."""
+    presets = ", ".join(v for v in BACKBONE_PRESETS.values())
+    return f"'embedded', a preset ({presets}), any timm ViT name, or a local checkpoint directory"
+
+
+def load_backbone(model_id: str, random_init: bool = False, device: str | torch.device = "cpu") -> Backbone:
+    """Load a backbone (eval mode, gradients off) by id.
+
+    Args:
+        model_id: 'embedded', a timm model name (optionally with a pretrained tag), or a directory
+            holding a timm-style ``config.json`` plus ``model.safetensors``.
+        random_init: build the architecture only, without loading weights (timing and tests).
+        device: where to put the model.
+    """
+    model_id = (model_id or "").strip()
+    if not model_id:
+        raise SnapViTError("No model id given.", f"Use {describe_model_ids()}.")
+    if model_id == EMBEDDED_ID:
+        backbone = _load_embedded(random_init)
+    elif Path(model_id).expanduser().is_dir():
+        backbone = _load_directory(Path(model_id).expanduser(), random_init)
+    elif os.sep in model_id or model_id.startswith("."):
+        raise SnapViTError(
+            f"Checkpoint directory '{model_id}' does not exist.",
+            "Check the path, or use a timm model name / 'embedded'.",
+        )
+    else:
+        backbone = _load_timm(model_id, random_init)
+    ViTAdapter(backbone.model)  # refuses non-ViTs with a clear message
+    backbone.model.eval().requires_grad_(False).to(device)
+    return backbone
+
+
+def _load_embedded(random_init: bool) -> Backbone:
+    from . import embedded  # deferred: the asset read is only needed for this id
+
+    model = embedded.build_embedded_architecture() if random_init else embedded.load_embedded_model()
+    return Backbone(model, EMBEDDED_ID, _data_config(model), random_init)
+
+
+def _data_config(model: nn.Module) -> dict:
+    from timm.data import resolve_data_config
+
+    return dict(resolve_data_config({}, model=model))
+
+
+def _timm_name_known(name: str) -> bool:
+    import timm
+
+    architecture = name.split(".", 1)[0]
+    return architecture in timm.list_models() or name in timm.list_models(pretrained=True)
+
+
+def _load_timm(name: str, random_init: bool) -> Backbone:
+    import timm
+
+    if not _timm_name_known(name):
+        raise SnapViTError(
+            f"Unknown model id '{name}': not a timm model, not a directory.",
+            f"Use {describe_model_ids()}.",
+        )
+    cached = False if random_init else _ensure_weights_available(name)
+    try:
+        with _hub_offline(cached):
+            model = timm.create_model(name, pretrained=not random_init)
+    except SnapViTError:
+        raise
+    except Exception as error:  # hub and checkpoint errors come in many types
+        raise SnapViTError(
+            f"Could not load the weights of '{name}': {type(error).__name__}: {error}",
+            _predownload_hint(name),
+        ) from error
+    return Backbone(model, name, _data_config(model), random_init)
+
+
+def _hub_id(name: str) -> str | None:
+    import timm
+
+    try:
+        config = timm.models.get_pretrained_cfg(name)
+    except Exception:  # noqa: BLE001 - an unknown tag simply has no hub id
+        return None
+    return getattr(config, "hf_hub_id", None) if config is not None else None
+
+
+def _predownload_hint(name: str) -> str:
+    hub_id = _hub_id(name) or name
+    return (
+        "Pre-download on a machine with network access: "
+        f"`python -c \"import timm; timm.create_model('{name}', pretrained=True)\"` "
+        f"(or `hf download {hub_id}`), then copy the Hugging Face cache (~/.cache/huggingface) to "
+        "this machine; or pass --random-init to use the architecture without weights."
+    )
+
+
+def _in_local_cache(hub_id: str) -> bool:
+    from huggingface_hub import snapshot_download
+
+    try:
+        snapshot_download(hub_id, local_files_only=True)
+    except Exception:  # noqa: BLE001 - any miss means "not cached"
+        return False
+    return True
+
+
+def _hub_reachable(timeout_s: float = 3.0) -> bool:
+    """A quick TCP probe of the hub endpoint (the hub client itself retries for about a minute)."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    from huggingface_hub import constants
+
+    host = urllib.parse.urlparse(constants.ENDPOINT).hostname or ""
+    try:
+        with socket.create_connection((host, 443), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _hub_offline(enabled: bool) -> Iterator[None]:
+    """Make the hub client read only its cache (it otherwise re-checks online and retries)."""
+    if not enabled:
+        yield
+        return
+    from huggingface_hub import constants
+
+    previous = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = previous
+
+
+def _ensure_weights_available(name: str) -> bool:
+    """True if the weights are cached locally; raises if they are neither cached nor reachable."""
+    hub_id = _hub_id(name)
+    if hub_id is None:
+        return False
+    if _in_local_cache(hub_id):
+        return True
+    if not _hub_reachable():
+        raise SnapViTError(
+            f"The weights of '{name}' are not in the local Hugging Face cache ({hub_id}) and the hub "
+            "cannot be reached from this machine.",
+            _predownload_hint(name),
+        )
+    return False
+
+
+def _load_directory(path: Path, random_init: bool) -> Backbone:
+    """A timm-style checkpoint folder: config.json (with 'architecture') + model.safetensors."""
+    import timm
+    from safetensors.torch import load_file
+
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        raise SnapViTError(
+            f"Directory '{path}' has no config.json.",
+            "A checkpoint directory needs a timm config.json (with 'architecture') and model.safetensors, "
+            "as written by timm's push_to_hf_hub/save_for_hf or by `python -m snapvit_core export`.",
+        )
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise SnapViTError(f"{config_path} is not valid JSON ({error}).", "Fix or re-create the file.") from error
+    architecture = config.get("architecture") if isinstance(config, dict) else None
+    if not isinstance(architecture, str) or not _timm_name_known(architecture):
+        raise SnapViTError(
+            f"{config_path} names no known timm architecture (got {architecture!r}).",
+            "Set 'architecture' to a timm ViT name such as vit_small_patch16_224.",
+        )
+    kwargs = dict(config.get("model_args", {}))
+    if "num_classes" in config:
+        kwargs.setdefault("num_classes", config["num_classes"])
+    pretrained_cfg = config.get("pretrained_cfg")
+    model = timm.create_model(architecture, pretrained=False, pretrained_cfg_overlay=pretrained_cfg, **kwargs)
+    if not random_init:
+        weights = path / "model.safetensors"
+        if not weights.is_file():
+            raise SnapViTError(f"Directory '{path}' has no model.safetensors.", "Add the weights file.")
+        try:
+            state = load_file(str(weights))
+            model.load_state_dict(state, strict=True)
+        except Exception as error:  # corrupt file or mismatched architecture
+            raise SnapViTError(
+                f"Could not load {weights}: {error}".splitlines()[0],
+                "The weights must match config.json's architecture; re-export the checkpoint.",
+            ) from error
+    return Backbone(model, str(path), _data_config(model), random_init)

@@ -1,0 +1,87 @@
+"""``evaluate``: prune a backbone to a sparsity and measure kNN top-1, FLOPs, parameters, latency."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..backbones import load_backbone
+from ..explorer import DATA_FREE_METHODS, Explorer, check_metrics, data_free_scores
+from ._common import add_json_argument, add_model_arguments, add_sparsity_arguments, emit, resolve_device
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("evaluate", help="prune to a sparsity and measure kNN top-1, FLOPs, params, latency")
+    add_model_arguments(parser)
+    parser.add_argument("--data", default="embedded", help="kNN data: embedded, folder:PATH or hf:NAME (default: embedded)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--scores", help="importance scores file (.safetensors, or a published SnapViT .pt)")
+    source.add_argument(
+        "--method", choices=sorted(DATA_FREE_METHODS), help="data-free scores to use when no --scores is given (default: magnitude)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random method (default: 0)")
+    add_sparsity_arguments(parser)
+    parser.add_argument("--metrics", default="knn,flops,params", help="comma-separated: knn,flops,params,latency")
+    parser.add_argument("--k", type=int, default=20, help="kNN neighbours (default: 20, as published)")
+    parser.add_argument("--weighted-vote", action="store_true", help="DINO's weighted vote (T=0.07) instead of uniform")
+    parser.add_argument("--limit", type=int, default=None, help="use at most N images per split (seeded subset)")
+    parser.add_argument("--latency-batch", type=int, default=32, help="batch size of the throughput measurement")
+    add_json_argument(parser)
+    parser.set_defaults(run=run)
+
+
+def build_explorer(args: argparse.Namespace, device: str) -> Explorer:
+    from ..scores_io import load_scores
+
+    backbone = load_backbone(args.model, args.random_init, device)
+    scores = load_scores(args.scores) if args.scores else data_free_scores(args.method or "magnitude", backbone.model, args.seed)
+    return Explorer(backbone, scores, device)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data import load_knn_splits
+    from ..elastic import check_sparsity
+    from ..evaluation import KnnEvaluator
+
+    metrics = check_metrics(args.metrics.split(","))
+    mlp_sparsity = check_sparsity(args.mlp_sparsity, "MLP sparsity")
+    head_sparsity = check_sparsity(args.head_sparsity, "head sparsity")
+    device = resolve_device(args.device)
+    explorer = build_explorer(args, device)
+    if "knn" in metrics:
+        splits = load_knn_splits(args.data, explorer.backbone.data_config, limit_per_split=args.limit)
+        evaluator = KnnEvaluator(
+            splits.train, splits.train_labels, splits.test, splits.test_labels, k=args.k, weighted=args.weighted_vote, device=device
+        )
+        explorer.attach_knn(evaluator)
+    result = explorer.evaluate(mlp_sparsity, head_sparsity, metrics, args.latency_batch)
+    payload = {
+        "model": explorer.backbone.model_id,
+        "scores": args.scores or (args.method or "magnitude"),
+        "data": args.data if "knn" in metrics else None,
+        "knn_vote": (explorer.knn.vote if explorer.knn else None),
+        "knn_k": args.k if "knn" in metrics else None,
+        **result.to_dict(),
+    }
+    payload.pop("extra", None)
+    lines = [
+        f"model      {payload['model']}   scores: {payload['scores']}",
+        f"sparsity   MLP {result.mlp_sparsity:.3f} (realised {result.realised_mlp_sparsity:.3f}), "
+        f"heads {result.head_sparsity:.3f} (realised {result.realised_head_sparsity:.3f})",
+        f"kept heads   {result.kept_heads}",
+        f"kept neurons {result.kept_neurons}",
+    ]
+    if result.knn_top1 is not None:
+        lines.append(f"kNN top-1  {100 * result.knn_top1:.2f}%  (k={args.k}, {explorer.knn.vote} vote, data {args.data})")
+    if result.params is not None:
+        lines.append(f"parameters {result.params:,}")
+    if result.flops is not None:
+        lines.append(f"FLOPs      {result.flops / 1e9:.4f} GFLOPs per image")
+    if result.latency is not None:
+        report = result.latency
+        lines.append(
+            f"latency    {report['median_ms']:.2f} ms median (IQR {report['iqr_ms']:.2f}) at batch 1; "
+            f"{report['throughput_per_s']:.0f} img/s at batch {report['batch_size']} "
+            f"({report['device']}, {report['dtype']}, {report['threads']} threads)"
+        )
+    emit(payload, args.json, lines)
+    return 0

@@ -1,0 +1,161 @@
+"""The explorer: one backbone + one set of scores, evaluated at any (MLP, head) sparsity.
+
+This is the façade the command line and the Streamlit pages share: it owns the elastic copy of the
+backbone (never the shared original), the kNN evaluator and its feature cache.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from .backbones import Backbone
+from .data_free import lamp_scores, magnitude_scores, random_scores
+from .elastic import ElasticViT, PruningPlan
+from .errors import SnapViTError
+from .evaluation import KnnEvaluator, embedding_similarity
+from .metrics import analytic_flops, count_parameters, measure_latency
+from .scores import ImportanceScores
+
+log = logging.getLogger(__name__)
+
+# Methods that need neither data nor gradients: name -> scores(model, seed).
+DATA_FREE_METHODS: dict[str, Callable[[nn.Module, int], ImportanceScores]] = {
+    "magnitude": lambda model, seed: magnitude_scores(model),
+    "random": lambda model, seed: random_scores(model, seed),
+    "lamp": lambda model, seed: lamp_scores(model),
+}
+
+METRICS = ("knn", "flops", "params", "latency")
+
+
+def check_metrics(names: Iterable[str]) -> tuple[str, ...]:
+    """Validate a metric list such as ('knn', 'flops')."""
+    names = tuple(n.strip() for n in names if n.strip())
+    unknown = [n for n in names if n not in METRICS]
+    if unknown or not names:
+        raise SnapViTError(
+            f"Unknown metric(s) {unknown or names}.", f"Choose from {', '.join(METRICS)} (comma-separated)."
+        )
+    return names
+
+
+def data_free_scores(method: str, model: nn.Module, seed: int = 0) -> ImportanceScores:
+    """Scores of a data-free method by name."""
+    if method not in DATA_FREE_METHODS:
+        raise SnapViTError(
+            f"Unknown data-free method '{method}'.",
+            f"Choose one of {', '.join(DATA_FREE_METHODS)}, or pass a scores file with --scores.",
+        )
+    return DATA_FREE_METHODS[method](model, seed)
+
+
+@dataclass
+class EvaluationResult:
+    """Metrics of one pruned configuration. Missing metrics are None."""
+
+    mlp_sparsity: float  # requested fraction of MLP neurons removed
+    head_sparsity: float  # requested fraction of heads removed
+    kept_heads: list[int]  # per block
+    kept_neurons: list[int]  # per block
+    realised_mlp_sparsity: float  # fraction actually removed
+    realised_head_sparsity: float
+    knn_top1: float | None = None  # 0..1, k-NN top-1 on the test split
+    params: int | None = None  # parameters of the embedding path
+    flops: int | None = None  # analytic FLOPs per image
+    latency_ms: float | None = None  # batch-1 median latency
+    latency: dict | None = None  # full latency report (IQR, throughput, device, dtype, threads)
+    embedding_cosine: float | None = None  # mean cosine similarity to the unpruned test embeddings
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Explorer:
+    """A backbone made elastic by ``scores``; evaluate any (MLP, head) sparsity.
+
+    Args:
+        backbone: the loaded backbone; its model is copied, never mutated.
+        scores: importance scores for it (shape-checked).
+        device: where evaluation runs.
+    """
+
+    def __init__(self, backbone: Backbone, scores: ImportanceScores, device: str | torch.device = "cpu") -> None:
+        self.backbone = backbone
+        self.scores = scores
+        self.device = torch.device(device)
+        self.elastic = ElasticViT(backbone.model, scores, backbone.model_id)
+        self.knn: KnnEvaluator | None = None
+
+    def attach_knn(self, evaluator: KnnEvaluator) -> None:
+        self.knn = evaluator
+
+    @property
+    def model(self) -> nn.Module:
+        """The working (currently truncated) model."""
+        return self.elastic.model
+
+    def prune_to(self, mlp_sparsity: float, head_sparsity: float) -> PruningPlan:
+        self.elastic.prune_to(mlp_sparsity, head_sparsity)
+        return self.elastic.plan
+
+    def state_key(self) -> tuple:
+        """Identifies the working model's weights for the feature cache."""
+        plan = self.elastic.plan
+        return ("plan", plan.kept_heads, plan.kept_neurons)
+
+    def evaluate(
+        self,
+        mlp_sparsity: float,
+        head_sparsity: float,
+        metrics: Iterable[str] = ("knn", "flops", "params"),
+        latency_batch: int = 32,
+    ) -> EvaluationResult:
+        """Prune to the requested sparsity and measure the requested metrics."""
+        metrics = check_metrics(metrics)
+        plan = self.prune_to(mlp_sparsity, head_sparsity)
+        model = self.elastic.model
+        result = EvaluationResult(
+            mlp_sparsity=plan.mlp_sparsity,
+            head_sparsity=plan.head_sparsity,
+            kept_heads=list(plan.kept_heads),
+            kept_neurons=list(plan.kept_neurons),
+            realised_mlp_sparsity=plan.realised_mlp_sparsity,
+            realised_head_sparsity=plan.realised_head_sparsity,
+        )
+        if "params" in metrics:
+            result.params = count_parameters(model)
+        if "flops" in metrics:
+            result.flops = analytic_flops(model)
+        if "knn" in metrics:
+            if self.knn is None:
+                raise SnapViTError("kNN accuracy needs labelled data.", "Attach a kNN evaluator (choose --data).")
+            key = self.state_key()
+            result.knn_top1 = self.knn.top1(model, key)
+            reference = self.unpruned_features()
+            result.embedding_cosine = float(embedding_similarity(reference, self.knn.features(model, key)[1]).mean())
+        if "latency" in metrics:
+            report = measure_latency(model, self.backbone.image_size, latency_batch, self.device)
+            result.latency_ms = report.median_ms
+            result.latency = report.to_dict()
+        return result
+
+    def unpruned_features(self) -> torch.Tensor:
+        """Test-split embeddings of the unpruned model (cached)."""
+        if self.knn is None:
+            raise SnapViTError("Embedding similarity needs data.", "Attach a kNN evaluator (choose --data).")
+        current = self.elastic.plan
+        full = self.elastic.plan_for(0.0, 0.0)
+        key = ("plan", full.kept_heads, full.kept_neurons)
+        if self.knn.is_cached(key):
+            return self.knn.features(self.elastic.model, key)[1]
+        self.elastic.apply_plan(full)
+        try:
+            return self.knn.features(self.elastic.model, key)[1]
+        finally:
+            self.elastic.apply_plan(current)

@@ -1,0 +1,136 @@
+"""Cost metrics of a (pruned) ViT: parameters, analytic FLOPs, torch-counted FLOPs, latency.
+
+FLOPs follow DESIGN section 7 (one multiply-add = 2 FLOPs, matmuls only), per block:
+2*N*D*3A (qkv) + 4*N^2*A (attention) + 2*N*A*D (proj) + 4*N*D*M (MLP; 6*N*D*M for SwiGLU),
+A = kept heads * head width, N = tokens incl. prefix tokens; plus the patch embedding. Norms,
+activations and softmax are not counted (neither does torch's FlopCounterMode).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .adapter import MLP_STANDARD, ViTAdapter
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters in the embedding path (classification heads excluded)."""
+    heads = {id(p) for name in ("head", "head_dist") for p in _child_parameters(model, name)}
+    return sum(p.numel() for p in model.parameters() if id(p) not in heads)
+
+
+def _child_parameters(model: nn.Module, name: str) -> list[nn.Parameter]:
+    child = getattr(model, name, None)
+    return list(child.parameters()) if isinstance(child, nn.Module) else []
+
+
+def analytic_flops(model: nn.Module) -> int:
+    """FLOPs of one image's embedding forward, from the current (possibly pruned) widths."""
+    adapter = ViTAdapter(model)
+    shape = adapter.shape()
+    tokens, width = shape.num_tokens, shape.embed_dim
+    total = 0
+    for block in adapter.blocks:
+        attn_width = block.num_heads * block.head_dim
+        hidden = block.mlp_hidden
+        mlp_factor = 4 if block.mlp_kind == MLP_STANDARD else 6  # gated MLPs have a third matmul
+        total += 2 * tokens * width * 3 * attn_width  # qkv projection
+        total += 4 * tokens * tokens * attn_width  # q @ k^T and attn @ v
+        total += 2 * tokens * attn_width * width  # output projection
+        total += mlp_factor * tokens * width * hidden  # fc1 (+ gate) and fc2
+    patches = (shape.image_size // shape.patch_size) ** 2
+    total += 2 * patches * (3 * shape.patch_size**2) * width  # patch embedding convolution
+    return int(total)
+
+
+def counted_flops(model: nn.Module, image_size: int | None = None) -> int:
+    """FLOPs of one image's embedding forward as torch's FlopCounterMode counts them.
+
+    Runs on a meta-device copy, so it costs no compute and allocates no weights.
+    """
+    adapter = ViTAdapter(model)
+    size = image_size or adapter.shape().image_size
+    meta_model = copy.deepcopy(model).to("meta")
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        ViTAdapter(meta_model).embed(torch.empty(1, 3, size, size, device="meta"))
+    return int(counter.get_total_flops())
+
+
+@dataclass(frozen=True)
+class LatencyReport:
+    """Measured forward latency of the embedding path."""
+
+    median_ms: float  # batch-1 median latency
+    iqr_ms: float  # batch-1 inter-quartile range
+    throughput_per_s: float  # images/s at ``batch_size`` (median)
+    batch_size: int  # batch of the throughput measurement
+    device: str  # e.g. "cpu" or "cuda:0 (NVIDIA H100)"
+    dtype: str  # e.g. "float32"
+    threads: int  # torch intra-op threads during the measurement
+    repeats: int  # timed runs behind the batch-1 median
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def measure_latency(
+    model: nn.Module,
+    image_size: int | None = None,
+    batch_size: int = 32,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    min_run_time: float = 0.3,
+    threads: int | None = None,
+) -> LatencyReport:
+    """Median batch-1 latency (with IQR) and batch-N throughput of the embedding forward.
+
+    Uses ``torch.utils.benchmark`` (warm-up, CUDA synchronisation, adaptive repeats). The model is
+    moved to ``device``/``dtype`` in place; pass a copy if that matters to the caller.
+
+    Returns:
+        A LatencyReport; its fields state device, dtype, threads and repetitions.
+    """
+    # torch.utils.benchmark pulls in cpp_extension, which warns about CUDA_HOME on CPU-only
+    # machines that have a CUDA toolkit; the warning is irrelevant to timing.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    from torch.utils import benchmark
+
+    device = torch.device(device)
+    adapter = ViTAdapter(model)
+    size = image_size or adapter.shape().image_size
+    model.to(device=device, dtype=dtype).eval()
+    threads = threads or torch.get_num_threads()
+
+    def timed(batch: int):  # -> benchmark.Measurement
+        images = torch.randn(batch, 3, size, size, device=device, dtype=dtype)
+        with torch.inference_mode():
+            adapter.embed(images)  # warm-up (allocator, kernels)
+        timer = benchmark.Timer(
+            stmt="with torch.inference_mode(): adapter.embed(images)",
+            globals={"adapter": adapter, "images": images, "torch": torch},
+            num_threads=threads,
+        )
+        return timer.blocked_autorange(min_run_time=min_run_time)
+
+    single = timed(1)
+    many = timed(batch_size)
+    name = str(device)
+    if device.type == "cuda":
+        name += f" ({torch.cuda.get_device_name(device)})"
+    return LatencyReport(
+        median_ms=single.median * 1e3,
+        iqr_ms=single.iqr * 1e3,
+        throughput_per_s=batch_size / many.median,
+        batch_size=batch_size,
+        device=name,
+        dtype=str(dtype).removeprefix("torch."),
+        threads=threads,
+        repeats=len(single.times) * single.number_per_run,
+    )

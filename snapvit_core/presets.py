@@ -1,0 +1,34 @@
+"""Backbone presets: display name -> model id. Adding a backbone is one line.
+
+The published SnapViT backbones by their exact timm names; any other timm ViT name, a local
+checkpoint directory or ``embedded`` work as model ids too.
+"""
+
+from __future__ import annotations
+
+BACKBONE_PRESETS: dict[str, str] = {
+    "Embedded digits ViT (offline default)": "embedded",
+    "DINO ViT-S/16": "vit_small_patch16_224.dino",
+    "DINO ViT-B/16": "vit_base_patch16_224.dino",
+    "DeiT ViT-B/16": "deit_base_patch16_224.fb_in1k",
+    "DeiT ViT-B/16 distilled": "deit_base_distilled_patch16_224.fb_in1k",
+    "DeiT-III ViT-S/16": "deit3_small_patch16_224.fb_in22k_ft_in1k",
+    "DeiT-III ViT-B/16": "deit3_base_patch16_224.fb_in22k_ft_in1k",
+    "DeiT-III ViT-L/16": "deit3_large_patch16_224.fb_in22k_ft_in1k",
+    "AugReg ViT-S/16": "vit_small_patch16_224.augreg_in21k_ft_in1k",
+    "AugReg ViT-B/16": "vit_base_patch16_224.augreg_in21k_ft_in1k",
+    "AugReg ViT-L/16": "vit_large_patch16_224.augreg_in21k_ft_in1k",
+    "SigLIP2 ViT-B/16": "vit_base_patch16_siglip_224.v2_webli",
+    "DINOv3 ViT-B/16": "vit_base_patch16_dinov3.lvd1689m",
+}
+
+# The published (MLP, head) sparsity path used for the paper's tables and the app's coupled slider.
+PUBLISHED_SPARSITY_PAIRS: tuple[tuple[float, float], ...] = (
+    (0.0, 0.0),
+    (0.15, 0.0),
+    (0.25, 0.1),
+    (0.35, 0.2),
+    (0.45, 0.3),
+    (0.55, 0.4),
+    (0.65, 0.5),
+)
