@@ -181,8 +181,9 @@ class RestrictedUnpickler(pickle._Unpickler):
         read_storage: ``(key, dtype, numel) -> _Storage`` for the persistent ids of tensors.
     """
 
-    dispatch = _OpcodeTable({getattr(pickle, op)[0]: pickle._Unpickler.dispatch[getattr(pickle, op)[0]]
-                             for op in _PLAIN_OPCODES})
+    dispatch = _OpcodeTable(
+        {getattr(pickle, op)[0]: pickle._Unpickler.dispatch[getattr(pickle, op)[0]] for op in _PLAIN_OPCODES}
+    )
 
     def __init__(self, file: io.BufferedIOBase, name: str, read_storage) -> None:
         super().__init__(file, encoding="utf-8")
@@ -286,11 +287,12 @@ class RestrictedUnpickler(pickle._Unpickler):
         return target
 
 
-
-RestrictedUnpickler.dispatch.update({
-    getattr(pickle, op)[0]: getattr(RestrictedUnpickler, f"load_{op.lower()}")
-    for op in ("REDUCE", "NEWOBJ", "NEWOBJ_EX", "BUILD", "APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS")
-})
+RestrictedUnpickler.dispatch.update(
+    {
+        getattr(pickle, op)[0]: getattr(RestrictedUnpickler, f"load_{op.lower()}")
+        for op in ("REDUCE", "NEWOBJ", "NEWOBJ_EX", "BUILD", "APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS")
+    }
+)
 
 
 def _describe(obj: Any) -> str:

@@ -1,0 +1,105 @@
+"""The command line: JSON keys (a public interface), exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, SHARED_REFERENCE
+
+from snapvit_core.cli import main
+
+PUBLISHED = SHARED_REFERENCE / "snapvit-scores"
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_info_json_keys(capsys):
+    code, out, _ = run_cli(capsys, "info", "--model", "vit_small_patch16_224.dino", "--random-init", "--json")
+    payload = json.loads(out)
+    assert code == 0
+    assert {"num_blocks", "num_heads", "head_dim", "embed_dim", "mlp_hidden", "params", "flops"} <= set(payload)
+    assert (payload["num_blocks"], payload["num_heads"], payload["embed_dim"]) == (12, 6, 384)
+
+
+def test_info_embedded_human_readable(capsys):
+    code, out, _ = run_cli(capsys, "info")
+    assert code == 0 and "blocks" in out and "parameters" in out
+
+
+def test_evaluate_json_keys_and_monotone_cost(capsys):
+    results = []
+    for sparsity in ("0", "0.5"):
+        code, out, _ = run_cli(
+            capsys, "evaluate", "--method", "magnitude", "--mlp-sparsity", sparsity, "--head-sparsity", sparsity,
+            "--metrics", "knn,flops,params,latency", "--latency-batch", "4", "--json",
+        )
+        assert code == 0
+        results.append(json.loads(out))
+    keys = {"knn_top1", "params", "flops", "latency_ms", "kept_heads", "kept_neurons", "mlp_sparsity", "head_sparsity"}
+    for payload in results:
+        assert keys <= set(payload)
+        assert 0.0 <= payload["knn_top1"] <= 1.0 and payload["latency_ms"] > 0
+        assert len(payload["kept_heads"]) == len(payload["kept_neurons"]) >= 6
+    assert results[1]["flops"] < results[0]["flops"] and results[1]["params"] < results[0]["params"]
+    assert results[0]["knn_top1"] >= 0.9  # the embedded backbone, unpruned
+
+
+@pytest.mark.parametrize("value", ["1.0", "-0.2", "abc", "1.5"])
+def test_bad_sparsity_exits_with_one_line(capsys, value):
+    code, out, err = run_cli(capsys, "evaluate", "--metrics", "flops", "--mlp-sparsity", value, "--head-sparsity", "0.1")
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "[0, 1)" in err
+
+
+def test_unknown_model_and_missing_data_folder(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "info", "--model", "nope_model")
+    assert code == 2 and "Unknown model id" in err and err.count("\n") == 1
+    code, _, err = run_cli(
+        capsys, "evaluate", "--data", f"folder:{tmp_path / 'missing'}", "--mlp-sparsity", "0.1", "--head-sparsity", "0.1"
+    )
+    assert code == 2 and "missing" in err and err.count("\n") == 1
+
+
+def test_scores_for_another_architecture_are_refused(capsys, tmp_path):
+    import torch
+
+    from snapvit_core.scores import ImportanceScores
+    from snapvit_core.scores_io import save_scores
+
+    path = save_scores(ImportanceScores(torch.rand(12, 1536), torch.rand(12, 6)), tmp_path / "vit_s.safetensors")
+    code, _, err = run_cli(capsys, "evaluate", "--scores", str(path), "--metrics", "flops", "--mlp-sparsity", "0.1", "--head-sparsity", "0")
+    assert code == 2 and "do not fit" in err and "[12, 1536]" in err
+
+
+@pytest.mark.skipif(not PUBLISHED.is_dir(), reason="../shared/reference not present")
+def test_plan_on_published_scores(capsys):
+    path = PUBLISHED / "deit-3-vit-s-16.imagenet-1k.pt"
+    code, out, _ = run_cli(capsys, "plan", "--scores", str(path), "--mlp-sparsity", "0.35", "--head-sparsity", "0.2", "--json")
+    payload = json.loads(out)
+    assert code == 0 and len(payload["kept_heads"]) == 12 and len(payload["kept_neurons"]) == 12
+    assert sum(payload["kept_neurons"]) <= 12 * 1536 - int(12 * 1536 * 0.35)
+    assert all(h >= 1 for h in payload["kept_heads"])  # floor(6 * 0.2) = 1 protected head per block
+    assert all(n >= int(1536 * 0.05) for n in payload["kept_neurons"])
+
+
+def test_plan_on_missing_and_corrupt_files(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "plan", "--scores", str(tmp_path / "nope.safetensors"), "--mlp-sparsity", "0.1", "--head-sparsity", "0")
+    assert code == 2 and err.count("\n") == 1
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"\xff" * 20)
+    code, _, err = run_cli(capsys, "plan", "--scores", str(corrupt), "--mlp-sparsity", "0.1", "--head-sparsity", "0")
+    assert code == 2 and err.count("\n") == 1
+
+
+def test_module_entry_point_help():
+    result = subprocess.run(
+        [sys.executable, "-m", "snapvit_core", "evaluate", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0 and "--mlp-sparsity" in result.stdout and "--scores" in result.stdout
