@@ -24,6 +24,7 @@ def atomic_path(destination: str | os.PathLike) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp creates 0600; saved files get normal modes
     try:
         yield tmp
         with open(tmp, "rb+") as handle:
@@ -32,6 +33,12 @@ def atomic_path(destination: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text_atomic(destination: str | os.PathLike, text: str) -> None:

@@ -133,7 +133,7 @@ def _rebuild_tensor_v2(
         raise ValueError(f"a tensor with inconsistent layout {shape} / {strides} @ {storage_offset}")
     numel = storage.flat.numel()
     if all(shape):  # non-empty: the furthest element must lie inside the storage
-        last = storage_offset + sum((n - 1) * s for n, s in zip(shape, strides))
+        last = storage_offset + sum((n - 1) * s for n, s in zip(shape, strides, strict=True))
         if last >= numel:
             raise ValueError(f"a tensor reaching element {last} of a storage of {numel}")
     elif storage_offset > numel:
@@ -298,6 +298,8 @@ RestrictedUnpickler.dispatch.update(
 def _describe(obj: Any) -> str:
     if isinstance(obj, (ForeignGlobal, ForeignObject)):
         return repr(obj)
+    if isinstance(obj, type):
+        return f"`{obj.__module__}.{obj.__qualname__}`"
     return f"a {type(obj).__module__}.{type(obj).__qualname__}"
 
 
