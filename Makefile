@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8501
 REQ_HASH := $(shell cat requirements.txt requirements-dev.txt 2>/dev/null | sha1sum | cut -c1-12)
 
-.PHONY: run test install install-dev lint bench train-embedded clean
+.PHONY: run test install install-dev chromium lint bench train-embedded clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,12 @@ run: install
 	$(PY) -m streamlit run app.py --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
 
 ## make test: install everything (incl. Debian's chromium for the browser test) and run all tests
-test: install-dev
+test: install-dev chromium
 	$(PY) -m pytest
+
+# Debian's chromium for the browser test (Playwright's own browser download is not used).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "warning: could not install chromium; the browser test will be skipped"
 
 lint: install-dev
 	$(PY) -m ruff check snapvit_core pages app.py tests benchmarks scripts

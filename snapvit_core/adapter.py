@@ -95,8 +95,7 @@ def _mlp_layers(mlp: nn.Module) -> tuple[list[nn.Linear], nn.Linear, str]:
             return [mlp.fc1], mlp.fc2, MLP_GLU_PACKED
         return [mlp.fc1], mlp.fc2, MLP_STANDARD
     raise SnapViTError(
-        f"Unsupported MLP layer {type(mlp).__name__}: expected fc1/fc2 (Mlp, GluMlp) or "
-        "fc1_x/fc1_g/fc2 (SwiGLU).",
+        f"Unsupported MLP layer {type(mlp).__name__}: expected fc1/fc2 (Mlp, GluMlp) or fc1_x/fc1_g/fc2 (SwiGLU).",
         "Use a timm VisionTransformer backbone.",
     )
 
@@ -110,8 +109,7 @@ class ViTAdapter:
             raise SnapViTError(
                 f"{type(model).__name__} is not a Vision Transformer with transformer blocks "
                 "(expected `model.blocks[i].attn` and `.mlp`).",
-                "Choose a ViT backbone: `embedded`, a preset, or a timm ViT name such as "
-                "vit_small_patch16_224.dino.",
+                "Choose a ViT backbone: `embedded`, a preset, or a timm ViT name such as vit_small_patch16_224.dino.",
             )
         self.model = model
         self.blocks: list[BlockLayers] = []

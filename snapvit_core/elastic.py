@@ -213,9 +213,7 @@ class ElasticViT:
     def apply_plan(self, plan: PruningPlan) -> nn.Module:
         """Truncate the working model to ``plan``'s keep counts (always from the full reordered copy)."""
         if len(plan.kept_heads) != self.full_adapter.num_blocks:
-            raise SnapViTError(
-                f"The plan has {len(plan.kept_heads)} blocks, the model {self.full_adapter.num_blocks}."
-            )
+            raise SnapViTError(f"The plan has {len(plan.kept_heads)} blocks, the model {self.full_adapter.num_blocks}.")
         with torch.no_grad():
             for source, target, heads, neurons in zip(
                 self.full_adapter.blocks, self.adapter.blocks, plan.kept_heads, plan.kept_neurons

@@ -16,7 +16,13 @@ from snapvit_core.errors import SnapViTError
 def test_random_init_timm_vit_has_its_real_shape():
     backbone = load_backbone("vit_small_patch16_224.dino", random_init=True)
     shape = backbone.shape
-    assert (shape.num_blocks, shape.num_heads, shape.head_dim, shape.embed_dim, shape.mlp_hidden) == (12, 6, 64, 384, 1536)
+    assert (shape.num_blocks, shape.num_heads, shape.head_dim, shape.embed_dim, shape.mlp_hidden) == (
+        12,
+        6,
+        64,
+        384,
+        1536,
+    )
     assert backbone.image_size == 224 and backbone.data_config["mean"] is not None
     assert not any(p.requires_grad for p in backbone.model.parameters())
 
@@ -49,7 +55,9 @@ def _save_checkpoint_dir(path, model, architecture, model_args):
     from safetensors.torch import save_file
 
     path.mkdir()
-    (path / "config.json").write_text(json.dumps({"architecture": architecture, "num_classes": 0, "model_args": model_args}))
+    (path / "config.json").write_text(
+        json.dumps({"architecture": architecture, "num_classes": 0, "model_args": model_args})
+    )
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path / "model.safetensors"))
 
 
@@ -78,7 +86,9 @@ def test_bad_checkpoint_directories(tmp_path):
         load_backbone(str(bad))
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
-    (corrupt / "config.json").write_text(json.dumps({"architecture": "vit_tiny_patch16_224", "model_args": {"img_size": 32}}))
+    (corrupt / "config.json").write_text(
+        json.dumps({"architecture": "vit_tiny_patch16_224", "model_args": {"img_size": 32}})
+    )
     (corrupt / "model.safetensors").write_bytes(b"\x00\x01garbage")
     with pytest.raises(SnapViTError, match="Could not load"):
         load_backbone(str(corrupt))

@@ -37,8 +37,19 @@ def test_evaluate_json_keys_and_monotone_cost(capsys):
     results = []
     for sparsity in ("0", "0.5"):
         code, out, _ = run_cli(
-            capsys, "evaluate", "--method", "magnitude", "--mlp-sparsity", sparsity, "--head-sparsity", sparsity,
-            "--metrics", "knn,flops,params,latency", "--latency-batch", "4", "--json",
+            capsys,
+            "evaluate",
+            "--method",
+            "magnitude",
+            "--mlp-sparsity",
+            sparsity,
+            "--head-sparsity",
+            sparsity,
+            "--metrics",
+            "knn,flops,params,latency",
+            "--latency-batch",
+            "4",
+            "--json",
         )
         assert code == 0
         results.append(json.loads(out))
@@ -53,7 +64,9 @@ def test_evaluate_json_keys_and_monotone_cost(capsys):
 
 @pytest.mark.parametrize("value", ["1.0", "-0.2", "abc", "1.5"])
 def test_bad_sparsity_exits_with_one_line(capsys, value):
-    code, out, err = run_cli(capsys, "evaluate", "--metrics", "flops", "--mlp-sparsity", value, "--head-sparsity", "0.1")
+    code, out, err = run_cli(
+        capsys, "evaluate", "--metrics", "flops", "--mlp-sparsity", value, "--head-sparsity", "0.1"
+    )
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and "[0, 1)" in err
 
@@ -62,26 +75,37 @@ def test_unknown_model_and_missing_data_folder(capsys, tmp_path):
     code, _, err = run_cli(capsys, "info", "--model", "nope_model")
     assert code == 2 and "Unknown model id" in err and err.count("\n") == 1
     code, _, err = run_cli(
-        capsys, "evaluate", "--data", f"folder:{tmp_path / 'missing'}", "--mlp-sparsity", "0.1", "--head-sparsity", "0.1"
+        capsys,
+        "evaluate",
+        "--data",
+        f"folder:{tmp_path / 'missing'}",
+        "--mlp-sparsity",
+        "0.1",
+        "--head-sparsity",
+        "0.1",
     )
     assert code == 2 and "missing" in err and err.count("\n") == 1
 
 
 def test_scores_for_another_architecture_are_refused(capsys, tmp_path):
     import torch
-
-    from snapvit_core.scores import ImportanceScores
     from snapvit_core.scores_io import save_scores
 
+    from snapvit_core.scores import ImportanceScores
+
     path = save_scores(ImportanceScores(torch.rand(12, 1536), torch.rand(12, 6)), tmp_path / "vit_s.safetensors")
-    code, _, err = run_cli(capsys, "evaluate", "--scores", str(path), "--metrics", "flops", "--mlp-sparsity", "0.1", "--head-sparsity", "0")
+    code, _, err = run_cli(
+        capsys, "evaluate", "--scores", str(path), "--metrics", "flops", "--mlp-sparsity", "0.1", "--head-sparsity", "0"
+    )
     assert code == 2 and "do not fit" in err and "[12, 1536]" in err
 
 
 @pytest.mark.skipif(not PUBLISHED.is_dir(), reason="../shared/reference not present")
 def test_plan_on_published_scores(capsys):
     path = PUBLISHED / "deit-3-vit-s-16.imagenet-1k.pt"
-    code, out, _ = run_cli(capsys, "plan", "--scores", str(path), "--mlp-sparsity", "0.35", "--head-sparsity", "0.2", "--json")
+    code, out, _ = run_cli(
+        capsys, "plan", "--scores", str(path), "--mlp-sparsity", "0.35", "--head-sparsity", "0.2", "--json"
+    )
     payload = json.loads(out)
     assert code == 0 and len(payload["kept_heads"]) == 12 and len(payload["kept_neurons"]) == 12
     assert sum(payload["kept_neurons"]) <= 12 * 1536 - int(12 * 1536 * 0.35)
@@ -90,7 +114,9 @@ def test_plan_on_published_scores(capsys):
 
 
 def test_plan_on_missing_and_corrupt_files(capsys, tmp_path):
-    code, _, err = run_cli(capsys, "plan", "--scores", str(tmp_path / "nope.safetensors"), "--mlp-sparsity", "0.1", "--head-sparsity", "0")
+    code, _, err = run_cli(
+        capsys, "plan", "--scores", str(tmp_path / "nope.safetensors"), "--mlp-sparsity", "0.1", "--head-sparsity", "0"
+    )
     assert code == 2 and err.count("\n") == 1
     corrupt = tmp_path / "corrupt.safetensors"
     corrupt.write_bytes(b"\xff" * 20)
@@ -100,6 +126,10 @@ def test_plan_on_missing_and_corrupt_files(capsys, tmp_path):
 
 def test_module_entry_point_help():
     result = subprocess.run(
-        [sys.executable, "-m", "snapvit_core", "evaluate", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "snapvit_core", "evaluate", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0 and "--mlp-sparsity" in result.stdout and "--scores" in result.stdout

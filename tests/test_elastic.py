@@ -79,7 +79,9 @@ def test_reorder_preserves_function(tiny_vit):
     elastic = ElasticViT(tiny_vit, random_scores(tiny_vit, 3))
     images = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        torch.testing.assert_close(ViTAdapter(elastic.full).embed(images), ViTAdapter(tiny_vit).embed(images), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            ViTAdapter(elastic.full).embed(images), ViTAdapter(tiny_vit).embed(images), atol=1e-5, rtol=1e-5
+        )
 
 
 def test_sparser_shrinks_parameters(tiny_vit):

@@ -38,7 +38,9 @@ def test_flops_and_params_shrink_when_pruned(tiny_vit):
     assert analytic_flops(pruned) < full_flops
     assert count_parameters(pruned) < full_params
     # The classification head is not part of the embedding path.
-    assert full_params == sum(p.numel() for p in tiny_vit.parameters()) - sum(p.numel() for p in tiny_vit.head.parameters())
+    assert full_params == sum(p.numel() for p in tiny_vit.parameters()) - sum(
+        p.numel() for p in tiny_vit.head.parameters()
+    )
 
 
 def test_latency_report_is_complete(tiny_vit):

@@ -12,9 +12,9 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import SnapViTError
-from . import evaluate, info, plan
+from . import evaluate, export, info, plan
 
-COMMANDS = (info, evaluate, plan)
+COMMANDS = (info, evaluate, plan, export)
 
 
 class _OneLineParser(argparse.ArgumentParser):

@@ -12,13 +12,10 @@ from ._common import add_json_argument, add_model_arguments, add_sparsity_argume
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("evaluate", help="prune to a sparsity and measure kNN top-1, FLOPs, params, latency")
     add_model_arguments(parser)
-    parser.add_argument("--data", default="embedded", help="kNN data: embedded, folder:PATH or hf:NAME (default: embedded)")
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--scores", help="importance scores file (.safetensors, or a published SnapViT .pt)")
-    source.add_argument(
-        "--method", choices=sorted(DATA_FREE_METHODS), help="data-free scores to use when no --scores is given (default: magnitude)"
+    parser.add_argument(
+        "--data", default="embedded", help="kNN data: embedded, folder:PATH or hf:NAME (default: embedded)"
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random method (default: 0)")
+    add_scores_arguments(parser)
     add_sparsity_arguments(parser)
     parser.add_argument("--metrics", default="knn,flops,params", help="comma-separated: knn,flops,params,latency")
     parser.add_argument("--k", type=int, default=20, help="kNN neighbours (default: 20, as published)")
@@ -29,11 +26,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
+def add_scores_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--scores", help="importance scores file (.safetensors, or a published SnapViT .pt)")
+    source.add_argument(
+        "--method",
+        choices=sorted(DATA_FREE_METHODS),
+        help="data-free scores to use when no --scores is given (default: magnitude)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random method (default: 0)")
+
+
 def build_explorer(args: argparse.Namespace, device: str) -> Explorer:
     from ..scores_io import load_scores
 
     backbone = load_backbone(args.model, args.random_init, device)
-    scores = load_scores(args.scores) if args.scores else data_free_scores(args.method or "magnitude", backbone.model, args.seed)
+    scores = (
+        load_scores(args.scores)
+        if args.scores
+        else data_free_scores(args.method or "magnitude", backbone.model, args.seed)
+    )
     return Explorer(backbone, scores, device)
 
 
@@ -50,7 +62,13 @@ def run(args: argparse.Namespace) -> int:
     if "knn" in metrics:
         splits = load_knn_splits(args.data, explorer.backbone.data_config, limit_per_split=args.limit)
         evaluator = KnnEvaluator(
-            splits.train, splits.train_labels, splits.test, splits.test_labels, k=args.k, weighted=args.weighted_vote, device=device
+            splits.train,
+            splits.train_labels,
+            splits.test,
+            splits.test_labels,
+            k=args.k,
+            weighted=args.weighted_vote,
+            device=device,
         )
         explorer.attach_knn(evaluator)
     result = explorer.evaluate(mlp_sparsity, head_sparsity, metrics, args.latency_batch)
@@ -71,7 +89,9 @@ def run(args: argparse.Namespace) -> int:
         f"kept neurons {result.kept_neurons}",
     ]
     if result.knn_top1 is not None:
-        lines.append(f"kNN top-1  {100 * result.knn_top1:.2f}%  (k={args.k}, {explorer.knn.vote} vote, data {args.data})")
+        lines.append(
+            f"kNN top-1  {100 * result.knn_top1:.2f}%  (k={args.k}, {explorer.knn.vote} vote, data {args.data})"
+        )
     if result.params is not None:
         lines.append(f"parameters {result.params:,}")
     if result.flops is not None:

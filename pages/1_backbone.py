@@ -1,0 +1,123 @@
+"""Page 1: pick the backbone, device and data; see the backbone's summary."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from snapvit_core.backbones import EMBEDDED_ID
+from snapvit_core.data import DATA_SPEC_HELP, parse_data_spec
+from snapvit_core.errors import SnapViTError
+from snapvit_core.explorer import data_free_scores
+from snapvit_core.metrics import analytic_flops, count_parameters
+from snapvit_core.presets import BACKBONE_PRESETS
+from ui import session
+
+OTHER_TIMM = "Other timm ViT name ..."
+LOCAL_DIR = "Local checkpoint directory ..."
+DATA_KINDS = {
+    "embedded": "Embedded cluttered digits (offline)",
+    "folder": "Image folder (one sub-folder per class)",
+    "hf": "Hugging Face dataset (local cache) or saved directory",
+    "procedural": "Procedural images (label-free: scoring only, no kNN)",
+}
+
+st.title("Backbone & data")
+st.caption(
+    "SnapViT prunes MLP neurons and attention heads of a pretrained ViT without labels or retraining. "
+    "Pick a backbone and the data used for scoring and kNN evaluation."
+)
+current = session.selection()
+
+preset_names = list(BACKBONE_PRESETS) + [OTHER_TIMM, LOCAL_DIR]
+preset_ids = list(BACKBONE_PRESETS.values())
+if current.model_id in preset_ids:
+    preset_index = preset_ids.index(current.model_id)
+else:
+    preset_index = preset_names.index(LOCAL_DIR if "/" in current.model_id else OTHER_TIMM)
+
+with st.form("backbone_form"):
+    left, right = st.columns(2)
+    with left:
+        preset = st.selectbox("Backbone", preset_names, index=preset_index)
+        custom = st.text_input(
+            "timm name or checkpoint directory (for the last two choices)",
+            value="" if current.model_id in preset_ids else current.model_id,
+            placeholder="vit_small_patch16_224.augreg_in1k  or  /path/to/checkpoint_dir",
+        )
+        random_init = st.checkbox(
+            "Random weights (architecture only: timing and FLOPs, no meaningful accuracy)", value=current.random_init
+        )
+        device = st.selectbox("Device", ["auto", "cpu", "cuda"], index=["auto", "cpu", "cuda"].index(current.device))
+    with right:
+        current_spec = parse_data_spec(current.data)
+        kind = st.selectbox(
+            "Data", list(DATA_KINDS), format_func=DATA_KINDS.get, index=list(DATA_KINDS).index(current_spec.kind)
+        )
+        location = st.text_input(
+            "Folder path or dataset name (for image folder / Hugging Face)",
+            value=current_spec.location,
+            placeholder="/data/pets  or  cifar10",
+        )
+        st.caption(f"Data sources: `{DATA_SPEC_HELP}`. Folders without train/ and test/ are split 80/20 per class.")
+    submitted = st.form_submit_button("Load", type="primary")
+
+if submitted:
+    model_id = BACKBONE_PRESETS.get(preset) or custom.strip()
+    data = kind if kind in ("embedded", "procedural") else f"{kind}:{location.strip()}"
+    try:
+        if not model_id:
+            raise SnapViTError("No model name or directory was given.", "Type a timm name or a checkpoint directory.")
+        parse_data_spec(data)
+        session.set_selection(session.Selection(model_id, random_init, device, data))
+    except SnapViTError as error:
+        session.show_error(error)
+
+choice = session.selection()
+backbone = session.guarded_backbone()
+if backbone is None:
+    st.stop()
+
+shape = backbone.shape
+st.subheader(f"{choice.model_id}" + (" (random weights)" if choice.random_init else ""))
+cards = st.columns(5)
+cards[0].metric(
+    "Blocks x heads", f"{shape.num_blocks} x {shape.num_heads}", help="transformer blocks x heads per block"
+)
+cards[1].metric(
+    "Width", f"{shape.embed_dim} / {shape.mlp_hidden}", help="embedding width / MLP hidden neurons per block"
+)
+cards[2].metric("Parameters", f"{count_parameters(backbone.model) / 1e6:.2f} M", help="embedding path, heads excluded")
+cards[3].metric("FLOPs", f"{analytic_flops(backbone.model) / 1e9:.3f} G", help="per image at the input size")
+cards[4].metric("Input", f"{backbone.image_size} px", help="input resolution from the backbone's data config")
+st.caption(
+    f"Device: `{choice.resolved_device}` · head dim {shape.head_dim} · data `{choice.data}` · "
+    f"mean {tuple(round(v, 3) for v in backbone.data_config.get('mean', ()))}"
+)
+
+if session.has_labelled_data():
+    try:
+        with st.spinner("Embedding the kNN data with the unpruned model ..."):
+            splits = session.knn_splits()
+            explorer = session.explorer()
+            result = explorer.evaluate(0.0, 0.0, ("knn",))
+        st.metric(
+            "Unpruned kNN top-1",
+            f"{100 * result.knn_top1:.2f} %",
+            help=f"k=20 nearest neighbours, uniform vote; {splits.describe()}",
+        )
+        st.caption(splits.describe())
+    except SnapViTError as error:
+        session.show_error(error)
+else:
+    st.info("Procedural data has no labels: scoring and search work, kNN accuracy is not measured.")
+
+if choice.model_id == EMBEDDED_ID and not choice.random_init:
+    st.caption(
+        "The embedded backbone is a 6-block, 6-head ViT trained by `scripts/train_embedded.py` on cluttered "
+        "scikit-learn digits (1257 train / 540 test, fixed split); it works fully offline."
+    )
+with st.expander("Data-free scores for a first look"):
+    st.write("Magnitude scores need no data; the explorer starts with them until better scores are loaded.")
+    if st.button("Use magnitude scores"):
+        session.set_scores(data_free_scores("magnitude", backbone.model), "magnitude (data-free)")
+        st.success("Magnitude scores selected.")

@@ -1,0 +1,100 @@
+"""Page 5: export the pruned model at the explorer's configuration (optionally weight-corrected, ONNX)."""
+
+from __future__ import annotations
+
+import io
+import re
+import zipfile
+from pathlib import Path
+
+import streamlit as st
+from snapvit_core.correction import CorrectionConfig, correct_elastic
+
+from snapvit_core.data import load_images, preprocess
+from snapvit_core.errors import SnapViTError
+from snapvit_core.export import architecture_spec, export_pruned
+from ui import session
+
+EXPORTS_DIR = session.ROOT / "exports"
+
+st.title("Export")
+backbone = session.guarded_backbone()
+if backbone is None:
+    st.stop()
+try:
+    explorer = session.explorer()
+except SnapViTError as error:
+    session.show_error(error)
+    st.stop()
+scores, scores_label = session.scores()
+mlp_sparsity, head_sparsity = st.session_state.get("explorer_config", (0.0, 0.0))
+plan = explorer.elastic.plan_for(mlp_sparsity, head_sparsity)
+st.write(
+    f"Configuration from the explorer: **MLP sparsity {mlp_sparsity:.2f}, head sparsity {head_sparsity:.2f}** "
+    f"(scores: {scores_label}) - kept heads per block {plan.kept_heads}, kept neurons per block {plan.kept_neurons}."
+)
+st.caption("Change the configuration with the sliders on the Elastic explorer page.")
+
+default_name = re.sub(
+    r"[^A-Za-z0-9_.-]+", "_", f"{session.selection().model_id}_m{mlp_sparsity:.2f}_h{head_sparsity:.2f}"
+)
+with st.form("export_form"):
+    name = st.text_input("Export folder name (inside exports/)", value=default_name)
+    correct = st.checkbox("Weight correction (SparseGPT-style, uses calibration images from the selected data)")
+    left, right = st.columns(2)
+    samples = left.number_input("Calibration images", min_value=8, max_value=10_000, value=256)
+    damping = right.selectbox("Damping", ["mean", "max", "percentile"], help="max suits backbones with outliers")
+    onnx = st.checkbox("Also export ONNX (checked numerically against PyTorch)")
+    overwrite = st.checkbox("Replace the folder if it exists")
+    submitted = st.form_submit_button("Export", type="primary")
+
+if submitted:
+    try:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name.startswith("."):
+            raise SnapViTError(f"{name!r} is not a plain folder name.", "Use letters, digits, '.', '_' and '-'.")
+        pruning = {
+            "source_model": session.selection().model_id,
+            "mlp_sparsity": mlp_sparsity,
+            "head_sparsity": head_sparsity,
+            "scores_method": scores.metadata.get("method", "unknown"),
+            "corrected": bool(correct),
+        }
+        with st.spinner("Exporting ..."):
+            if correct:
+                images = load_images(session.selection().data, "train", limit=int(samples), seed=0)
+                calibration = preprocess(images.images, backbone.data_config)
+                config = CorrectionConfig(samples=int(samples), damping=damping)
+                model, correction = correct_elastic(explorer.elastic, mlp_sparsity, head_sparsity, calibration, config)
+                pruning["correction"] = correction.to_dict()
+            else:
+                model = explorer.elastic.prune_to(mlp_sparsity, head_sparsity)
+            architecture, model_args = architecture_spec(backbone)
+            report = export_pruned(
+                model,
+                EXPORTS_DIR / name,
+                architecture=architecture,
+                model_args=model_args,
+                data_config=backbone.data_config,
+                pruning=pruning,
+                scores=scores,
+                onnx=onnx,
+                overwrite=overwrite,
+            )
+        st.session_state["last_export"] = report
+    except SnapViTError as error:
+        session.show_error(error)
+
+report = st.session_state.get("last_export")
+if report is not None and Path(report.directory).is_dir():
+    st.success(f"Exported to `{report.directory}`: {', '.join(report.files)} ({report.params / 1e6:.3f} M parameters).")
+    if report.onnx_max_abs_diff is not None:
+        st.write(f"ONNX check: max |ONNX - PyTorch| = {report.onnx_max_abs_diff:.2e} on random inputs.")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(Path(report.directory).iterdir()):
+            archive.write(path, f"{Path(report.directory).name}/{path.name}")
+    st.download_button("Download as .zip", buffer.getvalue(), f"{Path(report.directory).name}.zip", "application/zip")
+    st.markdown(
+        "Load it anywhere with torch + timm + safetensors: `from load_pruned import load_pruned; "
+        "model = load_pruned('path/to/folder')` (the loader script is inside the export)."
+    )

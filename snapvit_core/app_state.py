@@ -1,0 +1,195 @@
+"""What the Streamlit pages compute, as plain functions: no streamlit import, unit-testable.
+
+Owns the explorer's interactive measurements (a fast batch-1 latency probe, per-image embedding
+similarity), the coupled "overall" slider along the published sparsity path, method sweeps and
+the budget finder (Pareto front, best configuration under a cost limit).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .adapter import ViTAdapter
+from .errors import SnapViTError
+from .evaluation import embedding_similarity
+from .explorer import Explorer
+from .presets import PUBLISHED_SPARSITY_PAIRS
+
+SLIDER_STEP = 0.05  # sparsity sliders move in 5% steps
+MAX_SPARSITY = 0.95  # the sliders' upper end
+
+# Budget targets: label -> (table column, how the limit is read).
+BUDGET_TARGETS: dict[str, str] = {
+    "GFLOPs (% of unpruned)": "flops_pct",
+    "Latency (ms at batch 1)": "latency_ms",
+    "Parameters (millions)": "params_m",
+}
+
+
+def resolve_device(choice: str) -> str:
+    """'auto' -> 'cuda' when available else 'cpu'; 'cuda' without a GPU is refused."""
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise SnapViTError("CUDA was requested but no GPU is visible to PyTorch.", "Choose 'cpu' or 'auto'.")
+    return choice
+
+
+def snap(value: float) -> float:
+    """Round to the slider grid (0.05 steps, within [0, 0.95])."""
+    return float(min(MAX_SPARSITY, max(0.0, round(round(value / SLIDER_STEP) * SLIDER_STEP, 2))))
+
+
+def published_path(overall: float) -> tuple[float, float]:
+    """(MLP, head) sparsity on the published path at MLP sparsity ``overall``.
+
+    Interpolates PUBLISHED_SPARSITY_PAIRS; past the last published pair the head sparsity keeps the
+    path's final slope. Both values are snapped to the slider grid.
+    """
+    mlp = np.array([p[0] for p in PUBLISHED_SPARSITY_PAIRS])
+    head = np.array([p[1] for p in PUBLISHED_SPARSITY_PAIRS])
+    if overall <= mlp[-1]:
+        value = float(np.interp(overall, mlp, head))
+    else:
+        slope = (head[-1] - head[-2]) / (mlp[-1] - mlp[-2])
+        value = float(head[-1] + slope * (overall - mlp[-1]))
+    return snap(overall), snap(value)
+
+
+def quick_latency_ms(model: torch.nn.Module, image_size: int, device: str, repeats: int = 15) -> float:
+    """Median wall time (ms) of a batch-1 embedding forward; cheap enough for every slider move.
+
+    ``measure_latency`` (torch.utils.benchmark, adaptive repeats) is the reference measurement but
+    takes about a second; this probe does 2 warm-up and ``repeats`` timed forwards.
+    """
+    adapter = ViTAdapter(model)
+    images = torch.randn(1, 3, image_size, image_size, device=device)
+    times = []
+    with torch.inference_mode():
+        for i in range(repeats + 2):
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            adapter.embed(images)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            if i >= 2:  # the first forwards warm the allocator and kernels
+                times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+@dataclass
+class Measurement:
+    """One configuration's numbers as the pages show them."""
+
+    mlp_sparsity: float  # requested
+    head_sparsity: float  # requested
+    knn_top1_pct: float | None  # kNN top-1 (%) on the test split; None without labelled data
+    params: int  # embedding-path parameters
+    flops: int  # analytic FLOPs per image
+    latency_ms: float  # batch-1 median, quick probe
+    kept_heads: list[int]  # per block
+    kept_neurons: list[int]  # per block
+    embedding_cosine: float | None  # mean cosine similarity to the unpruned embeddings
+
+    def as_row(self) -> dict:
+        return {
+            "MLP sparsity": self.mlp_sparsity,
+            "head sparsity": self.head_sparsity,
+            "kNN top-1 (%)": self.knn_top1_pct,
+            "params": self.params,
+            "params_m": self.params / 1e6,
+            "GFLOPs": self.flops / 1e9,
+            "latency_ms": self.latency_ms,
+        }
+
+
+def measure(explorer: Explorer, mlp_sparsity: float, head_sparsity: float, latency: bool = True) -> Measurement:
+    """Prune the session's explorer to the sparsity and measure everything the explorer page shows."""
+    metrics = ("knn", "flops", "params") if explorer.knn is not None else ("flops", "params")
+    result = explorer.evaluate(mlp_sparsity, head_sparsity, metrics)
+    latency_ms = (
+        quick_latency_ms(explorer.model, explorer.backbone.image_size, str(explorer.device))
+        if latency
+        else float("nan")
+    )
+    return Measurement(
+        mlp_sparsity=mlp_sparsity,
+        head_sparsity=head_sparsity,
+        knn_top1_pct=None if result.knn_top1 is None else 100.0 * result.knn_top1,
+        params=int(result.params),
+        flops=int(result.flops),
+        latency_ms=latency_ms,
+        kept_heads=result.kept_heads,
+        kept_neurons=result.kept_neurons,
+        embedding_cosine=result.embedding_cosine,
+    )
+
+
+def per_image_similarity(explorer: Explorer) -> np.ndarray | None:
+    """Cosine similarity (N,) of each test image's embedding, current pruned vs unpruned model."""
+    if explorer.knn is None:
+        return None
+    reference = explorer.unpruned_features()
+    pruned = explorer.knn.features(explorer.model, explorer.state_key())[1]
+    return embedding_similarity(reference, pruned).numpy()
+
+
+def sweep(
+    explorers: dict[str, Explorer],
+    pairs: Iterable[tuple[float, float]],
+    on_step: Callable[[int, int], None] | None = None,
+) -> pd.DataFrame:
+    """Measure every (MLP, head) pair for every scores source; one table row per configuration.
+
+    Args:
+        explorers: scores-source label -> that source's explorer (same backbone and data).
+        pairs: (MLP sparsity, head sparsity) configurations.
+        on_step: called with (done, total) after each configuration, for a progress bar.
+    """
+    pairs = list(pairs)
+    total = len(pairs) * len(explorers)
+    rows, done = [], 0
+    for label, explorer in explorers.items():
+        for mlp_sparsity, head_sparsity in pairs:
+            row = measure(explorer, mlp_sparsity, head_sparsity).as_row()
+            rows.append({"scores": label, **row})
+            done += 1
+            if on_step:
+                on_step(done, total)
+    table = pd.DataFrame(rows)
+    return add_relative_columns(table)
+
+
+def add_relative_columns(table: pd.DataFrame) -> pd.DataFrame:
+    """Add FLOPs as % of the unpruned model (largest FLOPs in the table are taken as unpruned)."""
+    table = table.copy()
+    table["flops_pct"] = 100.0 * table["GFLOPs"] / table["GFLOPs"].max()
+    table["speed-up (x)"] = table["latency_ms"].max() / table["latency_ms"]
+    return table
+
+
+def pareto_mask(cost: Iterable[float], accuracy: Iterable[float]) -> np.ndarray:
+    """True for configurations no other beats on both axes (lower cost AND higher accuracy)."""
+    cost, accuracy = np.asarray(list(cost), float), np.asarray(list(accuracy), float)
+    mask = np.ones(len(cost), bool)
+    for i in range(len(cost)):
+        better = (cost <= cost[i]) & (accuracy >= accuracy[i]) & ((cost < cost[i]) | (accuracy > accuracy[i]))
+        mask[i] = not better.any()
+    return mask
+
+
+def best_under_budget(table: pd.DataFrame, column: str, limit: float) -> pd.Series | None:
+    """The most accurate row whose ``column`` is at most ``limit`` (ties: the cheaper one); None if none fits."""
+    fitting = table[table[column] <= limit]
+    if fitting.empty or fitting["kNN top-1 (%)"].isna().all():
+        return None
+    ranked = fitting.sort_values(["kNN top-1 (%)", column], ascending=[False, True])
+    return ranked.iloc[0]

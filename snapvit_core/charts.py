@@ -1,0 +1,203 @@
+"""Plotly figures for the app and the results report (pure plotly: no streamlit import).
+
+Every figure has axis titles with units and a title saying what it measures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from .scores import ImportanceScores
+
+KEPT_COLOUR = "#1f77b4"
+PRUNED_COLOUR = "#d62728"
+PARETO_COLOUR = "#2ca02c"
+
+
+def _rank_normalise(values: np.ndarray) -> np.ndarray:
+    """Scores as within-array percentiles in [0, 1] (scores span orders of magnitude)."""
+    flat = values.reshape(-1)
+    ranks = np.empty_like(flat, dtype=float)
+    ranks[np.argsort(flat, kind="stable")] = np.linspace(0.0, 1.0, flat.size) if flat.size > 1 else 1.0
+    return ranks.reshape(values.shape)
+
+
+def head_map(scores: ImportanceScores, kept_heads: np.ndarray) -> go.Figure:
+    """Blocks x heads grid coloured by head-score percentile; pruned heads crossed out.
+
+    Args:
+        scores: the importance scores (heads [B, H]).
+        kept_heads: boolean [B, H] mask in the original head order (True = kept).
+    """
+    heads = scores.heads.float().numpy()
+    kept = np.asarray(kept_heads, dtype=bool)
+    blocks, count = heads.shape
+    figure = go.Figure(
+        go.Heatmap(
+            z=_rank_normalise(heads),
+            x=list(range(count)),
+            y=list(range(blocks)),
+            customdata=heads,
+            colorscale="Viridis",
+            zmin=0,
+            zmax=1,
+            colorbar={"title": "score<br>percentile"},
+            hovertemplate="block %{y}, head %{x}<br>score %{customdata:.3g}<br>percentile %{z:.2f}<extra></extra>",
+        )
+    )
+    pruned_y, pruned_x = np.nonzero(~kept)
+    figure.add_trace(
+        go.Scatter(
+            x=pruned_x,
+            y=pruned_y,
+            mode="markers",
+            marker={"symbol": "x", "size": 14, "color": PRUNED_COLOUR, "line": {"width": 2}},
+            name="pruned head",
+            hovertemplate="block %{y}, head %{x}: pruned<extra></extra>",
+        )
+    )
+    figure.update_layout(
+        title=f"Attention heads: {int(kept.sum())} of {kept.size} kept (x = pruned)",
+        xaxis_title="head index",
+        yaxis_title="block (0 = input side)",
+        yaxis={"autorange": "reversed", "dtick": 1},
+        xaxis={"dtick": 1},
+        legend={"orientation": "h", "y": -0.2},
+        margin={"t": 50},
+    )
+    return figure
+
+
+def mlp_kept_chart(kept_neurons: Sequence[int], hidden: int) -> go.Figure:
+    """Kept vs pruned MLP neurons per block (stacked bars, neurons)."""
+    kept = np.asarray(kept_neurons)
+    blocks = list(range(len(kept)))
+    figure = go.Figure(
+        [
+            go.Bar(x=blocks, y=kept, name="kept", marker_color=KEPT_COLOUR),
+            go.Bar(x=blocks, y=hidden - kept, name="pruned", marker_color=PRUNED_COLOUR),
+        ]
+    )
+    figure.update_layout(
+        barmode="stack",
+        title=f"MLP neurons per block: {int(kept.sum())} of {hidden * len(kept)} kept",
+        xaxis_title="block (0 = input side)",
+        yaxis_title="hidden neurons (count)",
+        xaxis={"dtick": 1},
+        legend={"orientation": "h", "y": -0.2},
+    )
+    return figure
+
+
+def mlp_score_heatmap(scores: ImportanceScores, kept_neurons: np.ndarray | None = None) -> go.Figure:
+    """Blocks x neurons, each block's neurons sorted by score (percentile colour); kept boundary marked."""
+    mlp = scores.mlp.float().numpy()
+    ordered = -np.sort(-mlp, axis=1)
+    figure = go.Figure(
+        go.Heatmap(
+            z=_rank_normalise(ordered),
+            customdata=ordered,
+            colorscale="Viridis",
+            zmin=0,
+            zmax=1,
+            colorbar={"title": "score<br>percentile"},
+            hovertemplate="block %{y}, rank %{x}<br>score %{customdata:.3g}<extra></extra>",
+        )
+    )
+    if kept_neurons is not None:
+        counts = np.asarray(kept_neurons)
+        figure.add_trace(
+            go.Scatter(
+                x=counts - 0.5,
+                y=np.arange(len(counts)),
+                mode="markers",
+                marker={"symbol": "line-ns", "size": 16, "line": {"width": 3, "color": PRUNED_COLOUR}},
+                name="keep boundary (neurons to the right are pruned)",
+            )
+        )
+    figure.update_layout(
+        title="MLP neuron scores, sorted within each block",
+        xaxis_title="neuron rank within block (0 = most important)",
+        yaxis_title="block (0 = input side)",
+        yaxis={"autorange": "reversed", "dtick": 1},
+        legend={"orientation": "h", "y": -0.2},
+    )
+    return figure
+
+
+def similarity_histogram(similarity: np.ndarray) -> go.Figure:
+    """Distribution of per-image cosine similarity between pruned and unpruned embeddings."""
+    figure = go.Figure(go.Histogram(x=similarity, nbinsx=40, marker_color=KEPT_COLOUR, name="test images"))
+    figure.update_layout(
+        title=f"Embedding similarity to the unpruned model (mean {float(np.mean(similarity)):.3f})",
+        xaxis_title="cosine similarity (1 = unchanged)",
+        yaxis_title="test images (count)",
+        xaxis={"range": [min(0.0, float(np.min(similarity))), 1.0]},
+    )
+    return figure
+
+
+def fitness_curve(fitness: Sequence[float], best_so_far: Sequence[float]) -> go.Figure:
+    """Search progress: every evaluated fitness and the best so far (lower is better)."""
+    steps = list(range(1, len(fitness) + 1))
+    figure = go.Figure(
+        [
+            go.Scatter(x=steps, y=list(fitness), mode="markers", name="candidate", marker={"color": "#7f7f7f"}),
+            go.Scatter(x=steps, y=list(best_so_far), mode="lines", name="best so far", line={"color": PARETO_COLOUR}),
+        ]
+    )
+    figure.update_layout(
+        title="Search fitness (1 - mean cosine similarity to the teacher; lower is better)",
+        xaxis_title="fitness evaluation (count)",
+        yaxis_title="fitness (unitless)",
+        legend={"orientation": "h", "y": -0.2},
+    )
+    return figure
+
+
+COST_AXIS_TITLES = {
+    "flops_pct": "FLOPs (% of unpruned)",
+    "GFLOPs": "GFLOPs per image",
+    "latency_ms": "latency at batch 1 (ms)",
+    "params_m": "parameters (millions)",
+}
+
+
+def tradeoff_chart(table: pd.DataFrame, cost: str, pareto: np.ndarray, title: str | None = None) -> go.Figure:
+    """kNN top-1 vs a cost column, one colour per scores source, Pareto-optimal points outlined."""
+    figure = go.Figure()
+    for label, rows in table.groupby("scores", sort=False):
+        figure.add_trace(
+            go.Scatter(
+                x=rows[cost],
+                y=rows["kNN top-1 (%)"],
+                mode="markers+lines",
+                name=str(label),
+                customdata=rows[["MLP sparsity", "head sparsity"]].to_numpy(),
+                hovertemplate="MLP %{customdata[0]:.2f}, heads %{customdata[1]:.2f}<br>"
+                "%{x:.3g}<br>kNN %{y:.2f}%<extra>%{fullData.name}</extra>",
+            )
+        )
+    front = table[np.asarray(pareto, dtype=bool)].sort_values(cost)
+    figure.add_trace(
+        go.Scatter(
+            x=front[cost],
+            y=front["kNN top-1 (%)"],
+            mode="lines+markers",
+            name="Pareto front",
+            line={"color": PARETO_COLOUR, "dash": "dot", "width": 2},
+            marker={"size": 14, "symbol": "circle-open", "color": PARETO_COLOUR, "line": {"width": 2}},
+            hoverinfo="skip",
+        )
+    )
+    figure.update_layout(
+        title=title or f"kNN top-1 vs {COST_AXIS_TITLES.get(cost, cost)}",
+        xaxis_title=COST_AXIS_TITLES.get(cost, cost),
+        yaxis_title="kNN top-1 (%)",
+        legend={"orientation": "h", "y": -0.25},
+    )
+    return figure

@@ -1,0 +1,54 @@
+"""``export``: write the pruned model (safetensors + JSON config, optional ONNX) at one sparsity."""
+
+from __future__ import annotations
+
+import argparse
+
+from ._common import add_json_argument, add_model_arguments, add_sparsity_arguments, emit, resolve_device
+from .evaluate import add_scores_arguments, build_explorer
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("export", help="export the pruned model as safetensors + config.json (+ ONNX)")
+    add_model_arguments(parser)
+    add_scores_arguments(parser)
+    add_sparsity_arguments(parser)
+    parser.add_argument("--out", required=True, help="export folder (must not exist or be empty)")
+    parser.add_argument("--onnx", action="store_true", help="also write model.onnx, checked against PyTorch")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty export folder")
+    add_json_argument(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..elastic import check_sparsity
+    from ..export import architecture_spec, export_pruned
+
+    mlp_sparsity = check_sparsity(args.mlp_sparsity, "MLP sparsity")
+    head_sparsity = check_sparsity(args.head_sparsity, "head sparsity")
+    explorer = build_explorer(args, resolve_device(args.device))
+    explorer.prune_to(mlp_sparsity, head_sparsity)
+    architecture, model_args = architecture_spec(explorer.backbone)
+    pruning = {
+        "source_model": args.model,
+        "mlp_sparsity": mlp_sparsity,
+        "head_sparsity": head_sparsity,
+        "scores_method": explorer.scores.metadata.get("method", "unknown"),
+        "corrected": False,
+    }
+    report = export_pruned(
+        explorer.model,
+        args.out,
+        architecture=architecture,
+        model_args=model_args,
+        data_config=explorer.backbone.data_config,
+        pruning=pruning,
+        scores=explorer.scores,
+        onnx=args.onnx,
+        overwrite=args.overwrite,
+    )
+    lines = [f"exported to {report.directory}: {', '.join(report.files)}", f"parameters {report.params:,}"]
+    if report.onnx_max_abs_diff is not None:
+        lines.append(f"ONNX matches PyTorch: max abs difference {report.onnx_max_abs_diff:.2e}")
+    emit(report.to_dict(), args.json, lines)
+    return 0

@@ -1,0 +1,327 @@
+"""Export a pruned ViT: safetensors weights + a JSON config that rebuilds it with timm alone.
+
+The export directory holds::
+
+    model.safetensors   the pruned weights (embedding path plus any classification head)
+    config.json         how to rebuild: timm architecture (or VisionTransformer kwargs), data config,
+                        and the per-block kept heads / MLP neurons
+    load_pruned.py      a standalone loader that needs only torch, timm and safetensors
+    scores.safetensors  the importance scores used (optional)
+    model.onnx          the embedding model in ONNX (optional; checked against PyTorch)
+
+Rebuilding is: create the unpruned architecture with timm, shrink each block's qkv/proj/fc1/fc2 to
+the kept widths (:func:`shrink_to_plan`), load the state dict strictly. Every file is written to a
+temporary name in a staging folder and the folder is renamed into place at the end, so a failed
+export never leaves a half-written directory behind.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .adapter import MLP_GLU_PACKED, MLP_SWIGLU, ViTAdapter
+from .errors import SnapViTError
+
+FORMAT_NAME = "snapvit-pruned-vit"
+FORMAT_VERSION = 1
+ONNX_TOLERANCE = 1e-4  # max |onnxruntime - torch| accepted for the exported embedding
+
+LOADER_SOURCE = '''"""Load a SnapViT-pruned ViT with torch, timm and safetensors only: model = load_pruned(".")."""
+
+import json
+from pathlib import Path
+
+import timm
+import torch
+from safetensors.torch import load_file
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+
+
+def _linear(old, in_features, out_features):
+    return nn.Linear(in_features, out_features, bias=old.bias is not None)
+
+
+def load_pruned(directory):
+    config = json.loads((Path(directory) / "config.json").read_text())
+    if config["architecture"]:
+        model = timm.create_model(config["architecture"], pretrained=False, **config["model_args"])
+    else:
+        model = VisionTransformer(**config["model_args"])
+    pruning = config["pruning"]
+    head_dim = pruning["head_dim"]
+    for block, heads, neurons in zip(model.blocks, pruning["kept_heads"], pruning["kept_neurons"]):
+        attn, mlp, width = block.attn, block.mlp, heads * head_dim
+        attn.qkv = _linear(attn.qkv, attn.qkv.in_features, 3 * width)
+        attn.proj = _linear(attn.proj, width, attn.proj.out_features)
+        attn.num_heads = heads
+        if hasattr(attn, "attn_dim"):
+            attn.attn_dim = width
+        if hasattr(mlp, "fc1_g"):  # SwiGLU: separate gate and value projections
+            mlp.fc1_g = _linear(mlp.fc1_g, mlp.fc1_g.in_features, neurons)
+            mlp.fc1_x = _linear(mlp.fc1_x, mlp.fc1_x.in_features, neurons)
+        else:
+            packed = pruning["mlp_kind"] == "glu-packed"
+            mlp.fc1 = _linear(mlp.fc1, mlp.fc1.in_features, 2 * neurons if packed else neurons)
+        mlp.fc2 = _linear(mlp.fc2, neurons, mlp.fc2.out_features)
+        if isinstance(getattr(mlp, "norm", None), nn.LayerNorm):
+            mlp.norm = nn.LayerNorm(neurons, eps=mlp.norm.eps)
+    model.load_state_dict(load_file(str(Path(directory) / "model.safetensors")), strict=True)
+    return model.eval()
+
+
+if __name__ == "__main__":
+    import sys
+
+    loaded = load_pruned(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent)
+    size = json.loads((Path(__file__).parent / "config.json").read_text())["pretrained_cfg"]["input_size"]
+    with torch.no_grad():
+        out = loaded.forward_head(loaded.forward_features(torch.zeros(1, *size)), pre_logits=True)
+    print(f"loaded; embedding shape {tuple(out.shape)}")
+'''
+
+
+@dataclass
+class ExportReport:
+    """What an export wrote and checked."""
+
+    directory: Path
+    files: list[str]
+    params: int
+    kept_heads: list[int]
+    kept_neurons: list[int]
+    onnx_max_abs_diff: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "directory": str(self.directory),
+            "files": self.files,
+            "params": self.params,
+            "kept_heads": self.kept_heads,
+            "kept_neurons": self.kept_neurons,
+            "onnx_max_abs_diff": self.onnx_max_abs_diff,
+            "notes": self.notes,
+        }
+
+
+def architecture_spec(backbone) -> tuple[str | None, dict]:
+    """(timm architecture name or None, constructor kwargs) that rebuild ``backbone``'s model unpruned.
+
+    ``None`` means ``timm.models.vision_transformer.VisionTransformer(**kwargs)`` (the embedded ViT).
+    """
+    from . import embedded
+
+    if backbone.model_id == embedded.EMBEDDED_MODEL_ID:
+        return None, dict(embedded.read_embedded_config()["architecture"])
+    model = backbone.model
+    cfg = getattr(model, "pretrained_cfg", {}) or {}
+    architecture = cfg.get("architecture")
+    if not architecture:
+        raise SnapViTError(
+            f"Cannot tell which timm architecture {type(model).__name__} is.",
+            "Export models loaded by name, from a checkpoint directory, or the embedded backbone.",
+        )
+    args = {"num_classes": int(getattr(model, "num_classes", 0))}
+    patch = getattr(model, "patch_embed", None)
+    if patch is not None and getattr(patch, "img_size", None) is not None:
+        args["img_size"] = list(patch.img_size)
+    return architecture, args
+
+
+def shrink_to_plan(model: nn.Module, kept_heads: list[int], kept_neurons: list[int]) -> nn.Module:
+    """Resize an unpruned model's prunable layers in place to the kept widths (weights uninitialised)."""
+    adapter = ViTAdapter(model)
+    if len(kept_heads) != adapter.num_blocks or len(kept_neurons) != adapter.num_blocks:
+        raise SnapViTError(
+            f"The pruning plan has {len(kept_heads)} blocks, the architecture {adapter.num_blocks}.",
+            "Use the config.json that was exported with these weights.",
+        )
+
+    def resized(old: nn.Linear, in_features: int, out_features: int) -> nn.Linear:
+        return nn.Linear(in_features, out_features, bias=old.bias is not None)
+
+    for block, heads, neurons in zip(adapter.blocks, kept_heads, kept_neurons):
+        width = heads * block.head_dim
+        attention = block.attention
+        attention.qkv = resized(block.qkv, block.qkv.in_features, 3 * width)
+        attention.proj = resized(block.proj, width, block.proj.out_features)
+        attention.num_heads = heads
+        if hasattr(attention, "attn_dim"):
+            attention.attn_dim = width
+        mlp = block.mlp
+        if block.mlp_kind == MLP_SWIGLU:
+            mlp.fc1_g = resized(mlp.fc1_g, mlp.fc1_g.in_features, neurons)
+            mlp.fc1_x = resized(mlp.fc1_x, mlp.fc1_x.in_features, neurons)
+        else:
+            factor = 2 if block.mlp_kind == MLP_GLU_PACKED else 1
+            mlp.fc1 = resized(mlp.fc1, mlp.fc1.in_features, factor * neurons)
+        mlp.fc2 = resized(mlp.fc2, neurons, mlp.fc2.out_features)
+        if isinstance(getattr(mlp, "norm", None), nn.LayerNorm):
+            mlp.norm = nn.LayerNorm(neurons, eps=mlp.norm.eps)
+    return model
+
+
+def kept_widths(model: nn.Module) -> tuple[list[int], list[int]]:
+    """Current heads and MLP neurons per block of a (possibly pruned) model."""
+    adapter = ViTAdapter(model)
+    return [b.num_heads for b in adapter.blocks], [b.mlp_hidden for b in adapter.blocks]
+
+
+class _Embedding(nn.Module):
+    """The embedding forward (classification heads disabled) as a module, for ONNX export."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return ViTAdapter(self.model).embed(images)
+
+
+def export_onnx(model: nn.Module, path: Path, image_size: int) -> float:
+    """Write the embedding model as ONNX and return max |onnxruntime - torch| on random inputs."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise SnapViTError(
+            "ONNX export needs onnx and onnxruntime.", "pip install onnx onnxruntime onnxscript"
+        ) from None
+    wrapper = _Embedding(model).eval()
+    example = torch.randn(2, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
+    try:
+        torch.onnx.export(
+            wrapper,
+            (example,),
+            str(path),
+            input_names=["images"],
+            output_names=["embedding"],
+            dynamic_axes={"images": {0: "batch"}, "embedding": {0: "batch"}},
+            opset_version=18,
+            dynamo=False,
+        )
+    except Exception as error:  # noqa: BLE001 - exporter failures have many types
+        raise SnapViTError(
+            f"ONNX export failed: {type(error).__name__}: {error}".splitlines()[0],
+            "Export without ONNX, or report the model family.",
+        ) from None
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    check = torch.randn(3, 3, image_size, image_size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = wrapper(check).numpy()
+    actual = session.run(None, {"images": check.numpy()})[0]
+    return float(abs(actual - expected).max())
+
+
+def export_pruned(
+    model: nn.Module,
+    directory: str | Path,
+    *,
+    architecture: str | None,
+    model_args: dict,
+    data_config: dict,
+    pruning: dict,
+    scores=None,
+    onnx: bool = False,
+    overwrite: bool = False,
+) -> ExportReport:
+    """Write ``model`` (already pruned, and corrected if wanted) as a self-describing directory.
+
+    Args:
+        model: the pruned model (CPU or GPU; exported in float32 on CPU).
+        directory: the export folder; refused if it exists and is not empty unless ``overwrite``.
+        architecture, model_args: from :func:`architecture_spec` of the unpruned backbone.
+        data_config: the backbone's timm data config (mean, std, input size ...).
+        pruning: what produced it (sparsities, scores method, correction ...); recorded as is.
+        scores: the ImportanceScores used, saved alongside when given.
+        onnx: also export ONNX and check it numerically (raises if it differs by > ONNX_TOLERANCE).
+    """
+    from safetensors.torch import save_file
+
+    target = Path(directory).expanduser()
+    if target.exists() and (not target.is_dir() or any(target.iterdir())) and not overwrite:
+        raise SnapViTError(f"{target} already exists and is not empty.", "Choose a new folder or allow overwriting.")
+    model = copy.deepcopy(model).float().cpu().eval()  # the caller's model keeps its device and dtype
+    heads, neurons = kept_widths(model)
+    adapter = ViTAdapter(model)
+    config = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "architecture": architecture,
+        "model_args": model_args,
+        "num_classes": int(getattr(model, "num_classes", 0)),
+        "pretrained_cfg": {k: (list(v) if isinstance(v, tuple) else v) for k, v in data_config.items()},
+        "pruning": {
+            **pruning,
+            "kept_heads": heads,
+            "kept_neurons": neurons,
+            "head_dim": adapter.blocks[0].head_dim,
+            "mlp_kind": adapter.blocks[0].mlp_kind,
+        },
+        "embedding": "model.forward_head(model.forward_features(x), pre_logits=True)",
+    }
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+        save_file(state, str(staging / "model.safetensors"), metadata={"format": "pt"})
+        (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        (staging / "load_pruned.py").write_text(LOADER_SOURCE, encoding="utf-8")
+        report = ExportReport(target, [], sum(p.numel() for p in model.parameters()), heads, neurons)
+        if scores is not None:
+            from .scores_io import save_scores
+
+            save_scores(scores, staging / "scores.safetensors")
+        if onnx:
+            size = int(data_config["input_size"][1])
+            report.onnx_max_abs_diff = export_onnx(model, staging / "model.onnx", size)
+            if report.onnx_max_abs_diff > ONNX_TOLERANCE:
+                raise SnapViTError(
+                    f"The ONNX model differs from PyTorch by {report.onnx_max_abs_diff:.2e} (> {ONNX_TOLERANCE}).",
+                    "Export without ONNX; the safetensors export is exact.",
+                )
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    report.files = sorted(p.name for p in target.iterdir())
+    return report
+
+
+def load_pruned(directory: str | Path) -> nn.Module:
+    """Load an export with this library (same steps as the standalone load_pruned.py)."""
+    import timm
+    from safetensors.torch import load_file
+    from timm.models.vision_transformer import VisionTransformer
+
+    path = Path(directory).expanduser()
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        raise SnapViTError(f"{path} has no config.json.", "Point at a folder written by the export.")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        pruning = config["pruning"]
+        if config["architecture"]:
+            model = timm.create_model(config["architecture"], pretrained=False, **config["model_args"])
+        else:
+            model = VisionTransformer(**config["model_args"])
+        shrink_to_plan(model, pruning["kept_heads"], pruning["kept_neurons"])
+        model.load_state_dict(load_file(str(path / "model.safetensors")), strict=True)
+    except SnapViTError:
+        raise
+    except Exception as error:  # noqa: BLE001 - corrupt/mismatched files
+        raise SnapViTError(
+            f"Could not load the export in {path}: {error}".splitlines()[0], "Re-export the model."
+        ) from None
+    model.pretrained_cfg = dict(config.get("pretrained_cfg", {}))
+    return model.eval()

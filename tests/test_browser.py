@@ -1,0 +1,118 @@
+"""End to end in a real browser: Debian's chromium driven by Playwright against `streamlit run app.py`."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = ROOT / "test-artifacts"
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (make test installs it)"
+    ),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url():
+    port = _free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app.py",
+            "--server.port",
+            str(port),
+            "--server.headless",
+            "true",
+            "--browser.gatherUsageStats",
+            "false",
+            "--server.fileWatcherType",
+            "none",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        server.kill()
+        pytest.fail("streamlit did not start: " + (server.stdout.read() if server.stdout else ""))
+    yield url
+    server.terminate()
+    server.wait(timeout=20)
+
+
+def _metric(page, label: str) -> str:
+    card = page.locator('[data-testid="stMetric"]', has_text=label).first
+    return card.locator('[data-testid="stMetricValue"]').inner_text()
+
+
+def test_slider_prunes_live_and_charts_render(app_url):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        page = browser.new_page(viewport={"width": 1500, "height": 1300})
+        page.goto(f"{app_url}/")
+        page.get_by_text("Unpruned kNN top-1").wait_for(timeout=120_000)
+        page.screenshot(path=str(ARTIFACTS / "backbone_page.png"), full_page=True)
+        page.goto(f"{app_url}/explorer")
+        page.get_by_text("Speed-up").first.wait_for(timeout=120_000)
+        page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+        before = _metric(page, "FLOPs"), _metric(page, "Parameters")
+        slider = page.get_by_role("slider").nth(1)  # the MLP sparsity slider
+        slider.focus()
+        for _ in range(12):
+            page.keyboard.press("ArrowRight")
+        deadline = time.time() + 60
+        while time.time() < deadline and (_metric(page, "FLOPs"), _metric(page, "Parameters")) == before:
+            time.sleep(0.5)
+        after = _metric(page, "FLOPs"), _metric(page, "Parameters")
+        assert after != before, "moving the MLP slider did not change the metrics"
+        assert page.locator(".js-plotly-plot").count() >= 4
+        assert page.locator(".js-plotly-plot .main-svg").count() >= 4  # plotly drew them
+        assert page.get_by_text("Traceback").count() == 0
+        time.sleep(1.0)
+        page.screenshot(path=str(ARTIFACTS / "explorer_page.png"), full_page=True)
+        browser.close()

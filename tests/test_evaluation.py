@@ -1,0 +1,76 @@
+"""Feature cache per model state, and the explorer façade shared by the CLI and the app."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import make_vit
+
+from snapvit_core.backbones import Backbone
+from snapvit_core.data_free import magnitude_scores
+from snapvit_core.errors import SnapViTError
+from snapvit_core.evaluation import KnnEvaluator, extract_features
+from snapvit_core.explorer import Explorer, check_metrics
+
+
+def small_evaluator(model, n_train=24, n_test=10):
+    generator = torch.Generator().manual_seed(0)
+    train = torch.randn(n_train, 3, 32, 32, generator=generator)
+    test = torch.randn(n_test, 3, 32, 32, generator=generator)
+    return KnnEvaluator(train, torch.arange(n_train) % 3, test, torch.arange(n_test) % 3, k=5)
+
+
+def test_features_are_cached_per_key(tiny_vit, monkeypatch):
+    evaluator = small_evaluator(tiny_vit)
+    calls = []
+    original = tiny_vit.forward_features
+    monkeypatch.setattr(tiny_vit, "forward_features", lambda x: calls.append(1) or original(x))
+    first = evaluator.features(tiny_vit, key="a")
+    n_calls = len(calls)
+    second = evaluator.features(tiny_vit, key="a")
+    assert len(calls) == n_calls and first[0] is second[0]
+    evaluator.features(tiny_vit, key="b")
+    assert len(calls) > n_calls
+    evaluator.features(tiny_vit)  # no key: never cached
+    assert not evaluator.is_cached(None)
+
+
+def test_cache_is_bounded(tiny_vit):
+    evaluator = small_evaluator(tiny_vit)
+    evaluator.cache_size = 2
+    for key in ("a", "b", "c"):
+        evaluator.features(tiny_vit, key)
+    assert not evaluator.is_cached("a") and evaluator.is_cached("b") and evaluator.is_cached("c")
+
+
+def test_extract_features_batches_match_single_pass(tiny_vit):
+    images = torch.randn(7, 3, 32, 32)
+    torch.testing.assert_close(
+        extract_features(tiny_vit, images, batch_size=3), extract_features(tiny_vit, images, batch_size=64)
+    )
+
+
+def test_explorer_evaluates_and_restores_between_configurations():
+    model = make_vit(depth=2)
+    explorer = Explorer(Backbone(model, "tiny"), magnitude_scores(model))
+    explorer.attach_knn(small_evaluator(model))
+    full = explorer.evaluate(0.0, 0.0, ("knn", "flops", "params"))
+    pruned = explorer.evaluate(0.6, 0.5, ("knn", "flops", "params"))
+    again = explorer.evaluate(0.0, 0.0, ("knn", "flops", "params"))
+    assert pruned.flops < full.flops and pruned.params < full.params
+    assert full.embedding_cosine == pytest.approx(1.0, abs=1e-5) and pruned.embedding_cosine < 1.0
+    assert again.knn_top1 == full.knn_top1 and again.flops == full.flops
+    assert sum(pruned.kept_heads) < sum(full.kept_heads)
+
+
+def test_metric_names_are_checked():
+    assert check_metrics(["knn", " flops"]) == ("knn", "flops")
+    with pytest.raises(SnapViTError, match="Choose from knn, flops, params, latency"):
+        check_metrics(["accuracy"])
+
+
+def test_knn_without_data_is_a_clear_error():
+    model = make_vit(depth=1)
+    explorer = Explorer(Backbone(model, "tiny"), magnitude_scores(model))
+    with pytest.raises(SnapViTError, match="labelled data"):
+        explorer.evaluate(0.1, 0.1, ("knn",))

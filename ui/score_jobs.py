@@ -1,0 +1,154 @@
+"""The scoring and search panels of page 2: settings, background job, progress, cancel, live fitness curve.
+
+While a job runs, the controls that would start a conflicting job are disabled; Cancel always works.
+A cancelled search keeps its best-so-far result.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+from snapvit_core.search import SearchConfig, run_search
+
+from snapvit_core import charts
+from snapvit_core.backbones import Backbone
+from snapvit_core.data import load_images, preprocess
+from snapvit_core.errors import CancelledError
+from snapvit_core.scoring import METHODS, ScoringConfig, compute_scores
+from ui import session
+from ui.jobs import Job
+
+JOB_KEY = "job_scores"
+
+
+def _score_job(report, cancelled, backbone: Backbone, data: str, config: ScoringConfig, device: str):
+    needs_images = config.method not in ("lamp", "magnitude", "random")
+    images, labels = [], None
+    if needs_images:
+        report(0.0, f"loading {config.samples} images from {data}")
+        image_set = load_images(data, "train", limit=config.samples, seed=config.seed)
+        images, labels = image_set.images, image_set.labels
+
+    def progress(fraction: float, images_per_second: float, eta_seconds: float) -> None:
+        report(fraction, f"{images_per_second:.1f} images/s, about {eta_seconds:.0f} s left")
+
+    def cancel() -> bool:
+        return cancelled()
+
+    scores = compute_scores(
+        backbone.model,
+        images,
+        backbone.data_config,
+        config,
+        labels=labels,
+        device=device,
+        progress=progress,
+        cancel=cancel,
+        model_id=backbone.model_id,
+    )
+    return {"scores": scores, "label": f"{config.method} ({len(images) or 'no'} images)"}
+
+
+def _search_job(report, cancelled, backbone: Backbone, data: str, base, config: SearchConfig, device: str):
+    report(0.0, f"loading {config.eval_images} evaluation images from {data}")
+    image_set = load_images(data, "train", limit=config.eval_images, seed=config.seed)
+    images = preprocess(image_set.images, backbone.data_config)
+    fitness: list[float] = []
+    best: list[float] = []
+
+    def progress(done: int, total: int, best_fitness: float, *rest) -> None:
+        best.append(best_fitness)
+        report(done / total, f"evaluation {done} of {total}, best fitness {best_fitness:.5f}", best=list(best))
+
+    def cancel() -> bool:
+        return cancelled()
+
+    try:
+        result = run_search(
+            backbone.model,
+            base,
+            images,
+            config,
+            device=device,
+            progress=progress,
+            cancel=cancel,
+            model_id=backbone.model_id,
+        )
+    except CancelledError as error:
+        partial = getattr(error, "partial_result", None)
+        if partial is not None:
+            error.partial_result = {"scores": partial.scores, "label": "xnes search (cancelled, best so far)"}
+        raise
+    del fitness
+    return {"scores": result.scores, "label": f"xnes search ({config.evaluations} evaluations, {config.covariance})"}
+
+
+def _running(job: Job | None) -> bool:
+    return job is not None and job.running
+
+
+def render_jobs(backbone: Backbone) -> None:
+    """Scoring and search forms plus the progress panel of the session's current job."""
+    job: Job | None = st.session_state.get(JOB_KEY)
+    busy = _running(job)
+    choice = session.selection()
+    device = choice.resolved_device
+    score_tab, search_tab = st.tabs(["Compute scores", "Evolutionary search (xNES)"])
+    with score_tab, st.form("scoring_form"):
+        method = st.selectbox("Method", METHODS, help="snapvit: label-free self-distillation gradients (the paper)")
+        left, right = st.columns(2)
+        samples = left.number_input("Images", min_value=1, max_value=100_000, value=256, step=32)
+        seed = right.number_input("Seed", min_value=0, value=0, step=1)
+        batch = left.number_input("Images per step", min_value=1, max_value=256, value=16)
+        st.caption(f"Data: `{choice.data}` · 2 global + 10 local crops per image (published defaults) · {device}")
+        if st.form_submit_button("Compute scores", type="primary", disabled=busy):
+            config = ScoringConfig(method=method, samples=int(samples), seed=int(seed), batch_size=int(batch))
+            job = Job(
+                "scoring", _score_job, {"backbone": backbone, "data": choice.data, "config": config, "device": device}
+            ).start()
+            st.session_state[JOB_KEY] = job
+    with search_tab, st.form("search_form"):
+        scores, label = session.scores()
+        st.caption(f"Searches block/head multipliers for the current scores: **{label}**.")
+        left, right = st.columns(2)
+        evaluations = left.number_input("Fitness evaluations", min_value=8, max_value=2000, value=50)
+        eval_images = right.number_input("Evaluation images", min_value=8, max_value=10_000, value=512)
+        covariance = left.selectbox("Initial covariance", ["cka", "identity"])
+        search_seed = right.number_input("Seed ", min_value=0, value=0, step=1)
+        if st.form_submit_button("Run search", type="primary", disabled=busy):
+            config = SearchConfig(
+                evaluations=int(evaluations), eval_images=int(eval_images), covariance=covariance, seed=int(search_seed)
+            )
+            job = Job(
+                "search",
+                _search_job,
+                {"backbone": backbone, "data": choice.data, "base": scores, "config": config, "device": device},
+            ).start()
+            st.session_state[JOB_KEY] = job
+    if busy:
+        st.caption("A job is running: starting another is disabled until it finishes or is cancelled.")
+    _progress_panel()
+
+
+@st.fragment(run_every=1.0)
+def _progress_panel() -> None:
+    job: Job | None = st.session_state.get(JOB_KEY)
+    if job is None:
+        return
+    snap = job.snapshot()
+    if snap.state == "running":
+        st.progress(snap.fraction, text=f"{snap.name}: {snap.message} ({snap.seconds:.0f} s)")
+        if st.button("Cancel", key="cancel_job"):
+            job.cancel()
+    if snap.extra.get("best"):
+        best = snap.extra["best"]
+        st.plotly_chart(charts.fitness_curve(best, best), key="fitness_live")
+    if snap.state == "running" or st.session_state.get("job_applied") == id(job):
+        return
+    st.session_state["job_applied"] = id(job)
+    if snap.result is not None:
+        session.set_scores(snap.result["scores"], snap.result["label"])
+        message = f"{snap.name} finished in {snap.seconds:.1f} s: now using **{snap.result['label']}**."
+        (st.success if snap.state == "done" else st.warning)(message + (f" ({snap.error})" if snap.error else ""))
+        st.rerun(scope="app")
+    elif snap.error:
+        st.error(snap.error)

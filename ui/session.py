@@ -1,0 +1,154 @@
+"""What the pages share: the selected backbone and data, cached resources, the session's scores.
+
+Shared across sessions (``st.cache_resource``): loaded backbones and preprocessed kNN data. They are
+read-only: every session prunes its own ``Explorer``, which deep-copies the model (ElasticViT), so
+two browser sessions at different sparsities never affect each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+
+from snapvit_core.app_state import resolve_device
+from snapvit_core.backbones import Backbone, load_backbone
+from snapvit_core.data import KnnSplits, load_knn_splits, parse_data_spec
+from snapvit_core.errors import SnapViTError
+from snapvit_core.evaluation import KnnEvaluator
+from snapvit_core.explorer import Explorer, data_free_scores
+from snapvit_core.scores import ImportanceScores
+
+ROOT = Path(__file__).resolve().parent.parent
+SCORES_DIR = ROOT / "scores"
+KNN_LIMIT_PER_SPLIT = 2000  # images per split for kNN in the app (the embedded set has 1257 / 540)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The backbone and data the user chose on the first page."""
+
+    model_id: str = "embedded"
+    random_init: bool = False
+    device: str = "auto"
+    data: str = "embedded"
+
+    @property
+    def resolved_device(self) -> str:
+        return resolve_device(self.device)
+
+
+def selection() -> Selection:
+    return st.session_state.get("selection", Selection())
+
+
+def set_selection(choice: Selection) -> None:
+    if choice != selection():
+        for key in ("explorer", "explorer_key", "scores", "scores_label", "sweep_table"):
+            st.session_state.pop(key, None)
+    st.session_state["selection"] = choice
+
+
+@st.cache_resource(max_entries=3, show_spinner=False)
+def shared_backbone(model_id: str, random_init: bool, device: str) -> Backbone:
+    """A loaded backbone, shared by all sessions and never mutated (pages prune private copies)."""
+    return load_backbone(model_id, random_init, device)
+
+
+@st.cache_resource(max_entries=3, show_spinner=False)
+def shared_knn_splits(data: str, model_id: str, random_init: bool, device: str) -> KnnSplits:
+    """Preprocessed kNN train/test images for a backbone's input size (shared, read-only)."""
+    backbone = shared_backbone(model_id, random_init, device)
+    return load_knn_splits(data, backbone.data_config, limit_per_split=KNN_LIMIT_PER_SPLIT)
+
+
+def backbone() -> Backbone:
+    choice = selection()
+    return shared_backbone(choice.model_id, choice.random_init, choice.resolved_device)
+
+
+def has_labelled_data() -> bool:
+    return parse_data_spec(selection().data).kind != "procedural"
+
+
+def knn_splits() -> KnnSplits | None:
+    """The kNN data, or None for label-free data (procedural)."""
+    if not has_labelled_data():
+        return None
+    choice = selection()
+    return shared_knn_splits(choice.data, choice.model_id, choice.random_init, choice.resolved_device)
+
+
+def shipped_scores_for(model_id: str) -> list[Path]:
+    """Score files in ``scores/`` made for ``model_id`` (by file name prefix ``<model_id>.``)."""
+    if not SCORES_DIR.is_dir():
+        return []
+    safe = model_id.replace("/", "_")
+    return sorted(p for p in SCORES_DIR.glob(f"{safe}.*.safetensors"))
+
+
+def default_scores() -> tuple[ImportanceScores, str]:
+    """The best scores available without any work: a shipped searched file, else magnitude."""
+    from snapvit_core.scores_io import load_scores
+
+    choice = selection()
+    if not choice.random_init:
+        shipped = shipped_scores_for(choice.model_id)
+        preferred = sorted(shipped, key=lambda p: ("xnes" not in p.name, "snapvit" not in p.name, p.name))
+        for path in preferred:
+            try:
+                return load_scores(path), f"{path.name} (shipped)"
+            except SnapViTError:
+                continue
+    return data_free_scores("magnitude", backbone().model), "magnitude (data-free)"
+
+
+def scores() -> tuple[ImportanceScores, str]:
+    if "scores" not in st.session_state:
+        st.session_state["scores"], st.session_state["scores_label"] = default_scores()
+    return st.session_state["scores"], st.session_state["scores_label"]
+
+
+def set_scores(new_scores: ImportanceScores, label: str) -> None:
+    """Make ``new_scores`` the session's scores (checked against the backbone first)."""
+    Explorer(backbone(), new_scores)  # raises a clear SnapViTError if the shapes do not fit
+    st.session_state["scores"], st.session_state["scores_label"] = new_scores, label
+    st.session_state.pop("explorer", None)
+
+
+def make_knn_evaluator(splits: KnnSplits, device: str) -> KnnEvaluator:
+    return KnnEvaluator(splits.train, splits.train_labels, splits.test, splits.test_labels, k=20, device=device)
+
+
+def explorer() -> Explorer:
+    """The session's private elastic model (rebuilt when backbone, data or scores change)."""
+    current_scores, label = scores()
+    key = (selection(), label, id(current_scores))
+    if st.session_state.get("explorer_key") != key:
+        choice = selection()
+        session_explorer = Explorer(backbone(), current_scores, choice.resolved_device)
+        splits = knn_splits()
+        if splits is not None:
+            session_explorer.attach_knn(make_knn_evaluator(splits, choice.resolved_device))
+        st.session_state["explorer"], st.session_state["explorer_key"] = session_explorer, key
+    return st.session_state["explorer"]
+
+
+def show_error(error: BaseException) -> None:
+    """A clear message in the page (never a traceback)."""
+    if isinstance(error, SnapViTError):
+        st.error(f"**{error.problem}**  \n{error.fix}", icon=":material/error:")
+    else:
+        st.error(f"Unexpected error: {type(error).__name__}: {error}", icon=":material/error:")
+
+
+def guarded_backbone() -> Backbone | None:
+    """The selected backbone, or None after showing why it could not be loaded."""
+    try:
+        with st.spinner(f"Loading {selection().model_id} ..."):
+            return backbone()
+    except SnapViTError as error:
+        show_error(error)
+        st.page_link("pages/1_backbone.py", label="Choose another backbone", icon=":material/arrow_back:")
+        return None
