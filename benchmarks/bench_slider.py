@@ -1,10 +1,11 @@
-"""How long a slider move takes: re-prune + kNN + FLOPs + params (+ latency) on one backbone.
+"""How long a slider move takes on the explorer page: everything the page computes per move.
 
-Prints the median and max wall time per configuration change over a sequence of slider moves, as
-the explorer page does them (each move is a configuration not seen before, so no feature-cache
-hits), plus the time of a move back to a cached configuration.
+Per move the page re-prunes (slice of the reordered copy), embeds the kNN data (kNN top-1 and
+embedding similarity), counts FLOPs and parameters, and times batch-1 latency of the pruned and the
+unpruned model (15 forwards each). Prints the median and max wall time per move over a sequence of
+moves to configurations not seen before (no feature-cache hits), and a move back to a cached one.
 
-    .venv/bin/python benchmarks/bench_slider.py [--model embedded] [--with-latency]
+    .venv/bin/python benchmarks/bench_slider.py [--model embedded] [--no-latency]
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from snapvit_core.app_state import measure, per_image_similarity, quick_latency_ms  # noqa: E402
 from snapvit_core.backbones import load_backbone  # noqa: E402
 from snapvit_core.data import load_knn_splits  # noqa: E402
 from snapvit_core.evaluation import KnnEvaluator  # noqa: E402
@@ -29,7 +31,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="embedded")
     parser.add_argument("--random-init", action="store_true")
-    parser.add_argument("--with-latency", action="store_true", help="also measure latency on every move")
+    parser.add_argument("--no-latency", action="store_true", help="skip the latency probes (as --metrics without it)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -40,24 +42,35 @@ def main() -> None:
     explorer = Explorer(backbone, data_free_scores("magnitude", backbone.model))
     explorer.attach_knn(KnnEvaluator(splits.train, splits.train_labels, splits.test, splits.test_labels))
     setup = time.perf_counter() - start
-    metrics = ("knn", "flops", "params") + (("latency",) if args.with_latency else ())
-    explorer.evaluate(0.0, 0.0, metrics)  # what the page shows on first load
+    latency = not args.no_latency
 
-    moves = [(0.05 * i, 0.05 * (i // 2)) for i in range(1, 15)]
+    def page_move(mlp: float, head: float) -> None:
+        measure(explorer, mlp, head, latency=latency)
+        per_image_similarity(explorer)
+        if latency:
+            quick_latency_ms(backbone.model, backbone.image_size, "cpu")
+
+    page_move(0.0, 0.0)  # what the page shows on first load
+    moves = [(round(0.05 * i, 2), round(0.05 * (i // 2), 2)) for i in range(1, 15)]
     times = []
     for mlp, head in moves:
         t0 = time.perf_counter()
-        explorer.evaluate(mlp, head, metrics)
+        page_move(mlp, head)
         times.append(time.perf_counter() - t0)
     t0 = time.perf_counter()
-    explorer.evaluate(*moves[3], metrics)
+    page_move(*moves[3])
     cached = time.perf_counter() - t0
+    metrics = ("knn", "similarity", "flops", "params") + (("latency x2",) if latency else ())
 
-    print(f"model {args.model}: {len(splits.train)} train + {len(splits.test)} test images, "
-          f"device cpu, float32, {torch.get_num_threads()} threads, metrics {','.join(metrics)}")
+    print(
+        f"model {args.model}: {len(splits.train)} train + {len(splits.test)} test images, "
+        f"device cpu, float32, {torch.get_num_threads()} threads, metrics {','.join(metrics)}"
+    )
     print(f"set-up (load, scores, reorder, data): {setup:.2f} s")
-    print(f"slider move, new configuration: median {1e3 * statistics.median(times):.0f} ms, "
-          f"max {1e3 * max(times):.0f} ms over {len(times)} moves")
+    print(
+        f"slider move, new configuration: median {1e3 * statistics.median(times):.0f} ms, "
+        f"max {1e3 * max(times):.0f} ms over {len(times)} moves"
+    )
     print(f"slider move back to a cached configuration: {1e3 * cached:.0f} ms")
 
 

@@ -12,9 +12,9 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import SnapViTError
-from . import evaluate, export, info, plan
+from . import evaluate, export, info, plan, score
 
-COMMANDS = (info, evaluate, plan, export)
+COMMANDS = (info, evaluate, plan, export, score)
 
 
 class _OneLineParser(argparse.ArgumentParser):

@@ -1,0 +1,95 @@
+"""``score``: compute importance scores of a backbone from images and save them as a scores file."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from ..data import DATA_SPEC_HELP
+from ..errors import SnapViTError
+from ..scoring import METHODS
+from ._common import add_json_argument, add_model_arguments, emit, resolve_device
+
+_PROGRESS_EVERY_S = 2.0  # at most one progress line per this many seconds when stderr is not a terminal
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("score", help="compute importance scores (label-free SnapViT or a baseline)")
+    add_model_arguments(parser)
+    parser.add_argument("--data", default="embedded", help=f"images: {DATA_SPEC_HELP} (default: embedded)")
+    # Checked by the library (not argparse choices) so an unknown method gets the library's message.
+    parser.add_argument("--method", default="snapvit", help=f"one of {', '.join(METHODS)} (default: snapvit)")
+    parser.add_argument("--samples", type=int, default=1000, help="images used (default: 1000, as published)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the image subset and the crops (default: 0)")
+    parser.add_argument("--batch-size", type=int, default=16, help="images per step (default: 16)")
+    parser.add_argument("--out", required=True, help="scores file to write (.safetensors), replaced atomically")
+    add_json_argument(parser)
+    parser.set_defaults(run=run)
+
+
+def _progress_printer(verbose: bool):
+    """A progress callback writing to stderr, or None when stderr is not a terminal and -v is off."""
+    tty = sys.stderr.isatty()
+    if not (tty or verbose):
+        return None
+    last = [0.0]
+
+    def report(fraction: float, rate: float, eta: float) -> None:
+        now = time.monotonic()
+        if not tty and fraction < 1.0 and now - last[0] < _PROGRESS_EVERY_S:
+            return
+        last[0] = now
+        line = f"scoring {100 * fraction:5.1f}%  {rate:.1f} img/s  ETA {eta:.0f} s"
+        sys.stderr.write(("\r" + line + ("\n" if fraction >= 1.0 else "")) if tty else line + "\n")
+        sys.stderr.flush()
+
+    return report
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..backbones import load_backbone
+    from ..data import load_images, parse_data_spec
+    from ..scores_io import SUFFIX, save_scores
+    from ..scoring import ScoringConfig, compute_scores
+
+    config = ScoringConfig(method=args.method, samples=args.samples, seed=args.seed, batch_size=args.batch_size)
+    out = Path(args.out)
+    if out.suffix.lower() != SUFFIX:  # checked before the (long) pass, not after it
+        raise SnapViTError(
+            f"--out {out}: a scores file name must end in {SUFFIX}.", f"Use e.g. {out.with_suffix(SUFFIX)}."
+        )
+    if config.needs_images:
+        parse_data_spec(args.data)  # a typo fails before the model loads
+    device = resolve_device(args.device)
+    backbone = load_backbone(args.model, args.random_init, device)
+    image_set = load_images(args.data, "train", limit=config.samples, seed=config.seed) if config.needs_images else None
+    scores = compute_scores(
+        backbone.model,
+        image_set,
+        backbone.data_config,
+        config,
+        device=device,
+        progress=_progress_printer(getattr(args, "verbose", False)),
+        model_id=backbone.model_id,
+    ).with_metadata(random_init=backbone.random_init)
+    path = save_scores(scores, out)
+    payload = {
+        "method": config.method,
+        "samples": scores.metadata["samples"],
+        "seconds": scores.metadata["seconds"],
+        "out": str(path),
+        "model": backbone.model_id,
+        "data": args.data if image_set is not None else None,
+        "skipped": dict(image_set.skipped) if image_set is not None else {},
+    }
+    lines = [
+        f"method   {config.method}" + (" (data-free)" if image_set is None else ""),
+        f"model    {backbone.model_id}" + (" (random init)" if backbone.random_init else ""),
+        f"samples  {image_set.describe()}" if image_set is not None else "samples  0 (no images needed)",
+        f"seconds  {payload['seconds']:.1f}",
+        f"scores   {scores.shape_summary} -> {path}",
+    ]
+    emit(payload, args.json, lines)
+    return 0

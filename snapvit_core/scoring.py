@@ -1,0 +1,428 @@
+"""Computing importance scores from images: the label-free SnapViT method and its baselines (DESIGN section 3).
+
+``compute_scores`` runs one pass over the images and returns ``ImportanceScores``. The gradient methods
+work on private copies of the caller's model (a frozen teacher and a student whose fc1 and qkv weights
+take gradients), so the caller's model is never touched. Data-free methods delegate to ``data_free.py``.
+
+Crops are drawn from an explicit ``torch.Generator`` seeded by ``ScoringConfig.seed``, one image at a
+time, so the scores do not depend on ``batch_size`` splitting or on ``crop_micro_batch`` (up to float
+round-off), and the same seed, data and device give identical scores on CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from .adapter import ViTAdapter
+from .data import ImageSet, to_rgb
+from .data_free import lamp_scores, magnitude_scores, random_scores
+from .errors import CancelledError, SnapViTError
+from .scores import DEFAULT_MIN_HEAD_KEEP_RATIO, DEFAULT_MIN_MLP_KEEP_RATIO, ImportanceScores
+
+logger = logging.getLogger(__name__)
+
+LABEL_FREE, CROSS_ENTROPY = "label-free", "cross-entropy"  # the two objectives that give gradients
+FISHER, SNIP = "fisher", "snip"  # the two ways of reducing gradients to unit scores
+
+# Gradient method -> (objective, reduction).
+GRADIENT_METHODS: dict[str, tuple[str, str]] = {
+    "snapvit": (LABEL_FREE, FISHER),
+    "cross-entropy": (CROSS_ENTROPY, FISHER),
+    "snip-magnitude": (CROSS_ENTROPY, SNIP),
+    "snip-magnitude-dino": (LABEL_FREE, SNIP),
+}
+DATA_FREE_METHODS: dict[str, Callable[[nn.Module, int], ImportanceScores]] = {
+    "lamp": lambda model, seed: lamp_scores(model),
+    "magnitude": lambda model, seed: magnitude_scores(model),
+    "random": lambda model, seed: random_scores(model, seed),
+}
+METHODS = tuple(GRADIENT_METHODS) + tuple(DATA_FREE_METHODS)
+
+_RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+}
+_CROP_RATIO = (3 / 4, 4 / 3)  # aspect-ratio range of RandomResizedCrop (torchvision default)
+
+ProgressCallback = Callable[[float, float, float], None]  # (fraction done, images per second, ETA seconds)
+Autocast = Callable[[], contextlib.AbstractContextManager]  # a fresh autocast (or null) context per forward
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """How scores are computed. Defaults are the published SnapViT settings."""
+
+    method: str = "snapvit"  # one of METHODS
+    samples: int = 1000  # images used (published: 1000, one epoch)
+    global_crops: int = 2  # teacher and student views per image (published: 2)
+    local_crops: int = 10  # student-only views per image (published: 10)
+    global_scale: tuple[float, float] = (0.25, 1.0)  # area fraction of global crops (published: 0.25-1.0)
+    local_scale: tuple[float, float] = (0.05, 0.25)  # area fraction of local crops (published: 0.05-0.25)
+    batch_size: int = 16  # images per optimisation step (one loss mean, one backward per micro-batch)
+    crop_micro_batch: int = 64  # crops per forward, bounds memory; does not change the scores
+    seed: int = 0  # seeds the crop generator (and the random method)
+    snip_alpha: float = 0.001  # weight of w^2 in the SNIP-magnitude score (published: 0.001)
+    min_mlp_keep_ratio: float = DEFAULT_MIN_MLP_KEEP_RATIO  # stored with the scores (published: 0.05)
+    min_head_keep_ratio: float = DEFAULT_MIN_HEAD_KEEP_RATIO  # stored with the scores (published: 0.2)
+    autocast_bf16: bool = True  # bfloat16 autocast of forward passes, on CUDA only
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise SnapViTError(f"Unknown scoring method {self.method!r}.", f"Choose one of: {', '.join(METHODS)}.")
+        for name in ("samples", "batch_size", "crop_micro_batch", "global_crops"):
+            _check_int(name, getattr(self, name), minimum=1)
+        _check_int("local_crops", self.local_crops, minimum=0)
+        _check_int("seed", self.seed, minimum=None)
+        if self.global_crops + self.local_crops < 2:
+            raise SnapViTError(
+                "The label-free loss compares different views: it needs at least 2 crops per image, got "
+                f"{self.global_crops} global + {self.local_crops} local.",
+                "Use the published 2 global + 10 local crops.",
+            )
+        for name in ("global_scale", "local_scale"):
+            low, high = getattr(self, name)
+            if not 0.0 < low <= high <= 1.0:
+                raise SnapViTError(f"{name} must satisfy 0 < low <= high <= 1, got ({low}, {high}).")
+        if not (math.isfinite(self.snip_alpha) and self.snip_alpha >= 0):
+            raise SnapViTError(f"snip_alpha must be a finite number >= 0, got {self.snip_alpha}.")
+        for name in ("min_mlp_keep_ratio", "min_head_keep_ratio"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise SnapViTError(f"{name} must be in [0, 1], got {getattr(self, name)}.")
+
+    @property
+    def needs_images(self) -> bool:
+        return self.method in GRADIENT_METHODS
+
+    @property
+    def needs_labels(self) -> bool:
+        return self.needs_images and GRADIENT_METHODS[self.method][0] == CROSS_ENTROPY
+
+    @property
+    def crops_per_image(self) -> int:
+        return self.global_crops + self.local_crops
+
+
+def _check_int(name: str, value: object, minimum: int | None) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise SnapViTError(f"{name} must be a whole number, got {value!r}.")
+    if minimum is not None and value < minimum:
+        raise SnapViTError(f"{name} must be at least {minimum}, got {value}.", f"Use {name} >= {minimum}.")
+
+
+def compute_scores(
+    model: nn.Module,
+    images: Sequence[Image.Image] | ImageSet | None,
+    data_config: dict,
+    config: ScoringConfig | None = None,
+    labels: Sequence[int] | np.ndarray | None = None,
+    device: str | torch.device = "cpu",
+    progress: ProgressCallback | None = None,
+    cancel: Callable[[], bool] | None = None,
+    model_id: str | None = None,
+) -> ImportanceScores:
+    """Importance scores of ``model``'s MLP neurons and attention heads.
+
+    Args:
+        model: a timm ViT; never modified (the gradient methods work on deep copies).
+        images: RGB PIL images (or an ``ImageSet``); at most ``config.samples`` are used. Ignored, and
+            may be None, for the data-free methods.
+        data_config: the backbone's timm data config (``input_size``, ``mean``, ``std``, ``interpolation``).
+        config: method and settings; default: the published SnapViT settings.
+        labels: class indices for the cross-entropy methods; default: the ``ImageSet``'s labels.
+        device: where the pass runs.
+        progress: called after each batch with (fraction done, images per second, ETA in seconds).
+        cancel: polled before each batch; returning True raises ``CancelledError``.
+        model_id: the backbone id, recorded in the metadata.
+
+    Returns:
+        Scores with metadata: method, config, samples, data, model_id, device, seconds, library_version.
+    """
+    config = config or ScoringConfig()
+    start = time.perf_counter()
+    source = images.name if isinstance(images, ImageSet) else ("images" if images is not None else None)
+    if config.method in DATA_FREE_METHODS:
+        scores, used, source = DATA_FREE_METHODS[config.method](model, config.seed), 0, None
+    else:
+        image_list, label_tensor = _select_inputs(model, images, labels, config)
+        used = len(image_list)
+        scores = _gradient_scores(model, image_list, label_tensor, data_config, config, device, progress, cancel)
+    from . import __version__  # lazy: the package __init__ imports modules that import this one
+
+    metadata = {
+        "method": config.method,
+        "config": asdict(config),
+        "samples": used,
+        "data": source,
+        "model_id": model_id,
+        "device": str(device),
+        "seconds": round(time.perf_counter() - start, 3),
+        "library_version": __version__,
+    }
+    return ImportanceScores(scores.mlp, scores.heads, config.min_mlp_keep_ratio, config.min_head_keep_ratio, metadata)
+
+
+def _select_inputs(
+    model: nn.Module,
+    images: Sequence[Image.Image] | ImageSet | None,
+    labels: Sequence[int] | np.ndarray | None,
+    config: ScoringConfig,
+) -> tuple[list[Image.Image], torch.Tensor | None]:
+    """The first ``config.samples`` images, and their labels when the method needs them (checked)."""
+    if isinstance(images, ImageSet):
+        labels = images.labels if labels is None else labels
+        images = images.images
+    if not images:
+        raise SnapViTError(
+            f"The '{config.method}' method needs images, but none were given.",
+            "Choose a data source with images (e.g. procedural), or a data-free method (lamp, magnitude, random).",
+        )
+    chosen = list(images[: config.samples])
+    if len(chosen) < config.samples:
+        logger.info("scoring on %d images (fewer than the %d samples asked for)", len(chosen), config.samples)
+    if not config.needs_labels:
+        return chosen, None
+    classes = _num_classes(model)
+    if classes == 0:
+        raise SnapViTError(
+            f"The '{config.method}' method needs a classification head, but this backbone has none.",
+            "Use the label-free 'snapvit' (or 'snip-magnitude-dino') method, or a backbone with a head.",
+        )
+    if labels is None:
+        raise SnapViTError(
+            f"The '{config.method}' method needs class labels, but the images have none.",
+            "Use labelled data (folder:PATH with class sub-folders, hf:NAME, embedded) or the label-free 'snapvit'.",
+        )
+    label_tensor = torch.as_tensor(np.asarray(labels)[: len(chosen)], dtype=torch.long)
+    if label_tensor.numel() != len(chosen):
+        raise SnapViTError(f"Got {label_tensor.numel()} labels for {len(chosen)} images.", "Pass one label per image.")
+    if label_tensor.min() < 0 or label_tensor.max() >= classes:
+        raise SnapViTError(
+            f"Labels range over [{int(label_tensor.min())}, {int(label_tensor.max())}] but the head has {classes} "
+            "classes.",
+            "The data's classes must be the ones the head was trained on; otherwise use the label-free 'snapvit'.",
+        )
+    return chosen, label_tensor
+
+
+def _num_classes(model: nn.Module) -> int:
+    head = getattr(model, "head", None)
+    if head is None or isinstance(head, nn.Identity):
+        return 0
+    return int(getattr(model, "num_classes", 0) or 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Crops
+
+
+def sample_crop_box(
+    width: int, height: int, scale: tuple[float, float], generator: torch.Generator
+) -> tuple[int, int, int, int]:
+    """(left, top, crop width, crop height) of a random resized crop, as torchvision samples it, seeded.
+
+    Area fraction uniform in ``scale``, aspect ratio log-uniform in [3/4, 4/3]; after 10 misses, the
+    largest centred crop with a clamped aspect ratio.
+    """
+    area = width * height
+    log_low, log_high = math.log(_CROP_RATIO[0]), math.log(_CROP_RATIO[1])
+    for _ in range(10):
+        target = area * torch.empty(1).uniform_(scale[0], scale[1], generator=generator).item()
+        aspect = math.exp(torch.empty(1).uniform_(log_low, log_high, generator=generator).item())
+        crop_w, crop_h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+        if 0 < crop_w <= width and 0 < crop_h <= height:
+            top = int(torch.randint(0, height - crop_h + 1, (1,), generator=generator))
+            left = int(torch.randint(0, width - crop_w + 1, (1,), generator=generator))
+            return left, top, crop_w, crop_h
+    aspect = width / height
+    if aspect < _CROP_RATIO[0]:
+        crop_w, crop_h = width, round(width / _CROP_RATIO[0])
+    elif aspect > _CROP_RATIO[1]:
+        crop_w, crop_h = round(height * _CROP_RATIO[1]), height
+    else:
+        crop_w, crop_h = width, height
+    return (width - crop_w) // 2, (height - crop_h) // 2, crop_w, crop_h
+
+
+def make_crops(
+    images: Sequence[Image.Image], data_config: dict, config: ScoringConfig, generator: torch.Generator
+) -> torch.Tensor:
+    """Global then local crops of every image, resized to the model input and normalised.
+
+    Returns:
+        (N * V, 3, S, S) float32, image-major: crops ``i * V .. i * V + V - 1`` belong to image ``i``, the
+        first ``global_crops`` of them global. No colour augmentation.
+    """
+    size = int(data_config["input_size"][-1])
+    resample = _RESAMPLE.get(str(data_config.get("interpolation", "bicubic")), Image.Resampling.BICUBIC)
+    mean = torch.tensor(data_config["mean"], dtype=torch.float32).view(3, 1, 1)
+    std = torch.tensor(data_config["std"], dtype=torch.float32).view(3, 1, 1)
+    scales = [config.global_scale] * config.global_crops + [config.local_scale] * config.local_crops
+    crops = []
+    for image in images:
+        image = image if image.mode == "RGB" else to_rgb(image)
+        for scale in scales:
+            left, top, crop_w, crop_h = sample_crop_box(image.width, image.height, scale, generator)
+            crop = image.resize((size, size), resample, box=(left, top, left + crop_w, top + crop_h))
+            crops.append(torch.from_numpy(np.asarray(crop, dtype=np.uint8).copy()).permute(2, 0, 1))
+    pixels = torch.stack(crops).float().div_(255.0)  # (N * V, 3, S, S) in [0, 1]
+    return (pixels - mean) / std
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses: each returns one loss term per crop; their sum over a batch, divided by the number of
+# images, is the batch loss, so micro-batches of crops can be backpropagated separately.
+
+
+def _embedding_distribution(adapter: ViTAdapter, crops: torch.Tensor, log: bool, autocast: Autocast) -> torch.Tensor:
+    """(N, 3, S, S) -> (N, D) softmax (or log-softmax) over the L2-normalised embedding, temperature 1."""
+    with autocast():
+        embedding = adapter.embed(crops)
+    embedding = F.normalize(embedding.float(), dim=-1)
+    return F.log_softmax(embedding, dim=-1) if log else F.softmax(embedding, dim=-1)
+
+
+def _label_free_targets(
+    teacher: ViTAdapter, crops: torch.Tensor, config: ScoringConfig, autocast: Autocast
+) -> torch.Tensor:
+    """(N * V, D) summed teacher distributions every student crop is compared with.
+
+    Student view s of image i is compared with every teacher view t != s, so its target is
+    sum_t p_t minus p_s when s is itself a teacher (global) view.
+    """
+    views, globals_ = config.crops_per_image, config.global_crops
+    teacher_crops = crops.unflatten(0, (-1, views))[:, :globals_].flatten(0, 1)  # (N * G, 3, S, S)
+    with torch.no_grad():
+        chunks = teacher_crops.split(config.crop_micro_batch)
+        probs = torch.cat([_embedding_distribution(teacher, chunk, False, autocast) for chunk in chunks])
+    probs = probs.unflatten(0, (-1, globals_))  # (N, G, D)
+    targets = probs.sum(dim=1, keepdim=True).repeat(1, views, 1)  # (N, V, D)
+    targets[:, :globals_] -= probs
+    return targets.flatten(0, 1)
+
+
+def _label_free_loss(
+    student: ViTAdapter, crops: torch.Tensor, targets: torch.Tensor, autocast: Autocast
+) -> torch.Tensor:
+    """Per crop: sum over its teacher views of the cross-entropy -sum(p_t * log p_s)."""
+    return -(targets * _embedding_distribution(student, crops, True, autocast)).sum(dim=-1)
+
+
+def _cross_entropy_loss(
+    student: ViTAdapter, crops: torch.Tensor, targets: torch.Tensor, views: int, autocast: Autocast
+) -> torch.Tensor:
+    """Per crop: classification cross-entropy / views, so an image's loss is the mean over its crops."""
+    with autocast():
+        logits = student.model(crops)
+    return F.cross_entropy(logits.float(), targets, reduction="none") / views
+
+
+# ---------------------------------------------------------------------------------------------
+# The pass and the reduction to unit scores
+
+
+def _gradient_scores(
+    model: nn.Module,
+    images: list[Image.Image],
+    labels: torch.Tensor | None,
+    data_config: dict,
+    config: ScoringConfig,
+    device: str | torch.device,
+    progress: ProgressCallback | None,
+    cancel: Callable[[], bool] | None,
+) -> ImportanceScores:
+    objective, reduction = GRADIENT_METHODS[config.method]
+    _check_input_size(model, data_config)
+    device = torch.device(device)
+    use_bf16 = device.type == "cuda" and config.autocast_bf16
+
+    def autocast() -> contextlib.AbstractContextManager:
+        return torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
+
+    student = ViTAdapter(_private_copy(model, device))
+    teacher = ViTAdapter(_private_copy(model, device)) if objective == LABEL_FREE else None
+    for block in student.blocks:  # only the scored weights take gradients
+        block.fc1.weight.requires_grad_(True)
+        block.qkv.weight.requires_grad_(True)
+
+    generator = torch.Generator().manual_seed(config.seed)
+    views, total, start = config.crops_per_image, len(images), time.perf_counter()
+    for first in range(0, total, config.batch_size):
+        if cancel is not None and cancel():
+            raise CancelledError("scoring")
+        batch = images[first : first + config.batch_size]
+        crops = make_crops(batch, data_config, config, generator).to(device)  # (n * V, 3, S, S)
+        if teacher is not None:
+            targets = _label_free_targets(teacher, crops, config, autocast)
+        else:
+            targets = labels[first : first + len(batch)].repeat_interleave(views).to(device)  # (n * V,)
+        for index in range(0, len(crops), config.crop_micro_batch):
+            chunk = slice(index, index + config.crop_micro_batch)
+            if teacher is not None:
+                terms = _label_free_loss(student, crops[chunk], targets[chunk], autocast)
+            else:
+                terms = _cross_entropy_loss(student, crops[chunk], targets[chunk], views, autocast)
+            (terms.sum() / len(batch)).backward()  # gradients accumulate over micro-batches and batches
+        if progress is not None:
+            done, elapsed = first + len(batch), time.perf_counter() - start
+            rate = done / max(elapsed, 1e-9)
+            progress(done / total, rate, (total - done) / rate)
+    mlp, heads = _reduce(student, reduction, config.snip_alpha)
+    return ImportanceScores(mlp, heads)
+
+
+def _check_input_size(model: nn.Module, data_config: dict) -> None:
+    """Refuse a data config whose input size the model cannot take (timm would raise a bare assertion)."""
+    size = int(data_config["input_size"][-1])
+    expected = ViTAdapter(model).shape().image_size
+    if size != expected and not getattr(model.patch_embed, "dynamic_img_size", False):
+        raise SnapViTError(
+            f"The data config's input size {size} px does not match the model's {expected} px.",
+            "Pass the backbone's own data config (Backbone.data_config).",
+        )
+
+
+def _private_copy(model: nn.Module, device: torch.device) -> nn.Module:
+    """A frozen eval-mode deep copy on ``device`` with no gradients carried over."""
+    copied = copy.deepcopy(model).to(device).eval().requires_grad_(False)
+    for parameter in copied.parameters():
+        parameter.grad = None
+    return copied
+
+
+def _reduce(student: ViTAdapter, reduction: str, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Accumulated gradients -> (B, M) neuron and (B, H) head scores.
+
+    fisher: neuron = mean over its fc1 row of grad^2; head = mean over its value rows of grad^2.
+    snip: s = |grad * w| + alpha * w^2; neuron = mean over its fc1 row of s; head = mean over its value
+    rows of s^2 (DESIGN: "heads: squared, on the value rows").
+    """
+    mlp, heads = [], []
+    for block in student.blocks:
+        rows = student.value_rows(block)
+        fc1 = block.fc1.weight[: block.mlp_hidden]  # (M, D); the value half of a packed GLU
+        fc1_grad = block.fc1.weight.grad[: block.mlp_hidden]
+        values, values_grad = block.qkv.weight[rows], block.qkv.weight.grad[rows]  # (H * d, D)
+        if reduction == FISHER:
+            neuron, head = fc1_grad.pow(2), values_grad.pow(2)
+        else:
+            neuron = (fc1_grad * fc1).abs() + alpha * fc1.pow(2)
+            head = ((values_grad * values).abs() + alpha * values.pow(2)).pow(2)
+        mlp.append(neuron.detach().float().mean(dim=1))
+        heads.append(head.detach().float().reshape(block.num_heads, -1).mean(dim=1))  # (H, d * D) per head
+    return torch.stack(mlp).cpu(), torch.stack(heads).cpu()

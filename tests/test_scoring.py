@@ -1,0 +1,207 @@
+"""Scoring: shapes and finiteness of every method, determinism, micro-batch equivalence, no mutation, errors, CLI."""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_vit
+
+from snapvit_core.cli import main
+from snapvit_core.data import ImageSet, procedural_images
+from snapvit_core.errors import CancelledError, SnapViTError
+from snapvit_core.scores_io import load_scores
+from snapvit_core.scoring import METHODS, ScoringConfig, compute_scores, make_crops, sample_crop_box
+
+torch.set_num_threads(1)
+
+SIZE = 32  # conftest models take 32 px inputs
+DATA_CONFIG = {
+    "input_size": (3, SIZE, SIZE),
+    "interpolation": "bicubic",
+    "mean": (0.485, 0.456, 0.406),
+    "std": (0.229, 0.224, 0.225),
+}
+LABELS = [0, 3, 7, 9]
+FAST = {"samples": 4, "batch_size": 2, "local_crops": 4}  # fewer crops than published, for speed
+
+
+@pytest.fixture(scope="module")
+def images():
+    return procedural_images(4, seed=1, size=48)
+
+
+def score(model, images, method="snapvit", labels=None, **overrides):
+    config = ScoringConfig(method=method, **{**FAST, **overrides})
+    return compute_scores(model, images, DATA_CONFIG, config, labels=labels)
+
+
+def make_headless_vit() -> torch.nn.Module:
+    model = make_vit()
+    model.reset_classifier(0)  # num_classes = 0, head = Identity
+    return model
+
+
+def assert_no_temp_files(folder: Path) -> None:
+    """Atomic writes leave nothing but finished files behind (no '.name.*.tmp' leftovers)."""
+    leftovers = [p.name for p in folder.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
+    assert leftovers == []
+
+
+@pytest.mark.parametrize(
+    "variant", [{"mlp": "standard"}, {"mlp": "swiglu"}, {"mlp": "glu-packed"}, {"qkv_bias": False}]
+)
+def test_every_method_gives_finite_scores_of_the_right_shape(images, variant):
+    model = make_vit(**variant)
+    for method in METHODS:
+        scores = score(model, images, method, labels=LABELS)
+        assert scores.mlp.shape == (3, model.blocks[0].mlp.fc2.in_features)
+        assert scores.heads.shape == (3, 6)
+        assert torch.isfinite(scores.mlp).all() and torch.isfinite(scores.heads).all()
+        assert (scores.mlp >= 0).all() and (scores.heads >= 0).all()
+        if method not in ("random", "lamp", "magnitude"):
+            assert scores.mlp.sum() > 0 and scores.heads.sum() > 0, method
+        assert scores.metadata["method"] == method
+        assert set(scores.metadata["config"]) == {f.name for f in fields(ScoringConfig)}
+        assert scores.metadata["config"]["method"] == method
+
+
+def test_metadata_records_config_samples_and_source(images):
+    config = ScoringConfig(samples=3, batch_size=2, local_crops=2, seed=5)
+    image_set = ImageSet(list(images), None, (), "procedural")
+    scores = compute_scores(make_vit(), image_set, DATA_CONFIG, config, model_id="tiny")
+    meta = scores.metadata
+    assert meta["config"] == asdict(config)
+    assert (meta["samples"], meta["data"], meta["model_id"], meta["device"]) == (3, "procedural", "tiny", "cpu")
+    assert meta["seconds"] >= 0 and meta["library_version"]
+    assert (scores.min_mlp_keep_ratio, scores.min_head_keep_ratio) == (0.05, 0.2)
+
+
+def test_same_seed_is_identical_other_seed_differs(images):
+    model = make_vit()
+    first, second = score(model, images, seed=3), score(model, images, seed=3)
+    other = score(model, images, seed=4)
+    assert torch.equal(first.mlp, second.mlp) and torch.equal(first.heads, second.heads)
+    assert not torch.equal(first.mlp, other.mlp)
+
+
+def test_crop_micro_batching_gives_the_same_scores(images):
+    model = make_vit(mlp="swiglu")
+    for method in ("snapvit", "cross-entropy"):
+        whole = score(model, images, method, labels=LABELS, crop_micro_batch=64)
+        pieces = score(model, images, method, labels=LABELS, crop_micro_batch=5)
+        torch.testing.assert_close(pieces.mlp, whole.mlp, rtol=1e-4, atol=1e-12)
+        torch.testing.assert_close(pieces.heads, whole.heads, rtol=1e-4, atol=1e-12)
+
+
+def test_snapvit_is_label_free_and_works_without_a_head(images):
+    headless = make_headless_vit()
+    scores = score(headless, images, "snapvit", labels=None)
+    assert scores.mlp.sum() > 0 and scores.heads.sum() > 0
+    assert (scores.mlp > 0).float().mean() > 0.9  # gradients reach (almost) every neuron
+
+
+def test_callers_model_is_unchanged(images):
+    model = make_vit()
+    model.blocks[1].mlp.fc2.weight.requires_grad_(False)
+    before = copy.deepcopy(model.state_dict())
+    flags = {name: p.requires_grad for name, p in model.named_parameters()}
+    for method in ("snapvit", "snip-magnitude"):
+        score(model, images, method, labels=LABELS)
+    after = model.state_dict()
+    assert all(torch.equal(before[key], after[key]) for key in before)
+    assert flags == {name: p.requires_grad for name, p in model.named_parameters()}
+    assert all(p.grad is None for p in model.parameters())
+    assert not model.training
+
+
+def test_crops_are_seeded_in_range_and_at_model_size(images):
+    config = ScoringConfig(**FAST)
+    crops = make_crops(images[:2], DATA_CONFIG, config, torch.Generator().manual_seed(0))
+    again = make_crops(images[:2], DATA_CONFIG, config, torch.Generator().manual_seed(0))
+    assert crops.shape == (2 * config.crops_per_image, 3, SIZE, SIZE) and torch.equal(crops, again)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        left, top, width, height = sample_crop_box(100, 60, (0.05, 0.25), generator)
+        assert 0 <= left and left + width <= 100 and 0 <= top and top + height <= 60
+        assert width * height <= 0.25 * 6000 * 1.05
+
+
+def test_cross_entropy_needs_a_head_and_labels(images):
+    with pytest.raises(SnapViTError, match="classification head"):
+        score(make_headless_vit(), images, "cross-entropy", labels=LABELS)
+    with pytest.raises(SnapViTError, match="labels"):
+        score(make_vit(), images, "snip-magnitude", labels=None)
+    with pytest.raises(SnapViTError, match="10 classes"):
+        score(make_vit(), images, "cross-entropy", labels=[0, 1, 2, 10])
+
+
+def test_config_errors():
+    with pytest.raises(SnapViTError) as error:
+        ScoringConfig(method="fisher")
+    assert all(method in str(error.value) for method in METHODS)
+    for samples in (0, -3, 2.5, True):
+        with pytest.raises(SnapViTError, match="samples"):
+            ScoringConfig(samples=samples)
+    with pytest.raises(SnapViTError, match="local_scale"):
+        ScoringConfig(local_scale=(0.0, 0.25))
+    with pytest.raises(SnapViTError, match="needs images"):
+        compute_scores(make_vit(), [], DATA_CONFIG, ScoringConfig())
+
+
+def test_cancel_raises_and_progress_reports(images):
+    calls, reports = [], []
+
+    def cancel() -> bool:
+        calls.append(1)
+        return len(calls) > 1  # cancel before the second batch
+
+    with pytest.raises(CancelledError):
+        compute_scores(make_vit(), images, DATA_CONFIG, ScoringConfig(**FAST), cancel=cancel)
+    compute_scores(make_vit(), images, DATA_CONFIG, ScoringConfig(**FAST), progress=lambda *a: reports.append(a))
+    assert [r[0] for r in reports] == [0.5, 1.0] and reports[-1][2] == 0
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_writes_loadable_scores(capsys, tmp_path):
+    out = tmp_path / "scores.safetensors"
+    common = ("score", "--model", "embedded", "--random-init", "--data", "procedural", "--samples", "4")
+    code, stdout, _ = run_cli(capsys, *common, "--method", "snapvit", "--out", str(out), "--json")
+    payload = json.loads(stdout)
+    assert code == 0
+    assert set(payload) == {"method", "samples", "seconds", "out", "model", "data", "skipped"}
+    assert (payload["method"], payload["samples"], payload["model"]) == ("snapvit", 4, "embedded")
+    loaded = load_scores(out)
+    assert loaded.metadata["method"] == "snapvit" and loaded.metadata["config"]["samples"] == 4
+    code, stdout, _ = run_cli(capsys, *common, "--method", "magnitude", "--out", str(out))
+    assert code == 0 and "magnitude" in stdout
+    assert load_scores(out).metadata["method"] == "magnitude"
+    assert_no_temp_files(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("--data", "bogus:"),
+        ("--samples", "0"),
+        ("--samples", "-3"),
+        ("--method", "nope"),
+        ("--method", "cross-entropy", "--data", "procedural"),  # procedural images have no labels
+    ],
+)
+def test_cli_errors_are_one_line_and_write_nothing(capsys, tmp_path, argv):
+    out = tmp_path / "scores.safetensors"
+    base = ("score", "--model", "embedded", "--random-init", "--samples", "2")
+    code, stdout, stderr = run_cli(capsys, *base, *argv, "--out", str(out))
+    assert code == 2 and stdout == ""
+    assert stderr.startswith("error: ") and stderr.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
