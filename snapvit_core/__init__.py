@@ -10,6 +10,8 @@ Pure Python over torch/timm; never imports streamlit. The main entry points::
 
 from .adapter import ArchitectureShape, ViTAdapter
 from .backbones import Backbone, load_backbone
+from .correction import CorrectionConfig, CorrectionReport, correct_elastic, correct_pruned_model
+from .data import DataSpec, load_images, load_knn_splits, parse_data_spec, preprocess
 from .data_free import lamp_scores, magnitude_scores, random_scores
 from .elastic import ElasticViT, PruningPlan, check_sparsity, plan_keep_counts, plan_pruning
 from .errors import CancelledError, SnapViTError
@@ -19,10 +21,24 @@ from .knn import knn_predict, knn_top1
 from .metrics import LatencyReport, analytic_flops, count_parameters, counted_flops, measure_latency
 from .presets import BACKBONE_PRESETS, PUBLISHED_SPARSITY_PAIRS
 from .scores import ImportanceScores
+from .scoring import METHODS as SCORING_METHODS
+from .scoring import ScoringConfig, compute_scores
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "compute_scores",
+    "ScoringConfig",
+    "SCORING_METHODS",
+    "preprocess",
+    "parse_data_spec",
+    "load_knn_splits",
+    "load_images",
+    "DataSpec",
+    "correct_pruned_model",
+    "correct_elastic",
+    "CorrectionReport",
+    "CorrectionConfig",
     "ArchitectureShape",
     "BACKBONE_PRESETS",
     "Backbone",

@@ -115,11 +115,18 @@ class Explorer:
         head_sparsity: float,
         metrics: Iterable[str] = ("knn", "flops", "params"),
         latency_batch: int = 32,
+        correction: tuple | None = None,
     ) -> EvaluationResult:
-        """Prune to the requested sparsity and measure the requested metrics."""
+        """Prune to the requested sparsity and measure the requested metrics.
+
+        Args:
+            correction: optional ``(CorrectionConfig, calibration_images)``; the weight-corrected copy
+                (``correction.correct_elastic``) is measured instead of the plain truncation. Its
+                report goes to ``result.extra["correction"]``.
+        """
         metrics = check_metrics(metrics)
         plan = self.prune_to(mlp_sparsity, head_sparsity)
-        model = self.elastic.model
+        model, key = self.elastic.model, self.state_key()
         result = EvaluationResult(
             mlp_sparsity=plan.mlp_sparsity,
             head_sparsity=plan.head_sparsity,
@@ -128,6 +135,15 @@ class Explorer:
             realised_mlp_sparsity=plan.realised_mlp_sparsity,
             realised_head_sparsity=plan.realised_head_sparsity,
         )
+        if correction is not None:
+            from .correction import correct_elastic
+
+            config, calibration = correction
+            model, report = correct_elastic(
+                self.elastic, mlp_sparsity, head_sparsity, calibration.to(self.device), config
+            )
+            key = None  # a corrected model is not cached under the plan's key
+            result.extra["correction"] = report.to_dict()
         if "params" in metrics:
             result.params = count_parameters(model)
         if "flops" in metrics:
@@ -135,15 +151,23 @@ class Explorer:
         if "knn" in metrics:
             if self.knn is None:
                 raise SnapViTError("kNN accuracy needs labelled data.", "Attach a kNN evaluator (choose --data).")
-            key = self.state_key()
-            result.knn_top1 = self.knn.top1(model, key)
+            features = self.knn.features(model, key)
+            result.knn_top1 = self.knn.top1(model, key) if key is not None else self._top1(features)
             reference = self.unpruned_features()
-            result.embedding_cosine = float(embedding_similarity(reference, self.knn.features(model, key)[1]).mean())
+            result.embedding_cosine = float(embedding_similarity(reference, features[1]).mean())
         if "latency" in metrics:
             report = measure_latency(model, self.backbone.image_size, latency_batch, self.device)
             result.latency_ms = report.median_ms
             result.latency = report.to_dict()
         return result
+
+    def _top1(self, features: tuple[torch.Tensor, torch.Tensor]) -> float:
+        from .knn import knn_top1
+
+        knn = self.knn
+        return knn_top1(
+            features[0], knn.train_labels, features[1], knn.test_labels, knn.k, knn.weighted, knn.temperature
+        )
 
     def unpruned_features(self) -> torch.Tensor:
         """Test-split embeddings of the unpruned model (cached)."""

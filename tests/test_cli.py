@@ -133,3 +133,32 @@ def test_module_entry_point_help():
         timeout=120,
     )
     assert result.returncode == 0 and "--mlp-sparsity" in result.stdout and "--scores" in result.stdout
+
+
+def test_evaluate_with_correction_reports_it(capsys):
+    code, out, err = run_cli(
+        capsys,
+        "evaluate",
+        "--mlp-sparsity",
+        "0.65",
+        "--head-sparsity",
+        "0.5",
+        "--correct",
+        "--correction-samples",
+        "64",
+        "--damping",
+        "max",
+        "--damping-fraction",
+        "0.1",
+        "--limit",
+        "200",
+        "--json",
+    )
+    assert code == 0, err
+    payload = json.loads(out)
+    assert payload["corrected"] is True and payload["correction"]["samples"] == 64
+    assert all(layer["error_after"] <= layer["error_before"] + 1e-9 for layer in payload["correction"]["layers"])
+    code, _, err = run_cli(
+        capsys, "evaluate", "--mlp-sparsity", "0.1", "--head-sparsity", "0", "--correct", "--damping", "median"
+    )
+    assert code == 2 and "median" in err and err.count("\n") == 1

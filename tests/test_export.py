@@ -134,3 +134,18 @@ def test_cli_export(tmp_path, capsys):
     assert code == 0 and "model.safetensors" in payload["files"] and len(payload["kept_heads"]) == 6
     code = main(["export", "--mlp-sparsity", "0.5", "--head-sparsity", "0.3", "--out", str(tmp_path / "e")])
     assert code == 2 and "not empty" in capsys.readouterr().err
+
+
+def test_cli_export_with_correction(tmp_path, capsys):
+    args = ["export", "--mlp-sparsity", "0.65", "--head-sparsity", "0.5", "--correct", "--correction-samples", "64"]
+    code = main([*args, "--out", str(tmp_path / "c"), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    config = json.loads((tmp_path / "c" / "config.json").read_text())
+    assert config["pruning"]["corrected"] is True and config["pruning"]["correction"]["samples"] == 64
+    plain = main(["export", "--mlp-sparsity", "0.65", "--head-sparsity", "0.5", "--out", str(tmp_path / "p")])
+    assert plain == 0
+    corrected, truncated = load_pruned(tmp_path / "c"), load_pruned(tmp_path / "p")
+    assert export.kept_widths(corrected) == export.kept_widths(truncated)
+    fc2 = [(b.mlp.fc2.weight - t.mlp.fc2.weight).abs().max() for b, t in zip(corrected.blocks, truncated.blocks)]
+    assert max(fc2) > 0  # the correction changed the consuming layers

@@ -22,8 +22,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--weighted-vote", action="store_true", help="DINO's weighted vote (T=0.07) instead of uniform")
     parser.add_argument("--limit", type=int, default=None, help="use at most N images per split (seeded subset)")
     parser.add_argument("--latency-batch", type=int, default=32, help="batch size of the throughput measurement")
+    add_correction_arguments(parser)
     add_json_argument(parser)
     parser.set_defaults(run=run)
+
+
+def add_correction_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("weight correction (SparseGPT-style, DESIGN section 6)")
+    group.add_argument("--correct", action="store_true", help="correct fc2 and attn.proj of the pruned model")
+    group.add_argument("--correction-samples", type=int, default=1000, help="calibration images (default: 1000)")
+    group.add_argument("--correction-data", default=None, help="calibration data source (default: --data)")
+    group.add_argument("--damping", default="mean", help="mean (default), max or percentile")
+    group.add_argument("--damping-fraction", type=float, default=0.01, help="damping fraction (default: 0.01)")
+
+
+def correction_from_args(args: argparse.Namespace, data_config: dict) -> tuple | None:
+    """(CorrectionConfig, calibration images) when --correct is given, else None."""
+    if not args.correct:
+        return None
+    from ..correction import CorrectionConfig
+    from ..data import load_images, preprocess
+
+    config = CorrectionConfig(
+        samples=args.correction_samples, damping=args.damping, damping_fraction=args.damping_fraction
+    )
+    source = args.correction_data or getattr(args, "data", None) or "embedded"
+    images = load_images(source, "train", limit=config.samples, seed=0)
+    return config, preprocess(images.images, data_config)
 
 
 def add_scores_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
             device=device,
         )
         explorer.attach_knn(evaluator)
-    result = explorer.evaluate(mlp_sparsity, head_sparsity, metrics, args.latency_batch)
+    correction = correction_from_args(args, explorer.backbone.data_config)
+    result = explorer.evaluate(mlp_sparsity, head_sparsity, metrics, args.latency_batch, correction)
     payload = {
         "model": explorer.backbone.model_id,
         "scores": args.scores or (args.method or "magnitude"),
@@ -80,7 +106,10 @@ def run(args: argparse.Namespace) -> int:
         "knn_k": args.k if "knn" in metrics else None,
         **result.to_dict(),
     }
-    payload.pop("extra", None)
+    extra = payload.pop("extra", {})
+    payload["corrected"] = correction is not None
+    if "correction" in extra:
+        payload["correction"] = extra["correction"]
     lines = [
         f"model      {payload['model']}   scores: {payload['scores']}",
         f"sparsity   MLP {result.mlp_sparsity:.3f} (realised {result.realised_mlp_sparsity:.3f}), "
@@ -91,6 +120,11 @@ def run(args: argparse.Namespace) -> int:
     if result.knn_top1 is not None:
         lines.append(
             f"kNN top-1  {100 * result.knn_top1:.2f}%  (k={args.k}, {explorer.knn.vote} vote, data {args.data})"
+        )
+    if "correction" in extra:
+        report = extra["correction"]
+        lines.append(
+            f"corrected  {len(report['layers'])} layers on {report['samples']} images in {report['seconds']:.1f} s"
         )
     if result.params is not None:
         lines.append(f"parameters {result.params:,}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ._common import add_json_argument, add_model_arguments, add_sparsity_arguments, emit, resolve_device
-from .evaluate import add_scores_arguments, build_explorer
+from .evaluate import add_correction_arguments, add_scores_arguments, build_explorer, correction_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,6 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, help="export folder (must not exist or be empty)")
     parser.add_argument("--onnx", action="store_true", help="also write model.onnx, checked against PyTorch")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty export folder")
+    parser.add_argument("--data", default="embedded", help="calibration data for --correct (default: embedded)")
+    add_correction_arguments(parser)
     add_json_argument(parser)
     parser.set_defaults(run=run)
 
@@ -27,17 +29,27 @@ def run(args: argparse.Namespace) -> int:
     mlp_sparsity = check_sparsity(args.mlp_sparsity, "MLP sparsity")
     head_sparsity = check_sparsity(args.head_sparsity, "head sparsity")
     explorer = build_explorer(args, resolve_device(args.device))
-    explorer.prune_to(mlp_sparsity, head_sparsity)
+    model = explorer.elastic.prune_to(mlp_sparsity, head_sparsity)
+    correction = correction_from_args(args, explorer.backbone.data_config)
+    if correction is not None:
+        from ..correction import correct_elastic
+
+        config, calibration = correction
+        model, correction_report = correct_elastic(
+            explorer.elastic, mlp_sparsity, head_sparsity, calibration, config
+        )
     architecture, model_args = architecture_spec(explorer.backbone)
     pruning = {
         "source_model": args.model,
         "mlp_sparsity": mlp_sparsity,
         "head_sparsity": head_sparsity,
         "scores_method": explorer.scores.metadata.get("method", "unknown"),
-        "corrected": False,
+        "corrected": correction is not None,
     }
+    if correction is not None:
+        pruning["correction"] = correction_report.to_dict()
     report = export_pruned(
-        explorer.model,
+        model,
         args.out,
         architecture=architecture,
         model_args=model_args,
