@@ -2,18 +2,30 @@
 
 Everything model-family specific lives here, so the pruning engine, the scoring methods and the
 metrics talk to one small interface (`BlockLayers`, `ViTAdapter`) instead of special-casing
-architectures. Supported now: timm ``VisionTransformer`` (standard ``Mlp`` with fc1/fc2, packed
-``GluMlp`` and split ``SwiGLU`` MLPs, qkv bias on or off, fused attention on or off).
+architectures. Supported families (see README "Backbone families"):
+
+- timm ``VisionTransformer`` (DINO, DeiT, DeiT-III, AugReg, SigLIP2 ...): standard ``Mlp`` with
+  fc1/fc2, packed ``GluMlp`` and split ``SwiGLU`` MLPs, qkv bias on or off, fused attention on or off.
+  A SigLIP2 attention-pool head (``attn_pool``) is part of the embedding and is never pruned.
+- timm ``VisionTransformerDistilled`` (DeiT distilled): the embedding is the CLS token (the
+  distillation token and both heads are left out).
+- timm ``Eva`` (DINOv3: RoPE, register tokens, layer scale, SwiGLU in some sizes): the attention is
+  switched to a subclass whose output width follows its head count, and the separate q/k/v bias
+  vectors are pruned with their heads; the embedding is the final-norm CLS token.
+- transformers ViT / DINOv2 via ``hf_vit.HFVisionBackbone`` (q/k/v fused once into ``qkv``).
 
 Loading a backbone by id (``embedded``, a timm name, a local directory) lives in ``backbones.py``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
+from timm.models.deit import VisionTransformerDistilled
+from timm.models.eva import Eva, EvaAttention, apply_rot_embed_cat
 from torch import nn
+from torch.nn import functional as F
 
 from .errors import SnapViTError
 
@@ -38,6 +50,13 @@ class BlockLayers:
     mlp_inputs: list[nn.Linear]
     mlp_output: nn.Linear
     mlp_kind: str  # one of MLP_STANDARD, MLP_GLU_PACKED, MLP_SWIGLU
+    head_vectors: tuple[str, ...] = field(default=())  # attention attributes of H * d entries (Eva q/k/v bias)
+
+    def set_num_heads(self, keep: int) -> None:
+        """Make the attention forward use ``keep`` heads (its weights must already have that width)."""
+        self.attention.num_heads = keep
+        if hasattr(self.attention, "attn_dim"):
+            self.attention.attn_dim = keep * self.head_dim
 
     @property
     def num_heads(self) -> int:
@@ -90,6 +109,8 @@ class ArchitectureShape:
 def _mlp_layers(mlp: nn.Module) -> tuple[list[nn.Linear], nn.Linear, str]:
     if hasattr(mlp, "fc1_g") and hasattr(mlp, "fc1_x"):
         return [mlp.fc1_x, mlp.fc1_g], mlp.fc2, MLP_SWIGLU
+    if all(hasattr(mlp, name) for name in ("gate_proj", "up_proj", "down_proj")):  # transformers SwiGLU
+        return [mlp.up_proj, mlp.gate_proj], mlp.down_proj, MLP_SWIGLU
     if hasattr(mlp, "fc1") and hasattr(mlp, "fc2"):
         if getattr(mlp, "chunk_dim", None) is not None:
             return [mlp.fc1], mlp.fc2, MLP_GLU_PACKED
@@ -100,22 +121,107 @@ def _mlp_layers(mlp: nn.Module) -> tuple[list[nn.Linear], nn.Linear, str]:
     )
 
 
+class WidthFollowingEvaAttention(EvaAttention):
+    """timm's EvaAttention whose output width follows ``num_heads`` (timm reshapes to the input width).
+
+    The forward is timm's, with the final reshape to num_heads * head_dim. RoPE is applied to every
+    head identically, so reordering or removing heads keeps it correct.
+    """
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+    ) -> torch.Tensor:
+        batch, tokens, _ = x.shape
+        width = self.num_heads * self.head_dim
+        gate = self.gate(x).sigmoid() if self.gate is not None else None
+        if self.qkv is not None:
+            bias = None if self.q_bias is None else torch.cat((self.q_bias, self.k_bias, self.v_bias))
+            if bias is not None and self.qkv_bias_separate:
+                qkv = self.qkv(x) + bias
+            else:
+                qkv = F.linear(x, self.qkv.weight, bias)
+            qkv = qkv.reshape(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+            q, k, v = qkv.unbind(0)  # each (B, H, N, d)
+        else:
+            q, k, v = (
+                proj(x).reshape(batch, tokens, self.num_heads, self.head_dim).transpose(1, 2)
+                for proj in (self.q_proj, self.k_proj, self.v_proj)
+            )
+        q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            npt, half = self.num_prefix_tokens, getattr(self, "rotate_half", False)
+            q = torch.cat([q[:, :, :npt], apply_rot_embed_cat(q[:, :, npt:], rope, half=half)], dim=2).type_as(v)
+            k = torch.cat([k[:, :, :npt], apply_rot_embed_cat(k[:, :, npt:], rope, half=half)], dim=2).type_as(v)
+        dropout = self.attn_drop.p if self.training else 0.0
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout, is_causal=is_causal)
+        x = self.norm(x.transpose(1, 2).reshape(batch, tokens, width))  # (B, N, H * d)
+        if gate is not None:
+            x = x * gate
+        return self.proj_drop(self.proj(x))
+
+
+def _prepare_attention(attn: nn.Module) -> tuple[nn.Module, nn.Linear, tuple[str, ...]]:
+    """(attention, fused qkv Linear, per-head vector attributes) of one block, family specifics applied."""
+    if isinstance(attn, EvaAttention):
+        if attn.qkv is None:
+            raise SnapViTError(
+                "Eva attention with separate q/k/v projections (qkv_fused=False) is not supported.",
+                "Use the timm DINOv3 / EVA models with a fused qkv (the published configurations).",
+            )
+        if type(attn) is EvaAttention:
+            attn.__class__ = WidthFollowingEvaAttention  # same weights and maths; width follows num_heads
+        vectors = ("q_bias", "k_bias", "v_bias") if attn.q_bias is not None else ()
+        return attn, attn.qkv, vectors
+    return attn, attn.qkv, ()
+
+
+def _block_modules(model: nn.Module) -> list[tuple[nn.Module, nn.Module]] | None:
+    """(attention, MLP) per transformer block, or None when ``model`` has no transformer blocks."""
+    if callable(getattr(model, "block_modules", None)):  # hf_vit.HFVisionBackbone
+        return model.block_modules()
+    blocks = getattr(model, "blocks", None)
+    if blocks is None or len(blocks) == 0 or not hasattr(blocks[0], "attn"):
+        return None
+    return [(block.attn, block.mlp) for block in blocks]
+
+
+def _uses_cls_embedding(model: nn.Module) -> bool:
+    """Families whose published embedding is the final-norm CLS token rather than timm's pooled output.
+
+    DeiT distilled: timm averages the CLS and distillation tokens; we use the CLS token alone.
+    DINOv3 (timm Eva with a class token and no fc_norm): timm defaults to average pooling; the
+    published DINOv3 evaluation uses the CLS token after the final norm.
+    """
+    if isinstance(model, VisionTransformerDistilled):
+        return True
+    return (
+        isinstance(model, Eva)
+        and getattr(model, "cls_token", None) is not None
+        and isinstance(getattr(model, "fc_norm", None), nn.Identity)
+    )
+
+
 class ViTAdapter:
     """A view of a ViT's prunable structure. Holds no state besides the model reference."""
 
     def __init__(self, model: nn.Module) -> None:
-        blocks = getattr(model, "blocks", None)
-        if blocks is None or len(blocks) == 0 or not hasattr(blocks[0], "attn"):
+        modules = _block_modules(model)
+        if modules is None:
             raise SnapViTError(
                 f"{type(model).__name__} is not a Vision Transformer with transformer blocks "
                 "(expected `model.blocks[i].attn` and `.mlp`).",
-                "Choose a ViT backbone: `embedded`, a preset, or a timm ViT name such as vit_small_patch16_224.dino.",
+                "Choose a ViT backbone: `embedded`, a preset, a timm ViT name such as vit_small_patch16_224.dino "
+                "(families: VisionTransformer, DeiT distilled, SigLIP2, DINOv3/Eva), or hf:REPO for a "
+                "transformers ViT/DINOv2.",
             )
         self.model = model
         self.blocks: list[BlockLayers] = []
-        for index, block in enumerate(blocks):
-            attn = block.attn
-            if not all(hasattr(attn, name) for name in ("qkv", "proj", "num_heads", "head_dim")):
+        for index, (attn, mlp) in enumerate(modules):
+            if not all(getattr(attn, name, None) is not None for name in ("qkv", "proj", "num_heads", "head_dim")):
                 raise SnapViTError(
                     f"Block {index} has an attention layer ({type(attn).__name__}) without a fused "
                     "qkv projection; this backbone family is not supported yet.",
@@ -123,8 +229,9 @@ class ViTAdapter:
                 )
             if getattr(attn, "gate", None) is not None:
                 raise SnapViTError("Gated attention (timm `gated=True`) is not supported yet.")
-            inputs, output, kind = _mlp_layers(block.mlp)
-            self.blocks.append(BlockLayers(attn, attn.qkv, attn.proj, block.mlp, inputs, output, kind))
+            attn, qkv, vectors = _prepare_attention(attn)
+            inputs, output, kind = _mlp_layers(mlp)
+            self.blocks.append(BlockLayers(attn, qkv, attn.proj, mlp, inputs, output, kind, vectors))
 
     @property
     def num_blocks(self) -> int:
@@ -134,10 +241,26 @@ class ViTAdapter:
     def embed_dim(self) -> int:
         return int(self.blocks[0].qkv.in_features)
 
+    @property
+    def attention_pool(self) -> nn.Module | None:
+        """A latent attention-pool head (SigLIP2 ``attn_pool``): part of the embedding, never pruned."""
+        pool = getattr(self.model, "attn_pool", None)
+        return pool if isinstance(pool, nn.Module) else None
+
+    def _geometry(self) -> tuple[int, int, int]:
+        """(patch size, image size, number of patches)."""
+        patch_embed = getattr(self.model, "patch_embed", None)
+        if patch_embed is None:  # hf_vit.HFVisionBackbone
+            return int(self.model.patch_size), int(self.model.image_size), int(self.model.num_patches)
+        patch, image = patch_embed.patch_size, patch_embed.img_size
+        return (
+            int(patch[0] if isinstance(patch, (tuple, list)) else patch),
+            int(image[0] if isinstance(image, (tuple, list)) else image),
+            int(patch_embed.num_patches),
+        )
+
     def shape(self) -> ArchitectureShape:
-        patch_embed = self.model.patch_embed
-        patch = patch_embed.patch_size
-        image = patch_embed.img_size
+        patch, image, patches = self._geometry()
         prefix = int(getattr(self.model, "num_prefix_tokens", 1))
         return ArchitectureShape(
             num_blocks=self.num_blocks,
@@ -146,14 +269,20 @@ class ViTAdapter:
             heads_per_block=tuple(b.num_heads for b in self.blocks),
             mlp_hidden_per_block=tuple(b.mlp_hidden for b in self.blocks),
             mlp_kind=self.blocks[0].mlp_kind,
-            num_tokens=int(patch_embed.num_patches) + prefix,
-            patch_size=int(patch[0] if isinstance(patch, (tuple, list)) else patch),
-            image_size=int(image[0] if isinstance(image, (tuple, list)) else image),
+            num_tokens=patches + prefix,
+            patch_size=patch,
+            image_size=image,
         )
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """The backbone embedding with classification heads disabled: (N, 3, S, S) -> (N, D)."""
+        """The backbone embedding with classification heads disabled: (N, 3, S, S) -> (N, D).
+
+        timm's pre-logits output (pooled token, SigLIP2 attention pool, fc_norm), except for the
+        families whose published embedding is the final-norm CLS token (DeiT distilled, DINOv3).
+        """
         features = self.model.forward_features(images)
+        if _uses_cls_embedding(self.model):
+            return features[:, 0]
         return self.model.forward_head(features, pre_logits=True)
 
     def value_rows(self, block: BlockLayers) -> slice:

@@ -1,4 +1,5 @@
-"""Loading a backbone by model id: ``embedded``, a timm name, or a local checkpoint directory.
+"""Loading a backbone by model id: ``embedded``, a timm name, a local checkpoint directory, or
+``hf:REPO_OR_PATH`` for a Hugging Face transformers ViT / DINOv2 (see ``hf_vit.py``).
 
 Hub weights are only ever read from the local Hugging Face cache unless the hub answers a quick
 connection probe; an offline machine without cached weights gets an immediate, clear error with
@@ -27,6 +28,7 @@ from .presets import BACKBONE_PRESETS
 log = logging.getLogger(__name__)
 
 EMBEDDED_ID = "embedded"
+HF_PREFIX = "hf:"  # hf:REPO_OR_PATH: a transformers vision model from the local cache or a saved directory
 
 
 @dataclass
@@ -50,15 +52,20 @@ class Backbone:
 def describe_model_ids() -> str:
     """One line listing what ``--model`` accepts, for help texts and errors."""
     presets = ", ".join(v for v in BACKBONE_PRESETS.values())
-    return f"'embedded', a preset ({presets}), any timm ViT name, or a local checkpoint directory"
+    return (
+        f"'embedded', a preset ({presets}), any timm ViT name, a local checkpoint directory, "
+        "or hf:REPO_OR_PATH for a transformers ViT / DINOv2"
+    )
 
 
 def load_backbone(model_id: str, random_init: bool = False, device: str | torch.device = "cpu") -> Backbone:
     """Load a backbone (eval mode, gradients off) by id.
 
     Args:
-        model_id: 'embedded', a timm model name (optionally with a pretrained tag), or a directory
-            holding a timm-style ``config.json`` plus ``model.safetensors``.
+        model_id: 'embedded', a timm model name (optionally with a pretrained tag), a directory
+            holding a timm-style ``config.json`` plus ``model.safetensors`` (or a transformers
+            ``save_pretrained`` directory), or ``hf:REPO_OR_PATH`` (transformers ViT / DINOv2 from
+            the local Hugging Face cache, the hub, or a saved directory).
         random_init: build the architecture only, without loading weights (timing and tests).
         device: where to put the model.
     """
@@ -67,6 +74,8 @@ def load_backbone(model_id: str, random_init: bool = False, device: str | torch.
         raise SnapViTError("No model id given.", f"Use {describe_model_ids()}.")
     if model_id == EMBEDDED_ID:
         backbone = _load_embedded(random_init)
+    elif model_id.startswith(HF_PREFIX):
+        backbone = _load_hf(model_id[len(HF_PREFIX) :].strip(), random_init)
     elif Path(model_id).expanduser().is_dir():
         backbone = _load_directory(Path(model_id).expanduser(), random_init)
     elif os.sep in model_id or model_id.startswith("."):
@@ -216,6 +225,8 @@ def _load_directory(path: Path, random_init: bool) -> Backbone:
     except (OSError, ValueError) as error:
         raise SnapViTError(f"{config_path} is not valid JSON ({error}).", "Fix or re-create the file.") from error
     architecture = config.get("architecture") if isinstance(config, dict) else None
+    if architecture is None and isinstance(config, dict) and "model_type" in config:
+        return _load_hf_directory(path, f"{HF_PREFIX}{path}", random_init)  # a transformers save_pretrained dir
     if not isinstance(architecture, str) or not _timm_name_known(architecture):
         raise SnapViTError(
             f"{config_path} names no known timm architecture (got {architecture!r}).",
@@ -239,3 +250,59 @@ def _load_directory(path: Path, random_init: bool) -> Backbone:
                 "The weights must match config.json's architecture; re-export the checkpoint.",
             ) from error
     return Backbone(model, str(path), _data_config(model), random_init)
+
+
+def _load_hf(reference: str, random_init: bool) -> Backbone:
+    """``hf:REPO_OR_PATH``: a saved transformers directory, or a hub repo read from the local cache."""
+    if not reference:
+        raise SnapViTError("Empty transformers model id 'hf:'.", "Use hf:ORG/NAME (a hub repo) or hf:/path/to/saved.")
+    path = Path(reference).expanduser()
+    if path.is_dir():
+        return _load_hf_directory(path, f"{HF_PREFIX}{reference}", random_init)
+    if reference.startswith((".", os.sep, "~")) or reference.count("/") > 1:
+        raise SnapViTError(
+            f"Directory '{reference}' does not exist.",
+            "Use hf:ORG/NAME for a hub repo or hf:/path/to/dir for a directory written by save_pretrained.",
+        )
+    return _load_hf_directory(_hf_snapshot(reference, random_init), f"{HF_PREFIX}{reference}", random_init)
+
+
+def _load_hf_directory(path: Path, model_id: str, random_init: bool) -> Backbone:
+    from .hf_vit import build_hf_backbone
+
+    model, data_config = build_hf_backbone(path, random_init)
+    return Backbone(model, model_id, data_config, random_init)
+
+
+def _hf_predownload_hint(repo: str) -> str:
+    return (
+        "Pre-download on a machine with network access: "
+        f"`huggingface-cli download {repo}` (or `hf download {repo}`, or "
+        f"`python -c \"from huggingface_hub import snapshot_download; snapshot_download('{repo}')\"`), "
+        "then copy the Hugging Face cache (~/.cache/huggingface) to this machine; or save the model with "
+        "save_pretrained and pass hf:/path/to/that/directory."
+    )
+
+
+def _hf_snapshot(repo: str, random_init: bool) -> Path:
+    """The local snapshot directory of hub repo ``repo``; downloads only if it is not cached and the hub answers."""
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json"] if random_init else ["*.json", "*.safetensors"]
+    try:
+        return Path(snapshot_download(repo, local_files_only=True, allow_patterns=patterns))
+    except Exception:  # noqa: BLE001 - any miss means "not cached"
+        pass
+    if not _hub_reachable():
+        raise SnapViTError(
+            f"The transformers model '{repo}' is not in the local Hugging Face cache and the hub cannot be "
+            "reached from this machine.",
+            _hf_predownload_hint(repo),
+        )
+    try:
+        return Path(snapshot_download(repo, allow_patterns=patterns))
+    except Exception as error:  # unknown repo, gated repo, network errors
+        raise SnapViTError(
+            f"Could not download '{repo}' from the Hugging Face hub: {type(error).__name__}: {error}".splitlines()[0],
+            _hf_predownload_hint(repo),
+        ) from error

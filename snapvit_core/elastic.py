@@ -157,6 +157,14 @@ def _set_linear(linear: nn.Linear, weight: torch.Tensor, bias: torch.Tensor | No
     linear.out_features, linear.in_features = weight.shape
 
 
+def _set_vector(module: nn.Module, name: str, vector: torch.Tensor) -> None:
+    """Replace a parameter or buffer of ``module`` by ``vector`` (same kind)."""
+    if name in module._buffers:
+        module._buffers[name] = vector
+    else:
+        setattr(module, name, _parameter(vector))
+
+
 def _slice_norm(norm: nn.Module, source: nn.Module, keep: int) -> None:
     """Slice a LayerNorm over the pruned width (inside-MLP / inside-attention norms).
 
@@ -258,6 +266,9 @@ def _reorder_heads(block: BlockLayers, perm: torch.Tensor) -> None:
     if block.qkv.bias is not None:
         block.qkv.bias.data = block.qkv.bias.data[rows].contiguous()
     block.proj.weight.data = block.proj.weight.data[:, within].contiguous()
+    for name in block.head_vectors:  # separate q/k/v bias vectors (Eva): H * d entries each
+        vector = getattr(block.attention, name)
+        vector.data = vector.data[within].contiguous()
     norm = getattr(block.attention, "norm", None)
     if isinstance(norm, nn.LayerNorm) and norm.weight is not None and norm.weight.numel() == heads * head_dim:
         norm.weight.data = norm.weight.data[within].contiguous()
@@ -276,9 +287,10 @@ def _truncate_heads(source: BlockLayers, target: BlockLayers, keep: int) -> None
         _set_linear(target.qkv, source.qkv.weight.detach()[rows], bias)
         # Column slice of proj; made contiguous so the smaller matmul runs at full speed.
         _set_linear(target.proj, source.proj.weight.detach()[:, : keep * head_dim].contiguous(), source.proj.bias)
-    target.attention.num_heads = keep
-    if hasattr(target.attention, "attn_dim"):
-        target.attention.attn_dim = keep * head_dim
+    for name in source.head_vectors:
+        vector = getattr(source.attention, name).detach()[: keep * head_dim]
+        _set_vector(target.attention, name, vector)
+    target.set_num_heads(keep)
     _slice_norm(getattr(target.attention, "norm", None), getattr(source.attention, "norm", None), keep * head_dim)
 
 

@@ -2,8 +2,9 @@
 
 FLOPs follow DESIGN section 7 (one multiply-add = 2 FLOPs, matmuls only), per block:
 2*N*D*3A (qkv) + 4*N^2*A (attention) + 2*N*A*D (proj) + 4*N*D*M (MLP; 6*N*D*M for SwiGLU),
-A = kept heads * head width, N = tokens incl. prefix tokens; plus the patch embedding. Norms,
-activations and softmax are not counted (neither does torch's FlopCounterMode).
+A = kept heads * head width, N = tokens incl. prefix tokens; plus the patch embedding and, for
+SigLIP2, the (unpruned) attention-pool head. Norms, activations, softmax and RoPE are not counted
+(neither does torch's FlopCounterMode).
 """
 
 from __future__ import annotations
@@ -46,7 +47,23 @@ def analytic_flops(model: nn.Module) -> int:
         total += mlp_factor * tokens * width * hidden  # fc1 (+ gate) and fc2
     patches = (shape.image_size // shape.patch_size) ** 2
     total += 2 * patches * (3 * shape.patch_size**2) * width  # patch embedding convolution
+    if adapter.attention_pool is not None:
+        total += _attention_pool_flops(adapter.attention_pool, tokens)
     return int(total)
+
+
+def _attention_pool_flops(pool: nn.Module, tokens: int) -> int:
+    """A latent attention pool (timm AttentionPoolLatent): L latent queries attend to the N tokens."""
+    latents = int(getattr(pool, "latent_len", 1))
+    q, kv, proj = pool.q, pool.kv, pool.proj
+    total = 2 * latents * q.in_features * q.out_features  # latent queries
+    total += 2 * tokens * kv.in_features * kv.out_features  # keys and values of every token
+    total += 4 * latents * tokens * q.out_features  # q @ k^T and attn @ v
+    total += 2 * latents * proj.in_features * proj.out_features
+    mlp = getattr(pool, "mlp", None)
+    if mlp is not None:
+        total += 2 * latents * sum(m.in_features * m.out_features for m in mlp.modules() if isinstance(m, nn.Linear))
+    return total
 
 
 def counted_flops(model: nn.Module, image_size: int | None = None) -> int:
@@ -56,7 +73,8 @@ def counted_flops(model: nn.Module, image_size: int | None = None) -> int:
     """
     adapter = ViTAdapter(model)
     size = image_size or adapter.shape().image_size
-    meta_model = copy.deepcopy(model).to("meta")
+    # Frozen: torch's module tracker trips over parameters that need grad under no_grad (SigLIP2 latent).
+    meta_model = copy.deepcopy(model).to("meta").requires_grad_(False)
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         ViTAdapter(meta_model).embed(torch.empty(1, 3, size, size, device="meta"))
