@@ -39,7 +39,7 @@ chromium:
 lint: install-dev
 	$(PY) -m ruff check snapvit_core pages app.py tests benchmarks scripts
 
-bench: install
+bench: install-dev chromium
 	$(PY) benchmarks/run_all.py --quick
 
 train-embedded: install

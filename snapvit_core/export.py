@@ -34,7 +34,11 @@ FORMAT_NAME = "snapvit-pruned-vit"
 FORMAT_VERSION = 1
 ONNX_TOLERANCE = 1e-4  # max |onnxruntime - torch| accepted for the exported embedding
 
-LOADER_SOURCE = '''"""Load a SnapViT-pruned ViT with torch, timm and safetensors only: model = load_pruned(".")."""
+LOADER_SOURCE = '''"""Load a SnapViT-pruned ViT with torch, timm and safetensors only: model = load_pruned(".").
+
+Covers timm VisionTransformer models (standard, GLU and SwiGLU MLPs). Pruned Eva/DINOv3 exports need
+an attention that follows the kept width: load those with snapvit_core.export.load_pruned.
+"""
 
 import json
 from pathlib import Path

@@ -89,3 +89,111 @@ def test_sessions_are_isolated():
     shared = second.session_state["explorer"].backbone.model
     assert shared is first.session_state["explorer"].backbone.model  # one cached model ...
     assert shared.blocks[0].mlp.fc1.out_features == 384  # ... that pruning never touched
+
+
+def _finish_job(app: AppTest, key: str) -> None:
+    job = app.session_state[key]
+    job.wait(timeout=300)
+    app.run()  # the progress fragment applies the result and reruns the app
+    assert not app.exception, [e.value for e in app.exception]
+
+
+def test_scores_page_computes_scores_in_the_background():
+    app = start("pages/2_scores.py")
+    method = next(s for s in app.selectbox if s.label == "Method")
+    method.set_value("magnitude")
+    next(b for b in app.button if b.label == "Compute scores").click().run()
+    _finish_job(app, "job_scores")
+    assert app.session_state["scores_label"].startswith("magnitude")
+    assert any("finished" in s.value for s in app.success)
+
+
+def test_scores_page_runs_a_short_search_with_a_fitness_curve():
+    app = start("pages/2_scores.py")
+    next(n for n in app.number_input if n.label == "Fitness evaluations").set_value(16)
+    next(n for n in app.number_input if n.label == "Evaluation images").set_value(32)
+    next(b for b in app.button if b.label == "Run search").click().run()
+    job = app.session_state["job_scores"]
+    snapshot = job.wait(timeout=300)
+    assert snapshot.state == "done", snapshot.error
+    assert len(snapshot.extra["best"]) == 16
+    assert all(b >= a for a, b in zip(snapshot.extra["best"][1:], snapshot.extra["best"]))  # never increases
+    app.run()
+    app.run()
+    assert app.session_state["scores_label"].startswith("xnes search")
+    assert app.session_state["scores"].metadata["method"] == "xnes"
+
+
+def _hostile_pickle() -> bytes:
+    import io
+    import zipfile
+
+    payload = b"\x80\x02cos\nsystem\nq\x00X\x07\x00\x00\x00echo hiq\x01\x85q\x02Rq\x03."
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("archive/data.pkl", payload)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("notes.safetensors", b"this is not a scores file", "scores"),
+        ("evil.pt", _hostile_pickle(), "refused"),
+    ],
+    ids=["garbage", "hostile-pickle"],
+)
+def test_bad_uploads_get_a_clear_message(name, content, message):
+    app = start("pages/2_scores.py")
+    app.file_uploader[0].set_value((name, content, "application/octet-stream")).run()
+    next(b for b in app.button if b.label == "Use uploaded scores").click().run()
+    assert not app.exception
+    assert app.error, "expected an error box"
+    assert message in app.error[0].value.lower() or message in app.error[0].value
+
+
+def test_scores_for_another_architecture_are_refused_in_the_app(tmp_path):
+    import torch
+
+    from snapvit_core.scores import ImportanceScores
+    from snapvit_core.scores_io import save_scores
+
+    path = save_scores(ImportanceScores(torch.rand(12, 1536), torch.rand(12, 6)), tmp_path / "vit_s.safetensors")
+    app = start("pages/2_scores.py")
+    app.file_uploader[0].set_value(("vit_s.safetensors", path.read_bytes(), "application/octet-stream")).run()
+    next(b for b in app.button if b.label == "Use uploaded scores").click().run()
+    assert not app.exception and "do not fit" in app.error[0].value
+
+
+def test_compare_page_sweeps_and_finds_a_budget():
+    app = start("pages/4_compare.py")
+    next(b for b in app.button if b.label == "Run sweep").click().run()
+    _finish_job(app, "job_sweep")
+    table = app.session_state["sweep_table"]
+    assert len(table) == 14 and set(table["scores"]) == {next(iter(table["scores"])), "magnitude (data-free)"}
+    assert len(app.get("plotly_chart")) == 2
+    titles = [json.loads(c.proto.spec)["layout"]["xaxis"]["title"]["text"] for c in app.get("plotly_chart")]
+    assert titles == ["FLOPs (% of unpruned)", "latency at batch 1 (ms)"]
+    assert any("Best within budget" in s.value for s in app.success)
+    next(b for b in app.button if b.label == "Open in the explorer").click().run()
+    assert not app.exception
+
+
+def test_export_page_writes_a_loadable_model(tmp_path, monkeypatch):
+    app = start("pages/3_explorer.py")
+    app.slider(key="mlp_sparsity").set_value(0.5).run()
+    app.switch_page("pages/5_export.py").run()
+    next(t for t in app.text_input if t.label.startswith("Export folder")).set_value("test_export_app")
+    next(c for c in app.checkbox if c.label.startswith("Replace")).check()
+    next(b for b in app.button if b.label == "Export").click().run()
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    report = app.session_state["last_export"]
+    try:
+        from snapvit_core.export import kept_widths, load_pruned
+
+        assert kept_widths(load_pruned(report.directory))[1] == report.kept_neurons
+        assert sum(report.kept_neurons) < 6 * 384
+    finally:
+        import shutil
+
+        shutil.rmtree(report.directory, ignore_errors=True)

@@ -6,6 +6,8 @@ A cancelled search keeps its best-so-far result.
 
 from __future__ import annotations
 
+import copy
+
 import streamlit as st
 from snapvit_core.search import SearchConfig, run_search
 
@@ -21,9 +23,8 @@ JOB_KEY = "job_scores"
 
 
 def _score_job(report, cancelled, backbone: Backbone, data: str, config: ScoringConfig, device: str):
-    needs_images = config.method not in ("lamp", "magnitude", "random")
-    images, labels = [], None
-    if needs_images:
+    images, labels = None, None
+    if config.needs_images:
         report(0.0, f"loading {config.samples} images from {data}")
         image_set = load_images(data, "train", limit=config.samples, seed=config.seed)
         images, labels = image_set.images, image_set.labels
@@ -45,17 +46,17 @@ def _score_job(report, cancelled, backbone: Backbone, data: str, config: Scoring
         cancel=cancel,
         model_id=backbone.model_id,
     )
-    return {"scores": scores, "label": f"{config.method} ({len(images) or 'no'} images)"}
+    used = f"{len(images)} images" if images else "data-free"
+    return {"scores": scores, "label": f"{config.method} ({used})"}
 
 
 def _search_job(report, cancelled, backbone: Backbone, data: str, base, config: SearchConfig, device: str):
     report(0.0, f"loading {config.eval_images} evaluation images from {data}")
     image_set = load_images(data, "train", limit=config.eval_images, seed=config.seed)
     images = preprocess(image_set.images, backbone.data_config)
-    fitness: list[float] = []
     best: list[float] = []
 
-    def progress(done: int, total: int, best_fitness: float, *rest) -> None:
+    def progress(done: int, total: int, best_fitness: float) -> None:
         best.append(best_fitness)
         report(done / total, f"evaluation {done} of {total}, best fitness {best_fitness:.5f}", best=list(best))
 
@@ -64,7 +65,7 @@ def _search_job(report, cancelled, backbone: Backbone, data: str, base, config: 
 
     try:
         result = run_search(
-            backbone.model,
+            copy.deepcopy(backbone.model),  # the search hooks its model; the cached one is shared
             base,
             images,
             config,
@@ -78,7 +79,6 @@ def _search_job(report, cancelled, backbone: Backbone, data: str, base, config: 
         if partial is not None:
             error.partial_result = {"scores": partial.scores, "label": "xnes search (cancelled, best so far)"}
         raise
-    del fitness
     return {"scores": result.scores, "label": f"xnes search ({config.evaluations} evaluations, {config.covariance})"}
 
 
@@ -124,6 +124,9 @@ def render_jobs(backbone: Backbone) -> None:
                 {"backbone": backbone, "data": choice.data, "base": scores, "config": config, "device": device},
             ).start()
             st.session_state[JOB_KEY] = job
+    notice = st.session_state.get("job_notice")  # the last finished job stays reported on this page
+    if notice is not None:
+        getattr(st, notice[0])(notice[1])
     if busy:
         st.caption("A job is running: starting another is disabled until it finishes or is cancelled.")
     _progress_panel()
@@ -148,7 +151,8 @@ def _progress_panel() -> None:
     if snap.result is not None:
         session.set_scores(snap.result["scores"], snap.result["label"])
         message = f"{snap.name} finished in {snap.seconds:.1f} s: now using **{snap.result['label']}**."
-        (st.success if snap.state == "done" else st.warning)(message + (f" ({snap.error})" if snap.error else ""))
-        st.rerun(scope="app")
+        kind = "success" if snap.state == "done" else "warning"
+        st.session_state["job_notice"] = (kind, message + (f" ({snap.error})" if snap.error else ""))
     elif snap.error:
-        st.error(snap.error)
+        st.session_state["job_notice"] = ("error", snap.error)
+    st.rerun(scope="app")
