@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from snapvit_core.app_state import format_flops
 from snapvit_core.backbones import EMBEDDED_ID
 from snapvit_core.data import DATA_SPEC_HELP, parse_data_spec
 from snapvit_core.errors import SnapViTError
@@ -87,7 +88,7 @@ cards[1].metric(
     "Width", f"{shape.embed_dim} / {shape.mlp_hidden}", help="embedding width / MLP hidden neurons per block"
 )
 cards[2].metric("Parameters", f"{count_parameters(backbone.model) / 1e6:.2f} M", help="embedding path, heads excluded")
-cards[3].metric("FLOPs", f"{analytic_flops(backbone.model) / 1e9:.3f} G", help="per image at the input size")
+cards[3].metric("FLOPs", format_flops(analytic_flops(backbone.model)), help="per image at the input size")
 cards[4].metric("Input", f"{backbone.image_size} px", help="input resolution from the backbone's data config")
 st.caption(
     f"Device: `{choice.resolved_device}` · head dim {shape.head_dim} · data `{choice.data}` · "

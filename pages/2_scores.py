@@ -50,12 +50,17 @@ default_name = re.sub(
     r"[^A-Za-z0-9_.-]+", "_", f"{session.selection().model_id}.{scores.metadata.get('method', 'scores')}"
 )
 name = st.text_input("File name in scores/", value=f"{default_name}.safetensors")
+replace = st.checkbox("Replace the file if it exists")
 if st.button("Save to scores/"):
     try:
         if not re.fullmatch(r"[A-Za-z0-9_.-]+\.safetensors", name):
             raise SnapViTError(
                 f"{name!r} is not a plain file name ending in .safetensors.",
                 "Use letters, digits, '.', '_' and '-' only, e.g. embedded.snapvit.safetensors.",
+            )
+        if (session.SCORES_DIR / name).exists() and not replace:
+            raise SnapViTError(
+                f"scores/{name} already exists.", "Choose another name, or tick 'Replace the file if it exists'."
             )
         session.SCORES_DIR.mkdir(exist_ok=True)
         path = save_scores(scores, session.SCORES_DIR / name)

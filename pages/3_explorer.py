@@ -8,6 +8,7 @@ from snapvit_core import charts
 from snapvit_core.app_state import (
     MAX_SPARSITY,
     SLIDER_STEP,
+    format_flops,
     measure,
     per_image_similarity,
     published_path,
@@ -81,7 +82,7 @@ cards[1].metric(
 )
 cards[2].metric(
     "FLOPs",
-    f"{now.flops / 1e9:.4f} G",
+    format_flops(now.flops),
     delta=f"{100 * (now.flops / base.flops - 1):+.1f} %",
     delta_color="inverse",
     help="per image, analytic",

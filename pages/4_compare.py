@@ -11,6 +11,7 @@ from snapvit_core.app_state import BUDGET_TARGETS, best_under_budget, pareto_mas
 from snapvit_core.errors import CancelledError
 from snapvit_core.explorer import DATA_FREE_METHODS, Explorer, data_free_scores
 from snapvit_core.presets import PUBLISHED_SPARSITY_PAIRS
+from snapvit_core.scores_io import load_scores
 from ui import session
 from ui.jobs import Job
 
@@ -24,7 +25,8 @@ if not session.has_labelled_data():
 scores, scores_label = session.scores()
 
 CURRENT = f"current: {scores_label}"
-sources = [CURRENT] + [f"{name} (data-free)" for name in DATA_FREE_METHODS]
+saved = {f"file: {path.name}": path for path in session.shipped_scores_for(session.selection().model_id)}
+sources = [CURRENT] + [f"{name} (data-free)" for name in DATA_FREE_METHODS] + list(saved)
 with st.form("sweep_form"):
     chosen = st.multiselect("Scores to compare", sources, default=[CURRENT, "magnitude (data-free)"])
     grid = st.radio("Configurations", ["published path (7 pairs)", "grid"], horizontal=True)
@@ -38,7 +40,12 @@ def run_sweep(report, cancelled, labels, pairs, selection):
         selection.data, selection.model_id, selection.random_init, selection.resolved_device
     )
     for label in labels:
-        method_scores = scores if label == CURRENT else data_free_scores(label.split(" ")[0], backbone.model)
+        if label == CURRENT:
+            method_scores = scores
+        elif label in saved:
+            method_scores = load_scores(saved[label])
+        else:
+            method_scores = data_free_scores(label.split(" ")[0], backbone.model)
         explorer = Explorer(backbone, method_scores, selection.resolved_device)
         explorer.attach_knn(session.make_knn_evaluator(splits, selection.resolved_device))
         explorers[label] = explorer
@@ -119,12 +126,15 @@ if best is None:
     st.warning(f"No configuration in the sweep meets {target} <= {limit:.3f}. Raise the limit or sweep sparser pairs.")
 else:
     st.success(
-        f"Best within budget: **{best['scores']}** at MLP {best['MLP sparsity']:.2f}, heads {best['head sparsity']:.2f} "
+        f"Best within budget: **{best['scores']}** at MLP {best['MLP sparsity']:.2f}, "
+        f"heads {best['head sparsity']:.2f} "
         f"- kNN top-1 {best['kNN top-1 (%)']:.2f} %, {best['flops_pct']:.1f} % FLOPs, {best['latency_ms']:.2f} ms, "
         f"{best['params_m']:.3f} M parameters."
     )
     if st.button("Open in the explorer", type="primary"):
-        if best["scores"] != CURRENT:
+        if best["scores"] in saved:
+            session.set_scores(load_scores(saved[best["scores"]]), saved[best["scores"]].name)
+        elif best["scores"] != CURRENT:
             method = str(best["scores"]).split(" ")[0]
             session.set_scores(data_free_scores(method, backbone.model), f"{method} (data-free)")
         st.session_state["pending_config"] = (float(best["MLP sparsity"]), float(best["head sparsity"]))

@@ -33,6 +33,11 @@ BUDGET_TARGETS: dict[str, str] = {
 }
 
 
+def format_flops(flops: float) -> str:
+    """FLOPs per image in the unit that keeps 3 significant digits readable (M below 1 G)."""
+    return f"{flops / 1e9:.2f} GFLOPs" if flops >= 1e9 else f"{flops / 1e6:.1f} MFLOPs"
+
+
 def resolve_device(choice: str) -> str:
     """'auto' -> 'cuda' when available else 'cpu'; 'cuda' without a GPU is refused."""
     if choice == "auto":

@@ -197,3 +197,19 @@ def test_export_page_writes_a_loadable_model(tmp_path, monkeypatch):
         import shutil
 
         shutil.rmtree(report.directory, ignore_errors=True)
+
+
+def test_saving_scores_never_overwrites_silently(monkeypatch, tmp_path):
+    from ui import session
+
+    app = start("pages/2_scores.py")
+    name_box = next(t for t in app.text_input if t.label == "File name in scores/")
+    existing = tmp_path / "mine.safetensors"
+    existing.write_bytes(b"user data")
+    monkeypatch.setattr(session, "SCORES_DIR", tmp_path)
+    name_box.set_value("mine.safetensors")
+    next(b for b in app.button if b.label == "Save to scores/").click().run()
+    assert "already exists" in app.error[0].value and existing.read_bytes() == b"user data"
+    next(t for t in app.text_input if t.label == "File name in scores/").set_value("../escape.safetensors")
+    next(b for b in app.button if b.label == "Save to scores/").click().run()
+    assert "not a plain file name" in app.error[0].value

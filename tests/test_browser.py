@@ -115,4 +115,10 @@ def test_slider_prunes_live_and_charts_render(app_url):
         assert page.get_by_text("Traceback").count() == 0
         time.sleep(1.0)
         page.screenshot(path=str(ARTIFACTS / "explorer_page.png"), full_page=True)
+        for path, ready in (("scores", "Load scores"), ("compare", "Run sweep"), ("export", "Export folder name")):
+            page.goto(f"{app_url}/{path}")
+            page.get_by_text(ready).first.wait_for(timeout=120_000)
+            time.sleep(1.0)
+            assert page.get_by_text("Traceback").count() == 0
+            page.screenshot(path=str(ARTIFACTS / f"{path}_page.png"), full_page=True)
         browser.close()
