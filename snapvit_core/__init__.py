@@ -23,10 +23,16 @@ from .presets import BACKBONE_PRESETS, PUBLISHED_SPARSITY_PAIRS
 from .scores import ImportanceScores
 from .scoring import METHODS as SCORING_METHODS
 from .scoring import ScoringConfig, compute_scores
+from .search import PUBLISHED_PAIRS as SEARCH_PAIRS
+from .search import SearchConfig, SearchResult, run_search
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "run_search",
+    "SearchConfig",
+    "SearchResult",
+    "SEARCH_PAIRS",
     "compute_scores",
     "ScoringConfig",
     "SCORING_METHODS",

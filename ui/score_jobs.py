@@ -9,13 +9,13 @@ from __future__ import annotations
 import copy
 
 import streamlit as st
-from snapvit_core.search import SearchConfig, run_search
 
 from snapvit_core import charts
 from snapvit_core.backbones import Backbone
 from snapvit_core.data import load_images, preprocess
 from snapvit_core.errors import CancelledError
 from snapvit_core.scoring import METHODS, ScoringConfig, compute_scores
+from snapvit_core.search import SearchConfig, run_search
 from ui import session
 from ui.jobs import Job
 

@@ -12,9 +12,9 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import SnapViTError
-from . import evaluate, export, info, plan, score
+from . import evaluate, export, info, plan, score, search
 
-COMMANDS = (info, evaluate, plan, export, score)
+COMMANDS = (info, evaluate, plan, export, score, search)
 
 
 class _OneLineParser(argparse.ArgumentParser):

@@ -1,0 +1,97 @@
+"""What the multiplier search costs and buys: speed, and kNN top-1 of base vs searched scores.
+
+Prints fitness evaluations per second, total search time and CKA time for a search with identity
+and with CKA covariance, then kNN top-1 at the six published (MLP, head) sparsity pairs for the
+base scores alone and for both searched scores.
+
+    .venv/bin/python benchmarks/bench_search.py [--model embedded] [--scores FILE | --method magnitude]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from snapvit_core.backbones import load_backbone  # noqa: E402
+from snapvit_core.data import load_images, load_knn_splits, preprocess  # noqa: E402
+from snapvit_core.evaluation import KnnEvaluator  # noqa: E402
+from snapvit_core.explorer import Explorer  # noqa: E402
+from snapvit_core.scores import ImportanceScores  # noqa: E402
+from snapvit_core.search import SearchConfig, run_search  # noqa: E402
+
+EVALUATED_PAIRS = ((0.15, 0.0), (0.25, 0.1), (0.35, 0.2), (0.45, 0.3), (0.55, 0.4), (0.65, 0.5))
+
+
+def base_scores(args: argparse.Namespace, backbone) -> ImportanceScores:
+    """The scores the search starts from: a file, or a method computed here."""
+    if args.scores:
+        from snapvit_core.scores_io import load_scores
+
+        return load_scores(args.scores)
+    if args.method == "magnitude":
+        from snapvit_core.data_free import magnitude_scores
+
+        return magnitude_scores(backbone.model)
+    from snapvit_core.scoring import ScoringConfig, compute_scores
+
+    images = load_images(args.data, "train", limit=1000, seed=0)
+    return compute_scores(backbone.model, images, backbone.data_config, ScoringConfig(method=args.method))
+
+
+def knn_row(backbone, scores: ImportanceScores, evaluator: KnnEvaluator) -> list[float]:
+    explorer = Explorer(backbone, scores)
+    explorer.attach_knn(evaluator)
+    return [explorer.evaluate(mlp, head, ("knn",)).knn_top1 for mlp, head in EVALUATED_PAIRS]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="embedded")
+    parser.add_argument("--random-init", action="store_true")
+    parser.add_argument("--data", default="embedded", help="search images and kNN data")
+    parser.add_argument("--scores", default=None, help="base scores file (default: computed with --method)")
+    parser.add_argument("--method", default="magnitude", help="base scores method when no --scores is given")
+    parser.add_argument("--evaluations", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    backbone = load_backbone(args.model, args.random_init)
+    t0 = time.perf_counter()
+    scores = base_scores(args, backbone)
+    print(f"base scores: {args.scores or args.method} ({time.perf_counter() - t0:.1f} s)")
+    config = SearchConfig(evaluations=args.evaluations)
+    images = preprocess(load_images(args.data, "train", limit=config.eval_images, seed=0).images, backbone.data_config)
+    splits = load_knn_splits(args.data, backbone.data_config)
+    evaluator = KnnEvaluator(splits.train, splits.train_labels, splits.test, splits.test_labels)
+    print(
+        f"model {args.model}, {images.shape[0]} search images, kNN {splits.describe()}, "
+        f"cpu, {torch.get_num_threads()} threads"
+    )
+
+    rows = {"base": knn_row(backbone, scores, evaluator)}
+    for covariance in ("identity", "cka"):
+        result = run_search(
+            backbone.model, scores, images, SearchConfig(evaluations=args.evaluations, covariance=covariance)
+        )
+        search_seconds = result.seconds - result.cka_seconds
+        print(
+            f"search {covariance:8s}: {result.evaluations} evaluations in {result.seconds:.1f} s "
+            f"({result.evaluations / search_seconds:.2f} evaluations/s, CKA {result.cka_seconds:.1f} s); "
+            f"fitness {result.initial_fitness:.4f} (initial mean) -> {result.best_fitness:.4f}"
+        )
+        rows[f"search {covariance}"] = knn_row(backbone, result.scores, evaluator)
+
+    print("kNN top-1 (%)  " + "  ".join(f"{m:.2f}/{h:.2f}" for m, h in EVALUATED_PAIRS))
+    for name, values in rows.items():
+        print(f"{name:15s}" + "  ".join(f"{100 * v:9.2f}" for v in values))
+
+
+if __name__ == "__main__":
+    main()
