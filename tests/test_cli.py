@@ -89,9 +89,9 @@ def test_unknown_model_and_missing_data_folder(capsys, tmp_path):
 
 def test_scores_for_another_architecture_are_refused(capsys, tmp_path):
     import torch
-    from snapvit_core.scores_io import save_scores
 
     from snapvit_core.scores import ImportanceScores
+    from snapvit_core.scores_io import save_scores
 
     path = save_scores(ImportanceScores(torch.rand(12, 1536), torch.rand(12, 6)), tmp_path / "vit_s.safetensors")
     code, _, err = run_cli(

@@ -35,9 +35,7 @@ def run(args: argparse.Namespace) -> int:
         from ..correction import correct_elastic
 
         config, calibration = correction
-        model, correction_report = correct_elastic(
-            explorer.elastic, mlp_sparsity, head_sparsity, calibration, config
-        )
+        model, correction_report = correct_elastic(explorer.elastic, mlp_sparsity, head_sparsity, calibration, config)
     architecture, model_args = architecture_spec(explorer.backbone)
     pruning = {
         "source_model": args.model,
