@@ -31,19 +31,19 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from snapvit_core.app_state import format_flops  # noqa: E402
 from snapvit_core.backbones import load_backbone  # noqa: E402
 from snapvit_core.correction import CorrectionConfig  # noqa: E402
 from snapvit_core.data import load_images, load_knn_splits, preprocess  # noqa: E402
 from snapvit_core.elastic import ElasticViT  # noqa: E402
 from snapvit_core.evaluation import KnnEvaluator  # noqa: E402
 from snapvit_core.explorer import Explorer, data_free_scores  # noqa: E402
-from snapvit_core.metrics import analytic_flops, measure_latency  # noqa: E402
+from snapvit_core.metrics import analytic_flops, count_parameters, measure_latency  # noqa: E402
 from snapvit_core.presets import PUBLISHED_SPARSITY_PAIRS  # noqa: E402
 from snapvit_core.scoring import METHODS, ScoringConfig, compute_scores  # noqa: E402
 from snapvit_core.search import SearchConfig, run_search  # noqa: E402
 
 RESULTS = ROOT / "results"
-PRUNED_PAIRS = PUBLISHED_SPARSITY_PAIRS[1:]
 SPEED_MODELS = {
     "embedded": ("embedded", False),
     "ViT-S/16": ("vit_small_patch16_224", True),
@@ -88,12 +88,12 @@ def save_figure(figure, name: str) -> list[str]:
 
 
 def accuracy(quick: bool) -> tuple[str, dict]:
-    samples, evaluations = (256, 50) if quick else (1000, 50)
+    samples, evaluations, search_size = (128, 50, 256) if quick else (1000, 50, 1000)
     backbone = load_backbone("embedded")
     splits = load_knn_splits("embedded", backbone.data_config)
     evaluator = KnnEvaluator(splits.train, splits.train_labels, splits.test, splits.test_labels, k=20)
     real = load_images("embedded", "train", limit=samples, seed=0)
-    search_images = preprocess(load_images("embedded", "train", limit=1000, seed=1).images, backbone.data_config)
+    search_images = preprocess(load_images("embedded", "train", limit=search_size, seed=1).images, backbone.data_config)
     calibration = preprocess(load_images("embedded", "train", limit=samples, seed=2).images, backbone.data_config)
     correction = (CorrectionConfig(samples=samples), calibration)
     searched_methods = ("snapvit", "magnitude") if quick else METHODS
@@ -103,7 +103,7 @@ def accuracy(quick: bool) -> tuple[str, dict]:
         explorer.attach_knn(evaluator)
         return [
             100 * explorer.evaluate(m, h, ("knn",), correction=correction if corrected else None).knn_top1
-            for m, h in PRUNED_PAIRS
+            for m, h in PUBLISHED_SPARSITY_PAIRS
         ]
 
     unpruned = Explorer(backbone, data_free_scores("magnitude", backbone.model))
@@ -122,12 +122,15 @@ def accuracy(quick: bool) -> tuple[str, dict]:
             model_id="embedded",
         )
         timings[f"scoring {method}"] = time.perf_counter() - start
+        if method == "snapvit":
+            scores_for_sizes = scores
         variants = [("-", scores)]
         if method in searched_methods:
             start = time.perf_counter()
-            result = run_search(backbone.model, scores, search_images, SearchConfig(evaluations=evaluations))
+            config = SearchConfig(evaluations=evaluations, eval_images=search_size)
+            result = run_search(backbone.model, scores, search_images, config)
             timings[f"search ({method})"] = time.perf_counter() - start
-            timings["CKA"] = float(result.scores.metadata.get("cka_seconds", float("nan")))
+            timings[f"CKA ({method})"] = result.cka_seconds
             variants.append(("xNES", result.scores))
         for search_label, variant in variants:
             for corrected in (False, True):
@@ -135,21 +138,27 @@ def accuracy(quick: bool) -> tuple[str, dict]:
                 rows.append([method, search_label, "yes" if corrected else "-", *row])
                 curves[f"{method}{' + xNES' if search_label != '-' else ''}{' + corr.' if corrected else ''}"] = row
                 print(rows[-1], flush=True)
-    header = ["scores", "search", "correction", *[f"({m:.2f}, {h:.2f})" for m, h in PRUNED_PAIRS]]
+    header = ["scores", "search", "correction", *[f"({m:.2f}, {h:.2f})" for m, h in PUBLISHED_SPARSITY_PAIRS]]
+    sizes = size_rows(backbone, scores_for_sizes)
     text = "\n\n".join(
         [
             "# Accuracy: kNN top-1 (%) on the embedded backbone",
             f"k = 20, uniform vote; bank = 1257 train images, queries = 540 test images; unpruned {base:.2f} %. "
-            f"Scoring used {samples} images x 12 crops, the search {evaluations} fitness evaluations on 1000 images "
-            f"(CKA covariance, published pairs), the correction {samples} calibration images (mean damping 0.01). "
+            f"Scoring used {samples} images x 12 crops, the search {evaluations} fitness evaluations on "
+            f"{search_size} images (CKA covariance, published pairs), the correction {samples} calibration images "
+            "(mean damping 0.01). "
             f"Columns: (MLP sparsity, head sparsity). {environment()}, float32.",
             table(header, rows),
+            "Size and measured throughput of the pruned model at each pair (the SnapViT plan; every method "
+            "keeps the same number of neurons and heads, so parameters and FLOPs do not depend on the method). "
+            "Throughput: median images/s at batch 256 over at least 0.3 s of repeats; CPU, float32.",
+            table(["(MLP, head)", "parameters", "FLOPs", "images/s", "speed-up"], sizes),
         ]
     )
     import plotly.graph_objects as go
 
     figure = go.Figure()
-    flops_axis = [f"({m:.2f},{h:.2f})" for m, h in PRUNED_PAIRS]
+    flops_axis = [f"({m:.2f},{h:.2f})" for m, h in PUBLISHED_SPARSITY_PAIRS]
     for label, values in curves.items():
         if "corr." in label and not label.startswith("snapvit"):
             continue
@@ -163,6 +172,26 @@ def accuracy(quick: bool) -> tuple[str, dict]:
     return text + "\n\nFigure: " + ", ".join(f"[{f}]({f})" for f in files) + "\n", timings
 
 
+def size_rows(backbone, scores) -> list[list]:
+    """Parameters, FLOPs and measured batch-256 throughput of the pruned model at every published pair."""
+    elastic = ElasticViT(backbone.model, scores)
+    rows, reference = [], None
+    for mlp, head in PUBLISHED_SPARSITY_PAIRS:
+        model = elastic.prune_to(mlp, head)
+        throughput = measure_latency(model, backbone.image_size, 256).throughput_per_s
+        reference = reference or throughput
+        rows.append(
+            [
+                f"({mlp:.2f}, {head:.2f})",
+                f"{count_parameters(model):,}",
+                format_flops(analytic_flops(model)),
+                f"{throughput:.0f}",
+                f"{throughput / reference:.2f}x",
+            ]
+        )
+    return rows
+
+
 # ------------------------------------------------------------------------------------------------
 # Speed
 
@@ -170,6 +199,7 @@ def accuracy(quick: bool) -> tuple[str, dict]:
 def speed(quick: bool) -> str:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     large = {"embedded": 256, "ViT-S/16": 16 if quick else 64, "ViT-B/16": 8 if quick else 64}
+    min_run_time = 0.3 if quick else 1.0
     rows = []
     import plotly.graph_objects as go
 
@@ -183,11 +213,11 @@ def speed(quick: bool) -> str:
         for mlp, head in PUBLISHED_SPARSITY_PAIRS:
             model = elastic.prune_to(mlp, head)
             flops = analytic_flops(model)
-            for batch in (1, large[label]):
-                report = measure_latency(model, backbone.image_size, batch, device)
-                per_image = report.median_ms / batch
-                reference.setdefault(batch, per_image)
-                speedup = reference[batch] / per_image
+            # One call times batch 1 (median latency) and the large batch (median throughput).
+            report = measure_latency(model, backbone.image_size, large[label], device, min_run_time=min_run_time)
+            for batch, per_image_ms in ((1, report.median_ms), (large[label], 1e3 / report.throughput_per_s)):
+                reference.setdefault(batch, per_image_ms)
+                speedup = reference[batch] / per_image_ms
                 rows.append(
                     [
                         label,
@@ -195,8 +225,8 @@ def speed(quick: bool) -> str:
                         batch,
                         f"{full_flops / flops:.2f}x",
                         f"{speedup:.2f}x",
-                        f"{report.median_ms:.2f}",
-                        report.repeats,
+                        f"{per_image_ms * batch:.2f}",
+                        f"{speedup / (full_flops / flops):.0%}",
                     ]
                 )
                 if batch != 1:
@@ -225,13 +255,14 @@ def speed(quick: bool) -> str:
         yaxis_title="measured speed-up (x)",
     )
     files = save_figure(figure, "speedup")
-    header = ["model", "(MLP, head)", "batch", "FLOPs reduction", "speed-up", "median ms / batch", "repeats"]
+    header = ["model", "(MLP, head)", "batch", "FLOPs reduction", "speed-up", "median ms / batch", "of ideal"]
     return (
         "\n\n".join(
             [
                 "# Speed: measured speed-up vs FLOPs reduction",
                 "Magnitude scores (the plan's shape, not its accuracy, matters here); random-init ViT-S/16 and "
-                "ViT-B/16 at 224 px; latency = median of torch.utils.benchmark blocked_autorange; "
+                "ViT-B/16 at 224 px; median of torch.utils.benchmark blocked_autorange "
+                f"(at least {min_run_time} s of repeats per measurement); 'of ideal' = speed-up / FLOPs reduction; "
                 f"{device}, float32; {environment()}.",
                 table(header, rows),
                 "Figure: " + ", ".join(f"[{f}]({f})" for f in files),
@@ -262,7 +293,7 @@ def stage_worker(stage: str, model_id: str, random_init: bool, quick: bool) -> d
         evaluations = 20 if quick and model_id != "embedded" else 50
         config = SearchConfig(evaluations=evaluations, eval_images=len(tensor))
         result = run_search(backbone.model, scores, tensor, config)
-        extra = {"cka_seconds": result.scores.metadata.get("cka_seconds"), "evaluations": evaluations}
+        extra = {"cka_seconds": result.cka_seconds, "evaluations": evaluations}
     elif stage == "correction":
         from snapvit_core.correction import correct_elastic
 

@@ -24,9 +24,10 @@ def atomic_path(destination: str | os.PathLike) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent)
     os.close(fd)
     tmp = Path(tmp_name)
-    os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp creates 0600; saved files get normal modes
     try:
         yield tmp
+        # mkstemp creates 0600 and some writers (safetensors) recreate the file: saved files get normal modes.
+        os.chmod(tmp, 0o666 & ~_current_umask())
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, destination)

@@ -57,7 +57,10 @@ class SearchConfig:
     pca_components: int = 192  # teacher-PCA dimensions compared (published: 192); capped by width and images
     eval_images: int = 1000  # images embedded per fitness evaluation (published: 1000); capped by those given
     covariance: str = "cka"  # initial covariance shape: "cka" (published) or "identity"
-    initial_sigma: float = 0.1  # initial std of every multiplier: covariance = sigma^2 * CKA (not published)
+    # Initial std of every multiplier: covariance = sigma^2 * CKA (not published). Chosen by the label-free
+    # fitness on the embedded backbone (50 evaluations, seed 0; best fitness from 0.1061 at the initial mean):
+    # sigma 0.1 -> 0.0966, 0.3 -> 0.0844, 0.6 -> 0.0757, 1.0 -> 0.0806 (mostly clipped to the bounds).
+    initial_sigma: float = 0.6
     bounds: tuple[float, float] = (0.0, 2.0)  # candidates are clipped to this box for evaluation (published)
     mean_ramp: tuple[float, float] = (1.2, 0.8)  # initial mean: linear over blocks, first -> last (published)
     seed: int = 0  # seed of the xNES sampler

@@ -86,6 +86,16 @@ def test_round_trip_keeps_tensors_ratios_and_metadata(tmp_path):
         assert extra["library_version"] and datetime.fromisoformat(extra["saved_at"]).utcoffset().total_seconds() == 0
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX file modes")
+def test_saved_file_gets_the_umask_mode_not_the_temp_file_mode(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        path = save_scores(make_scores(), tmp_path / "s.safetensors")
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o644  # readable by others, like any file the user saves
+
+
 def test_file_layout_is_plain_safetensors(tmp_path):
     from safetensors import safe_open
 
