@@ -34,6 +34,7 @@ for key in ("mlp_sparsity", "head_sparsity", "overall_sparsity"):
     st.session_state.setdefault(key, 0.0)
 if "pending_config" in st.session_state:  # sent here by the budget finder
     st.session_state["mlp_sparsity"], st.session_state["head_sparsity"] = st.session_state.pop("pending_config")
+    st.session_state["overall_sparsity"] = st.session_state["mlp_sparsity"]
 
 
 def follow_published_path() -> None:
@@ -41,16 +42,23 @@ def follow_published_path() -> None:
     st.session_state["mlp_sparsity"], st.session_state["head_sparsity"] = mlp, head
 
 
+def follow_mlp_slider() -> None:
+    """The overall slider's position is the MLP sparsity of the path; keep it in step with a manual move."""
+    st.session_state["overall_sparsity"] = st.session_state["mlp_sparsity"]
+
+
 slider_args = {"min_value": 0.0, "max_value": MAX_SPARSITY, "step": SLIDER_STEP, "format": "%.2f"}
 st.slider(
     "Overall sparsity (follows the published (MLP, head) path)",
     key="overall_sparsity",
     on_change=follow_published_path,
-    help="Sets both sliders below along (0,0), (0.15,0), (0.25,0.1) ... (0.65,0.5).",
+    help="Sets both sliders below along (0,0), (0.15,0), (0.25,0.1) ... (0.65,0.5); its value is the MLP sparsity.",
     **slider_args,
 )
 left, right = st.columns(2)
-mlp_sparsity = left.slider("MLP sparsity (fraction of neurons removed)", key="mlp_sparsity", **slider_args)
+mlp_sparsity = left.slider(
+    "MLP sparsity (fraction of neurons removed)", key="mlp_sparsity", on_change=follow_mlp_slider, **slider_args
+)
 head_sparsity = right.slider("Head sparsity (fraction of heads removed)", key="head_sparsity", **slider_args)
 
 try:

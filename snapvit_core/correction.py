@@ -153,21 +153,34 @@ def eliminate_columns(weight: torch.Tensor, hessian: torch.Tensor, keep: int, bl
     return work[:, pruned:]
 
 
-def reconstruction_error(weight: torch.Tensor, new_kept: torch.Tensor, gram: torch.Tensor) -> float:
+def reconstruction_error(
+    weight: torch.Tensor, new_kept: torch.Tensor, gram: torch.Tensor, reference: float | None = None
+) -> float:
     """||W X - W'_K X_K||^2 / ||W X||^2 from the Gram matrix G = X X^T (no activations needed).
 
     Args:
         weight: (out, n) original full-width weight.
         new_kept: (out, k) weight of the first k columns after pruning (k <= n).
         gram: (n, n) undamped X X^T.
+        reference: ||W X||^2 when the caller already has it (see ``output_energy``).
     """
     weight = weight.to(torch.float64)
-    difference = weight.clone()
-    difference[:, : new_kept.shape[1]] -= new_kept.to(torch.float64)  # (out, n); pruned columns keep W
-    reference = torch.einsum("oi,ij,oj->", weight, gram, weight)
+    keep = new_kept.shape[1]
+    reference = output_energy(weight, gram) if reference is None else reference
     if reference <= 0:
         return 0.0
-    return float(torch.einsum("oi,ij,oj->", difference, gram, difference) / reference)
+    kept_change = weight[:, :keep] - new_kept.to(torch.float64)
+    if not kept_change.any():  # plain truncation: only the removed columns' block of G matters
+        removed = weight[:, keep:]
+        return float(((removed @ gram[keep:, keep:]) * removed).sum() / reference)
+    difference = torch.cat([kept_change, weight[:, keep:]], dim=1)  # (out, n); pruned columns keep W
+    return float(((difference @ gram) * difference).sum() / reference)
+
+
+def output_energy(weight: torch.Tensor, gram: torch.Tensor) -> float:
+    """||W X||^2 = sum of (W G) * W, in float64 (one matrix product; einsum took the same time)."""
+    weight = weight.to(torch.float64)
+    return float(((weight @ gram) * weight).sum())
 
 
 def correct_layer(
@@ -212,6 +225,7 @@ def correct_layer(
         log.warning(message)
         messages.append(message)
     corrected = kept.to(weight.dtype)
+    reference = output_energy(weight, gram)  # shared by both errors: the costly product for fc2 layers
     if not torch.isfinite(corrected).all():  # finite in float64 but overflowing a half-precision weight
         raise SnapViTError(f"Weight correction for {name} produced values too large for {weight.dtype}.")
     row = LayerCorrection(
@@ -221,8 +235,8 @@ def correct_layer(
         damping=damping,
         damping_fraction=fraction,
         retries=retries,
-        error_before=reconstruction_error(weight, weight[:, :keep], gram),
-        error_after=reconstruction_error(weight, corrected, gram),
+        error_before=reconstruction_error(weight, weight[:, :keep], gram, reference),
+        error_after=reconstruction_error(weight, corrected, gram, reference),
     )
     return corrected, row, messages
 

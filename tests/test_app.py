@@ -75,6 +75,9 @@ def test_overall_slider_follows_the_published_path():
     app.slider(key="overall_sparsity").set_value(0.35).run()
     assert app.slider(key="mlp_sparsity").value == pytest.approx(0.35)
     assert app.slider(key="head_sparsity").value == pytest.approx(0.2)
+    app.slider(key="mlp_sparsity").set_value(0.5).run()  # a manual move pulls the overall slider along
+    assert app.slider(key="overall_sparsity").value == pytest.approx(0.5)
+    assert app.slider(key="head_sparsity").value == pytest.approx(0.2)  # ... without touching the heads
 
 
 def test_sessions_are_isolated():

@@ -84,6 +84,15 @@ def test_reconstruction_error_matches_activations():
     assert reconstruction_error(weight, new_kept, gram) == pytest.approx(float(direct), rel=1e-9)
 
 
+def test_truncation_error_matches_activations():
+    """Plain truncation takes a shortcut (only the removed columns' block of G); same value."""
+    weight, inputs, gram = synthetic_layer()
+    kept = weight[:, :9]
+    direct = (weight @ inputs - kept @ inputs[:9]).square().sum() / (weight @ inputs).square().sum()
+    assert reconstruction_error(weight, kept, gram) == pytest.approx(float(direct), rel=1e-9)
+    assert reconstruction_error(weight, weight, gram) == 0.0
+
+
 @pytest.mark.parametrize("damping", ["mean", "max", "percentile"])
 @pytest.mark.parametrize("outliers", [False, True], ids=["plain", "outliers"])
 def test_damping_strategies_reduce_error(damping, outliers):
