@@ -33,6 +33,10 @@ def _free_port() -> int:
 def app_url():
     port = _free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    ARTIFACTS.mkdir(exist_ok=True)
+    # The server's output goes to a file: an unread pipe fills up (64 KB of warnings) and blocks the server.
+    log_path = ARTIFACTS / "streamlit.log"
+    log = log_path.open("w")
     server = subprocess.Popen(
         [
             sys.executable,
@@ -51,7 +55,7 @@ def app_url():
         ],
         cwd=ROOT,
         env=env,
-        stdout=subprocess.PIPE,
+        stdout=log,
         stderr=subprocess.STDOUT,
         text=True,
     )
@@ -65,10 +69,16 @@ def app_url():
             time.sleep(0.5)
     else:
         server.kill()
-        pytest.fail("streamlit did not start: " + (server.stdout.read() if server.stdout else ""))
+        log.close()
+        pytest.fail("streamlit did not start: " + log_path.read_text()[-4000:])
     yield url
     server.terminate()
-    server.wait(timeout=20)
+    try:  # a slider move still computing on a loaded machine can delay the graceful shutdown
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait(timeout=30)
+    log.close()
 
 
 def _metric(page, label: str) -> str:
