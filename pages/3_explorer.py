@@ -66,7 +66,12 @@ try:
         st.session_state["unpruned_measurement"] = measure(explorer, 0.0, 0.0, latency=False)
         st.session_state["unpruned_for"] = id(explorer)
     base = st.session_state["unpruned_measurement"]
-    now = measure(explorer, mlp_sparsity, head_sparsity)
+    # Streamlit's fast reruns can start this page again in a new thread while the previous run is still
+    # computing: everything read from the session's working model is taken together under its lock.
+    with explorer.lock:
+        now = measure(explorer, mlp_sparsity, head_sparsity)
+        _, kept_heads = explorer.elastic.kept_masks()  # (neurons, heads) in the original order
+        similarity = per_image_similarity(explorer)
 except SnapViTError as error:
     session.show_error(error)
     st.stop()
@@ -106,14 +111,12 @@ cards[4].metric(
 if now.embedding_cosine is not None:
     st.caption(f"Mean cosine similarity of pruned to unpruned embeddings: {now.embedding_cosine:.4f}")
 
-_, kept_heads = explorer.elastic.kept_masks()  # (neurons, heads) in the original order
 hidden = explorer.backbone.shape.mlp_hidden
 maps, neurons = st.columns(2)
 maps.plotly_chart(charts.head_map(scores, kept_heads.numpy()), key="head_map")
 neurons.plotly_chart(charts.mlp_kept_chart(now.kept_neurons, hidden), key="mlp_kept")
 heat, similarity_column = st.columns(2)
 heat.plotly_chart(charts.mlp_score_heatmap(scores, now.kept_neurons), key="mlp_heatmap")
-similarity = per_image_similarity(explorer)
 if similarity is not None:
     similarity_column.plotly_chart(charts.similarity_histogram(similarity), key="similarity")
 st.session_state["explorer_config"] = (mlp_sparsity, head_sparsity)

@@ -8,8 +8,8 @@ import zipfile
 from pathlib import Path
 
 import streamlit as st
-from snapvit_core.correction import CorrectionConfig, correct_elastic
 
+from snapvit_core.correction import CorrectionConfig, correct_elastic
 from snapvit_core.data import load_images, preprocess
 from snapvit_core.errors import SnapViTError
 from snapvit_core.export import architecture_spec, export_pruned
@@ -60,26 +60,29 @@ if submitted:
             "corrected": bool(correct),
         }
         with st.spinner("Exporting ..."):
-            if correct:
-                images = load_images(session.selection().data, "train", limit=int(samples), seed=0)
-                calibration = preprocess(images.images, backbone.data_config)
-                config = CorrectionConfig(samples=int(samples), damping=damping)
-                model, correction = correct_elastic(explorer.elastic, mlp_sparsity, head_sparsity, calibration, config)
-                pruning["correction"] = correction.to_dict()
-            else:
-                model = explorer.elastic.prune_to(mlp_sparsity, head_sparsity)
-            architecture, model_args = architecture_spec(backbone)
-            report = export_pruned(
-                model,
-                EXPORTS_DIR / name,
-                architecture=architecture,
-                model_args=model_args,
-                data_config=backbone.data_config,
-                pruning=pruning,
-                scores=scores,
-                onnx=onnx,
-                overwrite=overwrite,
-            )
+            with explorer.lock:  # the working model is pruned in place: no other rerun of this session may move it
+                if correct:
+                    images = load_images(session.selection().data, "train", limit=int(samples), seed=0)
+                    calibration = preprocess(images.images, backbone.data_config)
+                    config = CorrectionConfig(samples=int(samples), damping=damping)
+                    model, correction = correct_elastic(
+                        explorer.elastic, mlp_sparsity, head_sparsity, calibration, config
+                    )
+                    pruning["correction"] = correction.to_dict()
+                else:
+                    model = explorer.elastic.prune_to(mlp_sparsity, head_sparsity)
+                architecture, model_args = architecture_spec(backbone)
+                report = export_pruned(
+                    model,
+                    EXPORTS_DIR / name,
+                    architecture=architecture,
+                    model_args=model_args,
+                    data_config=backbone.data_config,
+                    pruning=pruning,
+                    scores=scores,
+                    onnx=onnx,
+                    overwrite=overwrite,
+                )
         st.session_state["last_export"] = report
     except SnapViTError as error:
         session.show_error(error)

@@ -119,12 +119,13 @@ class Measurement:
 def measure(explorer: Explorer, mlp_sparsity: float, head_sparsity: float, latency: bool = True) -> Measurement:
     """Prune the session's explorer to the sparsity and measure everything the explorer page shows."""
     metrics = ("knn", "flops", "params") if explorer.knn is not None else ("flops", "params")
-    result = explorer.evaluate(mlp_sparsity, head_sparsity, metrics)
-    latency_ms = (
-        quick_latency_ms(explorer.model, explorer.backbone.image_size, str(explorer.device))
-        if latency
-        else float("nan")
-    )
+    with explorer.lock:  # the latency probe must time the model this call pruned, not another thread's
+        result = explorer.evaluate(mlp_sparsity, head_sparsity, metrics)
+        latency_ms = (
+            quick_latency_ms(explorer.model, explorer.backbone.image_size, str(explorer.device))
+            if latency
+            else float("nan")
+        )
     return Measurement(
         mlp_sparsity=mlp_sparsity,
         head_sparsity=head_sparsity,
@@ -142,8 +143,9 @@ def per_image_similarity(explorer: Explorer) -> np.ndarray | None:
     """Cosine similarity (N,) of each test image's embedding, current pruned vs unpruned model."""
     if explorer.knn is None:
         return None
-    reference = explorer.unpruned_features()
-    pruned = explorer.knn.features(explorer.model, explorer.state_key())[1]
+    with explorer.lock:
+        reference = explorer.unpruned_features()
+        pruned = explorer.knn.features(explorer.model, explorer.state_key())[1]
     return embedding_similarity(reference, pruned).numpy()
 
 

@@ -2,11 +2,17 @@
 
 This is the façade the command line and the Streamlit pages share: it owns the elastic copy of the
 backbone (never the shared original), the kNN evaluator and its feature cache.
+
+The working copy is truncated in place, so two threads must not prune and run it at once. Streamlit's
+fast reruns do exactly that (a widget change starts a new script thread of the same session while the
+previous one is still inside a forward pass), so every method that prunes or runs the working model
+holds ``Explorer.lock``; callers that read the model across several calls hold it too.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 
@@ -91,6 +97,8 @@ class Explorer:
         self.device = torch.device(device)
         self.elastic = ElasticViT(backbone.model, scores, backbone.model_id)
         self.knn: KnnEvaluator | None = None
+        # Re-entrant: evaluate() holds it and calls prune_to() and unpruned_features(), which hold it too.
+        self.lock = threading.RLock()
 
     def attach_knn(self, evaluator: KnnEvaluator) -> None:
         self.knn = evaluator
@@ -101,8 +109,9 @@ class Explorer:
         return self.elastic.model
 
     def prune_to(self, mlp_sparsity: float, head_sparsity: float) -> PruningPlan:
-        self.elastic.prune_to(mlp_sparsity, head_sparsity)
-        return self.elastic.plan
+        with self.lock:
+            self.elastic.prune_to(mlp_sparsity, head_sparsity)
+            return self.elastic.plan
 
     def state_key(self) -> tuple:
         """Identifies the working model's weights for the feature cache."""
@@ -125,41 +134,42 @@ class Explorer:
                 report goes to ``result.extra["correction"]``.
         """
         metrics = check_metrics(metrics)
-        plan = self.prune_to(mlp_sparsity, head_sparsity)
-        model, key = self.elastic.model, self.state_key()
-        result = EvaluationResult(
-            mlp_sparsity=plan.mlp_sparsity,
-            head_sparsity=plan.head_sparsity,
-            kept_heads=list(plan.kept_heads),
-            kept_neurons=list(plan.kept_neurons),
-            realised_mlp_sparsity=plan.realised_mlp_sparsity,
-            realised_head_sparsity=plan.realised_head_sparsity,
-        )
-        if correction is not None:
-            from .correction import correct_elastic
-
-            config, calibration = correction
-            model, report = correct_elastic(
-                self.elastic, mlp_sparsity, head_sparsity, calibration.to(self.device), config
+        with self.lock:
+            plan = self.prune_to(mlp_sparsity, head_sparsity)
+            model, key = self.elastic.model, self.state_key()
+            result = EvaluationResult(
+                mlp_sparsity=plan.mlp_sparsity,
+                head_sparsity=plan.head_sparsity,
+                kept_heads=list(plan.kept_heads),
+                kept_neurons=list(plan.kept_neurons),
+                realised_mlp_sparsity=plan.realised_mlp_sparsity,
+                realised_head_sparsity=plan.realised_head_sparsity,
             )
-            key = None  # a corrected model is not cached under the plan's key
-            result.extra["correction"] = report.to_dict()
-        if "params" in metrics:
-            result.params = count_parameters(model)
-        if "flops" in metrics:
-            result.flops = analytic_flops(model)
-        if "knn" in metrics:
-            if self.knn is None:
-                raise SnapViTError("kNN accuracy needs labelled data.", "Attach a kNN evaluator (choose --data).")
-            features = self.knn.features(model, key)
-            result.knn_top1 = self.knn.top1(model, key) if key is not None else self._top1(features)
-            reference = self.unpruned_features()
-            result.embedding_cosine = float(embedding_similarity(reference, features[1]).mean())
-        if "latency" in metrics:
-            report = measure_latency(model, self.backbone.image_size, latency_batch, self.device)
-            result.latency_ms = report.median_ms
-            result.latency = report.to_dict()
-        return result
+            if correction is not None:
+                from .correction import correct_elastic
+
+                config, calibration = correction
+                model, report = correct_elastic(
+                    self.elastic, mlp_sparsity, head_sparsity, calibration.to(self.device), config
+                )
+                key = None  # a corrected model is not cached under the plan's key
+                result.extra["correction"] = report.to_dict()
+            if "params" in metrics:
+                result.params = count_parameters(model)
+            if "flops" in metrics:
+                result.flops = analytic_flops(model)
+            if "knn" in metrics:
+                if self.knn is None:
+                    raise SnapViTError("kNN accuracy needs labelled data.", "Attach a kNN evaluator (choose --data).")
+                features = self.knn.features(model, key)
+                result.knn_top1 = self.knn.top1(model, key) if key is not None else self._top1(features)
+                reference = self.unpruned_features()
+                result.embedding_cosine = float(embedding_similarity(reference, features[1]).mean())
+            if "latency" in metrics:
+                report = measure_latency(model, self.backbone.image_size, latency_batch, self.device)
+                result.latency_ms = report.median_ms
+                result.latency = report.to_dict()
+            return result
 
     def _top1(self, features: tuple[torch.Tensor, torch.Tensor]) -> float:
         from .knn import knn_top1
@@ -173,13 +183,14 @@ class Explorer:
         """Test-split embeddings of the unpruned model (cached)."""
         if self.knn is None:
             raise SnapViTError("Embedding similarity needs data.", "Attach a kNN evaluator (choose --data).")
-        current = self.elastic.plan
-        full = self.elastic.plan_for(0.0, 0.0)
-        key = ("plan", full.kept_heads, full.kept_neurons)
-        if self.knn.is_cached(key):
-            return self.knn.features(self.elastic.model, key)[1]
-        self.elastic.apply_plan(full)
-        try:
-            return self.knn.features(self.elastic.model, key)[1]
-        finally:
-            self.elastic.apply_plan(current)
+        with self.lock:
+            current = self.elastic.plan
+            full = self.elastic.plan_for(0.0, 0.0)
+            key = ("plan", full.kept_heads, full.kept_neurons)
+            if self.knn.is_cached(key):
+                return self.knn.features(self.elastic.model, key)[1]
+            self.elastic.apply_plan(full)
+            try:
+                return self.knn.features(self.elastic.model, key)[1]
+            finally:
+                self.elastic.apply_plan(current)

@@ -132,3 +132,6 @@ def test_slider_prunes_live_and_charts_render(app_url):
             assert page.get_by_text("Traceback").count() == 0
             page.screenshot(path=str(ARTIFACTS / f"{path}_page.png"), full_page=True)
         browser.close()
+    # An exception in a script thread the browser never showed (e.g. a superseded rerun) still lands here.
+    server_log = (ARTIFACTS / "streamlit.log").read_text()
+    assert "Traceback" not in server_log, server_log[-4000:]

@@ -74,3 +74,41 @@ def test_knn_without_data_is_a_clear_error():
     explorer = Explorer(Backbone(model, "tiny"), magnitude_scores(model))
     with pytest.raises(SnapViTError, match="labelled data"):
         explorer.evaluate(0.1, 0.1, ("knn",))
+
+
+def test_two_threads_pruning_one_explorer_never_see_each_others_model():
+    """Streamlit's fast reruns run two script threads of one session at once (a new one starts while the
+    previous one is still in a forward pass); each must measure the configuration it asked for."""
+    import sys
+    import threading
+
+    from snapvit_core.app_state import measure
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible, to provoke interleaving
+    model = make_vit(depth=3)
+    explorer = Explorer(Backbone(model, "tiny"), magnitude_scores(model))
+    explorer.attach_knn(small_evaluator(model))
+    configurations = [(0.0, 0.0), (0.6, 0.5)]
+    expected = {c: measure(explorer, *c, latency=False) for c in configurations}
+    failures: list[str] = []
+
+    def worker(configuration: tuple[float, float]) -> None:
+        try:
+            for _ in range(15):
+                got = measure(explorer, *configuration)
+                want = expected[configuration]
+                if (got.flops, got.kept_heads, got.knn_top1_pct) != (want.flops, want.kept_heads, want.knn_top1_pct):
+                    failures.append(f"{configuration}: measured another configuration")
+        except Exception as error:  # a shape mismatch when the other thread truncated the model mid-forward
+            failures.append(f"{configuration}: {error!r}")
+
+    try:
+        threads = [threading.Thread(target=worker, args=(c,)) for c in configurations]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+    finally:
+        sys.setswitchinterval(interval)
+    assert not failures, failures[:3]
