@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from snapvit_core.app_state import measure, per_image_similarity, quick_latency_ms  # noqa: E402
+from snapvit_core.app_state import measure, per_image_similarity  # noqa: E402
 from snapvit_core.backbones import load_backbone  # noqa: E402
 from snapvit_core.data import load_knn_splits  # noqa: E402
 from snapvit_core.evaluation import KnnEvaluator  # noqa: E402
@@ -44,11 +44,11 @@ def main() -> None:
     setup = time.perf_counter() - start
     latency = not args.no_latency
 
-    def page_move(mlp: float, head: float) -> None:
-        measure(explorer, mlp, head, latency=latency)
-        per_image_similarity(explorer)
-        if latency:
-            quick_latency_ms(backbone.model, backbone.image_size, "cpu")
+    def page_move(mlp: float, head: float) -> None:  # what pages/3_explorer.py computes per move
+        with explorer.lock:
+            measure(explorer, mlp, head, latency=latency, with_unpruned=True)
+            explorer.elastic.kept_masks()
+            per_image_similarity(explorer)
 
     page_move(0.0, 0.0)  # what the page shows on first load
     moves = [(round(0.05 * i, 2), round(0.05 * (i // 2), 2)) for i in range(1, 15)]
@@ -60,7 +60,7 @@ def main() -> None:
     t0 = time.perf_counter()
     page_move(*moves[3])
     cached = time.perf_counter() - t0
-    metrics = ("knn", "similarity", "flops", "params") + (("latency x2",) if latency else ())
+    metrics = ("knn", "similarity", "flops", "params") + (("latency pruned+unpruned interleaved",) if latency else ())
 
     print(
         f"model {args.model}: {len(splits.train)} train + {len(splits.test)} test images, "

@@ -12,7 +12,6 @@ from snapvit_core.app_state import (
     measure,
     per_image_similarity,
     published_path,
-    quick_latency_ms,
 )
 from snapvit_core.errors import SnapViTError
 from ui import session
@@ -34,32 +33,34 @@ for key in ("mlp_sparsity", "head_sparsity", "overall_sparsity"):
     st.session_state.setdefault(key, 0.0)
 if "pending_config" in st.session_state:  # sent here by the budget finder
     st.session_state["mlp_sparsity"], st.session_state["head_sparsity"] = st.session_state.pop("pending_config")
-    st.session_state["overall_sparsity"] = st.session_state["mlp_sparsity"]
 
 
+# Only the overall slider writes other sliders' values, never the reverse. A widget value the server
+# writes reaches the browser only when the run gets as far as drawing that widget; Streamlit's fast
+# reruns abandon runs part-way, and the browser's next message then carries its old value for the
+# widget, which Streamlit takes for a user move. A two-way coupling turned such a stale value into a
+# jump of both sliders back to (0, 0) while an arrow key was held (seen in the browser test).
 def follow_published_path() -> None:
     mlp, head = published_path(st.session_state["overall_sparsity"])
     st.session_state["mlp_sparsity"], st.session_state["head_sparsity"] = mlp, head
 
 
-def follow_mlp_slider() -> None:
-    """The overall slider's position is the MLP sparsity of the path; keep it in step with a manual move."""
-    st.session_state["overall_sparsity"] = st.session_state["mlp_sparsity"]
-
-
 slider_args = {"min_value": 0.0, "max_value": MAX_SPARSITY, "step": SLIDER_STEP, "format": "%.2f"}
-st.slider(
-    "Overall sparsity (follows the published (MLP, head) path)",
+overall = st.slider(
+    "Overall sparsity (moves both sliders below along the published (MLP, head) path)",
     key="overall_sparsity",
     on_change=follow_published_path,
     help="Sets both sliders below along (0,0), (0.15,0), (0.25,0.1) ... (0.65,0.5); its value is the MLP sparsity.",
     **slider_args,
 )
 left, right = st.columns(2)
-mlp_sparsity = left.slider(
-    "MLP sparsity (fraction of neurons removed)", key="mlp_sparsity", on_change=follow_mlp_slider, **slider_args
-)
+mlp_sparsity = left.slider("MLP sparsity (fraction of neurons removed)", key="mlp_sparsity", **slider_args)
 head_sparsity = right.slider("Head sparsity (fraction of heads removed)", key="head_sparsity", **slider_args)
+if (mlp_sparsity, head_sparsity) != published_path(overall):
+    st.caption(
+        f"Set by hand: (MLP {mlp_sparsity:.2f}, head {head_sparsity:.2f}). The overall slider reads "
+        f"{overall:.2f}, the path point it last set; move it to return to the published path."
+    )
 
 try:
     if "unpruned_measurement" not in st.session_state or st.session_state.get("unpruned_for") != id(explorer):
@@ -69,7 +70,7 @@ try:
     # Streamlit's fast reruns can start this page again in a new thread while the previous run is still
     # computing: everything read from the session's working model is taken together under its lock.
     with explorer.lock:
-        now = measure(explorer, mlp_sparsity, head_sparsity)
+        now = measure(explorer, mlp_sparsity, head_sparsity, with_unpruned=True)
         _, kept_heads = explorer.elastic.kept_masks()  # (neurons, heads) in the original order
         similarity = per_image_similarity(explorer)
 except SnapViTError as error:
@@ -100,13 +101,14 @@ cards[2].metric(
     delta_color="inverse",
     help="per image, analytic",
 )
-# The unpruned reference is re-timed next to the pruned model, so machine load affects both alike.
-base_latency = quick_latency_ms(explorer.backbone.model, explorer.backbone.image_size, str(explorer.device))
+# The unpruned model is timed interleaved with the pruned one, so machine load affects both alike.
+base_latency = now.unpruned_latency_ms
 cards[3].metric("Latency", f"{now.latency_ms:.2f} ms", help=f"batch 1, median of 15 forwards on {explorer.device}")
 cards[4].metric(
     "Speed-up",
     f"{base_latency / now.latency_ms:.2f} x",
-    help=f"measured vs {base_latency:.2f} ms unpruned (timed just now); FLOPs ratio {base.flops / now.flops:.2f} x",
+    help=f"measured vs {base_latency:.2f} ms unpruned (timed interleaved with it); "
+    f"FLOPs ratio {base.flops / now.flops:.2f} x",
 )
 if now.embedding_cosine is not None:
     st.caption(f"Mean cosine similarity of pruned to unpruned embeddings: {now.embedding_cosine:.4f}")

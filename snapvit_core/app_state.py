@@ -68,26 +68,34 @@ def published_path(overall: float) -> tuple[float, float]:
     return snap(overall), snap(value)
 
 
-def quick_latency_ms(model: torch.nn.Module, image_size: int, device: str, repeats: int = 15) -> float:
-    """Median wall time (ms) of a batch-1 embedding forward; cheap enough for every slider move.
+def paired_latency_ms(models: list[torch.nn.Module], image_size: int, device: str, repeats: int = 15) -> list[float]:
+    """Median wall time (ms) of a batch-1 embedding forward of each model, timed interleaved.
 
-    ``measure_latency`` (torch.utils.benchmark, adaptive repeats) is the reference measurement but
-    takes about a second; this probe does 2 warm-up and ``repeats`` timed forwards.
+    Cheap enough for every slider move: 2 warm-up rounds, then ``repeats`` rounds of one forward per
+    model. Interleaving means a load spike on this (shared) machine slows every model alike, so the
+    ratio of two medians - the speed-up card - stays meaningful. ``measure_latency``
+    (torch.utils.benchmark, adaptive repeats) is the reference measurement but takes about a second.
     """
-    adapter = ViTAdapter(model)
+    adapters = [ViTAdapter(model) for model in models]
     images = torch.randn(1, 3, image_size, image_size, device=device)
-    times = []
+    times: list[list[float]] = [[] for _ in models]
     with torch.inference_mode():
-        for i in range(repeats + 2):
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            adapter.embed(images)
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            if i >= 2:  # the first forwards warm the allocator and kernels
-                times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+        for round_index in range(repeats + 2):
+            for adapter, samples in zip(adapters, times):
+                if device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                adapter.embed(images)
+                if device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                if round_index >= 2:  # the first rounds warm the allocator and kernels
+                    samples.append(time.perf_counter() - start)
+    return [statistics.median(samples) * 1e3 for samples in times]
+
+
+def quick_latency_ms(model: torch.nn.Module, image_size: int, device: str, repeats: int = 15) -> float:
+    """Median batch-1 forward time (ms) of one model (see ``paired_latency_ms``)."""
+    return paired_latency_ms([model], image_size, device, repeats)[0]
 
 
 @dataclass
@@ -103,6 +111,7 @@ class Measurement:
     kept_heads: list[int]  # per block
     kept_neurons: list[int]  # per block
     embedding_cosine: float | None  # mean cosine similarity to the unpruned embeddings
+    unpruned_latency_ms: float | None = None  # timed interleaved with ``latency_ms`` when asked for
 
     def as_row(self) -> dict:
         return {
@@ -116,16 +125,23 @@ class Measurement:
         }
 
 
-def measure(explorer: Explorer, mlp_sparsity: float, head_sparsity: float, latency: bool = True) -> Measurement:
-    """Prune the session's explorer to the sparsity and measure everything the explorer page shows."""
+def measure(
+    explorer: Explorer, mlp_sparsity: float, head_sparsity: float, latency: bool = True, with_unpruned: bool = False
+) -> Measurement:
+    """Prune the session's explorer to the sparsity and measure everything the explorer page shows.
+
+    ``with_unpruned`` also times the unpruned model, interleaved with the pruned one (for a speed-up).
+    """
     metrics = ("knn", "flops", "params") if explorer.knn is not None else ("flops", "params")
+    unpruned_latency_ms = None
     with explorer.lock:  # the latency probe must time the model this call pruned, not another thread's
         result = explorer.evaluate(mlp_sparsity, head_sparsity, metrics)
-        latency_ms = (
-            quick_latency_ms(explorer.model, explorer.backbone.image_size, str(explorer.device))
-            if latency
-            else float("nan")
-        )
+        latency_ms = float("nan")
+        if latency:
+            models = [explorer.model] + ([explorer.backbone.model] if with_unpruned else [])
+            timings = paired_latency_ms(models, explorer.backbone.image_size, str(explorer.device))
+            latency_ms = timings[0]
+            unpruned_latency_ms = timings[1] if with_unpruned else None
     return Measurement(
         mlp_sparsity=mlp_sparsity,
         head_sparsity=head_sparsity,
@@ -136,6 +152,7 @@ def measure(explorer: Explorer, mlp_sparsity: float, head_sparsity: float, laten
         kept_heads=result.kept_heads,
         kept_neurons=result.kept_neurons,
         embedding_cosine=result.embedding_cosine,
+        unpruned_latency_ms=unpruned_latency_ms,
     )
 
 

@@ -75,9 +75,14 @@ def test_overall_slider_follows_the_published_path():
     app.slider(key="overall_sparsity").set_value(0.35).run()
     assert app.slider(key="mlp_sparsity").value == pytest.approx(0.35)
     assert app.slider(key="head_sparsity").value == pytest.approx(0.2)
-    app.slider(key="mlp_sparsity").set_value(0.5).run()  # a manual move pulls the overall slider along
-    assert app.slider(key="overall_sparsity").value == pytest.approx(0.5)
-    assert app.slider(key="head_sparsity").value == pytest.approx(0.2)  # ... without touching the heads
+    assert not any("Set by hand" in c.value for c in app.caption)
+    app.slider(key="mlp_sparsity").set_value(0.5).run()  # a manual move leaves the others where they are
+    assert app.slider(key="overall_sparsity").value == pytest.approx(0.35)
+    assert app.slider(key="head_sparsity").value == pytest.approx(0.2)
+    assert any("Set by hand: (MLP 0.50, head 0.20)" in c.value for c in app.caption)
+    app.slider(key="overall_sparsity").set_value(0.65).run()  # back on the path
+    assert (app.slider(key="mlp_sparsity").value, app.slider(key="head_sparsity").value) == pytest.approx((0.65, 0.5))
+    assert not any("Set by hand" in c.value for c in app.caption)
 
 
 def test_sessions_are_isolated():

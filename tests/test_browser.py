@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -81,13 +82,31 @@ def app_url():
     log.close()
 
 
+def _wait_until_idle(page, timeout_s: float = 120.0) -> None:
+    """Wait until the script run has finished: no 'running' icon in two checks 0.5 s apart.
+
+    Keys pressed while a run is still rendering can be lost when the slider is re-rendered.
+    """
+    deadline, quiet = time.time() + timeout_s, 0
+    while time.time() < deadline and quiet < 2:
+        running = page.locator('[data-testid="stStatusWidgetRunningIcon"]').count() > 0
+        quiet = 0 if running else quiet + 1
+        time.sleep(0.5)
+
+
+def _hold_arrow_key(page, slider, presses: int) -> None:
+    slider.focus()
+    for _ in range(presses):
+        page.keyboard.press("ArrowRight")
+
+
 def _metric(page, label: str) -> str:
     card = page.locator('[data-testid="stMetric"]', has_text=label).first
     return card.locator('[data-testid="stMetricValue"]').inner_text()
 
 
 def test_slider_prunes_live_and_charts_render(app_url):
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
@@ -110,16 +129,24 @@ def test_slider_prunes_live_and_charts_render(app_url):
         page.goto(f"{app_url}/explorer")
         page.get_by_text("Speed-up").first.wait_for(timeout=120_000)
         page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+        _wait_until_idle(page)
         before = _metric(page, "FLOPs"), _metric(page, "Parameters")
-        slider = page.get_by_role("slider").nth(1)  # the MLP sparsity slider
-        slider.focus()
-        for _ in range(12):
-            page.keyboard.press("ArrowRight")
-        deadline = time.time() + 60
-        while time.time() < deadline and (_metric(page, "FLOPs"), _metric(page, "Parameters")) == before:
-            time.sleep(0.5)
+        mlp = page.get_by_role("slider", name="MLP sparsity (fraction of neurons removed)")
+        head = page.get_by_role("slider", name="Head sparsity (fraction of heads removed)")
+        overall = page.get_by_role("slider", name=re.compile("^Overall sparsity"))
+        _hold_arrow_key(page, mlp, presses=12)  # as fast as a held key: several reruns are abandoned part-way
+        expect(mlp).to_have_attribute("aria-valuetext", "0.60", timeout=20_000)  # the keys moved it
+        _wait_until_idle(page)
+        # The move sticks (a two-way slider coupling once snapped it back to 0 here) and the metrics follow.
+        expect(mlp).to_have_attribute("aria-valuetext", "0.60")
         after = _metric(page, "FLOPs"), _metric(page, "Parameters")
         assert after != before, "moving the MLP slider did not change the metrics"
+        _hold_arrow_key(page, overall, presses=12)  # the overall slider sets both along the published path
+        expect(head).to_have_attribute("aria-valuetext", "0.45", timeout=20_000)
+        _wait_until_idle(page)
+        expect(mlp).to_have_attribute("aria-valuetext", "0.60")
+        expect(head).to_have_attribute("aria-valuetext", "0.45")
+        assert _metric(page, "FLOPs") != after[0], "moving the overall slider did not change the metrics"
         assert page.locator(".js-plotly-plot").count() >= 4
         assert page.locator(".js-plotly-plot .main-svg").count() >= 4  # plotly drew them
         assert page.get_by_text("Traceback").count() == 0

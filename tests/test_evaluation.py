@@ -112,3 +112,22 @@ def test_two_threads_pruning_one_explorer_never_see_each_others_model():
     finally:
         sys.setswitchinterval(interval)
     assert not failures, failures[:3]
+
+
+def test_paired_latency_interleaves_the_models_and_the_explorer_reports_both(monkeypatch):
+    from snapvit_core.app_state import measure, paired_latency_ms
+
+    first, second = make_vit(depth=1), make_vit(depth=2)
+    calls = []
+    for name, model in (("first", first), ("second", second)):
+        original = model.forward_features
+        monkeypatch.setattr(model, "forward_features", lambda x, o=original, n=name: calls.append(n) or o(x))
+    timings = paired_latency_ms([first, second], image_size=32, device="cpu", repeats=3)
+    assert len(timings) == 2 and all(t > 0 for t in timings)
+    assert calls == ["first", "second"] * 5  # 2 warm-up + 3 timed rounds, one forward of each per round
+
+    model = make_vit(depth=2)
+    explorer = Explorer(Backbone(model, "tiny"), magnitude_scores(model))
+    result = measure(explorer, 0.5, 0.5, with_unpruned=True)
+    assert result.latency_ms > 0 and result.unpruned_latency_ms > 0
+    assert measure(explorer, 0.5, 0.5).unpruned_latency_ms is None
