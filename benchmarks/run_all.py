@@ -215,9 +215,6 @@ def speed(quick: bool) -> str:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     large = {"embedded": 256, "ViT-S/16": 16 if quick else 64, "ViT-B/16": 8 if quick else 64}
     min_run_time = 0.3 if quick else 1.0
-    # The embedded model runs in milliseconds, so short measurements of it drift most on a shared machine;
-    # a second of repeats costs it little (ViT-B/16 needs ~2 s per batch-8 run anyway).
-    min_run_times = {"embedded": 1.0}
     rounds = 3  # interleaved rounds over all pairs; the median per pair damps drift on a shared machine
     rows = []
     import copy
@@ -234,6 +231,9 @@ def speed(quick: bool) -> str:
         if quick and label != "embedded":  # ViT-B/16 takes ~10 s per measurement on 2 cores: every other pair
             pairs = PUBLISHED_SPARSITY_PAIRS[::2]
         models = {pair: copy.deepcopy(elastic.prune_to(*pair)) for pair in pairs}
+        # The embedded model runs in milliseconds, so short measurements of it drift most on a shared
+        # machine; a second of repeats costs it little (ViT-B/16 needs ~2 s per batch-8 run anyway).
+        seconds = 1.0 if label == "embedded" else min_run_time
         # A throwaway first measurement: the first timed model of a process pays one-off costs (kernel
         # selection, allocator growth) that inflated the unpruned reference several-fold.
         measure_latency(models[(0.0, 0.0)], backbone.image_size, large[label], device, min_run_time=0.2)
@@ -241,7 +241,6 @@ def speed(quick: bool) -> str:
         for _ in range(rounds):
             for pair, model in models.items():
                 # One call times batch 1 (median latency) and the large batch (median throughput).
-                seconds = min_run_times.get(label, min_run_time)
                 report = measure_latency(model, backbone.image_size, large[label], device, min_run_time=seconds)
                 timings[pair][0].append(report.median_ms)
                 timings[pair][1].append(1e3 / report.throughput_per_s)

@@ -93,11 +93,6 @@ def paired_latency_ms(models: list[torch.nn.Module], image_size: int, device: st
     return [statistics.median(samples) * 1e3 for samples in times]
 
 
-def quick_latency_ms(model: torch.nn.Module, image_size: int, device: str, repeats: int = 15) -> float:
-    """Median batch-1 forward time (ms) of one model (see ``paired_latency_ms``)."""
-    return paired_latency_ms([model], image_size, device, repeats)[0]
-
-
 @dataclass
 class Measurement:
     """One configuration's numbers as the pages show them."""
