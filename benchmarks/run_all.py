@@ -31,6 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from snapvit_core._atomic import write_text_atomic  # noqa: E402
 from snapvit_core.app_state import format_flops  # noqa: E402
 from snapvit_core.backbones import load_backbone  # noqa: E402
 from snapvit_core.correction import CorrectionConfig  # noqa: E402
@@ -454,7 +455,7 @@ def main(argv: list[str] | None = None) -> None:
             text = speed(args.quick)
         else:
             text = stages(args.quick)
-        (RESULTS / f"{section}.md").write_text(text)
+        write_text_atomic(RESULTS / f"{section}.md", text)
         print(text)
         print(f"[{section}: {time.perf_counter() - start:.0f} s]", flush=True)
 

@@ -107,6 +107,11 @@ pareto_latency = pareto_mask(table["latency_ms"], table["kNN top-1 (%)"])
 left, right = st.columns(2)
 left.plotly_chart(charts.tradeoff_chart(table, "flops_pct", pareto_flops), key="vs_flops")
 right.plotly_chart(charts.tradeoff_chart(table, "latency_ms", pareto_latency), key="vs_latency")
+st.caption(
+    "Latency: batch 1, each configuration timed interleaved with the unpruned model, so load on this machine "
+    "cancels out of its speed-up; `latency_ms` applies that speed-up to the sweep's median unpruned latency "
+    "(raw medians: `latency_measured_ms`)."
+)
 display = table.assign(pareto_flops=pareto_flops).round(4)
 st.dataframe(display, hide_index=True)
 st.download_button("Download table (CSV)", display.to_csv(index=False).encode(), "snapvit_sweep.csv", "text/csv")

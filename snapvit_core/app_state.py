@@ -76,11 +76,28 @@ def paired_latency_ms(models: list[torch.nn.Module], image_size: int, device: st
     ratio of two medians - the speed-up card - stays meaningful. ``measure_latency``
     (torch.utils.benchmark, adaptive repeats) is the reference measurement but takes about a second.
     """
+    return [statistics.median(samples) * 1e3 for samples in paired_rounds(models, image_size, device, repeats)]
+
+
+def paired_rounds(
+    models: list[torch.nn.Module],
+    image_size: int,
+    device: str,
+    repeats: int = 15,
+    budget_s: float | None = None,
+    max_repeats: int = 50,
+) -> list[list[float]]:
+    """Per-round wall times (s) of a batch-1 forward of each model, one forward of each per round.
+
+    With ``budget_s``, the number of rounds grows from ``repeats`` up to ``max_repeats`` while the
+    timed rounds fit in about that many seconds (small models get more rounds, large ones fewer).
+    """
     adapters = [ViTAdapter(model) for model in models]
     images = torch.randn(1, 3, image_size, image_size, device=device)
     times: list[list[float]] = [[] for _ in models]
+    warm_up, rounds, round_index = 2, repeats, 0
     with torch.inference_mode():
-        for round_index in range(repeats + 2):
+        while round_index < warm_up + rounds:
             for adapter, samples in zip(adapters, times):
                 if device.startswith("cuda"):
                     torch.cuda.synchronize()
@@ -88,9 +105,18 @@ def paired_latency_ms(models: list[torch.nn.Module], image_size: int, device: st
                 adapter.embed(images)
                 if device.startswith("cuda"):
                     torch.cuda.synchronize()
-                if round_index >= 2:  # the first rounds warm the allocator and kernels
+                if round_index >= warm_up:  # the first rounds warm the allocator and kernels
                     samples.append(time.perf_counter() - start)
-    return [statistics.median(samples) * 1e3 for samples in times]
+            round_index += 1
+            if budget_s is not None and round_index == warm_up + 1:  # one timed round tells the cost
+                per_round = sum(samples[0] for samples in times)
+                rounds = max(repeats, min(max_repeats, int(budget_s / max(per_round, 1e-9))))
+    return times
+
+
+def median_speedup(pruned_s: list[float], unpruned_s: list[float]) -> float:
+    """Median over rounds of unpruned / pruned time: each ratio compares two forwards run back to back."""
+    return statistics.median(u / p for u, p in zip(unpruned_s, pruned_s))
 
 
 @dataclass
@@ -107,6 +133,7 @@ class Measurement:
     kept_neurons: list[int]  # per block
     embedding_cosine: float | None  # mean cosine similarity to the unpruned embeddings
     unpruned_latency_ms: float | None = None  # timed interleaved with ``latency_ms`` when asked for
+    speedup: float | None = None  # median over rounds of unpruned / pruned time, with ``unpruned_latency_ms``
 
     def as_row(self) -> dict:
         return {
@@ -121,22 +148,32 @@ class Measurement:
 
 
 def measure(
-    explorer: Explorer, mlp_sparsity: float, head_sparsity: float, latency: bool = True, with_unpruned: bool = False
+    explorer: Explorer,
+    mlp_sparsity: float,
+    head_sparsity: float,
+    latency: bool = True,
+    with_unpruned: bool = False,
+    latency_budget_s: float | None = None,
 ) -> Measurement:
     """Prune the session's explorer to the sparsity and measure everything the explorer page shows.
 
     ``with_unpruned`` also times the unpruned model, interleaved with the pruned one (for a speed-up).
+    ``latency_budget_s`` lets the timing take more rounds (up to 50) while they fit in that time.
     """
     metrics = ("knn", "flops", "params") if explorer.knn is not None else ("flops", "params")
-    unpruned_latency_ms = None
+    unpruned_latency_ms, speedup = None, None
     with explorer.lock:  # the latency probe must time the model this call pruned, not another thread's
         result = explorer.evaluate(mlp_sparsity, head_sparsity, metrics)
         latency_ms = float("nan")
         if latency:
             models = [explorer.model] + ([explorer.backbone.model] if with_unpruned else [])
-            timings = paired_latency_ms(models, explorer.backbone.image_size, str(explorer.device))
-            latency_ms = timings[0]
-            unpruned_latency_ms = timings[1] if with_unpruned else None
+            rounds = paired_rounds(
+                models, explorer.backbone.image_size, str(explorer.device), budget_s=latency_budget_s
+            )
+            latency_ms = statistics.median(rounds[0]) * 1e3
+            if with_unpruned:
+                unpruned_latency_ms = statistics.median(rounds[1]) * 1e3
+                speedup = median_speedup(rounds[0], rounds[1])
     return Measurement(
         mlp_sparsity=mlp_sparsity,
         head_sparsity=head_sparsity,
@@ -148,6 +185,7 @@ def measure(
         kept_neurons=result.kept_neurons,
         embedding_cosine=result.embedding_cosine,
         unpruned_latency_ms=unpruned_latency_ms,
+        speedup=speedup,
     )
 
 
@@ -161,12 +199,22 @@ def per_image_similarity(explorer: Explorer) -> np.ndarray | None:
     return embedding_similarity(reference, pruned).numpy()
 
 
+SWEEP_LATENCY_BUDGET_S = 0.5  # timing time per swept configuration (more rounds for small models)
+
+
 def sweep(
     explorers: dict[str, Explorer],
     pairs: Iterable[tuple[float, float]],
     on_step: Callable[[int, int], None] | None = None,
 ) -> pd.DataFrame:
     """Measure every (MLP, head) pair for every scores source; one table row per configuration.
+
+    Latency: each pruned model is timed interleaved with the unpruned model (``paired_rounds``, up to
+    50 rounds within about half a second), and its speed-up is the median over rounds of the two
+    back-to-back times' ratio, so load on the machine cancels out. Configurations timed
+    seconds apart on a shared machine see different loads, so the table's ``latency_ms`` is that
+    paired speed-up applied to the sweep's median unpruned latency; ``latency_measured_ms`` keeps the
+    raw pruned median.
 
     Args:
         explorers: scores-source label -> that source's explorer (same backbone and data).
@@ -175,23 +223,33 @@ def sweep(
     """
     pairs = list(pairs)
     total = len(pairs) * len(explorers)
-    rows, done = [], 0
+    rows, unpruned_ms, done = [], [], 0
     for label, explorer in explorers.items():
         for mlp_sparsity, head_sparsity in pairs:
-            row = measure(explorer, mlp_sparsity, head_sparsity).as_row()
+            measurement = measure(
+                explorer, mlp_sparsity, head_sparsity, with_unpruned=True, latency_budget_s=SWEEP_LATENCY_BUDGET_S
+            )
+            row = measurement.as_row()
+            row["latency_measured_ms"] = measurement.latency_ms
+            row["speed-up (x)"] = measurement.speedup
             rows.append({"scores": label, **row})
+            unpruned_ms.append(measurement.unpruned_latency_ms)
             done += 1
             if on_step:
                 on_step(done, total)
     table = pd.DataFrame(rows)
+    if not table.empty:
+        table["latency_ms"] = statistics.median(unpruned_ms) / table["speed-up (x)"]
     return add_relative_columns(table)
 
 
 def add_relative_columns(table: pd.DataFrame) -> pd.DataFrame:
-    """Add FLOPs as % of the unpruned model (largest FLOPs in the table are taken as unpruned)."""
+    """Add FLOPs as % of the unpruned model (largest FLOPs in the table are taken as unpruned), and a
+    speed-up relative to the slowest configuration when the table has no paired speed-up."""
     table = table.copy()
     table["flops_pct"] = 100.0 * table["GFLOPs"] / table["GFLOPs"].max()
-    table["speed-up (x)"] = table["latency_ms"].max() / table["latency_ms"]
+    if "speed-up (x)" not in table:
+        table["speed-up (x)"] = table["latency_ms"].max() / table["latency_ms"]
     return table
 
 

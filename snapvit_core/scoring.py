@@ -50,6 +50,12 @@ DATA_FREE_METHODS: dict[str, Callable[[nn.Module, int], ImportanceScores]] = {
 }
 METHODS = tuple(GRADIENT_METHODS) + tuple(DATA_FREE_METHODS)
 
+# How the Fisher-type methods square gradients (DESIGN section 3 step 4 vs the paper's equation):
+# "accumulated": square of the gradient accumulated over the whole pass (DESIGN, the published code, the
+#   published score files); "per-image": mean over images of each image's squared gradient,
+#   H ~ 1/N sum_i (grad L_i)^2, the diagonal empirical Fisher as the paper writes it.
+SQUARED_GRADIENTS = ("accumulated", "per-image")
+
 _RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
@@ -81,6 +87,7 @@ class ScoringConfig:
     min_mlp_keep_ratio: float = DEFAULT_MIN_MLP_KEEP_RATIO  # stored with the scores (published: 0.05)
     min_head_keep_ratio: float = DEFAULT_MIN_HEAD_KEEP_RATIO  # stored with the scores (published: 0.2)
     autocast_bf16: bool = True  # bfloat16 autocast of forward passes, on CUDA only
+    squared_gradients: str = "accumulated"  # one of SQUARED_GRADIENTS (published: accumulated)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -99,6 +106,17 @@ class ScoringConfig:
             low, high = getattr(self, name)
             if not 0.0 < low <= high <= 1.0:
                 raise SnapViTError(f"{name} must satisfy 0 < low <= high <= 1, got ({low}, {high}).")
+        if self.squared_gradients not in SQUARED_GRADIENTS:
+            raise SnapViTError(
+                f"Unknown squared_gradients {self.squared_gradients!r}.",
+                f"Choose one of: {', '.join(SQUARED_GRADIENTS)}.",
+            )
+        if self.squared_gradients == "per-image" and GRADIENT_METHODS.get(self.method, (None, None))[1] != FISHER:
+            raise SnapViTError(
+                f"squared_gradients='per-image' applies to the squared-gradient methods, not to {self.method!r}.",
+                f"Use it with {' or '.join(m for m, (_, r) in GRADIENT_METHODS.items() if r == FISHER)}, "
+                "or keep 'accumulated'.",
+            )
         if not (math.isfinite(self.snip_alpha) and self.snip_alpha >= 0):
             raise SnapViTError(f"snip_alpha must be a finite number >= 0, got {self.snip_alpha}.")
         for name in ("min_mlp_keep_ratio", "min_head_keep_ratio"):
@@ -360,6 +378,19 @@ def _gradient_scores(
         block.fc1.weight.requires_grad_(True)
         block.qkv.weight.requires_grad_(True)
 
+    def backward(crops: torch.Tensor, targets: torch.Tensor, crop_range: range, scale: float) -> None:
+        """Backward of scale * the summed loss of these crops, micro-batched; gradients accumulate."""
+        for index in crop_range[:: config.crop_micro_batch]:
+            chunk = slice(index, min(index + config.crop_micro_batch, crop_range.stop))
+            if teacher is not None:
+                terms = _label_free_loss(student, crops[chunk], targets[chunk], autocast)
+            else:
+                terms = _cross_entropy_loss(student, crops[chunk], targets[chunk], views, autocast)
+            (terms.sum() * scale).backward()
+
+    per_image = None  # running sums of per-image unit scores, squared_gradients="per-image" only
+    if config.squared_gradients == "per-image":
+        per_image = [0.0, 0.0]
     generator = torch.Generator().manual_seed(config.seed)
     views, total, start = config.crops_per_image, len(images), time.perf_counter()
     for first in range(0, total, config.batch_size):
@@ -371,17 +402,22 @@ def _gradient_scores(
             targets = _label_free_targets(teacher, crops, config, autocast)
         else:
             targets = labels[first : first + len(batch)].repeat_interleave(views).to(device)  # (n * V,)
-        for index in range(0, len(crops), config.crop_micro_batch):
-            chunk = slice(index, index + config.crop_micro_batch)
-            if teacher is not None:
-                terms = _label_free_loss(student, crops[chunk], targets[chunk], autocast)
-            else:
-                terms = _cross_entropy_loss(student, crops[chunk], targets[chunk], views, autocast)
-            (terms.sum() / len(batch)).backward()  # gradients accumulate over micro-batches and batches
+
+        if per_image is None:
+            backward(crops, targets, range(len(crops)), 1 / len(batch))  # batch mean; gradients accumulate over batches
+        else:
+            for image in range(len(batch)):  # one image's gradient at a time, squared and reduced
+                backward(crops, targets, range(image * views, (image + 1) * views), 1.0)
+                mlp, heads = _reduce(student, reduction, config.snip_alpha)
+                per_image[0] += mlp
+                per_image[1] += heads
+                student.model.zero_grad(set_to_none=True)
         if progress is not None:
             done, elapsed = first + len(batch), time.perf_counter() - start
             rate = done / max(elapsed, 1e-9)
             progress(done / total, rate, (total - done) / rate)
+    if per_image is not None:
+        return ImportanceScores(per_image[0] / total, per_image[1] / total)
     mlp, heads = _reduce(student, reduction, config.snip_alpha)
     return ImportanceScores(mlp, heads)
 
@@ -406,7 +442,7 @@ def _private_copy(model: nn.Module, device: torch.device) -> nn.Module:
 
 
 def _reduce(student: ViTAdapter, reduction: str, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Accumulated gradients -> (B, M) neuron and (B, H) head scores.
+    """The student's current gradients -> (B, M) neuron and (B, H) head scores.
 
     fisher: neuron = mean over its fc1 row of grad^2; head = mean over its value rows of grad^2.
     snip: s = |grad * w| + alpha * w^2; neuron = mean over its fc1 row of s; head = mean over its value

@@ -116,6 +116,23 @@ def test_scores_page_computes_scores_in_the_background():
     assert any("finished" in s.value for s in app.success)
 
 
+def test_scores_page_per_image_squared_gradients():
+    app = start("pages/2_scores.py")
+    selectbox = {s.label: s for s in app.selectbox}
+    selectbox["Method"].set_value("lamp")
+    selectbox["Squared gradients"].set_value("per-image")
+    next(b for b in app.button if b.label == "Compute scores").click().run()
+    assert not app.exception
+    assert any("not to 'lamp'" in e.value for e in app.error)  # a clear message ...
+    assert "job_scores" not in app.session_state  # ... and no job started
+    selectbox = {s.label: s for s in app.selectbox}
+    selectbox["Method"].set_value("snapvit")
+    next(n for n in app.number_input if n.label == "Images").set_value(4)
+    next(b for b in app.button if b.label == "Compute scores").click().run()
+    _finish_job(app, "job_scores")
+    assert app.session_state["scores_label"] == "snapvit (4 images, per-image squared gradients)"
+
+
 def test_scores_page_runs_a_short_search_with_a_fitness_curve():
     app = start("pages/2_scores.py")
     next(n for n in app.number_input if n.label == "Fitness evaluations").set_value(16)

@@ -152,6 +152,24 @@ def test_slider_prunes_live_and_charts_render(app_url):
         assert page.get_by_text("Traceback").count() == 0
         time.sleep(1.0)
         page.screenshot(path=str(ARTIFACTS / "explorer_page.png"), full_page=True)
+        # Compare & budget: a sweep of the published path, its trade-off charts, then the budget's pick
+        # opened in the explorer (one browser session, so the session state carries over).
+        page.goto(f"{app_url}/compare")
+        page.get_by_role("button", name="Run sweep").click()
+        page.get_by_text("Best within budget").wait_for(timeout=180_000)
+        _wait_until_idle(page)
+        assert page.locator(".js-plotly-plot .main-svg").count() >= 2  # accuracy vs FLOPs and vs latency
+        assert page.get_by_text("Traceback").count() == 0
+        best = page.locator('[data-testid="stAlertContentSuccess"]').inner_text()
+        chosen = re.search(r"MLP (\d\.\d\d), heads (\d\.\d\d)", best)
+        assert chosen, best
+        time.sleep(1.0)
+        page.screenshot(path=str(ARTIFACTS / "compare_sweep.png"), full_page=True)
+        page.get_by_role("button", name="Open in the explorer").click()
+        page.get_by_text("Speed-up").first.wait_for(timeout=120_000)
+        _wait_until_idle(page)
+        expect(mlp).to_have_attribute("aria-valuetext", chosen.group(1), timeout=20_000)
+        expect(head).to_have_attribute("aria-valuetext", chosen.group(2), timeout=20_000)
         for path, ready in (("scores", "Load scores"), ("compare", "Run sweep"), ("export", "Export folder name")):
             page.goto(f"{app_url}/{path}")
             page.get_by_text(ready).first.wait_for(timeout=120_000)

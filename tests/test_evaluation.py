@@ -115,7 +115,7 @@ def test_two_threads_pruning_one_explorer_never_see_each_others_model():
 
 
 def test_paired_latency_interleaves_the_models_and_the_explorer_reports_both(monkeypatch):
-    from snapvit_core.app_state import measure, paired_latency_ms
+    from snapvit_core.app_state import measure, median_speedup, paired_latency_ms, paired_rounds
 
     first, second = make_vit(depth=1), make_vit(depth=2)
     calls = []
@@ -126,8 +126,58 @@ def test_paired_latency_interleaves_the_models_and_the_explorer_reports_both(mon
     assert len(timings) == 2 and all(t > 0 for t in timings)
     assert calls == ["first", "second"] * 5  # 2 warm-up + 3 timed rounds, one forward of each per round
 
+    calls.clear()
+    fast, slow = (paired_rounds([first, second], 32, "cpu", repeats=3, budget_s=b, max_repeats=7) for b in (60, 1e-9))
+    assert [len(t) for t in fast] == [7, 7] and [len(t) for t in slow] == [3, 3]  # the budget sets the rounds
+    assert calls == ["first", "second"] * (9 + 5)
+    assert median_speedup([1.0, 2.0, 3.0], [2.0, 2.0, 9.0]) == 2.0  # median of the per-round ratios 2, 1, 3
+
     model = make_vit(depth=2)
     explorer = Explorer(Backbone(model, "tiny"), magnitude_scores(model))
     result = measure(explorer, 0.5, 0.5, with_unpruned=True)
-    assert result.latency_ms > 0 and result.unpruned_latency_ms > 0
+    assert result.latency_ms > 0 and result.unpruned_latency_ms > 0 and result.speedup > 0
     assert measure(explorer, 0.5, 0.5).unpruned_latency_ms is None
+
+
+def test_sweep_latency_is_paired_with_the_unpruned_model(monkeypatch):
+    """A load spike while one configuration is timed must not show up as a slower (or faster) model."""
+    from snapvit_core import app_state
+
+    loads = iter([1.0, 3.0, 1.0, 0.5, 2.0, 1.0])  # the machine's load while each configuration is timed
+    budgets = []
+
+    def fake_rounds(models, image_size, device, repeats=15, budget_s=None, max_repeats=50):
+        budgets.append(budget_s)
+        load = next(loads)
+        pruned, unpruned = models
+        fraction = sum(p.numel() for p in pruned.parameters()) / sum(p.numel() for p in unpruned.parameters())
+        spikes = [load * (1 + (r % 3) * 2) for r in range(repeats)]  # load also changes from round to round
+        return [[s * 0.01 * fraction for s in spikes], [s * 0.01 for s in spikes]]  # seconds
+
+    monkeypatch.setattr(app_state, "paired_rounds", fake_rounds)
+    model = make_vit(depth=2)
+    explorer = Explorer(Backbone(model, "tiny"), magnitude_scores(model))
+    explorer.attach_knn(small_evaluator(model))
+    pairs = [(0.0, 0.0), (0.3, 0.2), (0.6, 0.5)]
+    table = app_state.sweep({"a": explorer, "b": explorer}, pairs)
+    assert len(table) == 6 and budgets == [app_state.SWEEP_LATENCY_BUDGET_S] * 6
+    assert table["speed-up (x)"].iloc[0] == pytest.approx(1.0)
+    assert list(table["latency_ms"].iloc[:3]) == sorted(table["latency_ms"].iloc[:3], reverse=True)
+    unpruned_median_ms = 30.0  # median over configurations of each one's median unpruned round (load x 3 x 10 ms)
+    assert (table["latency_ms"] * table["speed-up (x)"]).to_numpy() == pytest.approx(unpruned_median_ms)
+    assert table["latency_measured_ms"].iloc[1] > table["latency_measured_ms"].iloc[0]  # the raw times kept
+    assert table["latency_ms"].iloc[:3].to_numpy() == pytest.approx(table["latency_ms"].iloc[3:].to_numpy())
+
+
+def test_pareto_front_and_budget_finder():
+    import pandas as pd
+
+    from snapvit_core.app_state import best_under_budget, pareto_mask
+
+    cost = [100, 80, 60, 70, 40]
+    accuracy = [96.0, 95.0, 93.0, 92.0, 93.0]
+    assert pareto_mask(cost, accuracy).tolist() == [True, True, False, False, True]
+    table = pd.DataFrame({"flops_pct": cost, "kNN top-1 (%)": accuracy})
+    assert best_under_budget(table, "flops_pct", 85)["flops_pct"] == 80
+    assert best_under_budget(table, "flops_pct", 65)["flops_pct"] == 40  # same accuracy as 60, cheaper
+    assert best_under_budget(table, "flops_pct", 30) is None

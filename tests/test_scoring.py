@@ -98,6 +98,45 @@ def test_crop_micro_batching_gives_the_same_scores(images):
         torch.testing.assert_close(pieces.heads, whole.heads, rtol=1e-4, atol=1e-12)
 
 
+def test_per_image_squared_gradients_are_the_mean_of_single_image_scores(images, monkeypatch):
+    """squared_gradients='per-image' = 1/N sum_i (grad L_i)^2, i.e. the mean of one-image accumulated scores.
+
+    Crops are made a deterministic function of the image here, so each image's crops are the same
+    whichever run draws them; in normal runs they come from the seeded generator.
+    """
+    import snapvit_core.scoring as scoring
+
+    real_make_crops = scoring.make_crops
+
+    def fixed_crops(batch, data_config, config, generator):
+        per_image = [
+            real_make_crops([image], data_config, config, torch.Generator().manual_seed(11)) for image in batch
+        ]
+        return torch.cat(per_image)
+
+    monkeypatch.setattr(scoring, "make_crops", fixed_crops)
+    model = make_vit()
+    for method, labels in (("snapvit", None), ("cross-entropy", LABELS[:2])):
+        per_image = score(model, images[:2], method, labels, samples=2, squared_gradients="per-image")
+        singles = [
+            score(model, images[i : i + 1], method, None if labels is None else labels[i : i + 1], samples=1)
+            for i in range(2)
+        ]
+        torch.testing.assert_close(per_image.mlp, (singles[0].mlp + singles[1].mlp) / 2, rtol=1e-4, atol=1e-14)
+        torch.testing.assert_close(per_image.heads, (singles[0].heads + singles[1].heads) / 2, rtol=1e-4, atol=1e-14)
+        accumulated = score(model, images[:2], method, labels, samples=2)
+        assert not torch.allclose(accumulated.mlp, per_image.mlp)  # squaring after the sum is not the same
+    assert per_image.metadata["config"]["squared_gradients"] == "per-image"
+
+
+def test_per_image_scores_do_not_depend_on_batching(images):
+    model = make_vit()
+    whole = score(model, images, squared_gradients="per-image", batch_size=4, crop_micro_batch=64)
+    pieces = score(model, images, squared_gradients="per-image", batch_size=1, crop_micro_batch=5)
+    torch.testing.assert_close(pieces.mlp, whole.mlp, rtol=1e-4, atol=1e-14)
+    torch.testing.assert_close(pieces.heads, whole.heads, rtol=1e-4, atol=1e-14)
+
+
 def test_snapvit_is_label_free_and_works_without_a_head(images):
     headless = make_headless_vit()
     scores = score(headless, images, "snapvit", labels=None)
@@ -151,6 +190,10 @@ def test_config_errors():
         ScoringConfig(local_scale=(0.0, 0.25))
     with pytest.raises(SnapViTError, match="needs images"):
         compute_scores(make_vit(), [], DATA_CONFIG, ScoringConfig())
+    with pytest.raises(SnapViTError, match="accumulated, per-image"):
+        ScoringConfig(squared_gradients="per-batch")
+    with pytest.raises(SnapViTError, match="snapvit or cross-entropy"):
+        ScoringConfig(method="snip-magnitude", squared_gradients="per-image")
 
 
 def test_cancel_raises_and_progress_reports(images):
@@ -178,10 +221,13 @@ def test_cli_writes_loadable_scores(capsys, tmp_path):
     code, stdout, _ = run_cli(capsys, *common, "--method", "snapvit", "--out", str(out), "--json")
     payload = json.loads(stdout)
     assert code == 0
-    assert set(payload) == {"method", "samples", "seconds", "out", "model", "data", "skipped"}
+    assert set(payload) == {"method", "squared_gradients", "samples", "seconds", "out", "model", "data", "skipped"}
     assert (payload["method"], payload["samples"], payload["model"]) == ("snapvit", 4, "embedded")
     loaded = load_scores(out)
     assert loaded.metadata["method"] == "snapvit" and loaded.metadata["config"]["samples"] == 4
+    code, stdout, _ = run_cli(capsys, *common, "--squared-gradients", "per-image", "--out", str(out), "--json")
+    assert code == 0 and json.loads(stdout)["squared_gradients"] == "per-image"
+    assert load_scores(out).metadata["config"]["squared_gradients"] == "per-image"
     code, stdout, _ = run_cli(capsys, *common, "--method", "magnitude", "--out", str(out))
     assert code == 0 and "magnitude" in stdout
     assert load_scores(out).metadata["method"] == "magnitude"
@@ -196,6 +242,8 @@ def test_cli_writes_loadable_scores(capsys, tmp_path):
         ("--samples", "-3"),
         ("--method", "nope"),
         ("--method", "cross-entropy", "--data", "procedural"),  # procedural images have no labels
+        ("--squared-gradients", "sometimes"),
+        ("--method", "lamp", "--squared-gradients", "per-image"),
     ],
 )
 def test_cli_errors_are_one_line_and_write_nothing(capsys, tmp_path, argv):

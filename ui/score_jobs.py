@@ -13,8 +13,8 @@ import streamlit as st
 from snapvit_core import charts
 from snapvit_core.backbones import Backbone
 from snapvit_core.data import load_images, preprocess
-from snapvit_core.errors import CancelledError
-from snapvit_core.scoring import METHODS, ScoringConfig, compute_scores
+from snapvit_core.errors import CancelledError, SnapViTError
+from snapvit_core.scoring import METHODS, SQUARED_GRADIENTS, ScoringConfig, compute_scores
 from snapvit_core.search import SearchConfig, run_search
 from ui import session
 from ui.jobs import Job
@@ -47,6 +47,8 @@ def _score_job(report, cancelled, backbone: Backbone, data: str, config: Scoring
         model_id=backbone.model_id,
     )
     used = f"{len(images)} images" if images else "data-free"
+    if config.squared_gradients != "accumulated":
+        used += f", {config.squared_gradients} squared gradients"
     return {"scores": scores, "label": f"{config.method} ({used})"}
 
 
@@ -99,13 +101,31 @@ def render_jobs(backbone: Backbone) -> None:
         samples = left.number_input("Images", min_value=1, max_value=100_000, value=256, step=32)
         seed = right.number_input("Seed", min_value=0, value=0, step=1)
         batch = left.number_input("Images per step", min_value=1, max_value=256, value=16)
+        squared = right.selectbox(
+            "Squared gradients",
+            SQUARED_GRADIENTS,
+            help="accumulated: square of the gradient summed over the pass (DESIGN, the published code). "
+            "per-image: mean of each image's squared gradient (the paper's equation; snapvit and cross-entropy).",
+        )
         st.caption(f"Data: `{choice.data}` · 2 global + 10 local crops per image (published defaults) · {device}")
         if st.form_submit_button("Compute scores", type="primary", disabled=busy):
-            config = ScoringConfig(method=method, samples=int(samples), seed=int(seed), batch_size=int(batch))
-            job = Job(
-                "scoring", _score_job, {"backbone": backbone, "data": choice.data, "config": config, "device": device}
-            ).start()
-            st.session_state[JOB_KEY] = job
+            try:
+                config = ScoringConfig(
+                    method=method,
+                    samples=int(samples),
+                    seed=int(seed),
+                    batch_size=int(batch),
+                    squared_gradients=squared,
+                )
+            except SnapViTError as error:
+                session.show_error(error)
+            else:
+                job = Job(
+                    "scoring",
+                    _score_job,
+                    {"backbone": backbone, "data": choice.data, "config": config, "device": device},
+                ).start()
+                st.session_state[JOB_KEY] = job
     with search_tab, st.form("search_form"):
         scores, label = session.scores()
         st.caption(f"Searches block/head multipliers for the current scores: **{label}**.")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..data import DATA_SPEC_HELP
 from ..errors import SnapViTError
-from ..scoring import METHODS
+from ..scoring import METHODS, SQUARED_GRADIENTS
 from ._common import add_json_argument, add_model_arguments, emit, resolve_device
 
 _PROGRESS_EVERY_S = 2.0  # at most one progress line per this many seconds when stderr is not a terminal
@@ -24,6 +24,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--samples", type=int, default=1000, help="images used (default: 1000, as published)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the image subset and the crops (default: 0)")
     parser.add_argument("--batch-size", type=int, default=16, help="images per step (default: 16)")
+    parser.add_argument(
+        "--squared-gradients",
+        default="accumulated",
+        help=f"one of {', '.join(SQUARED_GRADIENTS)} (default: accumulated, as DESIGN and the published code; "
+        "per-image: mean of each image's squared gradient, the paper's equation; snapvit and cross-entropy only)",
+    )
     parser.add_argument("--out", required=True, help="scores file to write (.safetensors), replaced atomically")
     add_json_argument(parser)
     parser.set_defaults(run=run)
@@ -54,7 +60,13 @@ def run(args: argparse.Namespace) -> int:
     from ..scores_io import SUFFIX, save_scores
     from ..scoring import ScoringConfig, compute_scores
 
-    config = ScoringConfig(method=args.method, samples=args.samples, seed=args.seed, batch_size=args.batch_size)
+    config = ScoringConfig(
+        method=args.method,
+        samples=args.samples,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        squared_gradients=args.squared_gradients,
+    )
     out = Path(args.out)
     if out.suffix.lower() != SUFFIX:  # checked before the (long) pass, not after it
         raise SnapViTError(
@@ -77,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     path = save_scores(scores, out)
     payload = {
         "method": config.method,
+        "squared_gradients": config.squared_gradients,
         "samples": scores.metadata["samples"],
         "seconds": scores.metadata["seconds"],
         "out": str(path),
@@ -85,7 +98,9 @@ def run(args: argparse.Namespace) -> int:
         "skipped": dict(image_set.skipped) if image_set is not None else {},
     }
     lines = [
-        f"method   {config.method}" + (" (data-free)" if image_set is None else ""),
+        f"method   {config.method}"
+        + (" (data-free)" if image_set is None else "")
+        + (f" ({config.squared_gradients} squared gradients)" if config.squared_gradients != "accumulated" else ""),
         f"model    {backbone.model_id}" + (" (random init)" if backbone.random_init else ""),
         f"samples  {image_set.describe()}" if image_set is not None else "samples  0 (no images needed)",
         f"seconds  {payload['seconds']:.1f}",
