@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> str:
             f"image = 0.19 points). Unpruned: {base:.2f} %. Columns: (MLP sparsity, head sparsity). "
             f"Gradient methods scored {args.samples} training images x 12 crops; scoring seeds {seeds} "
             f"(lamp and magnitude need no seed).{spread} Squared gradients accumulated over the pass (DESIGN) "
-            "unless the row says per-image (the paper's equation). CPU, float32, {torch.get_num_threads()} threads.",
+            f"unless the row says per-image (the paper's equation). CPU, float32, {torch.get_num_threads()} threads.",
             markdown_table(header, rows),
             f"## SnapViT scores from procedural vs real images (Spearman rank correlation, seed {args.seeds[0]})",
             markdown_table(["scores", "rho"], correlation),
