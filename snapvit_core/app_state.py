@@ -68,17 +68,6 @@ def published_path(overall: float) -> tuple[float, float]:
     return snap(overall), snap(value)
 
 
-def paired_latency_ms(models: list[torch.nn.Module], image_size: int, device: str, repeats: int = 15) -> list[float]:
-    """Median wall time (ms) of a batch-1 embedding forward of each model, timed interleaved.
-
-    Cheap enough for every slider move: 2 warm-up rounds, then ``repeats`` rounds of one forward per
-    model. Interleaving means a load spike on this (shared) machine slows every model alike, so the
-    ratio of two medians - the speed-up card - stays meaningful. ``measure_latency``
-    (torch.utils.benchmark, adaptive repeats) is the reference measurement but takes about a second.
-    """
-    return [statistics.median(samples) * 1e3 for samples in paired_rounds(models, image_size, device, repeats)]
-
-
 def paired_rounds(
     models: list[torch.nn.Module],
     image_size: int,
@@ -87,10 +76,14 @@ def paired_rounds(
     budget_s: float | None = None,
     max_repeats: int = 50,
 ) -> list[list[float]]:
-    """Per-round wall times (s) of a batch-1 forward of each model, one forward of each per round.
+    """Per-round wall times (s) of a batch-1 embedding forward of each model, one forward of each per round.
 
-    With ``budget_s``, the number of rounds grows from ``repeats`` up to ``max_repeats`` while the
-    timed rounds fit in about that many seconds (small models get more rounds, large ones fewer).
+    Cheap enough for every slider move: 2 warm-up rounds, then ``repeats`` rounds. Interleaving means a
+    load spike on this (shared) machine slows every model alike, so per-round ratios - the speed-up -
+    stay meaningful. ``measure_latency`` (torch.utils.benchmark, adaptive repeats) is the reference
+    measurement but takes about a second. With ``budget_s``, the number of rounds grows from ``repeats``
+    up to ``max_repeats`` while the timed rounds fit in about that many seconds (small models get more
+    rounds, large ones fewer).
     """
     adapters = [ViTAdapter(model) for model in models]
     images = torch.randn(1, 3, image_size, image_size, device=device)
@@ -238,18 +231,8 @@ def sweep(
             if on_step:
                 on_step(done, total)
     table = pd.DataFrame(rows)
-    if not table.empty:
-        table["latency_ms"] = statistics.median(unpruned_ms) / table["speed-up (x)"]
-    return add_relative_columns(table)
-
-
-def add_relative_columns(table: pd.DataFrame) -> pd.DataFrame:
-    """Add FLOPs as % of the unpruned model (largest FLOPs in the table are taken as unpruned), and a
-    speed-up relative to the slowest configuration when the table has no paired speed-up."""
-    table = table.copy()
-    table["flops_pct"] = 100.0 * table["GFLOPs"] / table["GFLOPs"].max()
-    if "speed-up (x)" not in table:
-        table["speed-up (x)"] = table["latency_ms"].max() / table["latency_ms"]
+    table["latency_ms"] = statistics.median(unpruned_ms) / table["speed-up (x)"]
+    table["flops_pct"] = 100.0 * table["GFLOPs"] / table["GFLOPs"].max()  # the largest FLOPs are the unpruned
     return table
 
 

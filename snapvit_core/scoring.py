@@ -388,9 +388,8 @@ def _gradient_scores(
                 terms = _cross_entropy_loss(student, crops[chunk], targets[chunk], views, autocast)
             (terms.sum() * scale).backward()
 
-    per_image = None  # running sums of per-image unit scores, squared_gradients="per-image" only
-    if config.squared_gradients == "per-image":
-        per_image = [0.0, 0.0]
+    per_image = config.squared_gradients == "per-image"
+    mlp_sum, heads_sum = 0.0, 0.0  # running sums of per-image unit scores (per-image only)
     generator = torch.Generator().manual_seed(config.seed)
     views, total, start = config.crops_per_image, len(images), time.perf_counter()
     for first in range(0, total, config.batch_size):
@@ -403,23 +402,22 @@ def _gradient_scores(
         else:
             targets = labels[first : first + len(batch)].repeat_interleave(views).to(device)  # (n * V,)
 
-        if per_image is None:
+        if not per_image:
             backward(crops, targets, range(len(crops)), 1 / len(batch))  # batch mean; gradients accumulate over batches
         else:
             for image in range(len(batch)):  # one image's gradient at a time, squared and reduced
                 backward(crops, targets, range(image * views, (image + 1) * views), 1.0)
                 mlp, heads = _reduce(student, reduction, config.snip_alpha)
-                per_image[0] += mlp
-                per_image[1] += heads
+                mlp_sum, heads_sum = mlp_sum + mlp, heads_sum + heads  # stays on the device: no sync per image
                 student.model.zero_grad(set_to_none=True)
         if progress is not None:
             done, elapsed = first + len(batch), time.perf_counter() - start
             rate = done / max(elapsed, 1e-9)
             progress(done / total, rate, (total - done) / rate)
-    if per_image is not None:
-        return ImportanceScores(per_image[0] / total, per_image[1] / total)
+    if per_image:
+        return ImportanceScores((mlp_sum / total).cpu(), (heads_sum / total).cpu())
     mlp, heads = _reduce(student, reduction, config.snip_alpha)
-    return ImportanceScores(mlp, heads)
+    return ImportanceScores(mlp.cpu(), heads.cpu())
 
 
 def _check_input_size(model: nn.Module, data_config: dict) -> None:
@@ -442,7 +440,7 @@ def _private_copy(model: nn.Module, device: torch.device) -> nn.Module:
 
 
 def _reduce(student: ViTAdapter, reduction: str, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The student's current gradients -> (B, M) neuron and (B, H) head scores.
+    """The student's current gradients -> (B, M) neuron and (B, H) head scores, on the student's device.
 
     fisher: neuron = mean over its fc1 row of grad^2; head = mean over its value rows of grad^2.
     snip: s = |grad * w| + alpha * w^2; neuron = mean over its fc1 row of s; head = mean over its value
@@ -461,4 +459,4 @@ def _reduce(student: ViTAdapter, reduction: str, alpha: float) -> tuple[torch.Te
             head = ((values_grad * values).abs() + alpha * values.pow(2)).pow(2)
         mlp.append(neuron.detach().float().mean(dim=1))
         heads.append(head.detach().float().reshape(block.num_heads, -1).mean(dim=1))  # (H, d * D) per head
-    return torch.stack(mlp).cpu(), torch.stack(heads).cpu()
+    return torch.stack(mlp), torch.stack(heads)

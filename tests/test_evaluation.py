@@ -115,15 +115,15 @@ def test_two_threads_pruning_one_explorer_never_see_each_others_model():
 
 
 def test_paired_latency_interleaves_the_models_and_the_explorer_reports_both(monkeypatch):
-    from snapvit_core.app_state import measure, median_speedup, paired_latency_ms, paired_rounds
+    from snapvit_core.app_state import measure, median_speedup, paired_rounds
 
     first, second = make_vit(depth=1), make_vit(depth=2)
     calls = []
     for name, model in (("first", first), ("second", second)):
         original = model.forward_features
         monkeypatch.setattr(model, "forward_features", lambda x, o=original, n=name: calls.append(n) or o(x))
-    timings = paired_latency_ms([first, second], image_size=32, device="cpu", repeats=3)
-    assert len(timings) == 2 and all(t > 0 for t in timings)
+    timings = paired_rounds([first, second], image_size=32, device="cpu", repeats=3)
+    assert len(timings) == 2 and all(t > 0 for samples in timings for t in samples)
     assert calls == ["first", "second"] * 5  # 2 warm-up + 3 timed rounds, one forward of each per round
 
     calls.clear()
