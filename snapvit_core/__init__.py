@@ -8,6 +8,7 @@ Pure Python over torch/timm; never imports streamlit. The main entry points::
     small = elastic.prune_to(mlp_sparsity=0.35, head_sparsity=0.2)
 """
 
+from ._version import __version__
 from .adapter import ArchitectureShape, ViTAdapter
 from .backbones import Backbone, load_backbone
 from .correction import CorrectionConfig, CorrectionReport, correct_elastic, correct_pruned_model
@@ -19,20 +20,21 @@ from .evaluation import KnnEvaluator, extract_features
 from .explorer import EvaluationResult, Explorer
 from .knn import knn_predict, knn_top1
 from .metrics import LatencyReport, analytic_flops, count_parameters, counted_flops, measure_latency
-from .presets import BACKBONE_PRESETS, PUBLISHED_SPARSITY_PAIRS
+from .presets import BACKBONE_PRESETS, PUBLISHED_SPARSITY_PAIRS, SEARCH_FITNESS_PAIRS
 from .scores import ImportanceScores
 from .scoring import METHODS as SCORING_METHODS
 from .scoring import ScoringConfig, compute_scores
-from .search import PUBLISHED_PAIRS as SEARCH_PAIRS
 from .search import SearchConfig, SearchResult, run_search
 
-__version__ = "0.1.0"
+SEARCH_PAIRS = SEARCH_FITNESS_PAIRS  # the earlier name, kept importable
 
 __all__ = [
+    "__version__",
     "run_search",
     "SearchConfig",
     "SearchResult",
     "SEARCH_PAIRS",
+    "SEARCH_FITNESS_PAIRS",
     "compute_scores",
     "ScoringConfig",
     "SCORING_METHODS",

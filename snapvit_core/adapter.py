@@ -9,8 +9,9 @@ architectures. Supported families (see README "Backbone families"):
   A SigLIP2 attention-pool head (``attn_pool``) is part of the embedding and is never pruned.
 - timm ``VisionTransformerDistilled`` (DeiT distilled): the embedding is the CLS token (the
   distillation token and both heads are left out).
-- timm ``Eva`` (DINOv3: RoPE, register tokens, layer scale, SwiGLU in some sizes): the attention is
-  switched to a subclass whose output width follows its head count, and the separate q/k/v bias
+- timm ``Eva`` (DINOv3: RoPE, register tokens, layer scale, SwiGLU in some sizes): a model that gets
+  resized has its attention switched (``make_width_following``, called by ``surgery``) to a subclass
+  whose output width follows its head count, and the separate q/k/v bias
   vectors are pruned with their heads; the embedding is the final-norm CLS token.
 - transformers ViT / DINOv2 via ``hf_vit.HFVisionBackbone`` (q/k/v fused once into ``qkv``).
 
@@ -51,12 +52,7 @@ class BlockLayers:
     mlp_output: nn.Linear
     mlp_kind: str  # one of MLP_STANDARD, MLP_GLU_PACKED, MLP_SWIGLU
     head_vectors: tuple[str, ...] = field(default=())  # attention attributes of H * d entries (Eva q/k/v bias)
-
-    def set_num_heads(self, keep: int) -> None:
-        """Make the attention forward use ``keep`` heads (its weights must already have that width)."""
-        self.attention.num_heads = keep
-        if hasattr(self.attention, "attn_dim"):
-            self.attention.attn_dim = keep * self.head_dim
+    module: nn.Module | None = None  # the whole block (timm Block / transformers layer): correction hooks it
 
     @property
     def num_heads(self) -> int:
@@ -164,29 +160,38 @@ class WidthFollowingEvaAttention(EvaAttention):
         return self.proj_drop(self.proj(x))
 
 
-def _prepare_attention(attn: nn.Module) -> tuple[nn.Module, nn.Linear, tuple[str, ...]]:
-    """(attention, fused qkv Linear, per-head vector attributes) of one block, family specifics applied."""
+def make_width_following(attention: nn.Module) -> None:
+    """Let an attention layer's output width follow its head count, so heads can be removed.
+
+    timm's ``EvaAttention`` reshapes its output to the input width; it is switched (in place, same
+    weights and maths) to :class:`WidthFollowingEvaAttention`. Every other supported attention
+    already follows ``num_heads`` / ``attn_dim``. Called by ``surgery`` on the models it resizes,
+    never by the read-only :class:`ViTAdapter`.
+    """
+    if type(attention) is EvaAttention:
+        attention.__class__ = WidthFollowingEvaAttention
+
+
+def _head_vectors(attn: nn.Module) -> tuple[str, ...]:
+    """Per-head vector attributes of one attention layer (H * d entries each), family specifics applied."""
     if isinstance(attn, EvaAttention):
         if attn.qkv is None:
             raise SnapViTError(
                 "Eva attention with separate q/k/v projections (qkv_fused=False) is not supported.",
                 "Use the timm DINOv3 / EVA models with a fused qkv (the published configurations).",
             )
-        if type(attn) is EvaAttention:
-            attn.__class__ = WidthFollowingEvaAttention  # same weights and maths; width follows num_heads
-        vectors = ("q_bias", "k_bias", "v_bias") if attn.q_bias is not None else ()
-        return attn, attn.qkv, vectors
-    return attn, attn.qkv, ()
+        return ("q_bias", "k_bias", "v_bias") if attn.q_bias is not None else ()
+    return ()
 
 
-def _block_modules(model: nn.Module) -> list[tuple[nn.Module, nn.Module]] | None:
-    """(attention, MLP) per transformer block, or None when ``model`` has no transformer blocks."""
+def _block_modules(model: nn.Module) -> list[tuple[nn.Module, nn.Module, nn.Module]] | None:
+    """(block, attention, MLP) per transformer block, or None when ``model`` has no transformer blocks."""
     if callable(getattr(model, "block_modules", None)):  # hf_vit.HFVisionBackbone
-        return model.block_modules()
+        return [(layer, attn, mlp) for layer, (attn, mlp) in zip(model.layers, model.block_modules())]
     blocks = getattr(model, "blocks", None)
     if blocks is None or len(blocks) == 0 or not hasattr(blocks[0], "attn"):
         return None
-    return [(block.attn, block.mlp) for block in blocks]
+    return [(block, block.attn, block.mlp) for block in blocks]
 
 
 def _uses_cls_embedding(model: nn.Module) -> bool:
@@ -206,7 +211,10 @@ def _uses_cls_embedding(model: nn.Module) -> bool:
 
 
 class ViTAdapter:
-    """A view of a ViT's prunable structure. Holds no state besides the model reference."""
+    """A read-only view of a ViT's prunable structure. Holds no state besides the model reference.
+
+    Building it never changes the model; resizing blocks is ``surgery``'s job.
+    """
 
     def __init__(self, model: nn.Module) -> None:
         modules = _block_modules(model)
@@ -220,7 +228,7 @@ class ViTAdapter:
             )
         self.model = model
         self.blocks: list[BlockLayers] = []
-        for index, (attn, mlp) in enumerate(modules):
+        for index, (module, attn, mlp) in enumerate(modules):
             if not all(getattr(attn, name, None) is not None for name in ("qkv", "proj", "num_heads", "head_dim")):
                 raise SnapViTError(
                     f"Block {index} has an attention layer ({type(attn).__name__}) without a fused "
@@ -229,9 +237,9 @@ class ViTAdapter:
                 )
             if getattr(attn, "gate", None) is not None:
                 raise SnapViTError("Gated attention (timm `gated=True`) is not supported yet.")
-            attn, qkv, vectors = _prepare_attention(attn)
+            vectors = _head_vectors(attn)
             inputs, output, kind = _mlp_layers(mlp)
-            self.blocks.append(BlockLayers(attn, qkv, attn.proj, mlp, inputs, output, kind, vectors))
+            self.blocks.append(BlockLayers(attn, attn.qkv, attn.proj, mlp, inputs, output, kind, vectors, module))
 
     @property
     def num_blocks(self) -> int:

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from .adapter import ViTAdapter
-from .errors import SnapViTError
+from .devices import resolve_device  # noqa: F401 - the app's session imports it from here
 from .evaluation import embedding_similarity
 from .explorer import Explorer
 from .presets import PUBLISHED_SPARSITY_PAIRS
@@ -36,15 +36,6 @@ BUDGET_TARGETS: dict[str, str] = {
 def format_flops(flops: float) -> str:
     """FLOPs per image in the unit that keeps 3 significant digits readable (M below 1 G)."""
     return f"{flops / 1e9:.2f} GFLOPs" if flops >= 1e9 else f"{flops / 1e6:.1f} MFLOPs"
-
-
-def resolve_device(choice: str) -> str:
-    """'auto' -> 'cuda' when available else 'cpu'; 'cuda' without a GPU is refused."""
-    if choice == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise SnapViTError("CUDA was requested but no GPU is visible to PyTorch.", "Choose 'cpu' or 'auto'.")
-    return choice
 
 
 def snap(value: float) -> float:

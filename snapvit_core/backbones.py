@@ -23,11 +23,11 @@ from torch import nn
 
 from .adapter import ArchitectureShape, ViTAdapter
 from .errors import SnapViTError
-from .presets import BACKBONE_PRESETS
+from .presets import BACKBONE_PRESETS, EMBEDDED_MODEL_ID
 
 log = logging.getLogger(__name__)
 
-EMBEDDED_ID = "embedded"
+EMBEDDED_ID = EMBEDDED_MODEL_ID  # the earlier name, kept importable
 HF_PREFIX = "hf:"  # hf:REPO_OR_PATH: a transformers vision model from the local cache or a saved directory
 
 

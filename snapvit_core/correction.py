@@ -247,12 +247,61 @@ def _shadow(module: nn.Module) -> nn.Module:
     return copy.deepcopy(module, memo).eval()
 
 
-def _block_inputs(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """The token stream entering ``model.blocks[0]``, as timm ``VisionTransformer.forward_features`` builds it."""
-    x = model.patch_embed(images)
-    x = model._pos_embed(x)
-    x = model.patch_drop(x)
-    return model.norm_pre(x)  # (N, T, D)
+@dataclass
+class _BlockCall:
+    """How the model called one block on one batch, minus the token stream.
+
+    ``args`` / ``kwargs`` are what the model itself passed besides the tokens (timm Eva's ``rope``, a
+    transformers layer's ``attention_mask`` ...), so replaying the call reproduces the block's real
+    forward; ``keyword`` names the token argument when the model passed it by keyword.
+    """
+
+    args: tuple
+    kwargs: dict
+    keyword: str | None = None
+
+    def replay(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The block's output tokens (b, T, D) for input tokens ``x`` (b, T, D)."""
+        out = block(**{self.keyword: x}, **self.kwargs) if self.keyword else block(x, *self.args, **self.kwargs)
+        return out[0] if isinstance(out, (tuple, list)) else out
+
+
+class _StopForward(Exception):
+    """Raised by the recording hook: nothing after the first block's input is needed."""
+
+
+def _record_first_call(adapter: ViTAdapter, images: torch.Tensor) -> tuple[torch.Tensor, _BlockCall]:
+    """(tokens entering the first block (b, T, D), the model's call of it) when ``adapter.model`` embeds ``images``.
+
+    Recorded with a forward pre-hook (with kwargs) on the first block, whose forward is never run, so
+    it works for every family the adapter supports without knowing how each builds its token stream.
+    Every supported family passes all blocks the same extra arguments (timm ViT: none; Eva: the same
+    ``rope``; transformers: the same mask and kwargs), so this call replays every block.
+    """
+    recorded: list[tuple[torch.Tensor, _BlockCall]] = []
+
+    def record(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        if args:
+            recorded.append((args[0], _BlockCall(tuple(args[1:]), dict(kwargs))))
+        else:  # tokens passed by keyword (e.g. hidden_states=...)
+            keyword, *_ = kwargs
+            rest = {k: v for k, v in kwargs.items() if k != keyword}
+            recorded.append((kwargs[keyword], _BlockCall((), rest, keyword)))
+        raise _StopForward
+
+    handle = adapter.blocks[0].module.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        adapter.embed(images)
+    except _StopForward:
+        pass
+    finally:
+        handle.remove()
+    if not recorded:
+        raise SnapViTError(
+            f"{type(adapter.model).__name__} never ran its first transformer block in its forward.",
+            "Weight correction needs a backbone whose forward runs its transformer blocks.",
+        )
+    return recorded[0]
 
 
 def _gram_of_input(layer: nn.Linear, gram: torch.Tensor) -> torch.utils.hooks.RemovableHandle:
@@ -270,7 +319,7 @@ def _input_gram(
     pruned_parent: nn.Module,
     full_parent: nn.Module,
     full_layer: nn.Linear,
-    stream: Iterable[torch.Tensor],
+    stream: Iterable[tuple[torch.Tensor, _BlockCall]],
 ) -> torch.Tensor:
     """X X^T of ``full_layer``'s full-width input when ``full_parent`` sees what ``pruned_parent`` sees.
 
@@ -289,8 +338,8 @@ def _input_gram(
         pruned_parent.register_forward_pre_hook(forward_full, with_kwargs=True),
     ]
     try:
-        for x in stream:
-            pruned_block(x)
+        for x, call in stream:
+            call.replay(pruned_block, x)
     finally:
         for handle in handles:
             handle.remove()
@@ -350,19 +399,23 @@ def correct_pruned_model(
         if progress is not None:
             progress(done / steps, message)
 
-    def batches(stream: list[torch.Tensor]) -> Iterator[torch.Tensor]:
-        for x in stream:
+    def batches() -> Iterator[tuple[torch.Tensor, _BlockCall]]:
+        """(tokens entering the current block, the model's call of its blocks) per batch."""
+        for x, call in zip(stream, calls):
             if cancel is not None and cancel():
                 raise CancelledError("weight correction")
-            yield x
+            yield x, call
 
     try:
         with torch.no_grad():
-            stream = [
-                _block_inputs(pruned_model, images[i : i + config.batch_size].to(device))
-                for i in range(0, len(images), config.batch_size)
-            ]  # activations entering the current block, one (b, T, D) tensor per batch
-            for index, (block, source, target) in enumerate(zip(pruned_model.blocks, full.blocks, pruned.blocks)):
+            stream: list[torch.Tensor] = []  # activations entering the current block, one (b, T, D) per batch
+            calls: list[_BlockCall] = []  # per batch, how the model calls its blocks
+            for i in range(0, len(images), config.batch_size):
+                x, call = _record_first_call(pruned, images[i : i + config.batch_size].to(device))
+                stream.append(x)
+                calls.append(call)
+            for index, (source, target) in enumerate(zip(full.blocks, pruned.blocks)):
+                block = target.module
                 # Attention first: the MLP's calibration inputs must come from the corrected proj.
                 for full_parent, full_layer, pruned_parent, pruned_layer in (
                     (source.attention, source.proj, target.attention, target.proj),
@@ -373,13 +426,13 @@ def correct_pruned_model(
                     if keep == full_layer.in_features:
                         report_step(f"{name}: nothing pruned")
                         continue
-                    gram = _input_gram(block, pruned_parent, full_parent, full_layer, batches(stream))
+                    gram = _input_gram(block, pruned_parent, full_parent, full_layer, batches())
                     weight, row, retry_messages = correct_layer(full_layer.weight.detach(), gram, keep, config, name)
                     pruned_layer.weight = nn.Parameter(weight, requires_grad=False)
                     rows.append(row)
                     messages.extend(retry_messages)
                     report_step(f"corrected {name}: error {row.error_before:.3g} -> {row.error_after:.3g}")
-                stream = [block(x) for x in batches(stream)]
+                stream = [call.replay(block, x) for x, call in batches()]
                 report_step(f"propagated block {index}")
     except BaseException:
         for proj, proj_weight, fc2, fc2_weight in originals:

@@ -2,14 +2,19 @@
 
 Each returns the standard (B, M) neuron / (B, H) head scores. Heads are scored on their *value* rows
 of qkv, MLP neurons on their fc1 rows (for SwiGLU: the value projection fc1_x / the value half).
+This module owns the registry of these methods by name (``DATA_FREE_METHODS``, ``data_free_scores``),
+which the explorer, the scoring entry point and the command line share.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from .adapter import BlockLayers, ViTAdapter
+from .errors import SnapViTError
 from .scores import ImportanceScores
 
 
@@ -65,3 +70,21 @@ def lamp_scores(model: nn.Module) -> ImportanceScores:
         mlp.append(lamp_weight_scores(_neuron_rows(block)).mean(dim=1))
         heads.append(lamp_weight_scores(_head_value_rows(adapter, block)).mean(dim=1))
     return ImportanceScores(torch.stack(mlp), torch.stack(heads), metadata={"method": "lamp"})
+
+
+# Methods that need neither data nor gradients: name -> scores(model, seed), in the order menus list them.
+DATA_FREE_METHODS: dict[str, Callable[[nn.Module, int], ImportanceScores]] = {
+    "magnitude": lambda model, seed: magnitude_scores(model),
+    "random": lambda model, seed: random_scores(model, seed),
+    "lamp": lambda model, seed: lamp_scores(model),
+}
+
+
+def data_free_scores(method: str, model: nn.Module, seed: int = 0) -> ImportanceScores:
+    """Scores of a data-free method by name (``seed`` is used by ``random`` only)."""
+    if method not in DATA_FREE_METHODS:
+        raise SnapViTError(
+            f"Unknown data-free method '{method}'.",
+            f"Choose one of {', '.join(DATA_FREE_METHODS)}, or pass a scores file with --scores.",
+        )
+    return DATA_FREE_METHODS[method](model, seed)

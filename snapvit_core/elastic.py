@@ -18,9 +18,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .adapter import MLP_GLU_PACKED, ArchitectureShape, BlockLayers, ViTAdapter
+from .adapter import ArchitectureShape, ViTAdapter
 from .errors import SnapViTError
 from .scores import ImportanceScores
+from .surgery import select_units
 
 log = logging.getLogger(__name__)
 
@@ -139,45 +140,6 @@ def check_scores_fit(scores: ImportanceScores, shape: ArchitectureShape, model_n
         )
 
 
-def _parameter(tensor: torch.Tensor) -> nn.Parameter:
-    return nn.Parameter(tensor, requires_grad=False)
-
-
-def _head_rows(num_heads_total: int, head_dim: int, keep: int, chunks: int) -> torch.Tensor:
-    """Row indices of the first ``keep`` heads in each of ``chunks`` stacked [H * d] chunks."""
-    width = num_heads_total * head_dim
-    first = torch.arange(keep * head_dim)
-    return torch.cat([first + c * width for c in range(chunks)])
-
-
-def _set_linear(linear: nn.Linear, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
-    linear.weight = _parameter(weight)
-    if bias is not None:
-        linear.bias = _parameter(bias)
-    linear.out_features, linear.in_features = weight.shape
-
-
-def _set_vector(module: nn.Module, name: str, vector: torch.Tensor) -> None:
-    """Replace a parameter or buffer of ``module`` by ``vector`` (same kind)."""
-    if name in module._buffers:
-        module._buffers[name] = vector
-    else:
-        setattr(module, name, _parameter(vector))
-
-
-def _slice_norm(norm: nn.Module, source: nn.Module, keep: int) -> None:
-    """Slice a LayerNorm over the pruned width (inside-MLP / inside-attention norms).
-
-    Such a norm sees a different mean and variance once units are removed, so pruned == masked
-    only holds approximately for backbones that have one; standard ViTs do not.
-    """
-    if isinstance(source, nn.LayerNorm) and source.weight is not None:
-        norm.weight = _parameter(source.weight.detach()[:keep])
-        if source.bias is not None:
-            norm.bias = _parameter(source.bias.detach()[:keep])
-        norm.normalized_shape = (keep,)
-
-
 class ElasticViT:
     """A private, score-reordered copy of a ViT that can be truncated to any sparsity.
 
@@ -199,8 +161,7 @@ class ElasticViT:
         self.head_order = torch.argsort(scores.heads, dim=1, descending=True, stable=True)  # (B, H)
         with torch.no_grad():
             for block, mlp_perm, head_perm in zip(self.full_adapter.blocks, self.mlp_order, self.head_order):
-                _reorder_mlp(block, mlp_perm)
-                _reorder_heads(block, head_perm)
+                select_units(block, block, mlp_perm, head_perm)  # in place: a permutation of all units
         # The working model shares every tensor with `full`; prune_to swaps in sliced views.
         memo = {id(t): t for t in itertools.chain(self.full.parameters(), self.full.buffers())}
         self.model = copy.deepcopy(self.full, memo)
@@ -226,8 +187,7 @@ class ElasticViT:
             for source, target, heads, neurons in zip(
                 self.full_adapter.blocks, self.adapter.blocks, plan.kept_heads, plan.kept_neurons
             ):
-                _truncate_heads(source, target, heads)
-                _truncate_mlp(source, target, neurons)
+                select_units(source, target, neurons, heads)  # prefixes of the reordered units
         self.plan = plan
         return self.model
 
@@ -240,75 +200,3 @@ class ElasticViT:
             neuron_mask[i, self.mlp_order[i, :neurons]] = True
             head_mask[i, self.head_order[i, :heads]] = True
         return neuron_mask, head_mask
-
-
-def _reorder_mlp(block: BlockLayers, perm: torch.Tensor) -> None:
-    hidden = block.mlp_hidden
-    for linear in block.mlp_inputs:
-        rows = torch.cat([perm, perm + hidden]) if block.mlp_kind == MLP_GLU_PACKED else perm
-        linear.weight.data = linear.weight.data[rows].contiguous()
-        if linear.bias is not None:
-            linear.bias.data = linear.bias.data[rows].contiguous()
-    block.mlp_output.weight.data = block.mlp_output.weight.data[:, perm].contiguous()
-    norm = getattr(block.mlp, "norm", None)
-    if isinstance(norm, nn.LayerNorm) and norm.weight is not None and norm.weight.numel() == hidden:
-        norm.weight.data = norm.weight.data[perm].contiguous()
-        if norm.bias is not None:
-            norm.bias.data = norm.bias.data[perm].contiguous()
-
-
-def _reorder_heads(block: BlockLayers, perm: torch.Tensor) -> None:
-    heads, head_dim = block.num_heads, block.head_dim
-    # Row r of a [q | k | v] chunk belongs to head r // head_dim.
-    within = (perm[:, None] * head_dim + torch.arange(head_dim)).flatten()  # (H * d,)
-    rows = torch.cat([within + c * heads * head_dim for c in range(3)])
-    block.qkv.weight.data = block.qkv.weight.data[rows].contiguous()
-    if block.qkv.bias is not None:
-        block.qkv.bias.data = block.qkv.bias.data[rows].contiguous()
-    block.proj.weight.data = block.proj.weight.data[:, within].contiguous()
-    for name in block.head_vectors:  # separate q/k/v bias vectors (Eva): H * d entries each
-        vector = getattr(block.attention, name)
-        vector.data = vector.data[within].contiguous()
-    norm = getattr(block.attention, "norm", None)
-    if isinstance(norm, nn.LayerNorm) and norm.weight is not None and norm.weight.numel() == heads * head_dim:
-        norm.weight.data = norm.weight.data[within].contiguous()
-        if norm.bias is not None:
-            norm.bias.data = norm.bias.data[within].contiguous()
-
-
-def _truncate_heads(source: BlockLayers, target: BlockLayers, keep: int) -> None:
-    total, head_dim = source.num_heads, source.head_dim
-    if keep == total:
-        _set_linear(target.qkv, source.qkv.weight, source.qkv.bias)
-        _set_linear(target.proj, source.proj.weight, source.proj.bias)
-    else:
-        rows = _head_rows(total, head_dim, keep, chunks=3)
-        bias = source.qkv.bias.detach()[rows] if source.qkv.bias is not None else None
-        _set_linear(target.qkv, source.qkv.weight.detach()[rows], bias)
-        # Column slice of proj; made contiguous so the smaller matmul runs at full speed.
-        _set_linear(target.proj, source.proj.weight.detach()[:, : keep * head_dim].contiguous(), source.proj.bias)
-    for name in source.head_vectors:
-        vector = getattr(source.attention, name).detach()[: keep * head_dim]
-        _set_vector(target.attention, name, vector)
-    target.set_num_heads(keep)
-    _slice_norm(getattr(target.attention, "norm", None), getattr(source.attention, "norm", None), keep * head_dim)
-
-
-def _truncate_mlp(source: BlockLayers, target: BlockLayers, keep: int) -> None:
-    hidden = source.mlp_hidden
-    for src, dst in zip(source.mlp_inputs, target.mlp_inputs):
-        if keep == hidden:
-            _set_linear(dst, src.weight, src.bias)
-            continue
-        if source.mlp_kind == MLP_GLU_PACKED:
-            rows = torch.cat([torch.arange(keep), torch.arange(keep) + hidden])
-            weight = src.weight.detach()[rows]
-            bias = src.bias.detach()[rows] if src.bias is not None else None
-        else:
-            weight = src.weight.detach()[:keep]  # a view: no copy
-            bias = src.bias.detach()[:keep] if src.bias is not None else None
-        _set_linear(dst, weight, bias)
-    out = source.mlp_output
-    weight = out.weight if keep == hidden else out.weight.detach()[:, :keep].contiguous()
-    _set_linear(target.mlp_output, weight, out.bias)
-    _slice_norm(getattr(target.mlp, "norm", None), getattr(source.mlp, "norm", None), keep)

@@ -42,10 +42,10 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 
 from .errors import SnapViTError
+from .presets import EMBEDDED_MODEL_ID
 
 log = logging.getLogger(__name__)
 
-EMBEDDED_MODEL_ID = "embedded"
 ASSETS_DIR: Path = Path(__file__).resolve().parent.parent / "assets"
 WEIGHTS_FILENAME = "embedded_vit.safetensors"
 CONFIG_FILENAME = "embedded_vit.json"

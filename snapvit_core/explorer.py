@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
 
 from .backbones import Backbone
-from .data_free import lamp_scores, magnitude_scores, random_scores
+from .data_free import DATA_FREE_METHODS, data_free_scores  # noqa: F401 - re-exported: pages and CLI import them here
 from .elastic import ElasticViT, PruningPlan
 from .errors import SnapViTError
 from .evaluation import KnnEvaluator, embedding_similarity
@@ -28,13 +28,6 @@ from .metrics import analytic_flops, count_parameters, measure_latency
 from .scores import ImportanceScores
 
 log = logging.getLogger(__name__)
-
-# Methods that need neither data nor gradients: name -> scores(model, seed).
-DATA_FREE_METHODS: dict[str, Callable[[nn.Module, int], ImportanceScores]] = {
-    "magnitude": lambda model, seed: magnitude_scores(model),
-    "random": lambda model, seed: random_scores(model, seed),
-    "lamp": lambda model, seed: lamp_scores(model),
-}
 
 METRICS = ("knn", "flops", "params", "latency")
 
@@ -48,16 +41,6 @@ def check_metrics(names: Iterable[str]) -> tuple[str, ...]:
             f"Unknown metric(s) {unknown or names}.", f"Choose from {', '.join(METRICS)} (comma-separated)."
         )
     return names
-
-
-def data_free_scores(method: str, model: nn.Module, seed: int = 0) -> ImportanceScores:
-    """Scores of a data-free method by name."""
-    if method not in DATA_FREE_METHODS:
-        raise SnapViTError(
-            f"Unknown data-free method '{method}'.",
-            f"Choose one of {', '.join(DATA_FREE_METHODS)}, or pass a scores file with --scores.",
-        )
-    return DATA_FREE_METHODS[method](model, seed)
 
 
 @dataclass

@@ -27,70 +27,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .adapter import MLP_GLU_PACKED, MLP_SWIGLU, ViTAdapter
+from .adapter import ViTAdapter
 from .errors import SnapViTError
+from .surgery import resize_model, widths
 
 FORMAT_NAME = "snapvit-pruned-vit"
 FORMAT_VERSION = 1
 ONNX_TOLERANCE = 1e-4  # max |onnxruntime - torch| accepted for the exported embedding
 
-LOADER_SOURCE = '''"""Load a SnapViT-pruned ViT with torch, timm and safetensors only: model = load_pruned(".").
-
-Covers timm VisionTransformer models (standard, GLU and SwiGLU MLPs). Pruned Eva/DINOv3 exports need
-an attention that follows the kept width: load those with snapvit_core.export.load_pruned.
-"""
-
-import json
-from pathlib import Path
-
-import timm
-import torch
-from safetensors.torch import load_file
-from timm.models.vision_transformer import VisionTransformer
-from torch import nn
-
-
-def _linear(old, in_features, out_features):
-    return nn.Linear(in_features, out_features, bias=old.bias is not None)
-
-
-def load_pruned(directory):
-    config = json.loads((Path(directory) / "config.json").read_text())
-    if config["architecture"]:
-        model = timm.create_model(config["architecture"], pretrained=False, **config["model_args"])
-    else:
-        model = VisionTransformer(**config["model_args"])
-    pruning = config["pruning"]
-    head_dim = pruning["head_dim"]
-    for block, heads, neurons in zip(model.blocks, pruning["kept_heads"], pruning["kept_neurons"]):
-        attn, mlp, width = block.attn, block.mlp, heads * head_dim
-        attn.qkv = _linear(attn.qkv, attn.qkv.in_features, 3 * width)
-        attn.proj = _linear(attn.proj, width, attn.proj.out_features)
-        attn.num_heads = heads
-        if hasattr(attn, "attn_dim"):
-            attn.attn_dim = width
-        if hasattr(mlp, "fc1_g"):  # SwiGLU: separate gate and value projections
-            mlp.fc1_g = _linear(mlp.fc1_g, mlp.fc1_g.in_features, neurons)
-            mlp.fc1_x = _linear(mlp.fc1_x, mlp.fc1_x.in_features, neurons)
-        else:
-            packed = pruning["mlp_kind"] == "glu-packed"
-            mlp.fc1 = _linear(mlp.fc1, mlp.fc1.in_features, 2 * neurons if packed else neurons)
-        mlp.fc2 = _linear(mlp.fc2, neurons, mlp.fc2.out_features)
-        if isinstance(getattr(mlp, "norm", None), nn.LayerNorm):
-            mlp.norm = nn.LayerNorm(neurons, eps=mlp.norm.eps)
-    model.load_state_dict(load_file(str(Path(directory) / "model.safetensors")), strict=True)
-    return model.eval()
-
-
-if __name__ == "__main__":
-    import sys
-
-    loaded = load_pruned(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent)
-    size = json.loads((Path(__file__).parent / "config.json").read_text())["pretrained_cfg"]["input_size"]
-    with torch.no_grad():
-        out = loaded.forward_head(loaded.forward_features(torch.zeros(1, *size)), pre_logits=True)
-    print(f"loaded; embedding shape {tuple(out.shape)}")
-'''
+# The standalone loader every export carries: a real module of this package, copied verbatim.
+LOADER_PATH = Path(__file__).with_name("load_pruned.py")
+LOADER_SOURCE = LOADER_PATH.read_text(encoding="utf-8")
 
 
 @dataclass
@@ -143,41 +90,12 @@ def architecture_spec(backbone) -> tuple[str | None, dict]:
 
 def shrink_to_plan(model: nn.Module, kept_heads: list[int], kept_neurons: list[int]) -> nn.Module:
     """Resize an unpruned model's prunable layers in place to the kept widths (weights uninitialised)."""
-    adapter = ViTAdapter(model)
-    if len(kept_heads) != adapter.num_blocks or len(kept_neurons) != adapter.num_blocks:
-        raise SnapViTError(
-            f"The pruning plan has {len(kept_heads)} blocks, the architecture {adapter.num_blocks}.",
-            "Use the config.json that was exported with these weights.",
-        )
-
-    def resized(old: nn.Linear, in_features: int, out_features: int) -> nn.Linear:
-        return nn.Linear(in_features, out_features, bias=old.bias is not None)
-
-    for block, heads, neurons in zip(adapter.blocks, kept_heads, kept_neurons):
-        width = heads * block.head_dim
-        attention = block.attention
-        attention.qkv = resized(block.qkv, block.qkv.in_features, 3 * width)
-        attention.proj = resized(block.proj, width, block.proj.out_features)
-        attention.num_heads = heads
-        if hasattr(attention, "attn_dim"):
-            attention.attn_dim = width
-        mlp = block.mlp
-        if block.mlp_kind == MLP_SWIGLU:
-            mlp.fc1_g = resized(mlp.fc1_g, mlp.fc1_g.in_features, neurons)
-            mlp.fc1_x = resized(mlp.fc1_x, mlp.fc1_x.in_features, neurons)
-        else:
-            factor = 2 if block.mlp_kind == MLP_GLU_PACKED else 1
-            mlp.fc1 = resized(mlp.fc1, mlp.fc1.in_features, factor * neurons)
-        mlp.fc2 = resized(mlp.fc2, neurons, mlp.fc2.out_features)
-        if isinstance(getattr(mlp, "norm", None), nn.LayerNorm):
-            mlp.norm = nn.LayerNorm(neurons, eps=mlp.norm.eps)
-    return model
+    return resize_model(model, kept_heads, kept_neurons)
 
 
 def kept_widths(model: nn.Module) -> tuple[list[int], list[int]]:
     """Current heads and MLP neurons per block of a (possibly pruned) model."""
-    adapter = ViTAdapter(model)
-    return [b.num_heads for b in adapter.blocks], [b.mlp_hidden for b in adapter.blocks]
+    return widths(model)
 
 
 class _Embedding(nn.Module):

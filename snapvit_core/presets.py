@@ -1,13 +1,18 @@
-"""Backbone presets: display name -> model id. Adding a backbone is one line.
+"""Backbone presets and the published sparsity pairs. Adding a backbone is one line.
 
 The published SnapViT backbones by their exact timm names; any other timm ViT name, a local
-checkpoint directory or ``embedded`` work as model ids too.
+checkpoint directory or ``embedded`` (``EMBEDDED_MODEL_ID``) work as model ids too. Two lists of
+(MLP, head) sparsity pairs live here, named for what they are used for: ``PUBLISHED_SPARSITY_PAIRS``
+(the evaluation path of the paper's tables and the app's coupled slider) and ``SEARCH_FITNESS_PAIRS``
+(the pairs the published multiplier search averages its fitness over).
 """
 
 from __future__ import annotations
 
+EMBEDDED_MODEL_ID = "embedded"  # the model id of the ViT shipped in assets/ (the offline default)
+
 BACKBONE_PRESETS: dict[str, str] = {
-    "Embedded digits ViT (offline default)": "embedded",
+    "Embedded digits ViT (offline default)": EMBEDDED_MODEL_ID,
     "DINO ViT-S/16": "vit_small_patch16_224.dino",
     "DINO ViT-B/16": "vit_base_patch16_224.dino",
     "DeiT ViT-B/16": "deit_base_patch16_224.fb_in1k",
@@ -32,3 +37,6 @@ PUBLISHED_SPARSITY_PAIRS: tuple[tuple[float, float], ...] = (
     (0.55, 0.4),
     (0.65, 0.5),
 )
+
+# The (MLP, head) sparsity pairs the published xNES multiplier search averages its fitness over.
+SEARCH_FITNESS_PAIRS: tuple[tuple[float, float], ...] = ((0.15, 0.0), (0.35, 0.2), (0.55, 0.4), (0.65, 0.5))

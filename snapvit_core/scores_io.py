@@ -29,6 +29,7 @@ from safetensors.torch import save_file
 
 from ._atomic import atomic_path
 from ._safe_unpickle import ForeignGlobal, ForeignObject, load_torch_zip
+from ._version import __version__
 from .errors import SnapViTError
 from .scores import ImportanceScores
 
@@ -91,9 +92,7 @@ def save_scores(scores: ImportanceScores, path: str | os.PathLike) -> Path:
             f"Cannot save scores to {path}: it is a folder.", f"Name a file, e.g. {path / 'scores'}{SUFFIX}."
         )
     metadata = _json_ready(dict(scores.metadata), "metadata")
-    metadata.update(
-        library_version=_library_version(), saved_at=datetime.now(timezone.utc).isoformat(timespec="seconds")
-    )
+    metadata.update(library_version=__version__, saved_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     document = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -392,11 +391,3 @@ def _json_ready(value: Any, where: str) -> Any:
         f"Scores {where} holds a {type(value).__name__}, which cannot be saved as JSON.",
         "Store plain values (numbers, strings, lists, dicts) in the metadata.",
     )
-
-
-def _library_version() -> str:
-    try:
-        from . import __version__  # lazy: the package __init__ imports modules that may import this one
-    except ImportError:
-        return "0.1.0"
-    return str(__version__)

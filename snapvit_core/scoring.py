@@ -25,9 +25,10 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from ._version import __version__
 from .adapter import ViTAdapter
 from .data import ImageSet, to_rgb
-from .data_free import lamp_scores, magnitude_scores, random_scores
+from .data_free import DATA_FREE_METHODS
 from .errors import CancelledError, SnapViTError
 from .scores import DEFAULT_MIN_HEAD_KEEP_RATIO, DEFAULT_MIN_MLP_KEEP_RATIO, ImportanceScores
 
@@ -43,12 +44,7 @@ GRADIENT_METHODS: dict[str, tuple[str, str]] = {
     "snip-magnitude": (CROSS_ENTROPY, SNIP),
     "snip-magnitude-dino": (LABEL_FREE, SNIP),
 }
-DATA_FREE_METHODS: dict[str, Callable[[nn.Module, int], ImportanceScores]] = {
-    "lamp": lambda model, seed: lamp_scores(model),
-    "magnitude": lambda model, seed: magnitude_scores(model),
-    "random": lambda model, seed: random_scores(model, seed),
-}
-METHODS = tuple(GRADIENT_METHODS) + tuple(DATA_FREE_METHODS)
+METHODS = tuple(GRADIENT_METHODS) + tuple(sorted(DATA_FREE_METHODS))  # data-free ones alphabetically, as listed
 
 # How the Fisher-type methods square gradients (DESIGN section 3 step 4 vs the paper's equation):
 # "accumulated": square of the gradient accumulated over the whole pass (DESIGN, the published code, the
@@ -180,8 +176,6 @@ def compute_scores(
         image_list, label_tensor = _select_inputs(model, images, labels, config)
         used = len(image_list)
         scores = _gradient_scores(model, image_list, label_tensor, data_config, config, device, progress, cancel)
-    from . import __version__  # lazy: the package __init__ imports modules that import this one
-
     metadata = {
         "method": config.method,
         "config": asdict(config),

@@ -34,16 +34,18 @@ import torch
 from torch import nn
 
 from ._atomic import atomic_path
-from .adapter import MLP_GLU_PACKED, BlockLayers, ViTAdapter
+from .adapter import BlockLayers, ViTAdapter
 from .cka import component_cka
 from .elastic import check_scores_fit, check_sparsity, plan_keep_counts
 from .errors import CancelledError, SnapViTError
+from .presets import SEARCH_FITNESS_PAIRS
 from .scores import ImportanceScores
+from .surgery import select_units
 from .xnes import XNES, default_population_size
 
 log = logging.getLogger(__name__)
 
-PUBLISHED_PAIRS = ((0.15, 0.0), (0.35, 0.2), (0.55, 0.4), (0.65, 0.5))  # (MLP, head) sparsity
+PUBLISHED_PAIRS = SEARCH_FITNESS_PAIRS  # the earlier name, kept importable
 COVARIANCES = ("cka", "identity")
 CHECKPOINT_VERSION = 1
 
@@ -53,7 +55,7 @@ class SearchConfig:
     """Settings of the multiplier search; defaults are the published ones unless noted."""
 
     evaluations: int = 50  # fitness evaluations in total (published: 50)
-    pairs: tuple[tuple[float, float], ...] = PUBLISHED_PAIRS  # (MLP, head) sparsities the fitness averages
+    pairs: tuple[tuple[float, float], ...] = SEARCH_FITNESS_PAIRS  # (MLP, head) sparsities the fitness averages
     pca_components: int = 192  # teacher-PCA dimensions compared (published: 192); capped by width and images
     eval_images: int = 1000  # images embedded per fitness evaluation (published: 1000); capped by those given
     covariance: str = "cka"  # initial covariance shape: "cka" (published) or "identity"
@@ -135,42 +137,9 @@ def keep_masks(scores: torch.Tensor, sparsity: float, min_keep_ratio: float) -> 
     return ranks < keep[:, None]
 
 
-def _set_linear(linear: nn.Linear, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
-    linear.weight = nn.Parameter(weight, requires_grad=False)
-    if bias is not None:
-        linear.bias = nn.Parameter(bias, requires_grad=False)
-    linear.out_features, linear.in_features = weight.shape
-
-
-def _gather_norm(target: nn.Module | None, source: nn.Module | None, index: torch.Tensor, width: int) -> None:
-    """Select ``index`` of a LayerNorm over the pruned width (backbones with inside-MLP/attention norms)."""
-    if isinstance(source, nn.LayerNorm) and source.weight is not None and source.weight.numel() == width:
-        target.weight = nn.Parameter(source.weight[index], requires_grad=False)
-        if source.bias is not None:
-            target.bias = nn.Parameter(source.bias[index], requires_grad=False)
-        target.normalized_shape = (len(index),)
-
-
 def gather_units(source: BlockLayers, target: BlockLayers, neurons: torch.Tensor, heads: torch.Tensor) -> None:
     """Make ``target`` the block ``source`` restricted to the given neuron and head indices (any order)."""
-    hidden, head_dim, num_heads = source.mlp_hidden, source.head_dim, source.num_heads
-    rows = torch.cat([neurons, neurons + hidden]) if source.mlp_kind == MLP_GLU_PACKED else neurons
-    for src, dst in zip(source.mlp_inputs, target.mlp_inputs):
-        _set_linear(dst, src.weight[rows], src.bias[rows] if src.bias is not None else None)
-    _set_linear(target.mlp_output, source.mlp_output.weight[:, neurons], source.mlp_output.bias)
-    _gather_norm(getattr(target.mlp, "norm", None), getattr(source.mlp, "norm", None), neurons, hidden)
-    within = (heads[:, None] * head_dim + torch.arange(head_dim, device=heads.device)).flatten()  # (h * d,)
-    qkv_rows = torch.cat([within + c * num_heads * head_dim for c in range(3)])  # the [q | k | v] chunks
-    _set_linear(
-        target.qkv, source.qkv.weight[qkv_rows], source.qkv.bias[qkv_rows] if source.qkv.bias is not None else None
-    )
-    _set_linear(target.proj, source.proj.weight[:, within], source.proj.bias)
-    target.attention.num_heads = len(heads)
-    if hasattr(target.attention, "attn_dim"):
-        target.attention.attn_dim = len(heads) * head_dim
-    _gather_norm(
-        getattr(target.attention, "norm", None), getattr(source.attention, "norm", None), within, num_heads * head_dim
-    )
+    select_units(source, target, neurons, heads)
 
 
 class CandidateFitness:

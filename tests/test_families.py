@@ -154,6 +154,9 @@ def test_dinov3_embeds_the_final_norm_cls_token(family):
 
 def test_dinov3_forward_is_unchanged_by_the_width_following_attention():
     import timm
+    from timm.models.eva import EvaAttention
+
+    from snapvit_core.adapter import WidthFollowingEvaAttention, make_width_following
 
     torch.manual_seed(0)
     reference = timm.create_model("vit_small_patch16_dinov3_qkvb", pretrained=False, depth=2, img_size=64).eval()
@@ -161,7 +164,10 @@ def test_dinov3_forward_is_unchanged_by_the_width_following_attention():
     images = _images(reference)
     with torch.no_grad():
         before = reference.forward_features(images)
-        ViTAdapter(reference)  # switches the attention class
+        for block in ViTAdapter(reference).blocks:  # the view itself changes nothing
+            assert type(block.attention) is EvaAttention
+            make_width_following(block.attention)  # what surgery does before resizing a block
+            assert type(block.attention) is WidthFollowingEvaAttention
         after = reference.forward_features(images)
     torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-5)
 
@@ -305,3 +311,24 @@ def test_transformers_repo_offline_without_cache_explains_predownload(monkeypatc
     assert "not in the local Hugging Face cache" in message
     assert "huggingface-cli download facebook/dinov2-base" in message
     assert "snapshot_download('facebook/dinov2-base')" in message
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_family_weight_correction_never_worsens_a_layer(family):
+    """Correction replays each block through the adapter (RoPE, transformers layers) for every family."""
+    from snapvit_core.correction import CorrectionConfig, correct_elastic
+
+    model = FAMILIES[family]()
+    elastic = ElasticViT(model, skewed_scores(model))
+    images = _images(model, count=4)
+    corrected, report = correct_elastic(elastic, 0.5, 0.4, images, CorrectionConfig(batch_size=2))
+    plan, shape = elastic.plan_for(0.5, 0.4), ViTAdapter(model).shape()
+    expected = sum(h < shape.num_heads for h in plan.kept_heads) + sum(n < shape.mlp_hidden for n in plan.kept_neurons)
+    assert len(report.layers) == expected > 0  # one row per layer that lost columns
+    for row in report.layers:
+        assert row.kept_columns < row.total_columns
+        assert row.error_after <= row.error_before * (1 + 1e-9) + 1e-12, (family, row)
+    with torch.no_grad():
+        embedding = ViTAdapter(corrected).embed(images)
+    assert embedding.shape[0] == 4 and torch.isfinite(embedding).all()

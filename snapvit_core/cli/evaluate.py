@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import argparse
 
-from ..backbones import load_backbone
-from ..explorer import DATA_FREE_METHODS, Explorer, check_metrics, data_free_scores
-from ._common import add_json_argument, add_model_arguments, add_sparsity_arguments, emit, resolve_device
+from ..explorer import check_metrics
+from ._common import (
+    add_correction_arguments,
+    add_json_argument,
+    add_model_arguments,
+    add_scores_arguments,
+    add_sparsity_arguments,
+    build_explorer,
+    correction_from_args,
+    emit,
+    resolve_device,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,53 +34,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_correction_arguments(parser)
     add_json_argument(parser)
     parser.set_defaults(run=run)
-
-
-def add_correction_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("weight correction (SparseGPT-style, DESIGN section 6)")
-    group.add_argument("--correct", action="store_true", help="correct fc2 and attn.proj of the pruned model")
-    group.add_argument("--correction-samples", type=int, default=1000, help="calibration images (default: 1000)")
-    group.add_argument("--correction-data", default=None, help="calibration data source (default: --data)")
-    group.add_argument("--damping", default="mean", help="mean (default), max or percentile")
-    group.add_argument("--damping-fraction", type=float, default=0.01, help="damping fraction (default: 0.01)")
-
-
-def correction_from_args(args: argparse.Namespace, data_config: dict) -> tuple | None:
-    """(CorrectionConfig, calibration images) when --correct is given, else None."""
-    if not args.correct:
-        return None
-    from ..correction import CorrectionConfig
-    from ..data import load_images, preprocess
-
-    config = CorrectionConfig(
-        samples=args.correction_samples, damping=args.damping, damping_fraction=args.damping_fraction
-    )
-    source = args.correction_data or getattr(args, "data", None) or "embedded"
-    images = load_images(source, "train", limit=config.samples, seed=0)
-    return config, preprocess(images.images, data_config)
-
-
-def add_scores_arguments(parser: argparse.ArgumentParser) -> None:
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--scores", help="importance scores file (.safetensors, or a published SnapViT .pt)")
-    source.add_argument(
-        "--method",
-        choices=sorted(DATA_FREE_METHODS),
-        help="data-free scores to use when no --scores is given (default: magnitude)",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random method (default: 0)")
-
-
-def build_explorer(args: argparse.Namespace, device: str) -> Explorer:
-    from ..scores_io import load_scores
-
-    backbone = load_backbone(args.model, args.random_init, device)
-    scores = (
-        load_scores(args.scores)
-        if args.scores
-        else data_free_scores(args.method or "magnitude", backbone.model, args.seed)
-    )
-    return Explorer(backbone, scores, device)
 
 
 def run(args: argparse.Namespace) -> int:

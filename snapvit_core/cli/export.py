@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_json_argument, add_model_arguments, add_sparsity_arguments, emit, resolve_device
-from .evaluate import add_correction_arguments, add_scores_arguments, build_explorer, correction_from_args
+from ._common import (
+    add_correction_arguments,
+    add_json_argument,
+    add_model_arguments,
+    add_scores_arguments,
+    add_sparsity_arguments,
+    build_explorer,
+    correction_from_args,
+    emit,
+    resolve_device,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

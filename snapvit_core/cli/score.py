@@ -5,12 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 from ..data import DATA_SPEC_HELP
-from ..errors import SnapViTError
 from ..scoring import METHODS, SQUARED_GRADIENTS
-from ._common import add_json_argument, add_model_arguments, emit, resolve_device
+from ._common import add_json_argument, add_model_arguments, emit, resolve_device, scores_out_path
 
 _PROGRESS_EVERY_S = 2.0  # at most one progress line per this many seconds when stderr is not a terminal
 
@@ -57,7 +55,7 @@ def _progress_printer(verbose: bool):
 def run(args: argparse.Namespace) -> int:
     from ..backbones import load_backbone
     from ..data import load_images, parse_data_spec
-    from ..scores_io import SUFFIX, save_scores
+    from ..scores_io import save_scores
     from ..scoring import ScoringConfig, compute_scores
 
     config = ScoringConfig(
@@ -67,11 +65,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         squared_gradients=args.squared_gradients,
     )
-    out = Path(args.out)
-    if out.suffix.lower() != SUFFIX:  # checked before the (long) pass, not after it
-        raise SnapViTError(
-            f"--out {out}: a scores file name must end in {SUFFIX}.", f"Use e.g. {out.with_suffix(SUFFIX)}."
-        )
+    out = scores_out_path(args.out)
     if config.needs_images:
         parse_data_spec(args.data)  # a typo fails before the model loads
     device = resolve_device(args.device)

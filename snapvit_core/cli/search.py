@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from ..data import DATA_SPEC_HELP
 from ..errors import SnapViTError
-from ._common import add_json_argument, add_model_arguments, emit, resolve_device
+from ._common import add_json_argument, add_model_arguments, emit, resolve_device, scores_out_path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -61,22 +60,19 @@ def _progress(done: int, total: int, best: float) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..backbones import load_backbone
     from ..data import load_images, parse_data_spec, preprocess
-    from ..scores_io import SUFFIX, load_scores, save_scores
-    from ..search import PUBLISHED_PAIRS, SearchConfig, run_search
+    from ..presets import SEARCH_FITNESS_PAIRS
+    from ..scores_io import load_scores, save_scores
+    from ..search import SearchConfig, run_search
 
     config = SearchConfig(
         evaluations=args.evaluations,
-        pairs=parse_pairs(args.pairs) if args.pairs else PUBLISHED_PAIRS,
+        pairs=parse_pairs(args.pairs) if args.pairs else SEARCH_FITNESS_PAIRS,
         eval_images=args.eval_images,
         covariance=args.covariance,
         seed=args.seed,
         population_size=args.population_size,
     )
-    out = Path(args.out)
-    if out.suffix.lower() != SUFFIX:  # checked before the (long) search, not after it
-        raise SnapViTError(
-            f"--out {out}: a scores file name must end in {SUFFIX}.", f"Use e.g. {out.with_suffix(SUFFIX)}."
-        )
+    out = scores_out_path(args.out)
     if args.resume and not args.checkpoint:
         raise SnapViTError("--resume needs --checkpoint FILE.", "Name the checkpoint of the interrupted search.")
     parse_data_spec(args.data)  # a typo fails before the model loads
