@@ -1,11 +1,12 @@
 # Two commands for a fresh machine:  `make run`  (install + start the app)  and  `make test`.
-# Everything installs into ./.venv; a stamp file skips pip when the requirements did not change.
+# Everything installs into ./.venv (the library itself with `pip install -e .`, so tests and scripts import
+# the checkout); a stamp file skips pip when the requirements and pyproject.toml did not change.
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8501
-REQ_HASH := $(shell cat requirements.txt requirements-dev.txt 2>/dev/null | sha1sum | cut -c1-12)
+REQ_HASH := $(shell cat requirements.txt requirements-dev.txt pyproject.toml 2>/dev/null | sha1sum | cut -c1-12)
 
 .PHONY: run test install install-dev chromium lint bench train-embedded clean
 
@@ -15,6 +16,7 @@ $(PY):
 
 $(VENV)/.runtime-$(REQ_HASH): | $(PY)
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -e .
 	@touch $@
 
 $(VENV)/.dev-$(REQ_HASH): $(VENV)/.runtime-$(REQ_HASH)

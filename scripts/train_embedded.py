@@ -1,4 +1,4 @@
-"""Train the embedded default ViT on cluttered digits and write it to assets/ (CPU, ~5 min).
+"""Train the embedded default ViT on cluttered digits and write it to snapvit_core/assets/ (CPU, ~5 min).
 
 Reproduce the shipped asset with::
 

@@ -46,7 +46,7 @@ from .presets import EMBEDDED_MODEL_ID
 
 log = logging.getLogger(__name__)
 
-ASSETS_DIR: Path = Path(__file__).resolve().parent.parent / "assets"
+ASSETS_DIR: Path = Path(__file__).resolve().parent / "assets"  # package data: installed with the library
 WEIGHTS_FILENAME = "embedded_vit.safetensors"
 CONFIG_FILENAME = "embedded_vit.json"
 EMBEDDED_CLASS_NAMES: tuple[str, ...] = tuple(str(d) for d in range(10))

@@ -9,7 +9,7 @@ checkpoint directory or ``embedded`` (``EMBEDDED_MODEL_ID``) work as model ids t
 
 from __future__ import annotations
 
-EMBEDDED_MODEL_ID = "embedded"  # the model id of the ViT shipped in assets/ (the offline default)
+EMBEDDED_MODEL_ID = "embedded"  # the model id of the ViT shipped in snapvit_core/assets/ (the offline default)
 
 BACKBONE_PRESETS: dict[str, str] = {
     "Embedded digits ViT (offline default)": EMBEDDED_MODEL_ID,

@@ -1,16 +1,16 @@
-"""Shared test fixtures: small random-init ViTs of the real timm architectures, built locally."""
+"""Shared test fixtures: small random-init ViTs of the real timm architectures, built locally.
+
+The library is imported as installed (``pip install -e .``, what ``make test`` does), so no path edits.
+"""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 SHARED_REFERENCE = ROOT.parent / "shared" / "reference"
 

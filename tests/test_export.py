@@ -149,3 +149,13 @@ def test_cli_export_with_correction(tmp_path, capsys):
     assert export.kept_widths(corrected) == export.kept_widths(truncated)
     fc2 = [(b.mlp.fc2.weight - t.mlp.fc2.weight).abs().max() for b, t in zip(corrected.blocks, truncated.blocks)]
     assert max(fc2) > 0  # the correction changed the consuming layers
+
+
+def test_the_export_carries_the_repository_loader_and_it_runs_as_a_script(tmp_path):
+    """load_pruned.py is a real module of the package, copied verbatim; run alone it loads its own folder."""
+    _, report = _export_embedded(tmp_path)
+    copied = report.directory / "load_pruned.py"
+    assert copied.read_bytes() == export.LOADER_PATH.read_bytes()
+    result = subprocess.run([sys.executable, str(copied)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-1500:]
+    assert result.stdout.strip() == "loaded; embedding shape (1, 96)"

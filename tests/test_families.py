@@ -2,7 +2,8 @@
 
 Every family is built with random weights from its real configuration (depth and image size reduced)
 and checked for pruned == masked equivalence, computable scores, analytic FLOPs within 1% of torch's
-FlopCounterMode, and family-specific embedding rules.
+FlopCounterMode, weight correction that never worsens a layer, and family-specific embedding rules.
+The transformers wrapper itself is tested in test_hf_vit.py.
 """
 
 from __future__ import annotations
@@ -172,65 +173,6 @@ def test_dinov3_forward_is_unchanged_by_the_width_following_attention():
     torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["vit", "dinov2"])
-def test_hf_fused_attention_matches_transformers(kind):
-    """The fused-qkv attention computes what the transformers layers computed."""
-    import copy
-
-    wrapped = _hf(kind)
-    original = copy.deepcopy(wrapped.hf)
-    from snapvit_core.hf_vit import FusedQKVAttention
-
-    assert all(isinstance(layer.attention, FusedQKVAttention) for layer in wrapped.layers)
-    import transformers
-
-    config = original.config
-    fresh = type(original)(config, **({"add_pooling_layer": False} if kind == "vit" else {})).eval()
-    state = {k: v for k, v in original.state_dict().items()}
-    prefix = "layers" if kind == "vit" else "encoder.layer"
-    for i in range(config.num_hidden_layers):  # unfuse qkv back into q/k/v
-        attention = f"{prefix}.{i}.attention"
-        q, k, v = state.pop(f"{attention}.qkv.weight").chunk(3)
-        qb, kb, vb = state.pop(f"{attention}.qkv.bias").chunk(3)
-        for name, w, b in (("q_proj", q, qb), ("k_proj", k, kb), ("v_proj", v, vb)):
-            state[f"{attention}.{name}.weight"], state[f"{attention}.{name}.bias"] = w, b
-        state[f"{attention}.o_proj.weight"] = state.pop(f"{attention}.proj.weight")
-        state[f"{attention}.o_proj.bias"] = state.pop(f"{attention}.proj.bias")
-    fresh.load_state_dict(state, strict=True)
-    assert isinstance(fresh, transformers.PreTrainedModel)
-    images = _images(wrapped)
-    with torch.no_grad():
-        expected = fresh(pixel_values=images).last_hidden_state[:, 0]
-        torch.testing.assert_close(ViTAdapter(wrapped).embed(images), expected, atol=1e-5, rtol=1e-5)
-
-
-def test_hf_models_load_from_a_saved_directory(tmp_path):
-    import transformers
-
-    torch.manual_seed(0)
-    config = transformers.Dinov2Config(
-        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=56, patch_size=14
-    )
-    original = transformers.Dinov2Model(config).eval()
-    original.save_pretrained(tmp_path / "dinov2")
-    processor = {"do_center_crop": True, "crop_size": {"height": 56, "width": 56}, "size": {"shortest_edge": 64}}
-    processor.update(image_mean=[0.5, 0.5, 0.5], image_std=[0.25, 0.25, 0.25], resample=3)
-    (tmp_path / "dinov2" / "preprocessor_config.json").write_text(json.dumps(processor))
-    images = torch.randn(2, 3, 56, 56)
-    with torch.no_grad():
-        expected = original(pixel_values=images).last_hidden_state[:, 0]
-    for model_id in (f"hf:{tmp_path / 'dinov2'}", str(tmp_path / "dinov2")):
-        backbone = load_backbone(model_id)
-        assert backbone.data_config["input_size"] == (3, 56, 56) and backbone.image_size == 56
-        assert backbone.data_config["mean"] == (0.5, 0.5, 0.5) and backbone.data_config["crop_pct"] == 56 / 64
-        with torch.no_grad():
-            torch.testing.assert_close(ViTAdapter(backbone.model).embed(images), expected, atol=1e-5, rtol=1e-5)
-        shape = backbone.shape
-        assert (shape.num_blocks, shape.num_heads, shape.head_dim, shape.mlp_hidden) == (2, 4, 16, 256)
-    random = load_backbone(f"hf:{tmp_path / 'dinov2'}", random_init=True)
-    assert random.random_init and random.shape.num_tokens == 16 + 1
-
-
 PUBLISHED = [
     ("dino_vitb16.imagenet-1k.pt", "vit_base_patch16_224.dino", (3072, 12)),
     ("deit-3-vit-s-16.imagenet-1k.pt", "deit3_small_patch16_224.fb_in22k_ft_in1k", (1536, 6)),
@@ -281,23 +223,6 @@ def test_cli_info_and_evaluate_for_every_timm_preset(capsys):
 def test_non_vit_timm_model_names_the_supported_families():
     with pytest.raises(SnapViTError, match="not a Vision Transformer.*DINOv3"):
         load_backbone("convnext_atto", random_init=True)
-
-
-@pytest.mark.parametrize("config_class", ["ResNetConfig", "SwinConfig"])
-def test_unsupported_transformers_type_names_the_supported_ones(tmp_path, config_class):
-    import transformers
-
-    getattr(transformers, config_class)().save_pretrained(tmp_path)
-    for model_id in (f"hf:{tmp_path}", str(tmp_path)):
-        with pytest.raises(SnapViTError, match=r"Unsupported transformers model type.*dinov2.*vit"):
-            load_backbone(model_id, random_init=True)
-
-
-def test_transformers_directory_without_config(tmp_path):
-    with pytest.raises(SnapViTError, match="no config.json"):
-        load_backbone(f"hf:{tmp_path}")
-    with pytest.raises(SnapViTError, match="does not exist"):
-        load_backbone(f"hf:{tmp_path / 'missing'}")
 
 
 def test_transformers_repo_offline_without_cache_explains_predownload(monkeypatch, tmp_path):

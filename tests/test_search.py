@@ -1,135 +1,22 @@
-"""The multiplier search: xNES, component CKA, masked fitness, search loop, checkpoints, CLI (DESIGN section 4)."""
+"""The multiplier search: masked fitness, search loop, checkpoints, CLI (DESIGN section 4; see test_xnes, test_cka)."""
 
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 import torch
 
 from snapvit_core.adapter import ViTAdapter
-from snapvit_core.cka import component_cka, linear_cka_matrix, make_positive_definite
 from snapvit_core.data_free import magnitude_scores
 from snapvit_core.elastic import ElasticViT
 from snapvit_core.errors import CancelledError, SnapViTError
 from snapvit_core.scores import ImportanceScores
 from snapvit_core.search import CandidateFitness, SearchConfig, initial_mean, run_search, scale_scores
-from snapvit_core.xnes import XNES, default_population_size, rank_utilities
 
 torch.set_num_threads(1)
 
 SMALL = SearchConfig(evaluations=30, pca_components=16)  # tiny-model settings: 1 + 2 generations of 13 + mean
-
-
-def _minimise(objective, dimension: int, tolerance: float, budget: int, seed: int = 0) -> tuple[float, int]:
-    optimizer = XNES(torch.full((dimension,), 1.0), torch.eye(dimension), seed=seed)
-    best, used = math.inf, 0
-    while used < budget and best > tolerance:
-        candidates = optimizer.ask()
-        values = objective(candidates)
-        optimizer.tell(values)
-        used += len(values)
-        best = min(best, float(values.min()))
-    return best, used
-
-
-# ---------------------------------------------------------------- xNES
-
-
-def test_utilities_sum_to_zero_and_favour_the_best():
-    utilities = rank_utilities(12)
-    assert utilities.sum().abs() < 1e-12
-    assert torch.all(utilities[:-1] >= utilities[1:])
-
-
-def test_xnes_converges_on_sphere():
-    best, used = _minimise(lambda x: (x**2).sum(dim=1), 5, 1e-6, 3000)
-    assert best <= 1e-6, (best, used)
-
-
-def test_xnes_converges_on_rotated_ellipsoid():
-    dimension = 8
-    generator = torch.Generator().manual_seed(1)
-    rotation, _ = torch.linalg.qr(torch.randn(dimension, dimension, generator=generator, dtype=torch.float64))
-    weights = torch.logspace(0, 3, dimension, dtype=torch.float64)  # condition number 1e3
-    best, used = _minimise(lambda x: (((x - 0.3) @ rotation.T) ** 2 * weights).sum(dim=1), dimension, 1e-4, 8000)
-    assert best <= 1e-4, (best, used)
-
-
-def test_xnes_is_seeded_and_resumes_from_state_dict():
-    def run(optimizer: XNES, generations: int) -> None:
-        for _ in range(generations):
-            candidates = optimizer.ask()
-            optimizer.tell((candidates**2).sum(dim=1))
-
-    covariance = torch.tensor([[1.0, 0.5, 0.0], [0.5, 1.0, 0.2], [0.0, 0.2, 1.0]])
-    straight = XNES(torch.ones(3), covariance, seed=7)
-    run(straight, 10)
-    first = XNES(torch.ones(3), covariance, seed=7)
-    run(first, 4)
-    resumed = XNES(torch.zeros(3), torch.eye(3), seed=99)
-    resumed.load_state_dict(first.state_dict())
-    run(resumed, 6)
-    assert torch.equal(straight.mean, resumed.mean) and torch.equal(straight.covariance, resumed.covariance)
-    assert straight.population_size == default_population_size(3) == 7
-    with pytest.raises(SnapViTError):
-        XNES(torch.ones(2), torch.tensor([[1.0, 2.0], [2.0, 1.0]]))  # not positive definite
-
-
-# ---------------------------------------------------------------- CKA
-
-
-def _naive_cka(features: list[torch.Tensor]) -> torch.Tensor:
-    samples = features[0].shape[0]
-    centring = torch.eye(samples, dtype=torch.float64) - 1.0 / samples
-    grams = [centring @ (f.double() @ f.double().T) @ centring for f in features]
-    count = len(features)
-    out = torch.empty(count, count, dtype=torch.float64)
-    for i in range(count):
-        for j in range(count):
-            out[i, j] = (grams[i] * grams[j]).sum() / ((grams[i] ** 2).sum() * (grams[j] ** 2).sum()).sqrt()
-    return out
-
-
-@pytest.mark.parametrize("samples", [6, 40])  # few samples: Gram form; many: feature-space form
-def test_cka_matches_naive_reference(samples):
-    generator = torch.Generator().manual_seed(0)
-    base = torch.randn(samples, 5, generator=generator)
-    features = [
-        base @ torch.randn(5, w, generator=generator) + 0.3 * torch.randn(samples, w, generator=generator)
-        for w in (4, 7, 3, 9)
-    ]
-    cka = linear_cka_matrix(features)
-    assert torch.allclose(cka, _naive_cka(features), atol=1e-10)
-    assert torch.equal(cka, cka.T)
-    assert torch.allclose(cka.diagonal(), torch.ones(4, dtype=torch.float64))
-
-
-def test_cka_of_a_dead_component_is_zero_off_the_diagonal():
-    features = [torch.randn(10, 3), torch.zeros(10, 2), torch.randn(10, 4)]
-    cka = linear_cka_matrix(features)
-    assert cka[1, 1] == 1.0 and cka[1, 0] == 0.0 and cka[2, 1] == 0.0
-
-
-def test_positive_definite_repair():
-    indefinite = torch.tensor([[1.0, 0.9, -0.9], [0.9, 1.0, 0.9], [-0.9, 0.9, 1.0]], dtype=torch.float64)
-    assert torch.linalg.eigvalsh(indefinite).min() < 0
-    repaired = make_positive_definite(indefinite)
-    assert torch.linalg.eigvalsh(repaired).min() > 0
-    assert torch.allclose(repaired.diagonal(), torch.ones(3, dtype=torch.float64))
-    assert torch.allclose(repaired, repaired.T)
-
-
-def test_component_cka_of_a_vit(tiny_vit):
-    images = torch.randn(12, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    cka = component_cka(tiny_vit, images)
-    assert cka.shape == (3 + 3 * 6, 3 + 3 * 6)
-    assert torch.linalg.cholesky_ex(cka).info == 0
-    assert torch.allclose(cka.diagonal(), torch.ones(21, dtype=torch.float64))
-
-
-# ---------------------------------------------------------------- fitness and search
 
 
 @pytest.fixture

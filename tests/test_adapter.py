@@ -1,0 +1,75 @@
+"""The backbone adapter: a read-only view of where a ViT keeps its prunable layers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import make_vit
+from test_families import FAMILIES
+
+from snapvit_core.adapter import (
+    MLP_GLU_PACKED,
+    MLP_STANDARD,
+    MLP_SWIGLU,
+    ViTAdapter,
+    WidthFollowingEvaAttention,
+    make_width_following,
+)
+from snapvit_core.errors import SnapViTError
+
+torch.set_num_threads(1)
+
+
+@pytest.mark.parametrize("family", ["dinov3", "dinov3-qkv-bias", "hf-vit", "deit-distilled"])
+def test_building_a_view_changes_nothing(family):
+    model = FAMILIES[family]()
+    classes = [type(m) for m in model.modules()]
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    adapter = ViTAdapter(model)
+    adapter.shape()
+    assert [type(m) for m in model.modules()] == classes
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    assert not any(isinstance(b.attention, WidthFollowingEvaAttention) for b in adapter.blocks)
+
+
+@pytest.mark.parametrize(
+    "mlp, kind", [("standard", MLP_STANDARD), ("swiglu", MLP_SWIGLU), ("glu-packed", MLP_GLU_PACKED)]
+)
+def test_block_layers_point_at_the_model(mlp, kind):
+    model = make_vit(mlp=mlp)
+    adapter = ViTAdapter(model)
+    assert adapter.num_blocks == 3 and adapter.embed_dim == 48
+    for block, timm_block in zip(adapter.blocks, model.blocks):
+        assert block.module is timm_block and block.attention is timm_block.attn
+        assert block.qkv is timm_block.attn.qkv and block.proj is timm_block.attn.proj
+        assert block.mlp_kind == kind and block.num_heads == 6 and block.head_dim == 8
+        hidden = 96 if kind == MLP_GLU_PACKED else 192  # a packed GLU's fc1 emits [value | gate] halves
+        assert block.mlp_hidden == block.mlp_output.in_features == hidden
+        assert block.fc1.out_features == (2 * hidden if kind == MLP_GLU_PACKED else hidden)
+    shape = adapter.shape()
+    assert shape.num_tokens == (32 // 8) ** 2 + 1 and shape.heads_per_block == (6, 6, 6)
+
+
+def test_value_rows_are_the_last_third_of_qkv():
+    adapter = ViTAdapter(make_vit())
+    block = adapter.blocks[0]
+    assert adapter.value_rows(block) == slice(96, 144)
+
+
+def test_hf_blocks_are_the_transformers_layers():
+    model = FAMILIES["hf-dinov2"]()
+    adapter = ViTAdapter(model)
+    assert [b.module for b in adapter.blocks] == list(model.layers)
+    assert all(b.attention is layer.attention for b, layer in zip(adapter.blocks, model.layers))
+
+
+def test_make_width_following_keeps_other_attentions():
+    model = make_vit()
+    attention = model.blocks[0].attn
+    make_width_following(attention)
+    assert type(attention) is type(model.blocks[1].attn)
+
+
+def test_not_a_vit_is_refused():
+    with pytest.raises(SnapViTError, match="not a Vision Transformer"):
+        ViTAdapter(torch.nn.Sequential(torch.nn.Linear(2, 2)))

@@ -1,0 +1,103 @@
+"""transformers ViT / DINOv2 behind the adapter (hf_vit.py): exact q/k/v fusion, loading, data config."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from test_families import _hf, _images
+
+from snapvit_core.adapter import ViTAdapter
+from snapvit_core.backbones import load_backbone
+from snapvit_core.errors import SnapViTError
+from snapvit_core.hf_vit import hf_data_config, read_model_type
+
+torch.set_num_threads(1)
+
+
+@pytest.mark.parametrize("kind", ["vit", "dinov2"])
+def test_hf_fused_attention_matches_transformers(kind):
+    """The fused-qkv attention computes what the transformers layers computed."""
+    import copy
+
+    wrapped = _hf(kind)
+    original = copy.deepcopy(wrapped.hf)
+    from snapvit_core.hf_vit import FusedQKVAttention
+
+    assert all(isinstance(layer.attention, FusedQKVAttention) for layer in wrapped.layers)
+    import transformers
+
+    config = original.config
+    fresh = type(original)(config, **({"add_pooling_layer": False} if kind == "vit" else {})).eval()
+    state = {k: v for k, v in original.state_dict().items()}
+    prefix = "layers" if kind == "vit" else "encoder.layer"
+    for i in range(config.num_hidden_layers):  # unfuse qkv back into q/k/v
+        attention = f"{prefix}.{i}.attention"
+        q, k, v = state.pop(f"{attention}.qkv.weight").chunk(3)
+        qb, kb, vb = state.pop(f"{attention}.qkv.bias").chunk(3)
+        for name, w, b in (("q_proj", q, qb), ("k_proj", k, kb), ("v_proj", v, vb)):
+            state[f"{attention}.{name}.weight"], state[f"{attention}.{name}.bias"] = w, b
+        state[f"{attention}.o_proj.weight"] = state.pop(f"{attention}.proj.weight")
+        state[f"{attention}.o_proj.bias"] = state.pop(f"{attention}.proj.bias")
+    fresh.load_state_dict(state, strict=True)
+    assert isinstance(fresh, transformers.PreTrainedModel)
+    images = _images(wrapped)
+    with torch.no_grad():
+        expected = fresh(pixel_values=images).last_hidden_state[:, 0]
+        torch.testing.assert_close(ViTAdapter(wrapped).embed(images), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_hf_models_load_from_a_saved_directory(tmp_path):
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.Dinov2Config(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=56, patch_size=14
+    )
+    original = transformers.Dinov2Model(config).eval()
+    original.save_pretrained(tmp_path / "dinov2")
+    processor = {"do_center_crop": True, "crop_size": {"height": 56, "width": 56}, "size": {"shortest_edge": 64}}
+    processor.update(image_mean=[0.5, 0.5, 0.5], image_std=[0.25, 0.25, 0.25], resample=3)
+    (tmp_path / "dinov2" / "preprocessor_config.json").write_text(json.dumps(processor))
+    images = torch.randn(2, 3, 56, 56)
+    with torch.no_grad():
+        expected = original(pixel_values=images).last_hidden_state[:, 0]
+    for model_id in (f"hf:{tmp_path / 'dinov2'}", str(tmp_path / "dinov2")):
+        backbone = load_backbone(model_id)
+        assert backbone.data_config["input_size"] == (3, 56, 56) and backbone.image_size == 56
+        assert backbone.data_config["mean"] == (0.5, 0.5, 0.5) and backbone.data_config["crop_pct"] == 56 / 64
+        with torch.no_grad():
+            torch.testing.assert_close(ViTAdapter(backbone.model).embed(images), expected, atol=1e-5, rtol=1e-5)
+        shape = backbone.shape
+        assert (shape.num_blocks, shape.num_heads, shape.head_dim, shape.mlp_hidden) == (2, 4, 16, 256)
+    random = load_backbone(f"hf:{tmp_path / 'dinov2'}", random_init=True)
+    assert random.random_init and random.shape.num_tokens == 16 + 1
+
+
+@pytest.mark.parametrize("config_class", ["ResNetConfig", "SwinConfig"])
+def test_unsupported_transformers_type_names_the_supported_ones(tmp_path, config_class):
+    import transformers
+
+    getattr(transformers, config_class)().save_pretrained(tmp_path)
+    for model_id in (f"hf:{tmp_path}", str(tmp_path)):
+        with pytest.raises(SnapViTError, match=r"Unsupported transformers model type.*dinov2.*vit"):
+            load_backbone(model_id, random_init=True)
+
+
+def test_transformers_directory_without_config(tmp_path):
+    with pytest.raises(SnapViTError, match="no config.json"):
+        load_backbone(f"hf:{tmp_path}")
+    with pytest.raises(SnapViTError, match="does not exist"):
+        load_backbone(f"hf:{tmp_path / 'missing'}")
+
+
+def test_data_config_without_a_processor_file_uses_the_model_size(tmp_path):
+    config = hf_data_config(tmp_path, 56)
+    assert config["input_size"] == (3, 56, 56) and config["crop_pct"] == 1.0
+    assert config["mean"] == (0.485, 0.456, 0.406) and config["interpolation"] == "bicubic"
+
+
+def test_model_type_is_read_from_config_json(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "dinov2"}))
+    assert read_model_type(tmp_path) == "dinov2"
