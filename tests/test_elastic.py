@@ -38,6 +38,19 @@ def masked_embedding(model, neuron_mask, head_mask, images):
             handle.remove()
 
 
+def prune_and_check_masked(elastic, model, mlp_sparsity, head_sparsity, images):
+    """Prune to the pair; assert it computes the masked unpruned model and has the plan's widths."""
+    pruned = elastic.prune_to(mlp_sparsity, head_sparsity)
+    with torch.no_grad():
+        out = ViTAdapter(pruned).embed(images)
+    neuron_mask, head_mask = elastic.kept_masks()
+    torch.testing.assert_close(out, masked_embedding(model, neuron_mask, head_mask, images), atol=1e-5, rtol=1e-5)
+    now = ViTAdapter(pruned).shape()
+    assert list(now.heads_per_block) == list(elastic.plan.kept_heads)
+    assert list(now.mlp_hidden_per_block) == list(elastic.plan.kept_neurons)
+    return pruned
+
+
 def skewed_scores(model, seed=0):
     """Random scores with block 0 far below the rest, so its minimum keeps must bind."""
     scores = random_scores(model, seed)
@@ -56,15 +69,7 @@ def test_pruned_equals_masked(shape):
     reference = {p: t.clone() for p, t in model.state_dict().items()}
     sequence = [(0.0, 0.0), (0.3, 0.2), (0.9, 0.8), (0.0, 0.0), (0.3, 0.2), (0.9, 0.8), (0.5, 0.4)]
     for mlp_s, head_s in sequence:
-        pruned = elastic.prune_to(mlp_s, head_s)
-        with torch.no_grad():
-            out = ViTAdapter(pruned).embed(images)
-        neuron_mask, head_mask = elastic.kept_masks()
-        expected = masked_embedding(model, neuron_mask, head_mask, images)
-        torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
-        shape_now = ViTAdapter(pruned).shape()
-        assert list(shape_now.heads_per_block) == list(elastic.plan.kept_heads)
-        assert list(shape_now.mlp_hidden_per_block) == list(elastic.plan.kept_neurons)
+        prune_and_check_masked(elastic, model, mlp_s, head_s, images)
     # Minimum keeps bind in block 0 at (0.9, 0.8): exactly the protected count survives there.
     plan = plan_pruning(scores, 0.9, 0.8)
     heads, hidden = scores.heads.shape[1], scores.mlp.shape[1]

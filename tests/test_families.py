@@ -13,7 +13,7 @@ import json
 import pytest
 import torch
 from conftest import SHARED_REFERENCE
-from test_elastic import masked_embedding, skewed_scores
+from test_elastic import prune_and_check_masked, skewed_scores
 
 from snapvit_core.adapter import ViTAdapter
 from snapvit_core.backbones import load_backbone
@@ -100,15 +100,7 @@ def test_family_prunes_exactly_and_counts_flops(family):
     elastic = ElasticViT(model, skewed_scores(model))
     images = _images(model)
     for mlp_s, head_s in PAIRS:
-        pruned = elastic.prune_to(mlp_s, head_s)
-        with torch.no_grad():
-            out = ViTAdapter(pruned).embed(images)
-        neuron_mask, head_mask = elastic.kept_masks()
-        expected = masked_embedding(model, neuron_mask, head_mask, images)
-        torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
-        now = ViTAdapter(pruned).shape()
-        assert list(now.heads_per_block) == list(elastic.plan.kept_heads)
-        assert list(now.mlp_hidden_per_block) == list(elastic.plan.kept_neurons)
+        pruned = prune_and_check_masked(elastic, model, mlp_s, head_s, images)
         analytic, counted = analytic_flops(pruned), counted_flops(pruned)
         assert abs(analytic - counted) <= 0.01 * counted, (family, mlp_s, head_s, analytic, counted)
     assert sum(elastic.plan.kept_heads) < shape.num_blocks * shape.num_heads
@@ -223,19 +215,6 @@ def test_cli_info_and_evaluate_for_every_timm_preset(capsys):
 def test_non_vit_timm_model_names_the_supported_families():
     with pytest.raises(SnapViTError, match="not a Vision Transformer.*DINOv3"):
         load_backbone("convnext_atto", random_init=True)
-
-
-def test_transformers_repo_offline_without_cache_explains_predownload(monkeypatch, tmp_path):
-    from huggingface_hub import constants
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
-    with pytest.raises(SnapViTError) as info:
-        load_backbone("hf:facebook/dinov2-base")
-    message = str(info.value)
-    assert "not in the local Hugging Face cache" in message
-    assert "huggingface-cli download facebook/dinov2-base" in message
-    assert "snapshot_download('facebook/dinov2-base')" in message
 
 
 @pytest.mark.slow

@@ -92,6 +92,19 @@ def test_transformers_directory_without_config(tmp_path):
         load_backbone(f"hf:{tmp_path / 'missing'}")
 
 
+def test_transformers_repo_offline_without_cache_explains_predownload(monkeypatch, tmp_path):
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(SnapViTError) as info:
+        load_backbone("hf:facebook/dinov2-base")
+    message = str(info.value)
+    assert "not in the local Hugging Face cache" in message
+    assert "huggingface-cli download facebook/dinov2-base" in message
+    assert "snapshot_download('facebook/dinov2-base')" in message
+
+
 def test_data_config_without_a_processor_file_uses_the_model_size(tmp_path):
     config = hf_data_config(tmp_path, 56)
     assert config["input_size"] == (3, 56, 56) and config["crop_pct"] == 1.0

@@ -4,30 +4,20 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import (
-    add_correction_arguments,
-    add_json_argument,
-    add_model_arguments,
-    add_scores_arguments,
-    add_sparsity_arguments,
-    build_explorer,
-    correction_from_args,
-    emit,
-    resolve_device,
-)
+from . import _common
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("export", help="export the pruned model as safetensors + config.json (+ ONNX)")
-    add_model_arguments(parser)
-    add_scores_arguments(parser)
-    add_sparsity_arguments(parser)
+    _common.add_model_arguments(parser)
+    _common.add_scores_arguments(parser)
+    _common.add_sparsity_arguments(parser)
     parser.add_argument("--out", required=True, help="export folder (must not exist or be empty)")
     parser.add_argument("--onnx", action="store_true", help="also write model.onnx, checked against PyTorch")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty export folder")
     parser.add_argument("--data", default="embedded", help="calibration data for --correct (default: embedded)")
-    add_correction_arguments(parser)
-    add_json_argument(parser)
+    _common.add_correction_arguments(parser)
+    _common.add_json_argument(parser)
     parser.set_defaults(run=run)
 
 
@@ -37,9 +27,9 @@ def run(args: argparse.Namespace) -> int:
 
     mlp_sparsity = check_sparsity(args.mlp_sparsity, "MLP sparsity")
     head_sparsity = check_sparsity(args.head_sparsity, "head sparsity")
-    explorer = build_explorer(args, resolve_device(args.device))
+    explorer = _common.build_explorer(args, _common.resolve_device(args.device))
     model = explorer.elastic.prune_to(mlp_sparsity, head_sparsity)
-    correction = correction_from_args(args, explorer.backbone.data_config)
+    correction = _common.correction_from_args(args, explorer.backbone.data_config)
     if correction is not None:
         from ..correction import correct_elastic
 
@@ -69,5 +59,5 @@ def run(args: argparse.Namespace) -> int:
     lines = [f"exported to {report.directory}: {', '.join(report.files)}", f"parameters {report.params:,}"]
     if report.onnx_max_abs_diff is not None:
         lines.append(f"ONNX matches PyTorch: max abs difference {report.onnx_max_abs_diff:.2e}")
-    emit(report.to_dict(), args.json, lines)
+    _common.emit(report.to_dict(), args.json, lines)
     return 0
