@@ -102,6 +102,29 @@ class ArchitectureShape:
         )
 
 
+@dataclass(frozen=True)
+class BlockCall:
+    """How a model calls its transformer blocks, minus the token stream (see ``ViTAdapter.first_block_call``).
+
+    ``args`` / ``kwargs`` are what the model itself passes besides the tokens (timm Eva's ``rope``, a
+    transformers layer's ``attention_mask`` ...), so replaying the call reproduces a block's real
+    forward; ``keyword`` names the token argument when the model passes it by keyword.
+    """
+
+    args: tuple
+    kwargs: dict
+    keyword: str | None = None
+
+    def replay(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The block's output tokens (b, T, D) for input tokens ``x`` (b, T, D)."""
+        out = block(**{self.keyword: x}, **self.kwargs) if self.keyword else block(x, *self.args, **self.kwargs)
+        return out[0] if isinstance(out, (tuple, list)) else out
+
+
+class _StopForward(Exception):
+    """Raised by the recording hook: nothing after the first block's input is needed."""
+
+
 def _mlp_layers(mlp: nn.Module) -> tuple[list[nn.Linear], nn.Linear, str]:
     if hasattr(mlp, "fc1_g") and hasattr(mlp, "fc1_x"):
         return [mlp.fc1_x, mlp.fc1_g], mlp.fc2, MLP_SWIGLU
@@ -292,6 +315,39 @@ class ViTAdapter:
         if _uses_cls_embedding(self.model):
             return features[:, 0]
         return self.model.forward_head(features, pre_logits=True)
+
+    def first_block_call(self, images: torch.Tensor) -> tuple[torch.Tensor, BlockCall]:
+        """(tokens entering the first block (b, T, D), how the model calls its blocks) for ``images``.
+
+        Recorded with a forward pre-hook (with kwargs) on the first block during the embedding forward,
+        which stops there, so no family needs its own copy of how it builds the token stream. Every
+        supported family passes all blocks the same extra arguments (timm ViT: none; Eva: the same
+        ``rope``; transformers: the same mask and kwargs), so the call replays any block.
+        """
+        recorded: list[tuple[torch.Tensor, BlockCall]] = []
+
+        def record(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            if args:
+                recorded.append((args[0], BlockCall(tuple(args[1:]), dict(kwargs))))
+            else:  # tokens passed by keyword (e.g. hidden_states=...)
+                keyword, *_ = kwargs
+                rest = {k: v for k, v in kwargs.items() if k != keyword}
+                recorded.append((kwargs[keyword], BlockCall((), rest, keyword)))
+            raise _StopForward
+
+        handle = self.blocks[0].module.register_forward_pre_hook(record, with_kwargs=True)
+        try:
+            self.embed(images)
+        except _StopForward:
+            pass
+        finally:
+            handle.remove()
+        if not recorded:
+            raise SnapViTError(
+                f"{type(self.model).__name__} never ran its first transformer block in its forward.",
+                "Use a backbone whose forward runs its transformer blocks.",
+            )
+        return recorded[0]
 
     def value_rows(self, block: BlockLayers) -> slice:
         """Rows of ``qkv.weight`` that hold the values (the last third)."""

@@ -14,7 +14,9 @@ columns. This is the published algorithm (same damping and failure modes); in ex
 equals the closed form ``W'_K = W_K + W_S H_SK H_KK^-1`` (tested).
 
 Blocks are corrected in order, and block b is calibrated on the activations produced by the already
-corrected blocks 0..b-1, as in SparseGPT.
+corrected blocks 0..b-1, as in SparseGPT. The tokens entering block 0 and the arguments the model passes
+its blocks (RoPE for DINOv3, masks for transformers layers) are captured through the adapter
+(``ViTAdapter.first_block_call``), so every family the adapter supports is corrected the same way.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .adapter import ViTAdapter
+from .adapter import BlockCall, ViTAdapter
 from .elastic import ElasticViT
 from .errors import CancelledError, SnapViTError
 
@@ -247,63 +249,6 @@ def _shadow(module: nn.Module) -> nn.Module:
     return copy.deepcopy(module, memo).eval()
 
 
-@dataclass
-class _BlockCall:
-    """How the model called one block on one batch, minus the token stream.
-
-    ``args`` / ``kwargs`` are what the model itself passed besides the tokens (timm Eva's ``rope``, a
-    transformers layer's ``attention_mask`` ...), so replaying the call reproduces the block's real
-    forward; ``keyword`` names the token argument when the model passed it by keyword.
-    """
-
-    args: tuple
-    kwargs: dict
-    keyword: str | None = None
-
-    def replay(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """The block's output tokens (b, T, D) for input tokens ``x`` (b, T, D)."""
-        out = block(**{self.keyword: x}, **self.kwargs) if self.keyword else block(x, *self.args, **self.kwargs)
-        return out[0] if isinstance(out, (tuple, list)) else out
-
-
-class _StopForward(Exception):
-    """Raised by the recording hook: nothing after the first block's input is needed."""
-
-
-def _record_first_call(adapter: ViTAdapter, images: torch.Tensor) -> tuple[torch.Tensor, _BlockCall]:
-    """(tokens entering the first block (b, T, D), the model's call of it) when ``adapter.model`` embeds ``images``.
-
-    Recorded with a forward pre-hook (with kwargs) on the first block, whose forward is never run, so
-    it works for every family the adapter supports without knowing how each builds its token stream.
-    Every supported family passes all blocks the same extra arguments (timm ViT: none; Eva: the same
-    ``rope``; transformers: the same mask and kwargs), so this call replays every block.
-    """
-    recorded: list[tuple[torch.Tensor, _BlockCall]] = []
-
-    def record(module: nn.Module, args: tuple, kwargs: dict) -> None:
-        if args:
-            recorded.append((args[0], _BlockCall(tuple(args[1:]), dict(kwargs))))
-        else:  # tokens passed by keyword (e.g. hidden_states=...)
-            keyword, *_ = kwargs
-            rest = {k: v for k, v in kwargs.items() if k != keyword}
-            recorded.append((kwargs[keyword], _BlockCall((), rest, keyword)))
-        raise _StopForward
-
-    handle = adapter.blocks[0].module.register_forward_pre_hook(record, with_kwargs=True)
-    try:
-        adapter.embed(images)
-    except _StopForward:
-        pass
-    finally:
-        handle.remove()
-    if not recorded:
-        raise SnapViTError(
-            f"{type(adapter.model).__name__} never ran its first transformer block in its forward.",
-            "Weight correction needs a backbone whose forward runs its transformer blocks.",
-        )
-    return recorded[0]
-
-
 def _gram_of_input(layer: nn.Linear, gram: torch.Tensor) -> torch.utils.hooks.RemovableHandle:
     """Accumulate X X^T of ``layer``'s input into ``gram`` on every forward (all tokens are rows)."""
 
@@ -319,7 +264,7 @@ def _input_gram(
     pruned_parent: nn.Module,
     full_parent: nn.Module,
     full_layer: nn.Linear,
-    stream: Iterable[tuple[torch.Tensor, _BlockCall]],
+    stream: Iterable[tuple[torch.Tensor, BlockCall]],
 ) -> torch.Tensor:
     """X X^T of ``full_layer``'s full-width input when ``full_parent`` sees what ``pruned_parent`` sees.
 
@@ -399,7 +344,7 @@ def correct_pruned_model(
         if progress is not None:
             progress(done / steps, message)
 
-    def batches() -> Iterator[tuple[torch.Tensor, _BlockCall]]:
+    def batches() -> Iterator[tuple[torch.Tensor, BlockCall]]:
         """(tokens entering the current block, the model's call of its blocks) per batch."""
         for x, call in zip(stream, calls):
             if cancel is not None and cancel():
@@ -409,9 +354,9 @@ def correct_pruned_model(
     try:
         with torch.no_grad():
             stream: list[torch.Tensor] = []  # activations entering the current block, one (b, T, D) per batch
-            calls: list[_BlockCall] = []  # per batch, how the model calls its blocks
+            calls: list[BlockCall] = []  # per batch, how the model calls its blocks
             for i in range(0, len(images), config.batch_size):
-                x, call = _record_first_call(pruned, images[i : i + config.batch_size].to(device))
+                x, call = pruned.first_block_call(images[i : i + config.batch_size].to(device))
                 stream.append(x)
                 calls.append(call)
             for index, (source, target) in enumerate(zip(full.blocks, pruned.blocks)):

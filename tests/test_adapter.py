@@ -73,3 +73,21 @@ def test_make_width_following_keeps_other_attentions():
 def test_not_a_vit_is_refused():
     with pytest.raises(SnapViTError, match="not a Vision Transformer"):
         ViTAdapter(torch.nn.Sequential(torch.nn.Linear(2, 2)))
+
+
+@pytest.mark.parametrize("family", ["dinov3", "hf-vit", "deit-distilled"])
+def test_first_block_call_replays_the_models_own_block_forward(family):
+    """Replaying every block from the recorded call gives what the model's forward gives the last block."""
+    model = FAMILIES[family]()
+    adapter = ViTAdapter(model)
+    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    seen = []
+    handle = adapter.blocks[-1].module.register_forward_hook(lambda m, a, out: seen.append(out))
+    with torch.no_grad():
+        adapter.embed(images)
+        handle.remove()
+        x, call = adapter.first_block_call(images)
+        for block in adapter.blocks:
+            x = call.replay(block.module, x)
+    expected = seen[0][0] if isinstance(seen[0], tuple) else seen[0]
+    torch.testing.assert_close(x, expected)
