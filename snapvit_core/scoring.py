@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from . import distributed
 from .adapter import ViTAdapter
 from .data import ImageSet, to_rgb
 from .data_free import lamp_scores, magnitude_scores, random_scores
@@ -356,7 +357,7 @@ def _cross_entropy_loss(
 
 def _gradient_scores(
     model: nn.Module,
-    images: list[Image.Image],
+    images: Sequence[Image.Image],
     labels: torch.Tensor | None,
     data_config: dict,
     config: ScoringConfig,
@@ -364,6 +365,23 @@ def _gradient_scores(
     progress: ProgressCallback | None,
     cancel: Callable[[], bool] | None,
 ) -> ImportanceScores:
+    """One pass over ``images`` (this process's shard of them under torchrun), then the reduction.
+
+    Accumulated mode computes sum_i w_i grad L_i with w_i = 1 / (size of image i's batch of
+    ``config.batch_size``), which is the sum over batches of the batch-mean gradient, whatever order,
+    grouping or process computed each term; per-image mode sums each image's reduced scores. Under a
+    process group the partial sums are all-reduced before the (non-linear) reduction, so every rank
+    returns the single-process scores.
+
+    Speed (profiled with cProfile on the embedded backbone, 1 thread: backward 43 %, forward linears
+    19 %, the teacher's deep copy 9 %, crop resizing 5 %): the teacher is the student itself. Gradients
+    only accumulate (no optimiser step), so the student's weights stay those of the model and its
+    detached distributions on the global crops *are* the teacher's; whole images go into one forward
+    (``crop_micro_batch // views`` images), and the global crops' rows of that forward give the targets
+    of every crop of those images. This drops the teacher's forward (2 of every 12 crops) and its copy
+    of the model. When a micro-batch cannot hold one image's crops, a separate no-grad forward of the
+    global crops gives the targets (same values).
+    """
     objective, reduction = GRADIENT_METHODS[config.method]
     _check_input_size(model, data_config)
     device = torch.device(device)
@@ -373,51 +391,105 @@ def _gradient_scores(
         return torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
 
     student = ViTAdapter(_private_copy(model, device))
-    teacher = ViTAdapter(_private_copy(model, device)) if objective == LABEL_FREE else None
     for block in student.blocks:  # only the scored weights take gradients
         block.fc1.weight.requires_grad_(True)
         block.qkv.weight.requires_grad_(True)
-
-    def backward(crops: torch.Tensor, targets: torch.Tensor, crop_range: range, scale: float) -> None:
-        """Backward of scale * the summed loss of these crops, micro-batched; gradients accumulate."""
-        for index in crop_range[:: config.crop_micro_batch]:
-            chunk = slice(index, min(index + config.crop_micro_batch, crop_range.stop))
-            if teacher is not None:
-                terms = _label_free_loss(student, crops[chunk], targets[chunk], autocast)
-            else:
-                terms = _cross_entropy_loss(student, crops[chunk], targets[chunk], views, autocast)
-            (terms.sum() * scale).backward()
-
+    label_free = objective == LABEL_FREE
+    views, total = config.crops_per_image, len(images)
     per_image = config.squared_gradients == "per-image"
+    whole_images = config.crop_micro_batch >= views  # one forward holds every crop of an image
+    # images per forward/backward (and per progress/cancel step): whole images, at most one batch
+    group = 1 if per_image else max(1, min(config.batch_size, config.crop_micro_batch // views))
+    shard = distributed.shard_range(total)
     mlp_sum, heads_sum = 0.0, 0.0  # running sums of per-image unit scores (per-image only)
-    generator = torch.Generator().manual_seed(config.seed)
-    views, total, start = config.crops_per_image, len(images), time.perf_counter()
-    for first in range(0, total, config.batch_size):
+    start = time.perf_counter()
+    for first in range(shard.start, shard.stop, group):
         if cancel is not None and cancel():
             raise CancelledError("scoring")
-        batch = images[first : first + config.batch_size]
-        crops = make_crops(batch, data_config, config, generator).to(device)  # (n * V, 3, S, S)
-        if teacher is not None:
-            targets = _label_free_targets(teacher, crops, config, autocast)
+        indices = range(first, min(first + group, shard.stop))
+        crops = torch.cat([_image_crops(images[i], i, data_config, config) for i in indices]).to(device)  # (n*V, ...)
+        weights = (torch.ones(len(indices)) if per_image else _batch_weights(indices, total, config.batch_size)).to(
+            device
+        )
+        crop_weights = weights.repeat_interleave(views)  # (n * V,)
+        if label_free and whole_images:
+            with autocast():
+                embedding = student.embed(crops)
+            normalized = F.normalize(embedding.float(), dim=-1)  # (n * V, D)
+            targets = _targets_from_teacher_probs(F.softmax(normalized.detach(), dim=-1), config)
+            log_probs = F.log_softmax(normalized, dim=-1)
+            ((-(targets * log_probs).sum(dim=-1)) * crop_weights).sum().backward()
         else:
-            targets = labels[first : first + len(batch)].repeat_interleave(views).to(device)  # (n * V,)
-
-        if not per_image:
-            backward(crops, targets, range(len(crops)), 1 / len(batch))  # batch mean; gradients accumulate over batches
-        else:
-            for image in range(len(batch)):  # one image's gradient at a time, squared and reduced
-                backward(crops, targets, range(image * views, (image + 1) * views), 1.0)
-                mlp, heads = _reduce(student, reduction, config.snip_alpha)
-                mlp_sum, heads_sum = mlp_sum + mlp, heads_sum + heads  # stays on the device: no sync per image
-                student.model.zero_grad(set_to_none=True)
+            if label_free:
+                targets = _label_free_targets(student, crops, config, autocast)
+            else:
+                targets = labels[list(indices)].repeat_interleave(views).to(device)  # (n * V,)
+            for chunk in range(0, len(crops), config.crop_micro_batch):
+                part = slice(chunk, chunk + config.crop_micro_batch)
+                if label_free:
+                    terms = _label_free_loss(student, crops[part], targets[part], autocast)
+                else:
+                    terms = _cross_entropy_loss(student, crops[part], targets[part], views, autocast)
+                (terms * crop_weights[part]).sum().backward()
+        if per_image:  # group is one image: its gradient, squared and reduced
+            mlp, heads = _reduce(student, reduction, config.snip_alpha)
+            mlp_sum, heads_sum = mlp_sum + mlp, heads_sum + heads  # stays on the device: no sync per image
+            student.model.zero_grad(set_to_none=True)
         if progress is not None:
-            done, elapsed = first + len(batch), time.perf_counter() - start
+            done, elapsed = (indices.stop - shard.start) * total / max(len(shard), 1), time.perf_counter() - start
             rate = done / max(elapsed, 1e-9)
             progress(done / total, rate, (total - done) / rate)
     if per_image:
+        mlp_sum, heads_sum = _zeros_if_empty(student, mlp_sum, heads_sum, device)
+        distributed.all_reduce_sum(mlp_sum)
+        distributed.all_reduce_sum(heads_sum)
         return ImportanceScores((mlp_sum / total).cpu(), (heads_sum / total).cpu())
+    for block in student.blocks:  # the accumulated gradients of every rank, summed before squaring
+        for weight in (block.fc1.weight, block.qkv.weight):
+            if weight.grad is None:  # a rank with no images (more processes than images)
+                weight.grad = torch.zeros_like(weight)
+            distributed.all_reduce_sum(weight.grad)
     mlp, heads = _reduce(student, reduction, config.snip_alpha)
     return ImportanceScores(mlp.cpu(), heads.cpu())
+
+
+def _image_crops(image: Image.Image, index: int, data_config: dict, config: ScoringConfig) -> torch.Tensor:
+    """(V, 3, S, S) crops of image ``index``, drawn from a generator seeded by (seed, index) alone, so the
+    crops do not depend on batching, workers or how images are split across processes."""
+    return make_crops([image], data_config, config, crop_generator(config.seed, index))
+
+
+def crop_generator(seed: int, index: int) -> torch.Generator:
+    """The crop generator of image ``index`` under ``seed`` (SeedSequence mixes the pair into 63 bits)."""
+    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(index)]).generate_state(2, np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
+
+
+def _batch_weights(indices: range, total: int, batch_size: int) -> torch.Tensor:
+    """(n,) 1 / size of each image's batch: the batch-mean weights of a pass in batches of ``batch_size``."""
+    index = torch.arange(indices.start, indices.stop)
+    batch_start = index // batch_size * batch_size
+    return 1.0 / (torch.clamp(batch_start + batch_size, max=total) - batch_start).float()
+
+
+def _targets_from_teacher_probs(probs: torch.Tensor, config: ScoringConfig) -> torch.Tensor:
+    """(n * V, D) crop distributions -> (n * V, D) summed teacher targets (see ``_label_free_targets``)."""
+    views, globals_ = config.crops_per_image, config.global_crops
+    teacher = probs.unflatten(0, (-1, views))[:, :globals_]  # (n, G, D)
+    targets = teacher.sum(dim=1, keepdim=True).repeat(1, views, 1)  # (n, V, D)
+    targets[:, :globals_] -= teacher
+    return targets.flatten(0, 1)
+
+
+def _zeros_if_empty(student: ViTAdapter, mlp, heads, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image sums as tensors; zeros of the right shape on a rank that scored no image."""
+    if isinstance(mlp, torch.Tensor):
+        return mlp, heads
+    shape = student.shape()
+    return (
+        torch.zeros(shape.num_blocks, shape.mlp_hidden, device=device),
+        torch.zeros(shape.num_blocks, shape.num_heads, device=device),
+    )
 
 
 def _check_input_size(model: nn.Module, data_config: dict) -> None:
