@@ -48,7 +48,8 @@ def init_from_env(device: str | torch.device | None = None) -> bool:
         return True
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
         return False
-    cuda = torch.cuda.is_available() and (device is None or torch.device(device).type == "cuda")
+    wants_cuda = device is None or str(device) == "auto" or torch.device(device).type == "cuda"
+    cuda = torch.cuda.is_available() and wants_cuda
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend="nccl" if cuda else "gloo")
@@ -105,6 +106,21 @@ def all_gather_floats(values: list[float], total: int) -> list[float]:
     local = torch.tensor(values, dtype=torch.float64).reshape(-1, 1)
     device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
     return all_gather_rows(local.to(device), total)[:, 0].cpu().tolist()
+
+
+def broadcast_module(module: torch.nn.Module) -> torch.nn.Module:
+    """Give every rank rank 0's parameters and buffers (e.g. an unseeded random-init backbone)."""
+    if is_distributed():
+        with torch.no_grad():
+            for tensor in [*module.parameters(), *module.buffers()]:
+                dist.broadcast(tensor.data, src=0)
+    return module
+
+
+def shutdown() -> None:
+    """Leave the process group (end of a torchrun command)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def barrier() -> None:
