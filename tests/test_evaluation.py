@@ -227,3 +227,34 @@ def test_evaluator_from_splits_progress_and_fp16_bank(tiny_vit):
     half = KnnEvaluator.from_splits(splits, k=3, bank_dtype=torch.float16)
     assert half.features(tiny_vit, "k")[0].dtype == torch.float16
     assert half.top1(tiny_vit, "k") == KnnEvaluator.from_splits(splits, k=3).top1(tiny_vit)
+
+
+def test_evaluate_cli_streams_a_folder_and_matches_the_in_memory_top1(tmp_path, capsys):
+    """``evaluate --data folder:`` goes through the streaming datasets; same top-1 as tensors in memory."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from snapvit_core.backbones import load_backbone
+    from snapvit_core.cli import main
+    from snapvit_core.data import FolderImageDataset, load_knn_splits
+
+    rng = np.random.default_rng(0)
+    for index in range(24):
+        folder = tmp_path / "pets" / f"class_{index % 3}"
+        folder.mkdir(parents=True, exist_ok=True)
+        tint = np.array([80 * (index % 3), 60, 200 - 80 * (index % 3)], dtype=np.float64)
+        pixels = np.clip(tint + rng.normal(0, 30, (30, 30, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"{index}.png")
+    data = f"folder:{tmp_path / 'pets'}"
+    args = ["evaluate", "--model", "embedded", "--data", data, "--method", "magnitude"]
+    args += ["--mlp-sparsity", "0.35", "--head-sparsity", "0.2", "--metrics", "knn", "--k", "3", "--json"]
+    assert main(args) == 0
+    top1 = json.loads(capsys.readouterr().out)["knn_top1"]
+    backbone = load_backbone("embedded")
+    streamed = load_knn_splits(data, backbone.data_config, stream=True)
+    assert isinstance(streamed.train, FolderImageDataset)
+    explorer = Explorer(backbone, magnitude_scores(backbone.model))
+    explorer.attach_knn(KnnEvaluator.from_splits(load_knn_splits(data, backbone.data_config), k=3))
+    assert explorer.evaluate(0.35, 0.2, ("knn",)).knn_top1 == pytest.approx(top1)
