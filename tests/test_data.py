@@ -178,6 +178,12 @@ def test_saved_hf_dataset_loads_offline(tmp_path):
     table.save_to_disk(str(tmp_path / "saved"))
     splits = load_knn_splits(f"hf:{tmp_path / 'saved'}", CONFIG_32, test_fraction=0.2)
     assert splits.train.shape[0] == 8 and splits.test.shape[0] == 2 and splits.class_names == ("a", "b")
+    streamed = load_knn_splits(f"hf:{tmp_path / 'saved'}", CONFIG_32, test_fraction=0.2, stream=True)
+    assert isinstance(streamed.train, data.HFImageDataset) and streamed.class_names == ("a", "b")
+    for split in ("train", "test"):  # the same rows, decoded on demand
+        dataset = getattr(streamed, split)
+        torch.testing.assert_close(torch.stack([dataset[i][0] for i in range(len(dataset))]), getattr(splits, split))
+        assert torch.equal(getattr(streamed, f"{split}_labels"), getattr(splits, f"{split}_labels"))
 
 
 def test_embedded_fast_path_equals_the_timm_transform():
