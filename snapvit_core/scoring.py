@@ -24,10 +24,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
+from torch.utils.data import DataLoader
 
 from . import distributed
 from .adapter import ViTAdapter
-from .data import ImageSet, to_rgb
+from .crops import CropDataset, crop_generator, crop_workers, make_crops, sample_crop_box  # noqa: F401 (re-exported)
+from .data import ImageSet
 from .data_free import lamp_scores, magnitude_scores, random_scores
 from .errors import CancelledError, SnapViTError
 from .scores import DEFAULT_MIN_HEAD_KEEP_RATIO, DEFAULT_MIN_MLP_KEEP_RATIO, ImportanceScores
@@ -56,16 +58,6 @@ METHODS = tuple(GRADIENT_METHODS) + tuple(DATA_FREE_METHODS)
 #   published score files); "per-image": mean over images of each image's squared gradient,
 #   H ~ 1/N sum_i (grad L_i)^2, the diagonal empirical Fisher as the paper writes it.
 SQUARED_GRADIENTS = ("accumulated", "per-image")
-
-_RESAMPLE = {
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS,
-    "box": Image.Resampling.BOX,
-    "hamming": Image.Resampling.HAMMING,
-}
-_CROP_RATIO = (3 / 4, 4 / 3)  # aspect-ratio range of RandomResizedCrop (torchvision default)
 
 ProgressCallback = Callable[[float, float, float], None]  # (fraction done, images per second, ETA seconds)
 Autocast = Callable[[], contextlib.AbstractContextManager]  # a fresh autocast (or null) context per forward
@@ -154,6 +146,7 @@ def compute_scores(
     progress: ProgressCallback | None = None,
     cancel: Callable[[], bool] | None = None,
     model_id: str | None = None,
+    workers: int | None = None,
 ) -> ImportanceScores:
     """Importance scores of ``model``'s MLP neurons and attention heads.
 
@@ -168,6 +161,7 @@ def compute_scores(
         progress: called after each batch with (fraction done, images per second, ETA in seconds).
         cancel: polled before each batch; returning True raises ``CancelledError``.
         model_id: the backbone id, recorded in the metadata.
+        workers: crop-making processes (None: 0 on the CPU, up to 8 on CUDA); never changes the scores.
 
     Returns:
         Scores with metadata: method, config, samples, data, model_id, device, seconds, library_version.
@@ -180,7 +174,9 @@ def compute_scores(
     else:
         image_list, label_tensor = _select_inputs(model, images, labels, config)
         used = len(image_list)
-        scores = _gradient_scores(model, image_list, label_tensor, data_config, config, device, progress, cancel)
+        scores = _gradient_scores(
+            model, image_list, label_tensor, data_config, config, device, progress, cancel, workers
+        )
     from . import __version__  # lazy: the package __init__ imports modules that import this one
 
     metadata = {
@@ -247,63 +243,6 @@ def _num_classes(model: nn.Module) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# Crops
-
-
-def sample_crop_box(
-    width: int, height: int, scale: tuple[float, float], generator: torch.Generator
-) -> tuple[int, int, int, int]:
-    """(left, top, crop width, crop height) of a random resized crop, as torchvision samples it, seeded.
-
-    Area fraction uniform in ``scale``, aspect ratio log-uniform in [3/4, 4/3]; after 10 misses, the
-    largest centred crop with a clamped aspect ratio.
-    """
-    area = width * height
-    log_low, log_high = math.log(_CROP_RATIO[0]), math.log(_CROP_RATIO[1])
-    for _ in range(10):
-        target = area * torch.empty(1).uniform_(scale[0], scale[1], generator=generator).item()
-        aspect = math.exp(torch.empty(1).uniform_(log_low, log_high, generator=generator).item())
-        crop_w, crop_h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
-        if 0 < crop_w <= width and 0 < crop_h <= height:
-            top = int(torch.randint(0, height - crop_h + 1, (1,), generator=generator))
-            left = int(torch.randint(0, width - crop_w + 1, (1,), generator=generator))
-            return left, top, crop_w, crop_h
-    aspect = width / height
-    if aspect < _CROP_RATIO[0]:
-        crop_w, crop_h = width, round(width / _CROP_RATIO[0])
-    elif aspect > _CROP_RATIO[1]:
-        crop_w, crop_h = round(height * _CROP_RATIO[1]), height
-    else:
-        crop_w, crop_h = width, height
-    return (width - crop_w) // 2, (height - crop_h) // 2, crop_w, crop_h
-
-
-def make_crops(
-    images: Sequence[Image.Image], data_config: dict, config: ScoringConfig, generator: torch.Generator
-) -> torch.Tensor:
-    """Global then local crops of every image, resized to the model input and normalised.
-
-    Returns:
-        (N * V, 3, S, S) float32, image-major: crops ``i * V .. i * V + V - 1`` belong to image ``i``, the
-        first ``global_crops`` of them global. No colour augmentation.
-    """
-    size = int(data_config["input_size"][-1])
-    resample = _RESAMPLE.get(str(data_config.get("interpolation", "bicubic")), Image.Resampling.BICUBIC)
-    mean = torch.tensor(data_config["mean"], dtype=torch.float32).view(3, 1, 1)
-    std = torch.tensor(data_config["std"], dtype=torch.float32).view(3, 1, 1)
-    scales = [config.global_scale] * config.global_crops + [config.local_scale] * config.local_crops
-    crops = []
-    for image in images:
-        image = image if image.mode == "RGB" else to_rgb(image)
-        for scale in scales:
-            left, top, crop_w, crop_h = sample_crop_box(image.width, image.height, scale, generator)
-            crop = image.resize((size, size), resample, box=(left, top, left + crop_w, top + crop_h))
-            crops.append(torch.from_numpy(np.asarray(crop, dtype=np.uint8).copy()).permute(2, 0, 1))
-    pixels = torch.stack(crops).float().div_(255.0)  # (N * V, 3, S, S) in [0, 1]
-    return (pixels - mean) / std
-
-
-# ---------------------------------------------------------------------------------------------
 # Losses: each returns one loss term per crop; their sum over a batch, divided by the number of
 # images, is the batch loss, so micro-batches of crops can be backpropagated separately.
 
@@ -364,6 +303,7 @@ def _gradient_scores(
     device: str | torch.device,
     progress: ProgressCallback | None,
     cancel: Callable[[], bool] | None,
+    workers: int | None = None,
 ) -> ImportanceScores:
     """One pass over ``images`` (this process's shard of them under torchrun), then the reduction.
 
@@ -403,11 +343,17 @@ def _gradient_scores(
     shard = distributed.shard_range(total)
     mlp_sum, heads_sum = 0.0, 0.0  # running sums of per-image unit scores (per-image only)
     start = time.perf_counter()
-    for first in range(shard.start, shard.stop, group):
+    loader = DataLoader(  # crops are made in `workers` processes (on CUDA, PIL resizing is the bottleneck)
+        CropDataset(images, data_config, config, shard),
+        batch_size=group,
+        num_workers=crop_workers(workers, device),
+        pin_memory=device.type == "cuda",
+    )
+    for first_index, crops in loader:  # (n,), (n, V, 3, S, S)
         if cancel is not None and cancel():
             raise CancelledError("scoring")
-        indices = range(first, min(first + group, shard.stop))
-        crops = torch.cat([_image_crops(images[i], i, data_config, config) for i in indices]).to(device)  # (n*V, ...)
+        indices = range(int(first_index[0]), int(first_index[-1]) + 1)
+        crops = crops.flatten(0, 1).to(device, non_blocking=True)  # (n * V, 3, S, S), image-major
         weights = (torch.ones(len(indices)) if per_image else _batch_weights(indices, total, config.batch_size)).to(
             device
         )
@@ -451,18 +397,6 @@ def _gradient_scores(
             distributed.all_reduce_sum(weight.grad)
     mlp, heads = _reduce(student, reduction, config.snip_alpha)
     return ImportanceScores(mlp.cpu(), heads.cpu())
-
-
-def _image_crops(image: Image.Image, index: int, data_config: dict, config: ScoringConfig) -> torch.Tensor:
-    """(V, 3, S, S) crops of image ``index``, drawn from a generator seeded by (seed, index) alone, so the
-    crops do not depend on batching, workers or how images are split across processes."""
-    return make_crops([image], data_config, config, crop_generator(config.seed, index))
-
-
-def crop_generator(seed: int, index: int) -> torch.Generator:
-    """The crop generator of image ``index`` under ``seed`` (SeedSequence mixes the pair into 63 bits)."""
-    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(index)]).generate_state(2, np.uint32)
-    return torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
 
 
 def _batch_weights(indices: range, total: int, batch_size: int) -> torch.Tensor:

@@ -104,9 +104,9 @@ def test_per_image_squared_gradients_are_the_mean_of_single_image_scores(images,
     Crops are made a deterministic function of the image here, so each image's crops are the same
     whichever run draws them; in normal runs they come from the seeded generator.
     """
-    import snapvit_core.scoring as scoring
+    import snapvit_core.crops as crops
 
-    real_make_crops = scoring.make_crops
+    real_make_crops = crops.make_crops
 
     def fixed_crops(batch, data_config, config, generator):
         per_image = [
@@ -114,7 +114,7 @@ def test_per_image_squared_gradients_are_the_mean_of_single_image_scores(images,
         ]
         return torch.cat(per_image)
 
-    monkeypatch.setattr(scoring, "make_crops", fixed_crops)
+    monkeypatch.setattr(crops, "make_crops", fixed_crops)
     model = make_vit()
     for method, labels in (("snapvit", None), ("cross-entropy", LABELS[:2])):
         per_image = score(model, images[:2], method, labels, samples=2, squared_gradients="per-image")
@@ -288,17 +288,17 @@ def load_reference_scoring():
     ],
 )
 def test_scores_equal_the_previous_implementation_on_identical_crops(images, monkeypatch, method, overrides):
-    import snapvit_core.scoring as scoring
+    import snapvit_core.crops as crops
 
     reference = load_reference_scoring()
-    real_make_crops = scoring.make_crops
+    real_make_crops = crops.make_crops
 
     def fixed_crops(batch, data_config, config, generator):  # a function of the image only
         return torch.cat(
             [real_make_crops([im], data_config, config, torch.Generator().manual_seed(11)) for im in batch]
         )
 
-    monkeypatch.setattr(scoring, "make_crops", fixed_crops)
+    monkeypatch.setattr(crops, "make_crops", fixed_crops)
     monkeypatch.setattr(reference, "make_crops", fixed_crops)
     model = make_vit()
     labels = LABELS if method == "cross-entropy" else None
@@ -320,3 +320,13 @@ def test_crops_depend_on_seed_and_image_index_only(images, monkeypatch):
     draws = {(s, i): torch.rand(3, generator=crop_generator(s, i)) for s in (0, 1) for i in (0, 1, 2)}
     assert torch.equal(draws[(0, 1)], torch.rand(3, generator=crop_generator(0, 1)))
     assert len({tuple(v.tolist()) for v in draws.values()}) == 6
+
+
+def test_crop_worker_processes_do_not_change_the_scores(images):
+    model = make_vit()
+    config = ScoringConfig(**FAST)
+    inline = compute_scores(model, images, DATA_CONFIG, config, workers=0)
+    workers = compute_scores(model, images, DATA_CONFIG, config, workers=2)
+    assert torch.equal(inline.mlp, workers.mlp) and torch.equal(inline.heads, workers.heads)
+    with pytest.raises(SnapViTError, match="workers"):
+        compute_scores(model, images, DATA_CONFIG, config, workers=-1)
