@@ -17,6 +17,7 @@ test counts as a failure on a GPU machine.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import subprocess
 import sys
@@ -118,7 +119,7 @@ def speed_stage(backbone, scores, sizes: dict, device: torch.device, dtype) -> l
     elastic = ElasticViT(backbone.model, scores, backbone.model_id)
     rows, base = [], None
     for mlp, heads in PUBLISHED_SPARSITY_PAIRS:
-        model = elastic.prune_to(mlp, heads)
+        model = copy.deepcopy(elastic.prune_to(mlp, heads))  # measure_latency casts the model it times in place
         report = measure_latency(
             model, backbone.image_size, sizes["latency_batch"], device, dtype, min_run_time=sizes["timing_s"]
         )
