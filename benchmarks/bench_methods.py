@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> str:
 
     backbone = load_backbone("embedded")
     splits = load_knn_splits("embedded", backbone.data_config)
-    evaluator = KnnEvaluator(splits.train, splits.train_labels, splits.test, splits.test_labels, k=20)
+    evaluator = KnnEvaluator.from_splits(splits)
 
     def score(
         method: str, seed: int, source: str = "embedded", squared: str = "accumulated"

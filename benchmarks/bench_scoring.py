@@ -1,10 +1,12 @@
-"""Scoring throughput: crops per second of every scoring method, on the embedded backbone and a ViT-S/16.
+"""Scoring throughput, side by side with the scoring code of main before issue 17 (REFERENCE_COMMIT).
 
-Prints, per backbone and device, the median wall time of ``compute_scores`` over a few repeats (after one
-warm-up run) and, for the gradient methods, crops per second (images x 12 crops / time). Data-free methods
-report milliseconds. ViT-S/16 is built with random weights at 224 px (no download).
+For each backbone (the embedded one, a random-init ViT-S/16 at 224 px) and gradient method, runs
+``compute_scores`` of today's code and of the reference commit's ``scoring.py`` in interleaved rounds on
+the same images and settings (published 2 + 10 crops), and prints crops/s of each and the median of
+the per-round speed ratios (new / old). Data-free methods report milliseconds (today's code only).
 
-    .venv/bin/python benchmarks/bench_scoring.py [--quick] [--threads 1]
+    python benchmarks/bench_scoring.py --images 256 --rounds 3 --threads 2      # the issue's figures
+    python benchmarks/bench_scoring.py --quick                                  # smoke run
 """
 
 from __future__ import annotations
@@ -18,11 +20,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from reference_code import REFERENCE_COMMIT, load_reference  # noqa: E402
 
 from snapvit_core.backbones import Backbone, load_backbone  # noqa: E402
 from snapvit_core.data import procedural_images  # noqa: E402
 from snapvit_core.errors import SnapViTError  # noqa: E402
-from snapvit_core.scoring import GRADIENT_METHODS, METHODS, ScoringConfig, compute_scores  # noqa: E402
+from snapvit_core.scoring import DATA_FREE_METHODS, GRADIENT_METHODS, ScoringConfig, compute_scores  # noqa: E402
 
 
 def load_embedded() -> Backbone:
@@ -34,59 +39,81 @@ def load_embedded() -> Backbone:
         return load_backbone("embedded", random_init=True)
 
 
-def time_method(backbone: Backbone, method: str, count: int, repeats: int, device: str) -> list[float]:
-    """Wall seconds of ``repeats`` runs of ``compute_scores`` on ``count`` images, after one warm-up run."""
+def timed(function, *args, device: str, **kwargs) -> float:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    function(*args, **kwargs)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def compare(backbone: Backbone, method: str, count: int, rounds: int, device: str, reference) -> tuple:
+    """(new crops/s, old crops/s, median per-round ratio), after one warm-up of each on one image."""
     images = procedural_images(count, seed=0)
     classes = int(getattr(backbone.model, "num_classes", 0) or 0)
     labels = [i % max(classes, 1) for i in range(count)]
-    config = ScoringConfig(method=method, samples=count, batch_size=min(count, 16))
+    new_config = ScoringConfig(method=method, samples=count)
+    old_config = reference.ScoringConfig(method=method, samples=count)
     model = backbone.model.to(device)
-    times = []
-    for run in range(repeats + 1):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        compute_scores(model, images if run else images[:1], backbone.data_config, config, labels, device)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        if run:  # run 0 is the warm-up, on one image
-            times.append(time.perf_counter() - start)
-    return times
+    args = (backbone.data_config,)
+    compute_scores(model, images[:1], *args, new_config, labels[:1], device)
+    reference.compute_scores(model, images[:1], *args, old_config, labels[:1], device)
+    new_times, old_times = [], []
+    for _ in range(rounds):  # interleaved: load changes hit both alike
+        old_times.append(
+            timed(reference.compute_scores, model, images, *args, old_config, labels, device, device=device)
+        )
+        new_times.append(timed(compute_scores, model, images, *args, new_config, labels, device, device=device))
+    crops = count * new_config.crops_per_image
+    ratio = statistics.median(old / new for old, new in zip(old_times, new_times))
+    return crops / statistics.median(new_times), crops / statistics.median(old_times), ratio
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer images and repeats (about a minute on one thread)")
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads (default: 1)")
+    parser.add_argument("--images", type=int, default=256, help="images per run (default: 256, as in the issue)")
+    parser.add_argument("--vit-images", type=int, default=32, help="images per ViT-S/16 run on the CPU (default: 32)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default: 3)")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (default: 2)")
+    parser.add_argument("--methods", default="snapvit", help="gradient methods, comma-separated (default: snapvit)")
+    parser.add_argument("--quick", action="store_true", help="4 images, 1 round (smoke run)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-
-    # (label, backbone, images, repeats); ViT-S is ~100x the embedded model's cost per crop
+    if args.quick:
+        args.images, args.vit_images, args.rounds = 4, 1, 1
+    reference = load_reference("scoring")
     setups = [
-        ("embedded", load_embedded(), 8, 2 if args.quick else 5),
-        ("vit_small_patch16_224 (random init)", load_backbone("vit_small_patch16_224", random_init=True), 2, 1),
+        ("embedded", load_embedded(), args.images),
+        (
+            "vit_small_patch16_224 (random init)",
+            load_backbone("vit_small_patch16_224", random_init=True),
+            args.vit_images,
+        ),
     ]
-    if not args.quick:
-        setups[1] = (setups[1][0], setups[1][1], 8, 3)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    crops = ScoringConfig().crops_per_image
+    methods = [m for m in args.methods.split(",") if m in GRADIENT_METHODS]
     for device in devices:
-        dtype = "bfloat16 autocast" if device == "cuda" else "float32"
-        print(
-            f"device {device} ({torch.cuda.get_device_name() if device == 'cuda' else 'CPU'}), {dtype}, "
-            f"{torch.get_num_threads()} threads, {crops} crops per image"
-        )
-        for label, backbone, count, repeats in setups:
-            if device == "cuda":
-                count, repeats = 32, 3
+        name = torch.cuda.get_device_name() if device == "cuda" else "CPU"
+        print(f"device {device} ({name}), {torch.get_num_threads()} threads; old = scoring.py@{REFERENCE_COMMIT}")
+        for label, backbone, count in setups:
+            count = args.images if device == "cuda" else count
             size = backbone.data_config["input_size"][-1]
-            print(f"  {label} at {size} px: {count} images, median of {repeats} repeat(s) after a warm-up")
-            for method in METHODS:
-                median = statistics.median(time_method(backbone, method, count, repeats, device))
-                if method in GRADIENT_METHODS:
-                    print(f"    {method:<20} {count * crops / median:9.1f} crops/s   ({median:.2f} s)")
-                else:
-                    print(f"    {method:<20} {1e3 * median:9.1f} ms (data-free)")
+            print(f"  {label} at {size} px: {count} images x 12 crops, {args.rounds} interleaved round(s)")
+            for method in methods:
+                new, old, ratio = compare(backbone, method, count, args.rounds, device, reference)
+                print(f"    {method:<20} new {new:9.1f} crops/s   old {old:9.1f} crops/s   speed-up {ratio:.2f}x")
+            for method in DATA_FREE_METHODS:
+                seconds = timed(
+                    compute_scores,
+                    backbone.model,
+                    None,
+                    backbone.data_config,
+                    ScoringConfig(method=method),
+                    device=device,
+                )
+                print(f"    {method:<20} {1e3 * seconds:9.1f} ms (data-free)")
             backbone.model.to("cpu")
 
 

@@ -5,11 +5,16 @@ and with CKA covariance, then kNN top-1 at the six published (MLP, head) sparsit
 base scores alone and for both searched scores.
 
     .venv/bin/python benchmarks/bench_search.py [--model embedded] [--scores FILE | --method magnitude]
+    .venv/bin/python benchmarks/bench_search.py --fitness-only --model vit_small_patch16_224 --random-init
+
+First, seconds per fitness evaluation (the 4 published pairs on ``eval_images`` images) of today's
+``CandidateFitness`` and of the reference commit's (``search.py`` at REFERENCE_COMMIT), interleaved.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -17,13 +22,17 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from reference_code import REFERENCE_COMMIT, load_reference  # noqa: E402
+
+from snapvit_core.adapter import ViTAdapter  # noqa: E402
 from snapvit_core.backbones import load_backbone  # noqa: E402
 from snapvit_core.data import load_images, load_knn_splits, preprocess  # noqa: E402
 from snapvit_core.evaluation import KnnEvaluator  # noqa: E402
 from snapvit_core.explorer import Explorer  # noqa: E402
 from snapvit_core.scores import ImportanceScores  # noqa: E402
-from snapvit_core.search import SearchConfig, run_search  # noqa: E402
+from snapvit_core.search import CandidateFitness, SearchConfig, initial_mean, run_search  # noqa: E402
 
 EVALUATED_PAIRS = ((0.15, 0.0), (0.25, 0.1), (0.35, 0.2), (0.45, 0.3), (0.55, 0.4), (0.65, 0.5))
 
@@ -50,6 +59,29 @@ def knn_row(backbone, scores: ImportanceScores, evaluator: KnnEvaluator) -> list
     return [explorer.evaluate(mlp, head, ("knn",)).knn_top1 for mlp, head in EVALUATED_PAIRS]
 
 
+def compare_fitness(backbone, scores: ImportanceScores, images: torch.Tensor, rounds: int) -> None:
+    """Seconds per fitness evaluation, today's code vs the reference commit's, interleaved rounds."""
+    reference = load_reference("search")
+    config = SearchConfig()
+    shape = ViTAdapter(backbone.model).shape()
+    mean = initial_mean(shape.num_blocks, shape.num_heads, config.mean_ramp)
+    new = CandidateFitness(backbone.model, scores, images, config, torch.device("cpu"))
+    old = reference.CandidateFitness(backbone.model, scores, images, reference.SearchConfig(), torch.device("cpu"))
+    assert new(mean) == old(mean), "fitness values differ from the reference implementation"
+    times = {"new": [], "old": []}
+    for _ in range(rounds):
+        for name, fitness in (("old", old), ("new", new)):
+            start = time.perf_counter()
+            fitness(mean)
+            times[name].append(time.perf_counter() - start)
+    ratio = statistics.median(o / n for o, n in zip(times["old"], times["new"]))
+    print(
+        f"fitness evaluation ({images.shape[0]} images, {len(config.pairs)} pairs): "
+        f"new {statistics.median(times['new']):.3f} s, old (search.py@{REFERENCE_COMMIT}) "
+        f"{statistics.median(times['old']):.3f} s, speed-up {ratio:.2f}x (identical fitness)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="embedded")
@@ -59,6 +91,9 @@ def main() -> None:
     parser.add_argument("--method", default="magnitude", help="base scores method when no --scores is given")
     parser.add_argument("--evaluations", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved fitness rounds (default: 3)")
+    parser.add_argument("--fitness-only", action="store_true", help="only the side-by-side fitness timing")
+    parser.add_argument("--eval-images", type=int, default=1000, help="fitness images (default: 1000, published)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -66,10 +101,13 @@ def main() -> None:
     t0 = time.perf_counter()
     scores = base_scores(args, backbone)
     print(f"base scores: {args.scores or args.method} ({time.perf_counter() - t0:.1f} s)")
-    config = SearchConfig(evaluations=args.evaluations)
+    config = SearchConfig(evaluations=args.evaluations, eval_images=args.eval_images)
     images = preprocess(load_images(args.data, "train", limit=config.eval_images, seed=0).images, backbone.data_config)
+    compare_fitness(backbone, scores, images, args.rounds)
+    if args.fitness_only:
+        return
     splits = load_knn_splits(args.data, backbone.data_config)
-    evaluator = KnnEvaluator(splits.train, splits.train_labels, splits.test, splits.test_labels)
+    evaluator = KnnEvaluator.from_splits(splits)
     print(
         f"model {args.model}, {images.shape[0]} search images, kNN {splits.describe()}, "
         f"cpu, {torch.get_num_threads()} threads"

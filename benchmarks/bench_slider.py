@@ -40,7 +40,7 @@ def main() -> None:
     backbone = load_backbone(args.model, args.random_init)
     splits = load_knn_splits("embedded", backbone.data_config)
     explorer = Explorer(backbone, data_free_scores("magnitude", backbone.model))
-    explorer.attach_knn(KnnEvaluator(splits.train, splits.train_labels, splits.test, splits.test_labels))
+    explorer.attach_knn(KnnEvaluator.from_splits(splits))
     setup = time.perf_counter() - start
     latency = not args.no_latency
 

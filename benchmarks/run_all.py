@@ -92,7 +92,7 @@ def accuracy(quick: bool) -> tuple[str, dict]:
     samples, evaluations, search_size = (128, 50, 256) if quick else (1000, 50, 1000)
     backbone = load_backbone("embedded")
     splits = load_knn_splits("embedded", backbone.data_config)
-    evaluator = KnnEvaluator(splits.train, splits.train_labels, splits.test, splits.test_labels, k=20)
+    evaluator = KnnEvaluator.from_splits(splits)
     real = load_images("embedded", "train", limit=samples, seed=0)
     search_images = preprocess(load_images("embedded", "train", limit=search_size, seed=1).images, backbone.data_config)
     calibration = preprocess(load_images("embedded", "train", limit=samples, seed=2).images, backbone.data_config)

@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import distributed
 from ._atomic import atomic_path
 from .adapter import BlockLayers, ViTAdapter
 from .cka import component_cka
@@ -366,13 +367,28 @@ def run_search(
             progress(len(history.fitness), config.evaluations, history.best[-1])
         return value
 
+    def evaluate_generation(candidates: list[torch.Tensor]) -> list[float]:
+        """Fitness of a generation; under torchrun each rank evaluates a contiguous share, then all gather."""
+        if not distributed.is_distributed():
+            return [evaluate(candidate) for candidate in candidates]
+        if cancel is not None and cancel():
+            evaluate(candidates[0])  # raises CancelledError with the partial result
+        shard = distributed.shard_range(len(candidates))
+        local = [fitness(candidates[i].clamp(low, high)) for i in shard]
+        values = distributed.all_gather_floats(local, len(candidates))
+        for candidate, value in zip(candidates, values):
+            history.record(candidate.clamp(low, high), value)
+            if progress is not None:
+                progress(len(history.fitness), config.evaluations, history.best[-1])
+        return values
+
     fitness = CandidateFitness(model, scores, images, config, device)
     if not history.fitness:
         evaluate(mean)
     while len(history.fitness) + population <= config.evaluations:
         candidates = optimizer.ask()
-        optimizer.tell([evaluate(candidate) for candidate in candidates])
-        if checkpoint is not None:
+        optimizer.tell(evaluate_generation(list(candidates)))
+        if checkpoint is not None and distributed.is_main():
             _save_checkpoint(checkpoint, optimizer, history, config, cka_seconds)
     if len(history.fitness) < config.evaluations:
         evaluate(optimizer.mean)

@@ -178,6 +178,12 @@ def test_saved_hf_dataset_loads_offline(tmp_path):
     table.save_to_disk(str(tmp_path / "saved"))
     splits = load_knn_splits(f"hf:{tmp_path / 'saved'}", CONFIG_32, test_fraction=0.2)
     assert splits.train.shape[0] == 8 and splits.test.shape[0] == 2 and splits.class_names == ("a", "b")
+    streamed = load_knn_splits(f"hf:{tmp_path / 'saved'}", CONFIG_32, test_fraction=0.2, stream=True)
+    assert isinstance(streamed.train, data.HFImageDataset) and streamed.class_names == ("a", "b")
+    for split in ("train", "test"):  # the same rows, decoded on demand
+        dataset = getattr(streamed, split)
+        torch.testing.assert_close(torch.stack([dataset[i][0] for i in range(len(dataset))]), getattr(splits, split))
+        assert torch.equal(getattr(streamed, f"{split}_labels"), getattr(splits, f"{split}_labels"))
 
 
 def test_embedded_fast_path_equals_the_timm_transform():
@@ -190,3 +196,33 @@ def test_embedded_fast_path_equals_the_timm_transform():
     assert torch.equal(torch.as_tensor(generic.labels), fast.train_labels)
     full = load_knn_splits("embedded", config)
     assert (len(full.train_labels), len(full.test_labels)) == (1257, 540)
+
+
+def test_streaming_folder_splits_equal_the_eager_ones(tmp_path):
+    root = _write_class_folder(tmp_path / "pets", per_class=6)
+    (root / "dog" / "broken.jpg").write_bytes(b"\xff\xd8 definitely not a jpeg")
+    Image.new("I;16", (40, 20)).save(root / "cat" / "deep.png")
+    Image.new("LA", (30, 30)).save(root / "cat" / "alpha.png")
+    eager = load_knn_splits(f"folder:{root}", CONFIG_32, test_fraction=0.25)
+    streamed = load_knn_splits(f"folder:{root}", CONFIG_32, test_fraction=0.25, stream=True)
+    assert isinstance(streamed.train, data.FolderImageDataset) and not isinstance(streamed.train, torch.Tensor)
+    assert streamed.skipped == eager.skipped == {"not readable images": 1}
+    assert streamed.class_names == eager.class_names
+    for split in ("train", "test"):
+        dataset, tensors = getattr(streamed, split), getattr(eager, split)
+        assert len(dataset) == tensors.shape[0]
+        torch.testing.assert_close(torch.stack([dataset[i][0] for i in range(len(dataset))]), tensors)
+        assert torch.equal(getattr(streamed, f"{split}_labels"), getattr(eager, f"{split}_labels"))
+    loader = data.make_loader(streamed.train, batch_size=4, workers=2)  # worker processes keep the order
+    torch.testing.assert_close(torch.cat([batch for batch, _ in loader]), eager.train)
+
+
+def test_streaming_a_file_that_breaks_after_its_header_is_a_clear_error(tmp_path):
+    root = _write_class_folder(tmp_path / "pets", per_class=3)
+    Image.new("RGB", (64, 64), (9, 9, 9)).save(root / "cat" / "cut.png")
+    (root / "cat" / "cut.png").write_bytes((root / "cat" / "cut.png").read_bytes()[:60])  # header intact, data cut
+    dataset = load_knn_splits(f"folder:{root}", CONFIG_32, test_fraction=0.5, stream=True)
+    with pytest.raises(SnapViTError, match="could not be decoded"):
+        for split in (dataset.train, dataset.test):
+            for i in range(len(split)):
+                split[i]

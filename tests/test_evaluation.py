@@ -181,3 +181,80 @@ def test_pareto_front_and_budget_finder():
     assert best_under_budget(table, "flops_pct", 85)["flops_pct"] == 80
     assert best_under_budget(table, "flops_pct", 65)["flops_pct"] == 40  # same accuracy as 60, cheaper
     assert best_under_budget(table, "flops_pct", 30) is None
+
+
+def test_extract_features_from_tensor_dataset_and_loader_agree(tiny_vit):
+    from snapvit_core.data.streaming import TensorImageDataset, make_loader
+
+    images = torch.randn(9, 3, 32, 32)
+    dataset = TensorImageDataset(images, torch.arange(9))
+    reference = extract_features(tiny_vit, images, batch_size=4)
+    torch.testing.assert_close(extract_features(tiny_vit, dataset, batch_size=2), reference)
+    torch.testing.assert_close(extract_features(tiny_vit, make_loader(dataset, 5), batch_size=99), reference)
+
+
+def test_extract_features_reports_progress_and_can_be_cancelled(tiny_vit):
+    from snapvit_core.errors import CancelledError
+
+    images = torch.randn(7, 3, 32, 32)
+    seen = []
+    extract_features(tiny_vit, images, batch_size=3, progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(3, 7), (6, 7), (7, 7)]
+    polls = []
+    with pytest.raises(CancelledError):
+        extract_features(tiny_vit, images, batch_size=3, cancel=lambda: polls.append(1) or len(polls) > 1)
+    assert len(polls) == 2  # polled between batches: the first batch ran, the second was refused
+
+
+def test_evaluator_from_splits_progress_and_fp16_bank(tiny_vit):
+    from snapvit_core.data import KnnSplits
+    from snapvit_core.knn import DEFAULT_K
+
+    generator = torch.Generator().manual_seed(1)
+    splits = KnnSplits(
+        torch.randn(12, 3, 32, 32, generator=generator),
+        torch.arange(12) % 3,
+        torch.randn(5, 3, 32, 32, generator=generator),
+        torch.arange(5) % 3,
+        ("a", "b", "c"),
+        "random",
+    )
+    evaluator = KnnEvaluator.from_splits(splits)
+    assert evaluator.k == DEFAULT_K == 20 and evaluator.train is splits.train and evaluator.vote == "uniform"
+    seen = []
+    train, test = evaluator.features(tiny_vit, progress=lambda done, total: seen.append((done, total)))
+    assert seen[-1] == (17, 17) and train.shape[0] == 12 and test.shape[0] == 5
+    half = KnnEvaluator.from_splits(splits, k=3, bank_dtype=torch.float16)
+    assert half.features(tiny_vit, "k")[0].dtype == torch.float16
+    assert half.top1(tiny_vit, "k") == KnnEvaluator.from_splits(splits, k=3).top1(tiny_vit)
+
+
+def test_evaluate_cli_streams_a_folder_and_matches_the_in_memory_top1(tmp_path, capsys):
+    """``evaluate --data folder:`` goes through the streaming datasets; same top-1 as tensors in memory."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from snapvit_core.backbones import load_backbone
+    from snapvit_core.cli import main
+    from snapvit_core.data import FolderImageDataset, load_knn_splits
+
+    rng = np.random.default_rng(0)
+    for index in range(24):
+        folder = tmp_path / "pets" / f"class_{index % 3}"
+        folder.mkdir(parents=True, exist_ok=True)
+        tint = np.array([80 * (index % 3), 60, 200 - 80 * (index % 3)], dtype=np.float64)
+        pixels = np.clip(tint + rng.normal(0, 30, (30, 30, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"{index}.png")
+    data = f"folder:{tmp_path / 'pets'}"
+    args = ["evaluate", "--model", "embedded", "--data", data, "--method", "magnitude"]
+    args += ["--mlp-sparsity", "0.35", "--head-sparsity", "0.2", "--metrics", "knn", "--k", "3", "--json"]
+    assert main(args) == 0
+    top1 = json.loads(capsys.readouterr().out)["knn_top1"]
+    backbone = load_backbone("embedded")
+    streamed = load_knn_splits(data, backbone.data_config, stream=True)
+    assert isinstance(streamed.train, FolderImageDataset)
+    explorer = Explorer(backbone, magnitude_scores(backbone.model))
+    explorer.attach_knn(KnnEvaluator.from_splits(load_knn_splits(data, backbone.data_config), k=3))
+    assert explorer.evaluate(0.35, 0.2, ("knn",)).knn_top1 == pytest.approx(top1)

@@ -54,3 +54,51 @@ def test_empty_inputs_are_clear_errors():
         knn_predict(torch.empty(0, 4), torch.empty(0, dtype=torch.long), torch.randn(2, 4))
     with pytest.raises(SnapViTError, match="at least one test image"):
         knn_top1(torch.randn(3, 4), torch.tensor([0, 1, 0]), torch.empty(0, 4), torch.empty(0, dtype=torch.long))
+
+
+def test_bank_chunks_give_the_same_neighbours_as_one_block():
+    train, train_labels = clustered(40, 6, dim=16)
+    test, _ = clustered(9, 6, dim=16, seed=4)
+    full = knn_predict(train, train_labels, test, k=7, weighted=True)
+    for bank_chunk in (1, 5, 7, 239, 240, 1000):
+        chunked = knn_predict(train, train_labels, test, k=7, weighted=True, chunk_size=4, bank_chunk_size=bank_chunk)
+        assert torch.equal(full, chunked), bank_chunk
+
+
+def test_fp16_bank_and_prepared_bank_keep_the_predictions():
+    from snapvit_core.knn import prepare_bank
+
+    train, train_labels = clustered(30, 5, dim=32)
+    test, test_labels = clustered(10, 5, dim=32, seed=5)
+    full = knn_predict(train, train_labels, test, k=10)
+    bank = prepare_bank(train, torch.float16)
+    assert bank.dtype == torch.float16 and torch.allclose(bank.float().norm(dim=1), torch.ones(150), atol=1e-3)
+    assert torch.equal(knn_predict(bank, train_labels, test, k=10, normalized=True, bank_chunk_size=16), full)
+
+
+def test_chunked_knn_never_materialises_the_full_similarity_matrix():
+    """Records every tensor the kNN creates: the largest is bounded by the chunk sizes, not Q x N."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class LargestTensor(TorchDispatchMode):
+        largest = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for tensor in out if isinstance(out, (tuple, list)) else (out,):
+                if isinstance(tensor, torch.Tensor):
+                    LargestTensor.largest = max(LargestTensor.largest, tensor.numel() * tensor.element_size())
+            return out
+
+    bank_rows, dim, queries, q_chunk, b_chunk = 20_000, 32, 600, 64, 512
+    bank = torch.randn(bank_rows, dim).half()  # the fp16 bank a large run keeps on the device
+    labels = torch.randint(0, 10, (bank_rows,))
+    test = torch.randn(queries, dim)
+    with LargestTensor():
+        predicted = knn_predict(bank, labels, test, k=20, chunk_size=q_chunk, bank_chunk_size=b_chunk)
+    assert predicted.shape == (queries,)
+    bound = max(q_chunk * b_chunk * 4, b_chunk * dim * 4, queries * dim * 4)  # sims, float bank chunk, queries
+    assert LargestTensor.largest <= bound
+    assert LargestTensor.largest < queries * bank_rows * 4 / 50  # the unchunked (Q, N) float32 matrix
+    full = knn_predict(bank.float(), labels, test, k=20)
+    assert (predicted == full).float().mean() > 0.99  # fp16 rounding may swap near-ties only

@@ -104,9 +104,9 @@ def test_per_image_squared_gradients_are_the_mean_of_single_image_scores(images,
     Crops are made a deterministic function of the image here, so each image's crops are the same
     whichever run draws them; in normal runs they come from the seeded generator.
     """
-    import snapvit_core.scoring as scoring
+    import snapvit_core.crops as crops
 
-    real_make_crops = scoring.make_crops
+    real_make_crops = crops.make_crops
 
     def fixed_crops(batch, data_config, config, generator):
         per_image = [
@@ -114,7 +114,7 @@ def test_per_image_squared_gradients_are_the_mean_of_single_image_scores(images,
         ]
         return torch.cat(per_image)
 
-    monkeypatch.setattr(scoring, "make_crops", fixed_crops)
+    monkeypatch.setattr(crops, "make_crops", fixed_crops)
     model = make_vit()
     for method, labels in (("snapvit", None), ("cross-entropy", LABELS[:2])):
         per_image = score(model, images[:2], method, labels, samples=2, squared_gradients="per-image")
@@ -253,3 +253,80 @@ def test_cli_errors_are_one_line_and_write_nothing(capsys, tmp_path, argv):
     assert code == 2 and stdout == ""
     assert stderr.startswith("error: ") and stderr.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
+
+
+REFERENCE_COMMIT = "6f085b9"  # main before the faster pass (teacher = detached student, whole-image forwards)
+
+
+def load_reference_scoring():
+    """``snapvit_core/scoring.py`` as of REFERENCE_COMMIT, imported as a sibling module of the package."""
+    import subprocess
+    import sys
+    import types
+
+    root = Path(__file__).resolve().parents[1]
+    shown = subprocess.run(
+        ["git", "show", f"{REFERENCE_COMMIT}:snapvit_core/scoring.py"], cwd=root, capture_output=True, text=True
+    )
+    if shown.returncode != 0:
+        pytest.skip(f"commit {REFERENCE_COMMIT} is not in this clone (shallow?)")
+    module = types.ModuleType("snapvit_core._scoring_reference")
+    module.__package__ = "snapvit_core"
+    sys.modules[module.__name__] = module  # dataclasses look their module up
+    exec(compile(shown.stdout, f"scoring.py@{REFERENCE_COMMIT}", "exec"), module.__dict__)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("method", "overrides"),
+    [
+        ("snapvit", {}),
+        ("snapvit", {"crop_micro_batch": 5}),  # micro-batch smaller than one image's crops: separate targets
+        ("snapvit", {"squared_gradients": "per-image"}),
+        ("cross-entropy", {"batch_size": 3}),  # uneven last batch: batch-mean weights
+        ("snip-magnitude-dino", {}),
+    ],
+)
+def test_scores_equal_the_previous_implementation_on_identical_crops(images, monkeypatch, method, overrides):
+    import snapvit_core.crops as crops
+
+    reference = load_reference_scoring()
+    real_make_crops = crops.make_crops
+
+    def fixed_crops(batch, data_config, config, generator):  # a function of the image only
+        return torch.cat(
+            [real_make_crops([im], data_config, config, torch.Generator().manual_seed(11)) for im in batch]
+        )
+
+    monkeypatch.setattr(crops, "make_crops", fixed_crops)
+    monkeypatch.setattr(reference, "make_crops", fixed_crops)
+    model = make_vit()
+    labels = LABELS if method == "cross-entropy" else None
+    config = ScoringConfig(method=method, **{**FAST, **overrides})
+    new = compute_scores(model, images, DATA_CONFIG, config, labels=labels)
+    old = reference.compute_scores(model, images, DATA_CONFIG, reference.ScoringConfig(**asdict(config)), labels=labels)
+    torch.testing.assert_close(new.mlp, old.mlp, rtol=1e-5, atol=1e-14)
+    torch.testing.assert_close(new.heads, old.heads, rtol=1e-5, atol=1e-14)
+
+
+def test_crops_depend_on_seed_and_image_index_only(images, monkeypatch):
+    """Scores do not depend on batch size (or, see test_distributed, on the number of processes)."""
+    model = make_vit()
+    small = score(model, images, batch_size=2, crop_micro_batch=6)  # one image per forward
+    large = score(model, images, batch_size=2, crop_micro_batch=64)  # two images per forward
+    torch.testing.assert_close(small.mlp, large.mlp, rtol=1e-5, atol=1e-14)
+    from snapvit_core.scoring import crop_generator
+
+    draws = {(s, i): torch.rand(3, generator=crop_generator(s, i)) for s in (0, 1) for i in (0, 1, 2)}
+    assert torch.equal(draws[(0, 1)], torch.rand(3, generator=crop_generator(0, 1)))
+    assert len({tuple(v.tolist()) for v in draws.values()}) == 6
+
+
+def test_crop_worker_processes_do_not_change_the_scores(images):
+    model = make_vit()
+    config = ScoringConfig(**FAST)
+    inline = compute_scores(model, images, DATA_CONFIG, config, workers=0)
+    workers = compute_scores(model, images, DATA_CONFIG, config, workers=2)
+    assert torch.equal(inline.mlp, workers.mlp) and torch.equal(inline.heads, workers.heads)
+    with pytest.raises(SnapViTError, match="workers"):
+        compute_scores(model, images, DATA_CONFIG, config, workers=-1)

@@ -7,10 +7,13 @@ exit with status 2 and one line on stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import logging
 import sys
 from collections.abc import Sequence
 
+from .. import distributed
 from ..errors import SnapViTError
 from . import evaluate, export, info, plan, score, search
 
@@ -41,10 +44,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:
-        return int(args.run(args) or 0)
+        # torchrun: join the process group; only rank 0 prints (and, in the commands, writes files)
+        distributed.init_from_env(getattr(args, "device", None))
+        quiet = contextlib.redirect_stdout(io.StringIO()) if not distributed.is_main() else contextlib.nullcontext()
+        with quiet:
+            return int(args.run(args) or 0)
     except SnapViTError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted; nothing was written.", file=sys.stderr)
         return 130
+    finally:
+        distributed.shutdown()

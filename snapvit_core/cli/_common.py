@@ -68,9 +68,11 @@ def add_scores_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_explorer(args: argparse.Namespace, device: str) -> Explorer:
+    from ..distributed import broadcast_module
     from ..scores_io import load_scores
 
     backbone = load_backbone(args.model, args.random_init, device)
+    broadcast_module(backbone.model)  # torchrun: every rank evaluates the same weights
     scores = (
         load_scores(args.scores)
         if args.scores

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..explorer import check_metrics
+from ..knn import DEFAULT_K
 from ._common import (
     add_correction_arguments,
     add_json_argument,
@@ -27,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_scores_arguments(parser)
     add_sparsity_arguments(parser)
     parser.add_argument("--metrics", default="knn,flops,params", help="comma-separated: knn,flops,params,latency")
-    parser.add_argument("--k", type=int, default=20, help="kNN neighbours (default: 20, as published)")
+    parser.add_argument("--k", type=int, default=DEFAULT_K, help=f"kNN neighbours (default: {DEFAULT_K}, as published)")
     parser.add_argument("--weighted-vote", action="store_true", help="DINO's weighted vote (T=0.07) instead of uniform")
     parser.add_argument("--limit", type=int, default=None, help="use at most N images per split (seeded subset)")
     parser.add_argument("--latency-batch", type=int, default=32, help="batch size of the throughput measurement")
@@ -47,16 +48,8 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     explorer = build_explorer(args, device)
     if "knn" in metrics:
-        splits = load_knn_splits(args.data, explorer.backbone.data_config, limit_per_split=args.limit)
-        evaluator = KnnEvaluator(
-            splits.train,
-            splits.train_labels,
-            splits.test,
-            splits.test_labels,
-            k=args.k,
-            weighted=args.weighted_vote,
-            device=device,
-        )
+        splits = load_knn_splits(args.data, explorer.backbone.data_config, limit_per_split=args.limit, stream=True)
+        evaluator = KnnEvaluator.from_splits(splits, k=args.k, weighted=args.weighted_vote, device=device)
         explorer.attach_knn(evaluator)
     correction = correction_from_args(args, explorer.backbone.data_config)
     result = explorer.evaluate(mlp_sparsity, head_sparsity, metrics, args.latency_batch, correction)

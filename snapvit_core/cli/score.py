@@ -55,6 +55,7 @@ def _progress_printer(verbose: bool):
 def run(args: argparse.Namespace) -> int:
     from ..backbones import load_backbone
     from ..data import load_images, parse_data_spec
+    from ..distributed import broadcast_module, is_main
     from ..scores_io import save_scores
     from ..scoring import ScoringConfig, compute_scores
 
@@ -70,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         parse_data_spec(args.data)  # a typo fails before the model loads
     device = resolve_device(args.device)
     backbone = load_backbone(args.model, args.random_init, device)
+    broadcast_module(backbone.model)  # torchrun: every rank scores the same weights
     image_set = load_images(args.data, "train", limit=config.samples, seed=config.seed) if config.needs_images else None
     scores = compute_scores(
         backbone.model,
@@ -80,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         progress=_progress_printer(getattr(args, "verbose", False)),
         model_id=backbone.model_id,
     ).with_metadata(random_init=backbone.random_init)
-    path = save_scores(scores, out)
+    path = save_scores(scores, out) if is_main() else out  # torchrun: rank 0 writes
     payload = {
         "method": config.method,
         "squared_gradients": config.squared_gradients,

@@ -60,6 +60,7 @@ def _progress(done: int, total: int, best: float) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..backbones import load_backbone
     from ..data import load_images, parse_data_spec, preprocess
+    from ..distributed import broadcast_module, is_main
     from ..presets import SEARCH_FITNESS_PAIRS
     from ..scores_io import load_scores, save_scores
     from ..search import SearchConfig, run_search
@@ -79,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     scores = load_scores(args.scores)
     device = resolve_device(args.device)
     backbone = load_backbone(args.model, args.random_init, device)
+    broadcast_module(backbone.model)  # torchrun: every rank searches the same weights
     image_set = load_images(args.data, "train", limit=args.eval_images, seed=args.seed)
     images = preprocess(image_set.images, backbone.data_config)
     result = run_search(
@@ -92,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         model_id=backbone.model_id,
     )
-    path = save_scores(result.scores.with_metadata(random_init=backbone.random_init, data=args.data), out)
+    scored = result.scores.with_metadata(random_init=backbone.random_init, data=args.data)
+    path = save_scores(scored, out) if is_main() else out  # torchrun: rank 0 writes
     payload = {
         "out": str(path),
         "evaluations": result.evaluations,

@@ -1,0 +1,62 @@
+"""Data sources shared by scoring, search, correction and kNN evaluation (one module per source).
+
+One spelling everywhere (command line, app, library):
+
+* ``embedded`` - the embedded backbone's cluttered-digits dataset (fixed train/test split, offline).
+* ``folder:PATH`` - an image folder. ``PATH/<class>/*`` gives labelled images; images directly in
+  ``PATH`` are unlabelled (fine for scoring, not for kNN). For kNN, ``PATH/train/<class>`` and
+  ``PATH/test/<class>`` are used when present; otherwise a stratified split holds out
+  ``test_fraction`` (default 0.2, seed 0) of every class.
+* ``hf:NAME`` - a Hugging Face dataset already in the local cache (``datasets.load_dataset(NAME)``
+  with the hub offline), or a directory written by ``Dataset.save_to_disk``.
+* ``procedural`` - label-free images generated on the fly (smooth colour fields, gradients, shapes,
+  stripes), for scoring a backbone with no dataset at all.
+
+Images are converted to RGB by :func:`to_rgb` (greyscale, alpha, palette, 16-bit and float modes,
+EXIF rotation) and bounded in size on load; files that are not readable images are skipped and
+counted. :func:`preprocess` applies the backbone's own timm data config. ``streaming`` holds the
+``Dataset`` classes that decode one image at a time for large sources.
+
+Modules: ``spec`` (parsing, subsets, splits), ``convert`` (to RGB), ``sets`` (ImageSet, KnnSplits),
+``folder``, ``hf``, ``embedded_source``, ``procedural`` (one per source), ``streaming`` (datasets and
+loaders), ``loading`` (the public entry points).
+"""
+
+from .convert import MAX_SIDE, open_image, to_rgb
+from .folder import IMAGE_EXTENSIONS, FolderListing, list_folder_split
+from .hf import HFListing, list_hf_split
+from .loading import build_transform, load_images, load_knn_splits, preprocess
+from .procedural import PROCEDURAL_DEFAULT_COUNT, PROCEDURAL_SIZE, procedural_images
+from .sets import ImageSet, KnnSplits
+from .spec import DATA_KINDS, DATA_SPEC_HELP, DEFAULT_TEST_FRACTION, DataSpec, parse_data_spec
+from .streaming import FolderImageDataset, HFImageDataset, TensorImageDataset, make_loader, readable_paths
+
+__all__ = [
+    "DATA_KINDS",
+    "DATA_SPEC_HELP",
+    "DEFAULT_TEST_FRACTION",
+    "IMAGE_EXTENSIONS",
+    "MAX_SIDE",
+    "PROCEDURAL_DEFAULT_COUNT",
+    "PROCEDURAL_SIZE",
+    "DataSpec",
+    "FolderImageDataset",
+    "FolderListing",
+    "HFImageDataset",
+    "HFListing",
+    "ImageSet",
+    "KnnSplits",
+    "TensorImageDataset",
+    "build_transform",
+    "list_folder_split",
+    "list_hf_split",
+    "load_images",
+    "load_knn_splits",
+    "make_loader",
+    "open_image",
+    "parse_data_spec",
+    "preprocess",
+    "procedural_images",
+    "readable_paths",
+    "to_rgb",
+]

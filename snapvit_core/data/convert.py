@@ -1,0 +1,60 @@
+"""Image conversion: any PIL image or file -> bounded 8-bit RGB, with failures skipped and counted."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+MAX_SIDE = 1024  # images are downscaled on load so their longer side is at most this many pixels
+
+
+def to_rgb(image: Image.Image, max_side: int = MAX_SIDE) -> Image.Image:
+    """Any PIL image -> 8-bit RGB, EXIF-upright, longer side at most ``max_side``.
+
+    Alpha is composited onto white; palette images go through RGBA so transparency is honoured;
+    16-bit and float greyscale are rescaled by their actual range instead of being clipped.
+    """
+    image = ImageOps.exif_transpose(image)
+    if max(image.size) > max_side:
+        image.draft("RGB", (max_side, max_side))  # JPEG: decode at reduced size (cheap)
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        finite = array[np.isfinite(array)]
+        low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        scaled = np.nan_to_num((array - low) / max(high - low, 1e-12), nan=0.0, posinf=1.0, neginf=0.0)
+        image = Image.fromarray((np.clip(scaled, 0, 1) * 255).round().astype(np.uint8), mode="L")
+    elif mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    image = image.convert("RGB")
+    if max(image.size) > max_side:
+        image.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
+    return image
+
+
+def open_image(path: Path, max_side: int = MAX_SIDE) -> Image.Image:
+    """Read one file as RGB; raises OSError/ValueError subclasses for files that are not images."""
+    with Image.open(path) as image:
+        image.load()
+        return to_rgb(image, max_side)
+
+
+def _read_files(paths: list[Path], skipped: Counter) -> tuple[list[Image.Image], list[int]]:
+    """Read ``paths``; returns the images and the indices that succeeded, counting failures."""
+    images, kept = [], []
+    for index, path in enumerate(paths):
+        try:
+            images.append(open_image(path))
+            kept.append(index)
+        except Image.DecompressionBombError:
+            skipped["too large to decode safely"] += 1
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+            skipped["not readable images"] += 1
+    return images, kept

@@ -1,0 +1,49 @@
+"""The ``embedded`` source: the embedded backbone's cluttered-digits dataset (fixed split, offline)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import SnapViTError
+from .sets import ImageSet, KnnSplits
+from .spec import _subset
+
+
+def _embedded_set(split: str, limit: int | None, seed: int) -> ImageSet:
+    from .. import embedded
+
+    images, labels = embedded.load_embedded_split(split)
+    keep = _subset(len(labels), limit, seed)
+    pil = [Image.fromarray(images[i].permute(1, 2, 0).numpy()) for i in keep]
+    return ImageSet(pil, np.asarray(labels)[keep], embedded.EMBEDDED_CLASS_NAMES, f"embedded ({split})")
+
+
+def _is_embedded_config(data_config: dict) -> bool:
+    from .. import embedded
+
+    try:
+        reference = embedded.read_embedded_config()["preprocessing"]
+    except SnapViTError:
+        return False
+    size = reference["input_size"]
+    return (
+        tuple(data_config.get("input_size", ())) == tuple(size)
+        and np.allclose(data_config.get("mean", ()), reference["mean"])
+        and np.allclose(data_config.get("std", ()), reference["std"])
+    )
+
+
+def _embedded_knn_splits(data_config: dict, limit: int | None, seed: int) -> KnnSplits:
+    """Fast path: the embedded images are already at the model's size; normalise the uint8 tensors."""
+    from .. import embedded
+
+    tensors = {}
+    for split in ("train", "test"):
+        images, labels = embedded.load_embedded_split(split)
+        keep = torch.as_tensor(_subset(len(labels), limit, seed))
+        tensors[split] = (embedded.normalize_images(images[keep]), torch.as_tensor(labels)[keep].long())
+    return KnnSplits(*tensors["train"], *tensors["test"], embedded.EMBEDDED_CLASS_NAMES, "embedded", Counter())

@@ -1,0 +1,75 @@
+"""torchrun equivalence: 2 gloo processes give the single-process scores, kNN and search (issue 17 item 3).
+
+One torchrun launch runs every library check (tests/distributed_worker.py); the CLI test launches
+``torchrun -m snapvit_core score`` itself. The helpers in ``snapvit_core.distributed`` are also checked
+to be the identity without a process group.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from snapvit_core import distributed
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKER = ROOT / "tests" / "distributed_worker.py"
+
+
+def torchrun(*args: str, nproc: int = 2, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", "0"]
+    command += ["--rdzv_backend", "c10d", "--rdzv_endpoint", "localhost:0", *args]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def test_helpers_are_the_identity_without_a_process_group():
+    assert not distributed.is_distributed() and distributed.world_size() == 1 and distributed.is_main()
+    assert distributed.shard_range(7) == range(7)
+    rows = torch.arange(6.0).reshape(3, 2)
+    assert distributed.all_gather_rows(rows, 3) is not None and torch.equal(distributed.all_gather_rows(rows, 3), rows)
+    assert distributed.all_gather_floats([0.5, 0.25], 2) == [0.5, 0.25]
+    assert not distributed.init_from_env("cpu")  # WORLD_SIZE unset: stays single-process
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_equal_one(tmp_path):
+    sys.path.insert(0, str(WORKER.parent))
+    import distributed_worker
+
+    single = distributed_worker.run()
+    torchrun(str(WORKER), str(tmp_path / "two.pt"))
+    double = torch.load(tmp_path / "two.pt")
+    assert double["world_size"] == 2 and single["world_size"] == 1
+    for key in ("mlp", "heads", "per_image_mlp", "per_image_heads"):  # scores: within 1e-6 relative
+        torch.testing.assert_close(double[key], single[key], rtol=1e-6, atol=1e-30)
+    for key in ("train_features", "test_features"):  # kNN features gathered in order, padding dropped
+        assert double[key].shape == single[key].shape
+        torch.testing.assert_close(double[key], single[key])
+    assert double["top1"] == single["top1"]
+    assert double["fitness"] == single["fitness"] and len(single["fitness"]) == 12  # search: identical
+    assert torch.equal(double["multipliers"], single["multipliers"])
+    assert double["best_fitness"] == single["best_fitness"]
+
+
+@pytest.mark.slow
+def test_torchrun_cli_score_writes_once_and_equals_one_process(tmp_path):
+    common = ["score", "--model", "embedded", "--data", "procedural", "--samples", "6"]  # shipped weights
+    common += ["--batch-size", "2"]
+    torchrun("-m", "snapvit_core", *common, "--out", str(tmp_path / "two.safetensors"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    one = [sys.executable, "-m", "snapvit_core", *common, "--out", str(tmp_path / "one.safetensors")]
+    assert subprocess.run(one, cwd=ROOT, env=env, capture_output=True, timeout=300).returncode == 0
+    from snapvit_core.scores_io import load_scores
+
+    two, single = load_scores(tmp_path / "two.safetensors"), load_scores(tmp_path / "one.safetensors")
+    torch.testing.assert_close(two.mlp, single.mlp, rtol=1e-6, atol=1e-30)
+    torch.testing.assert_close(two.heads, single.heads, rtol=1e-6, atol=1e-30)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.safetensors", "two.safetensors"]  # no temp files
