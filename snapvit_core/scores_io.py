@@ -28,7 +28,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save_file
 
 from ._atomic import atomic_path
-from ._safe_unpickle import ForeignGlobal, ForeignObject, load_torch_zip
+from ._safe_unpickle import MAX_BLOCKS, MAX_TENSOR_ELEMENTS, ForeignObject, load_torch_zip
 from .errors import SnapViTError
 from .scores import ImportanceScores
 
@@ -238,7 +238,13 @@ def _read_header(handle: io.BufferedIOBase, size: int, name: str) -> dict:
             raise SnapViTError(f"{name}: tensor '{key}' has dtype {dtype}, scores must be float32.", _RECREATE)
         if not isinstance(shape, list) or len(shape) != 2 or 0 in shape:
             raise SnapViTError(
-                f"{name}: tensor '{key}' has shape {shape}; scores must be 2-D [blocks, units] and non-empty.",
+                f"{name}: tensor '{key}' has shape {str(shape)[:80]}; scores must be 2-D [blocks, units], non-empty.",
+                _RECREATE,
+            )
+        if not all(type(n) is int for n in shape) or shape[0] > MAX_BLOCKS or shape[0] * shape[1] > MAX_TENSOR_ELEMENTS:
+            raise SnapViTError(
+                f"{name}: tensor '{key}' has shape {str(shape)[:80]}, larger than any scores tensor "
+                f"(at most {MAX_BLOCKS} blocks and {MAX_TENSOR_ELEMENTS} values).",
                 _RECREATE,
             )
     try:
@@ -360,8 +366,6 @@ def _plain(value: Any, depth: int = 0, budget: list[int] | None = None) -> Any:
         return value if math.isfinite(value) else str(value)
     if isinstance(value, ForeignObject):
         return value.value if value.value is not None else value.qualname
-    if isinstance(value, ForeignGlobal):
-        return value.qualname
     if isinstance(value, (list, tuple, set, frozenset)):
         return [_plain(item, depth + 1, budget) for item in value]
     if isinstance(value, dict):
