@@ -30,6 +30,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFilter, ImageOps, UnidentifiedImageError
 
 from .errors import SnapViTError
+from .image_limits import check_declared_size
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,7 @@ def to_rgb(image: Image.Image, max_side: int = MAX_SIDE) -> Image.Image:
 def open_image(path: Path, max_side: int = MAX_SIDE) -> Image.Image:
     """Read one file as RGB; raises OSError/ValueError subclasses for files that are not images."""
     with Image.open(path) as image:
+        check_declared_size(image, max_side, str(path))  # issue 16: refuse/draft by declared size before decoding
         image.load()
         return to_rgb(image, max_side)
 
@@ -177,12 +179,34 @@ def _class_folders(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def _readable(folder: Path) -> bool:
+    try:
+        with os.scandir(folder):
+            return True
+    except OSError:
+        return False
+
+
+def knn_warnings(train_labels, test_labels) -> list[str]:
+    """Why a kNN top-1 on these labels would mean nothing (one class, one bank image per class), if so."""
+    train = Counter(np.asarray(train_labels).tolist())
+    warnings = []
+    if len(set(train) | set(np.asarray(test_labels).tolist())) < 2:
+        warnings.append("the data has a single class, so kNN top-1 is 100% or 0% by construction and means nothing")
+    elif train and max(train.values()) < 2:
+        warnings.append("the kNN bank holds one image per class, so kNN top-1 is mostly chance and means little")
+    return warnings
+
+
 def _list_folder(root: Path, skipped: Counter) -> tuple[list[Path], list[int] | None, tuple[str, ...]]:
     """Image paths under ``root`` with labels from class sub-folders (None when it has none)."""
     classes = _class_folders(root)
     if classes:
         paths, labels = [], []
         for label, folder in enumerate(classes):
+            if not _readable(folder):  # issue 16: rglob silently yields nothing for an unreadable folder
+                skipped["unreadable class folders"] += 1
+                continue
             for path in sorted(p for p in folder.rglob("*") if p.is_file()):
                 if path.suffix.lower() in IMAGE_EXTENSIONS:
                     paths.append(path)
@@ -502,6 +526,8 @@ def load_knn_splits(
                 f"The {split} images of {spec} have no labels, so kNN accuracy cannot be measured.",
                 "Put the images in one sub-folder per class (or use a dataset with a label column).",
             )
+    for warning in knn_warnings(sets["train"].labels, sets["test"].labels):  # issue 16: say it, don't just print 100 %
+        log.warning("warning: %s: %s.", spec, warning)
     return KnnSplits(
         preprocess(sets["train"].images, data_config),
         torch.as_tensor(sets["train"].labels, dtype=torch.int64),
