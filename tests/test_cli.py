@@ -162,3 +162,78 @@ def test_evaluate_with_correction_reports_it(capsys):
         capsys, "evaluate", "--mlp-sparsity", "0.1", "--head-sparsity", "0", "--correct", "--damping", "median"
     )
     assert code == 2 and "median" in err and err.count("\n") == 1
+
+
+# --- issue 16: hostile arguments and faults -----------------------------------------------------
+
+
+def _usage_error(capsys, *argv: str) -> str:
+    """argparse refuses ``argv``: exit 2, one line on stderr, nothing on stdout."""
+    with pytest.raises(SystemExit) as info:
+        main(list(argv))
+    out, err = capsys.readouterr()
+    assert info.value.code == 2 and out == "" and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**70), "1e3", "abc"])
+@pytest.mark.parametrize("command", ["score", "search"])
+def test_bad_seeds_are_one_line_usage_errors(capsys, tmp_path, command, seed):
+    argv = [command, "--seed", seed, "--out", str(tmp_path / "o.safetensors")]
+    if command == "search":
+        argv += ["--scores", str(tmp_path / "s.safetensors")]
+    assert "--seed" in _usage_error(capsys, *argv)
+
+
+@pytest.mark.parametrize(
+    "option",
+    [("--k", "-1"), ("--k", "0"), ("--latency-batch", "-1"), ("--latency-batch", "0"), ("--limit", "0")],
+)
+def test_evaluate_counts_must_be_positive(capsys, option):
+    err = _usage_error(capsys, "evaluate", *option, "--mlp-sparsity", "0.1", "--head-sparsity", "0")
+    assert "positive integer" in err and option[0] in err
+
+
+def test_evaluate_says_when_k_is_capped_at_the_bank(capsys):
+    code, out, err = run_cli(
+        capsys,
+        "evaluate",
+        "--metrics",
+        "knn",
+        "--limit",
+        "6",
+        "--k",
+        "500",
+        "--mlp-sparsity",
+        "0",
+        "--head-sparsity",
+        "0",
+    )
+    assert code == 0 and "larger than the kNN bank (6 images); using k=6" in err
+    assert "(k=6," in out
+
+
+def test_unexpected_exception_is_one_line_and_a_log_file(capsys, monkeypatch, tmp_path):
+    """The last-resort handler: any non-SnapViTError gives one line naming it and a traceback file."""
+    from snapvit_core.cli import info
+
+    def explode(*args, **kwargs):
+        raise ValueError("disk said no\nsecond line")
+
+    monkeypatch.setattr(info, "load_backbone", explode)
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    code, out, err = run_cli(capsys, "info")
+    assert code == 2 and out == "" and err.count("\n") == 1 and "Traceback" not in err
+    assert "ValueError: disk said no second line" in err
+    logs = list(tmp_path.glob("snapvit-error-*.log"))
+    assert len(logs) == 1 and str(logs[0]) in err
+    assert "Traceback" in logs[0].read_text() and "explode" in logs[0].read_text()
+
+
+def test_unexpected_exception_without_a_writable_temp_folder(capsys, monkeypatch, tmp_path):
+    from snapvit_core.cli import info
+
+    monkeypatch.setattr(info, "load_backbone", lambda *a, **k: (_ for _ in ()).throw(MemoryError()))
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "missing"))
+    code, _, err = run_cli(capsys, "info")
+    assert code == 2 and err.count("\n") == 1 and "MemoryError" in err

@@ -8,6 +8,38 @@ import sys
 
 from ..backbones import describe_model_ids
 
+MAX_SEED = 2**32 - 1  # numpy's SeedSequence and torch.manual_seed both take [0, 2**32) everywhere
+
+
+def seed_value(text: str) -> int:
+    """argparse type of --seed: an integer in [0, 2**32)."""
+    value = _int(text, "a seed")
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"seed {text} is outside 0 .. {MAX_SEED}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type of counts such as --k, --latency-batch, --samples: an integer >= 1."""
+    value = _int(text, "a positive integer")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer (use 1 or more)")
+    return value
+
+
+def _int(text: str, what: str) -> int:
+    digits = text.strip()
+    if len(digits) > 40 or not digits.lstrip("+-").isdigit():
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not {what}")
+    return int(digits)
+
+
+def capped_k(k: int, bank_size: int) -> int:
+    """The k kNN really uses (at most the bank size); warns when it is smaller than asked."""
+    if k > bank_size:
+        sys.stderr.write(f"warning: --k {k} is larger than the kNN bank ({bank_size} images); using k={bank_size}.\n")
+    return min(k, bank_size)
+
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="embedded", help=f"model id: {describe_model_ids()} (default: embedded)")

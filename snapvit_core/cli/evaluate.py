@@ -6,7 +6,16 @@ import argparse
 
 from ..backbones import load_backbone
 from ..explorer import DATA_FREE_METHODS, Explorer, check_metrics, data_free_scores
-from ._common import add_json_argument, add_model_arguments, add_sparsity_arguments, emit, resolve_device
+from ._common import (
+    add_json_argument,
+    add_model_arguments,
+    add_sparsity_arguments,
+    capped_k,
+    emit,
+    positive_int,
+    resolve_device,
+    seed_value,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,10 +27,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_scores_arguments(parser)
     add_sparsity_arguments(parser)
     parser.add_argument("--metrics", default="knn,flops,params", help="comma-separated: knn,flops,params,latency")
-    parser.add_argument("--k", type=int, default=20, help="kNN neighbours (default: 20, as published)")
+    parser.add_argument("--k", type=positive_int, default=20, help="kNN neighbours (default: 20, as published)")
     parser.add_argument("--weighted-vote", action="store_true", help="DINO's weighted vote (T=0.07) instead of uniform")
-    parser.add_argument("--limit", type=int, default=None, help="use at most N images per split (seeded subset)")
-    parser.add_argument("--latency-batch", type=int, default=32, help="batch size of the throughput measurement")
+    parser.add_argument(
+        "--limit", type=positive_int, default=None, help="use at most N images per split (seeded subset)"
+    )
+    parser.add_argument(
+        "--latency-batch", type=positive_int, default=32, help="batch size of the throughput measurement"
+    )
     add_correction_arguments(parser)
     add_json_argument(parser)
     parser.set_defaults(run=run)
@@ -30,7 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def add_correction_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("weight correction (SparseGPT-style, DESIGN section 6)")
     group.add_argument("--correct", action="store_true", help="correct fc2 and attn.proj of the pruned model")
-    group.add_argument("--correction-samples", type=int, default=1000, help="calibration images (default: 1000)")
+    group.add_argument(
+        "--correction-samples", type=positive_int, default=1000, help="calibration images (default: 1000)"
+    )
     group.add_argument("--correction-data", default=None, help="calibration data source (default: --data)")
     group.add_argument("--damping", default="mean", help="mean (default), max or percentile")
     group.add_argument("--damping-fraction", type=float, default=0.01, help="damping fraction (default: 0.01)")
@@ -59,7 +74,7 @@ def add_scores_arguments(parser: argparse.ArgumentParser) -> None:
         choices=sorted(DATA_FREE_METHODS),
         help="data-free scores to use when no --scores is given (default: magnitude)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random method (default: 0)")
+    parser.add_argument("--seed", type=seed_value, default=0, help="seed of the random method (default: 0)")
 
 
 def build_explorer(args: argparse.Namespace, device: str) -> Explorer:
@@ -86,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
     explorer = build_explorer(args, device)
     if "knn" in metrics:
         splits = load_knn_splits(args.data, explorer.backbone.data_config, limit_per_split=args.limit)
+        args.k = capped_k(args.k, len(splits.train_labels))  # issue 16: say so when k exceeds the bank
         evaluator = KnnEvaluator(
             splits.train,
             splits.train_labels,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..data import DATA_SPEC_HELP
 from ..errors import SnapViTError
-from ._common import add_json_argument, add_model_arguments, emit, resolve_device
+from ._common import add_json_argument, add_model_arguments, emit, positive_int, resolve_device, seed_value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,7 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_arguments(parser)
     parser.add_argument("--data", default="embedded", help=f"images: {DATA_SPEC_HELP} (default: embedded)")
     parser.add_argument("--scores", required=True, help="base importance scores file (.safetensors or published .pt)")
-    parser.add_argument("--evaluations", type=int, default=50, help="fitness evaluations (default: 50, as published)")
+    parser.add_argument(
+        "--evaluations", type=positive_int, default=50, help="fitness evaluations (default: 50, as published)"
+    )
     parser.add_argument(
         "--pairs",
         nargs="+",
@@ -24,12 +26,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="MLP,HEAD",
         help="sparsity pairs the fitness averages (default: 0.15,0 0.35,0.2 0.55,0.4 0.65,0.5, as published)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the image subset and the sampler (default: 0)")
+    parser.add_argument(
+        "--seed", type=seed_value, default=0, help="seed of the image subset and the sampler (default: 0)"
+    )
     parser.add_argument(
         "--covariance", default="cka", help="initial covariance: cka (published) or identity (default: cka)"
     )
-    parser.add_argument("--eval-images", type=int, default=1000, help="images per evaluation (default: 1000)")
-    parser.add_argument("--population-size", type=int, default=None, help="candidates per generation (4 + 3 ln d)")
+    parser.add_argument("--eval-images", type=positive_int, default=1000, help="images per evaluation (default: 1000)")
+    parser.add_argument(
+        "--population-size", type=positive_int, default=None, help="candidates per generation (4 + 3 ln d)"
+    )
     parser.add_argument("--checkpoint", default=None, help="checkpoint file written after every generation")
     parser.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     parser.add_argument("--out", required=True, help="scores file to write (.safetensors), replaced atomically")
