@@ -47,6 +47,12 @@ PUBLISHED_BACKBONES = {
     "dino_vitb16": "vit_base_patch16_224.dino",
     "dinov3_vitb16": "vit_base_patch16_dinov3.lvd1689m",
 }
+# Published model_type -> (MLP scores shape, head scores shape) of that architecture.
+PUBLISHED_SHAPES = {
+    "deit-3-vit-s-16": ((12, 1536), (12, 6)),
+    "dino_vitb16": ((12, 3072), (12, 12)),
+    "dinov3_vitb16": ((12, 3072), (12, 12)),
+}
 
 _FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}  # safetensors dtype names accepted for scores
 _NOT_SCORES = "not a scores file: expected a SnapViT Explorer .safetensors scores file or a published SnapViT .pt file"
@@ -328,6 +334,13 @@ def _convert_published(source: Path | bytes, name: str) -> ImportanceScores:
                 "The file is inconsistent; re-download it or recompute the scores.",
             )
     model_type = _plain(payload.get("model_type"))
+    expected = PUBLISHED_SHAPES.get(model_type) if isinstance(model_type, str) else None
+    if expected is not None and (tuple(mlp.shape), tuple(heads.shape)) != expected:
+        raise SnapViTError(
+            f"{name} names the architecture '{model_type}' (MLP {list(expected[0])} / heads {list(expected[1])}) "
+            f"but its scores are MLP {list(mlp.shape)} / heads {list(heads.shape)}.",
+            "The file is inconsistent; re-download it or recompute the scores.",
+        )
     metadata: dict[str, Any] = {
         "source_format": "snapvit-published-pickle",
         "method": "snapvit",

@@ -237,3 +237,37 @@ def test_unexpected_exception_without_a_writable_temp_folder(capsys, monkeypatch
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "missing"))
     code, _, err = run_cli(capsys, "info")
     assert code == 2 and err.count("\n") == 1 and "MemoryError" in err
+
+
+def _embedded_scores_recorded_for(tmp_path, backbone_id):
+    from snapvit_core.backbones import load_backbone
+    from snapvit_core.data_free import magnitude_scores
+    from snapvit_core.scores_io import save_scores
+
+    scores = magnitude_scores(load_backbone("embedded").model).with_metadata(backbone=backbone_id)
+    return save_scores(scores, tmp_path / "other.safetensors")
+
+
+@pytest.mark.parametrize("command", ["evaluate", "export"])
+def test_scores_of_another_backbone_with_the_same_shapes(capsys, tmp_path, command):
+    """Item 12: refused by default; --allow-other-backbone proceeds with a visible warning."""
+    path = _embedded_scores_recorded_for(tmp_path, "vit_small_patch16_224.dino")
+    argv = [command, "--scores", str(path), "--mlp-sparsity", "0.3", "--head-sparsity", "0"]
+    argv += ["--metrics", "flops"] if command == "evaluate" else ["--out", str(tmp_path / "e")]
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "made for 'vit_small_patch16_224.dino'" in err and "--allow-other-backbone" in err
+    code, out, err = run_cli(capsys, *argv, "--allow-other-backbone")
+    assert code == 0 and "warning:" in err and "vit_small_patch16_224.dino" in err
+
+
+@pytest.mark.skipif(not PUBLISHED.is_dir(), reason="../shared/reference not present")
+def test_published_dino_scores_on_the_default_vit_b_weights_are_refused(capsys):
+    """dino_vitb16 scores have the shapes of vit_base_patch16_224 but not its (augreg) weights."""
+    path = PUBLISHED / "dino_vitb16.imagenet-1k.pt"
+    argv = ["evaluate", "--model", "vit_base_patch16_224", "--random-init", "--scores", str(path)]
+    code, _, err = run_cli(capsys, *argv, "--metrics", "flops", "--mlp-sparsity", "0.3", "--head-sparsity", "0")
+    assert code == 2 and "vit_base_patch16_224.dino" in err
+    argv[2] = "vit_base_patch16_224.dino"
+    code, _, err = run_cli(capsys, *argv, "--metrics", "params", "--mlp-sparsity", "0.3", "--head-sparsity", "0")
+    assert code == 0, err

@@ -489,3 +489,26 @@ def test_import_published_refuses_safetensors(tmp_path):
     path = save_scores(make_scores(), tmp_path / "s.safetensors")
     with pytest.raises(SnapViTError, match="not a published SnapViT .pt file"):
         import_published_scores(path)
+
+
+def test_published_metadata_naming_another_architecture_is_refused(tmp_path, authors_package):
+    """Issue 16 item 12: a file that says deit-3-vit-s-16 but holds ViT-B-shaped scores (even `plan` reads it)."""
+    mlp, heads = torch.rand(12, 3072), torch.rand(12, 12)
+    payload = _published_dict(authors_package, mlp, heads, embed_dim=768, head_dim=64)
+    torch.save(payload, tmp_path / "p.pt")
+    expect_error(tmp_path / "p.pt", "names the architecture 'deit-3-vit-s-16'", "[12, 3072]")
+
+
+def test_check_scores_backbone_compares_canonical_ids():
+    from snapvit_core.scores import canonical_model_id, check_scores_backbone
+
+    scores = make_scores().with_metadata(backbone="vit_base_patch16_224.dino")
+    assert canonical_model_id("vit_base_patch16_224") == "vit_base_patch16_224.augreg2_in21k_ft_in1k"
+    assert check_scores_backbone(scores, "vit_base_patch16_224.dino") is None
+    with pytest.raises(SnapViTError, match="made for 'vit_base_patch16_224.dino'"):
+        check_scores_backbone(scores, "vit_base_patch16_224")
+    assert "vit_base_patch16_224.dino" in check_scores_backbone(scores, "embedded", allow_other=True)
+    unknown = make_scores().with_metadata(backbone=None, model_id=None)
+    assert check_scores_backbone(unknown, "embedded") is None  # nothing recorded: nothing to compare
+    computed = make_scores().with_metadata(backbone=None, model_id="vit_tiny_patch16_224")
+    assert check_scores_backbone(computed, "vit_tiny_patch16_224.augreg_in21k_ft_in1k") is None

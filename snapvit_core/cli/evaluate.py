@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..backbones import load_backbone
 from ..explorer import DATA_FREE_METHODS, Explorer, check_metrics, data_free_scores
@@ -75,17 +76,25 @@ def add_scores_arguments(parser: argparse.ArgumentParser) -> None:
         help="data-free scores to use when no --scores is given (default: magnitude)",
     )
     parser.add_argument("--seed", type=seed_value, default=0, help="seed of the random method (default: 0)")
+    parser.add_argument(
+        "--allow-other-backbone",
+        action="store_true",
+        help="use --scores recorded for another backbone (with a warning) instead of refusing them",
+    )
 
 
 def build_explorer(args: argparse.Namespace, device: str) -> Explorer:
+    from ..scores import check_scores_backbone
     from ..scores_io import load_scores
 
+    scores = load_scores(args.scores) if args.scores else None
+    if scores is not None:  # issue 16: refuse another backbone's scores (before the model loads) unless allowed
+        warning = check_scores_backbone(scores, args.model, args.allow_other_backbone)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
     backbone = load_backbone(args.model, args.random_init, device)
-    scores = (
-        load_scores(args.scores)
-        if args.scores
-        else data_free_scores(args.method or "magnitude", backbone.model, args.seed)
-    )
+    if scores is None:
+        scores = data_free_scores(args.method or "magnitude", backbone.model, args.seed)
     return Explorer(backbone, scores, device)
 
 

@@ -38,6 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--checkpoint", default=None, help="checkpoint file written after every generation")
     parser.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    parser.add_argument(
+        "--allow-other-backbone", action="store_true", help="search from --scores recorded for another backbone"
+    )
     parser.add_argument("--out", required=True, help="scores file to write (.safetensors), replaced atomically")
     add_json_argument(parser)
     parser.set_defaults(run=run)
@@ -67,6 +70,7 @@ def _progress(done: int, total: int, best: float) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..backbones import load_backbone
     from ..data import load_images, parse_data_spec, preprocess
+    from ..scores import check_scores_backbone
     from ..scores_io import SUFFIX, load_scores, save_scores
     from ..search import PUBLISHED_PAIRS, SearchConfig, run_search
 
@@ -87,6 +91,9 @@ def run(args: argparse.Namespace) -> int:
         raise SnapViTError("--resume needs --checkpoint FILE.", "Name the checkpoint of the interrupted search.")
     parse_data_spec(args.data)  # a typo fails before the model loads
     scores = load_scores(args.scores)
+    warning = check_scores_backbone(scores, args.model, args.allow_other_backbone)  # issue 16
+    if warning:
+        sys.stderr.write(f"warning: {warning}\n")
     device = resolve_device(args.device)
     backbone = load_backbone(args.model, args.random_init, device)
     image_set = load_images(args.data, "train", limit=args.eval_images, seed=args.seed)
