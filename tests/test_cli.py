@@ -194,6 +194,11 @@ def test_evaluate_counts_must_be_positive(capsys, option):
     assert "positive integer" in err and option[0] in err
 
 
+def test_latency_batch_has_an_upper_bound(capsys):
+    err = _usage_error(capsys, "evaluate", "--latency-batch", "1000000", "--mlp-sparsity", "0", "--head-sparsity", "0")
+    assert "largest batch" in err
+
+
 def test_evaluate_says_when_k_is_capped_at_the_bank(capsys):
     code, out, err = run_cli(
         capsys,

@@ -8,6 +8,7 @@ import sys
 
 from ..backbones import describe_model_ids
 
+MAX_BATCH = 4096  # images per forward pass: 4096 x 3 x 224 x 224 float32 is 2.5 GB
 MAX_SEED = 2**32 - 1  # numpy's SeedSequence and torch.manual_seed both take [0, 2**32) everywhere
 
 
@@ -24,6 +25,14 @@ def positive_int(text: str) -> int:
     value = _int(text, "a positive integer")
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text} is not a positive integer (use 1 or more)")
+    return value
+
+
+def batch_size(text: str) -> int:
+    """argparse type of batch sizes (--latency-batch): 1 .. MAX_BATCH, so a typo cannot ask for 600 GB of images."""
+    value = positive_int(text)
+    if value > MAX_BATCH:
+        raise argparse.ArgumentTypeError(f"{text} is larger than the largest batch, {MAX_BATCH}")
     return value
 
 

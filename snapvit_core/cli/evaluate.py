@@ -11,6 +11,7 @@ from ._common import (
     add_json_argument,
     add_model_arguments,
     add_sparsity_arguments,
+    batch_size,
     capped_k,
     emit,
     positive_int,
@@ -33,9 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--limit", type=positive_int, default=None, help="use at most N images per split (seeded subset)"
     )
-    parser.add_argument(
-        "--latency-batch", type=positive_int, default=32, help="batch size of the throughput measurement"
-    )
+    parser.add_argument("--latency-batch", type=batch_size, default=32, help="batch size of the throughput measurement")
     add_correction_arguments(parser)
     add_json_argument(parser)
     parser.set_defaults(run=run)
