@@ -39,6 +39,7 @@ MAX_OPCODES = 20_000  # bounds the object count (published: ~200)
 MAX_MEMBERS = 64  # published: 8 zip members
 MAX_STORAGES = 16  # a scores file holds 2 tensors
 MAX_STORAGE_BYTES = 64 << 20  # total raw tensor bytes; ViT-g scores are ~1 MB
+MAX_FILE_BYTES = MAX_STORAGE_BYTES + (2 << 20)  # storages + pickle + zip records
 MAX_TENSOR_ELEMENTS = 1 << 22  # per tensor: B x M; ViT-22B scores are 48 x 24576 = 1.2 M
 MAX_BLOCKS = 1024  # rows of a score tensor (transformer blocks)
 
@@ -217,16 +218,19 @@ def load_torch_zip(source: str | os.PathLike | bytes, name: str) -> Any:
         SnapViTError: on anything refused, malformed or too large. Other exceptions may escape for
             a corrupt stream (``zipfile.BadZipFile``, ``ValueError`` ...); the caller wraps them.
     """
-    data = bytes(source) if isinstance(source, (bytes, bytearray)) else None
-    handle = io.BytesIO(data) if data is not None else source
-    with zipfile.ZipFile(handle) as archive:
+    if not isinstance(source, (bytes, bytearray)):
+        size = os.path.getsize(source)
+        if size > MAX_FILE_BYTES:
+            raise _not_scores(name, f"is {size >> 20} MB")
+        with open(source, "rb") as handle:
+            source = handle.read(MAX_FILE_BYTES + 1)  # read once: what is checked is what torch loads
+    data = bytes(source)
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
         _prefix, record = _check_zip(archive, name)
         _check_pickle(archive.read(record), name)
     with _LOAD_LOCK, torch.serialization.safe_globals(_STAND_INS):
         try:
-            payload = torch.load(
-                io.BytesIO(data) if data is not None else source, map_location="cpu", weights_only=True, mmap=False
-            )
+            payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True, mmap=False)
         except pickle.UnpicklingError as exc:  # torch's weights-only refusal: a call it does not allow
             raise _refuse(name, f"code torch's weights-only loader does not allow ({_torch_message(exc)})") from exc
         except RuntimeError as exc:

@@ -258,7 +258,7 @@ def _published_dict(enums, mlp, heads, **overrides) -> dict:
 
 
 def test_torch_saved_published_layout(tmp_path, authors_package):
-    mlp, heads = torch.rand(3, 16), torch.rand(3, 4)
+    mlp, heads = torch.rand(12, 1536), torch.rand(12, 6)  # the shapes of deit-3-vit-s-16, which the file names
     torch.save(_published_dict(authors_package, mlp, heads), tmp_path / "p.pt")
     for loaded in load_both(tmp_path / "p.pt"):
         assert torch.equal(loaded.mlp, mlp) and torch.equal(loaded.heads, heads)
@@ -279,10 +279,11 @@ def test_strided_views_other_dtypes_and_big_endian(tmp_path, authors_package):
     base = torch.rand(5, 40)
     mlp = base[1:4, ::2]  # offset + stride into a larger shared storage
     heads = torch.rand(4, 3, dtype=torch.float64).t()  # transposed: non-contiguous
-    torch.save(_published_dict(authors_package, mlp, heads, head_dim=None), tmp_path / "v.pt")
+    other = authors_package.ModelType.OTHER  # an architecture without known shapes
+    torch.save(_published_dict(authors_package, mlp, heads, head_dim=None, model_type=other), tmp_path / "v.pt")
     loaded = load_scores(tmp_path / "v.pt")
     assert torch.equal(loaded.mlp, mlp) and torch.allclose(loaded.heads, heads.float())
-    torch.save(_published_dict(authors_package, mlp.half(), heads.bfloat16()), tmp_path / "h.pt")
+    torch.save(_published_dict(authors_package, mlp.half(), heads.bfloat16(), model_type=other), tmp_path / "h.pt")
     assert torch.equal(load_scores(tmp_path / "h.pt").mlp, mlp.half().float())
     with zipfile.ZipFile(tmp_path / "v.pt") as source:  # the same file written on a big-endian machine
         prefix = source.namelist()[0].split("/")[0]
