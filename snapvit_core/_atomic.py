@@ -146,6 +146,29 @@ def atomic_path(destination: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
+def check_writable(destination: str | os.PathLike, what: str = "") -> None:
+    """Refuse now, in one line, a file destination a long job could not write at its end.
+
+    Creates (and removes) a probe temp file next to ``destination``: catches read-only mounts,
+    missing permissions, a parent that is a file, and a destination that is a folder.
+    """
+    from .errors import SnapViTError
+
+    destination = Path(destination)
+    label = f"{what} {destination}".strip()
+    if destination.is_dir():
+        raise SnapViTError(f"Cannot write {label}: it is a folder.", "Name a file inside it.")
+    try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        raise SnapViTError(
+            f"Cannot write {label}: {error.strerror or error}.", "Choose a writable folder (checked before starting)."
+        ) from error
+
+
 def write_text_atomic(destination: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``destination`` atomically."""
     with atomic_path(destination) as tmp:

@@ -28,6 +28,7 @@ from .presets import BACKBONE_PRESETS
 log = logging.getLogger(__name__)
 
 EMBEDDED_ID = "embedded"
+MAX_CONFIG_BYTES = 1 << 20  # a config.json is a few KB
 HF_PREFIX = "hf:"  # hf:REPO_OR_PATH: a transformers vision model from the local cache or a saved directory
 
 
@@ -221,8 +222,10 @@ def _load_directory(path: Path, random_init: bool) -> Backbone:
             "as written by timm's push_to_hf_hub/save_for_hf or by `python -m snapvit_core export`.",
         )
     try:
+        if config_path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ValueError(f"it is larger than {MAX_CONFIG_BYTES >> 20} MB")
         config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, RecursionError) as error:
         raise SnapViTError(f"{config_path} is not valid JSON ({error}).", "Fix or re-create the file.") from error
     architecture = config.get("architecture") if isinstance(config, dict) else None
     if architecture is None and isinstance(config, dict) and "model_type" in config:

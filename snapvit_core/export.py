@@ -271,6 +271,8 @@ def check_export_destination(directory: str | Path, overwrite: bool, force: bool
                 "Choose a new folder, or force it (--force) if its contents may be deleted.",
             )
     parent = next((p for p in (target.parent, *target.parent.parents) if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise SnapViTError(f"Cannot export to {target}: {parent} is a file.", "Choose a folder path.")
     if parent is None or not os.access(parent, os.W_OK | os.X_OK):
         raise SnapViTError(f"Cannot write in {parent or target.parent}: it is read-only.", "Choose a writable folder.")
     return target

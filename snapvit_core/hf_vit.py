@@ -146,8 +146,10 @@ def read_model_type(directory: Path) -> str:
             "A transformers model directory is written by `model.save_pretrained(DIR)` (config.json + weights).",
         )
     try:
+        if config_path.stat().st_size > 1 << 20:  # a config.json is a few KB
+            raise ValueError("it is larger than 1 MB")
         config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, RecursionError) as error:
         raise SnapViTError(f"{config_path} is not valid JSON ({error}).", "Fix or re-create the file.") from error
     model_type = config.get("model_type") if isinstance(config, dict) else None
     if not isinstance(model_type, str) or model_type not in HF_MODEL_CLASSES:  # a list is not hashable

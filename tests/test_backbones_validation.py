@@ -136,3 +136,14 @@ def test_hf_weights_missing_one_tensor_are_refused(tmp_path):
     save_file(state, str(weights), metadata={"format": "pt"})
     with pytest.raises(SnapViTError, match="1 missing"):
         load_backbone(f"hf:{path}")
+
+
+def test_oversized_or_deeply_nested_config_json(tmp_path):
+    path = tmp_path / "ckpt"
+    path.mkdir()
+    (path / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(SnapViTError, match="not valid JSON"):
+        load_backbone(str(path), random_init=True)
+    (path / "config.json").write_text(json.dumps({"architecture": "x", "pad": "y" * (2 << 20)}))
+    with pytest.raises(SnapViTError, match="larger than"):
+        load_backbone(str(path), random_init=True)

@@ -276,3 +276,22 @@ def test_published_dino_scores_on_the_default_vit_b_weights_are_refused(capsys):
     argv[2] = "vit_base_patch16_224.dino"
     code, _, err = run_cli(capsys, *argv, "--metrics", "params", "--mlp-sparsity", "0.3", "--head-sparsity", "0")
     assert code == 0, err
+
+
+@pytest.mark.parametrize("command", ["score", "search"])
+def test_unwritable_out_fails_before_any_work(capsys, tmp_path, monkeypatch, command):
+    """A read-only --out folder is found before the (long) pass, not after it."""
+    import errno
+
+    from snapvit_core import _atomic, backbones
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(_atomic.tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(backbones, "load_backbone", lambda *a, **k: pytest.fail("the model was loaded"))
+    argv = [command, "--out", str(tmp_path / "ro" / "s.safetensors")]
+    if command == "search":
+        argv += ["--scores", str(tmp_path / "base.safetensors")]
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2 and err.count("\n") == 1 and "Read-only file system" in err

@@ -369,3 +369,9 @@ def test_modes_follow_the_umask_without_touching_it(tmp_path, monkeypatch, prune
     assert (report.directory.stat().st_mode & 0o777) == 0o777 & ~umask
     for path in [*report.directory.iterdir(), saved]:
         assert (path.stat().st_mode & 0o777) == 0o666 & ~umask, path
+
+
+def test_export_under_a_file_is_one_clear_error(tmp_path, pruned_embedded):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SnapViTError, match="is a file"):
+        _write(pruned_embedded, tmp_path / "file" / "sub")

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from .._atomic import check_writable
 from ..data import DATA_SPEC_HELP
 from ..errors import SnapViTError
 from ..scoring import METHODS, SQUARED_GRADIENTS
@@ -74,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         raise SnapViTError(
             f"--out {out}: a scores file name must end in {SUFFIX}.", f"Use e.g. {out.with_suffix(SUFFIX)}."
         )
+    check_writable(out, "--out")  # issue 16: a read-only folder or full disk fails now, not at the end
     if config.needs_images:
         parse_data_spec(args.data)  # a typo fails before the model loads
     device = resolve_device(args.device)

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .._atomic import check_writable
 from ..data import DATA_SPEC_HELP
 from ..errors import SnapViTError
 from ._common import add_json_argument, add_model_arguments, emit, positive_int, resolve_device, seed_value
@@ -87,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         raise SnapViTError(
             f"--out {out}: a scores file name must end in {SUFFIX}.", f"Use e.g. {out.with_suffix(SUFFIX)}."
         )
+    check_writable(out, "--out")  # issue 16: a read-only folder or full disk fails now, not at the end
     if args.resume and not args.checkpoint:
         raise SnapViTError("--resume needs --checkpoint FILE.", "Name the checkpoint of the interrupted search.")
     parse_data_spec(args.data)  # a typo fails before the model loads
