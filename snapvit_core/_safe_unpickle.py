@@ -53,15 +53,20 @@ _ALLOWED_GLOBALS = {"torch._utils._rebuild_tensor_v2", "collections.OrderedDict"
 }
 # Opcodes that reach code other than through GLOBAL + REDUCE of an allowlisted name.
 _CODE_OPCODES = {"INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "BUILD", "EXT1", "EXT2", "EXT4", "STACK_GLOBAL"}
-# Opcodes torch pickles never use and the checks below do not model: refused as malformed.
-_UNUSED_OPCODES = {"DUP", "PERSID", "BYTEARRAY8", "NEXT_BUFFER", "READONLY_BUFFER", "PUT", "GET"}
+# What torch's weights-only unpickler reads (torch/_weights_only_unpickler.py) and a scores file needs;
+# any other opcode is refused up front as malformed (torch would stop at it with a misleading message).
+_TORCH_OPCODES = set(
+    "PROTO STOP MARK GLOBAL REDUCE APPEND APPENDS SETITEM SETITEMS TUPLE TUPLE1 TUPLE2 TUPLE3 NONE NEWFALSE "
+    "NEWTRUE EMPTY_TUPLE EMPTY_LIST EMPTY_DICT EMPTY_SET BININT BININT1 BININT2 BINFLOAT BINUNICODE "
+    "SHORT_BINSTRING BINPERSID BINGET LONG_BINGET BINPUT LONG_BINPUT LONG1".split()
+)
 # Opcodes that push one scalar: a memo entry made right after one of them is safe to share.
 _SCALAR_OPCODES = set(
     "NONE NEWTRUE NEWFALSE INT BININT BININT1 BININT2 LONG LONG1 LONG4 FLOAT BINFLOAT STRING BINSTRING "
     "SHORT_BINSTRING BINBYTES SHORT_BINBYTES BINBYTES8 UNICODE BINUNICODE SHORT_BINUNICODE BINUNICODE8 "
     "GLOBAL EMPTY_TUPLE".split()
 )
-_MEMO_PUT = {"BINPUT", "LONG_BINPUT", "MEMOIZE"}
+_MEMO_PUT = {"BINPUT", "LONG_BINPUT"}
 _MEMO_GET = {"BINGET", "LONG_BINGET"}
 
 _LOAD_LOCK = threading.Lock()  # safe_globals edits torch's process-wide allowlist: one load at a time
@@ -160,7 +165,7 @@ def _check_pickle(data: bytes, name: str) -> None:
             if op == "BUILD":
                 raise _refuse(name, "`__setstate__` on an unpickled object")
             raise _refuse(name, f"code (pickle opcode {op})")
-        if op in _UNUSED_OPCODES:
+        if op not in _TORCH_OPCODES:
             raise _corrupt(name, f"pickle opcode {op} is not used by torch scores files")
         if op == "GLOBAL":
             qualname = str(arg).replace(" ", ".")
@@ -170,7 +175,7 @@ def _check_pickle(data: bytes, name: str) -> None:
                     hint = " That is a torch object other than a plain tensor: is this a model checkpoint?"
                 raise _refuse(name, f"`{qualname[:120]}`", hint)
         if op in _MEMO_PUT:
-            index = len(scalar_memo) if op == "MEMOIZE" else int(arg)
+            index = int(arg)
             scalar_memo[index] = last in _SCALAR_OPCODES
             continue
         if op in _MEMO_GET and not scalar_memo.get(int(arg), False):

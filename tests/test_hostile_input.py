@@ -28,9 +28,16 @@ def _zip(path: Path, pickle_bytes: bytes, storages: dict[str, bytes] | None = No
     return path
 
 
-def _shared_list_pickle(depth: int = 60) -> bytes:
-    """The issue's recipe: list i holds list i-1 twice, 60 levels deep (2**60 nodes when expanded)."""
-    body = b"".join(b"0](h" + bytes([i - 1]) + b"h" + bytes([i - 1]) + b"eq" + bytes([i]) for i in range(1, depth + 1))
+def _shared_list_pickle(depth: int = 60, pop: bool = True) -> bytes:
+    """The issue's recipe: list i holds list i-1 twice, 60 levels deep (2**60 nodes when expanded).
+
+    With ``pop=False`` the lists stay on the stack instead of being POPped (an opcode torch files
+    never use), so only the sharing check can refuse it.
+    """
+    step = b"0" if pop else b""
+    body = b"".join(
+        step + b"](h" + bytes([i - 1]) + b"h" + bytes([i - 1]) + b"eq" + bytes([i]) for i in range(1, depth + 1)
+    )
     return b"\x80\x02]q\x00" + body
 
 
@@ -64,10 +71,12 @@ def _scores_pickle(mlp: bytes, heads: bytes) -> bytes:
 
 
 @pytest.mark.timeout(30)
+@pytest.mark.parametrize("pop", [True, False], ids=["issue-recipe", "no-pop"])
 @pytest.mark.parametrize("use", ["persistent id", "tensor size", "num_blocks", "metadata"])
-def test_self_referencing_list_is_refused_fast(tmp_path, use):
+def test_self_referencing_list_is_refused_fast(tmp_path, use, pop):
     """Item 1: a < 1 KB pickle sharing one list 60 levels deep; used anywhere, it must not be expanded."""
-    shared = _shared_list_pickle()
+    shared = _shared_list_pickle(pop=pop)
+    refusal = "opcode POP" if pop else "shares one container"
     payloads = {
         "persistent id": shared + b"Q.",
         "tensor size": b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n(" + shared[2:] + b"tR.",
@@ -76,9 +85,9 @@ def test_self_referencing_list_is_refused_fast(tmp_path, use):
     }
     path = _zip(tmp_path / "hang.pt", payloads[use])
     assert path.stat().st_size < 1024
-    with pytest.raises(SnapViTError, match="shares one container"):
+    with pytest.raises(SnapViTError, match=refusal):
         load_scores(path)
-    with pytest.raises(SnapViTError, match="shares one container"):
+    with pytest.raises(SnapViTError, match=refusal):
         load_scores_bytes(path.read_bytes(), "upload.pt")
 
 
@@ -154,3 +163,13 @@ def test_safetensors_header_declaring_a_huge_tensor_is_refused_before_reading(tm
     path.write_bytes(struct.pack("<Q", len(raw)) + raw + b"\0" * 16)
     with pytest.raises(SnapViTError, match="larger than any scores tensor"):
         load_scores(path)
+
+
+def test_opcodes_torch_does_not_read_are_corrupt_not_code(tmp_path):
+    """A LONG4 (a 10,000-digit integer) or a protocol-4 FRAME: malformed for a torch file, said so up front."""
+    big = 10**10_000
+    body = big.to_bytes((big.bit_length() + 8) // 8, "little", signed=True)
+    long4 = b"\x8b" + struct.pack("<i", len(body)) + body
+    for pickled in (b"\x80\x02}(" + _str("seed") + long4 + b"u.", b"\x80\x04\x95\x02\x00\x00\x00\x00\x00\x00\x00}."):
+        with pytest.raises(SnapViTError, match="corrupt: pickle opcode (LONG4|FRAME)"):
+            load_scores(_zip(tmp_path / "op.pt", pickled))
