@@ -74,3 +74,42 @@ def test_self_referencing_upload_is_refused_quickly():
     app = _scores_page()
     _upload(app, "hang.pt", _zip(b"\x80\x02]q\x00" + body + b"Q."))
     assert not app.exception and app.error and "shares one container" in app.error[0].value
+
+
+class _FinishedJob:
+    """Stands in for ui.jobs.Job: a scoring job that finished with ``scores``."""
+
+    def __init__(self, scores) -> None:
+        from types import SimpleNamespace
+
+        self._snap = SimpleNamespace(
+            state="done",
+            fraction=1.0,
+            message="",
+            seconds=1.0,
+            extra={},
+            result={"scores": scores, "label": "snapvit (8 images)"},
+            error=None,
+            name="scoring",
+        )
+
+    running = False
+
+    def snapshot(self):
+        return self._snap
+
+
+def test_a_finished_job_for_another_backbone_is_reported_not_a_traceback():
+    """Scores computed for a backbone the user has since left are not applied, with a message."""
+    from snapvit_core.backbones import load_backbone
+    from snapvit_core.data_free import magnitude_scores
+    from ui.score_jobs import JOB_KEY
+
+    scores = magnitude_scores(load_backbone("embedded").model).with_metadata(model_id="vit_small_patch16_224.dino")
+    app = _scores_page()
+    app.session_state[JOB_KEY] = _FinishedJob(scores)
+    app.run()
+    app.run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert any("not applied" in e.value and "vit_small_patch16_224.dino" in e.value for e in app.error)
+    assert "snapvit (8 images)" not in app.session_state["scores_label"]
