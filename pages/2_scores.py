@@ -17,10 +17,17 @@ if backbone is None:
     st.stop()
 scores, scores_label = session.scores()
 st.caption(f"Current scores: **{scores_label}** - {scores.shape_summary}")
+if session.scores_warning():
+    st.warning(session.scores_warning(), icon=":material/warning:")
 
 render_jobs(backbone)
 
 st.subheader("Load scores")
+allow_other = st.checkbox(
+    "Allow scores made for another backbone",
+    key="scores_allow_other_backbone",
+    help="Scores record the backbone they were made for; another model's scores are refused unless this is ticked.",
+)
 from_dir, upload = st.columns(2)
 with from_dir:
     files = sorted(session.SCORES_DIR.glob("*.safetensors")) if session.SCORES_DIR.is_dir() else []
@@ -28,7 +35,7 @@ with from_dir:
         picked = st.selectbox("From scores/", files, format_func=lambda p: p.name)
         if st.button("Load selected file"):
             try:
-                session.set_scores(load_scores(picked), picked.name)
+                session.set_scores(load_scores(picked), picked.name, allow_other)
                 st.rerun()
             except SnapViTError as error:
                 session.show_error(error)
@@ -40,7 +47,8 @@ with upload:
     )
     if uploaded is not None and st.button("Use uploaded scores"):
         try:
-            session.set_scores(load_scores_bytes(uploaded.getvalue(), uploaded.name), f"{uploaded.name} (uploaded)")
+            loaded = load_scores_bytes(uploaded.getvalue(), uploaded.name)
+            session.set_scores(loaded, f"{uploaded.name} (uploaded)", allow_other)
             st.rerun()
         except SnapViTError as error:
             session.show_error(error)

@@ -1,11 +1,23 @@
-"""Reading torch zip checkpoints without running or importing any code they name.
+"""Reading torch zip checkpoints (published SnapViT scores) without running any code they name.
 
-A torch ``.pt`` file is a zip holding ``<archive>/data.pkl`` (a pickle) and one raw byte blob per
-storage (``<archive>/data/<key>``). A pickle is a small program: its GLOBAL opcodes import any
-callable and REDUCE calls it, so ``pickle.load`` on an untrusted file can run ``os.system``. Here
-the pickle runs on the pure-Python unpickler with an opcode whitelist, and the only callables it
-can reach are this module's own tensor rebuild, ``OrderedDict`` and inert placeholders for the
-classes of the SnapViT authors' package (``src.*``). Everything else is refused before it runs.
+A torch ``.pt`` file is a zip holding ``<archive>/data.pkl`` (a pickle, i.e. a small program whose
+GLOBAL opcodes import callables and REDUCE calls them) and one raw byte blob per storage
+(``<archive>/data/<key>``). The pickle is run by torch's own weights-only unpickler
+(``torch.load(weights_only=True)``), which can only call tensor rebuilds, ``OrderedDict`` and what
+is allowlisted; the two enum classes of the SnapViT authors' package (``src.models.enums``) are
+allowlisted as inert stand-ins that only record their value.
+
+Before torch sees a byte, a static pass bounds what the file may cost:
+
+* the zip: a few members, stored (not compressed), a pickle of at most 1 MB and raw tensor data of
+  at most ``MAX_STORAGE_BYTES``;
+* the pickle: at most ``MAX_OPCODES`` steps, no opcode that builds objects by calling a class
+  (INST, OBJ, NEWOBJ, BUILD, EXT*, STACK_GLOBAL), only the globals a scores file needs, and no
+  container fetched twice from the memo — so the unpickled object is a tree no larger than the
+  pickle (a list shared 60 levels deep would otherwise be 2**60 nodes for any repr or walk);
+
+and after it, every tensor must be a view no larger than its own storage (a stride-0 view of one
+float cannot pose as a 16384 x 16384 tensor) and no larger than a scores tensor can be.
 """
 
 from __future__ import annotations
@@ -14,9 +26,8 @@ import io
 import os
 import pickle
 import pickletools
-import sys
+import threading
 import zipfile
-from collections import OrderedDict
 from typing import Any
 
 import torch
@@ -24,59 +35,59 @@ import torch
 from .errors import SnapViTError
 
 MAX_PICKLE_BYTES = 1 << 20  # a published scores pickle is ~1.3 KB
-MAX_OPCODES = 20_000  # bounds nesting depth and object count (published: ~200)
+MAX_OPCODES = 20_000  # bounds the object count (published: ~200)
+MAX_MEMBERS = 64  # published: 8 zip members
 MAX_STORAGES = 16  # a scores file holds 2 tensors
-MAX_STORAGE_BYTES = 256 << 20  # total raw tensor bytes; ViT-g scores are ~1 MB
+MAX_STORAGE_BYTES = 64 << 20  # total raw tensor bytes; ViT-g scores are ~1 MB
+MAX_FILE_BYTES = MAX_STORAGE_BYTES + (2 << 20)  # storages + pickle + zip records
+MAX_TENSOR_ELEMENTS = 1 << 22  # per tensor: B x M; ViT-22B scores are 48 x 24576 = 1.2 M
+MAX_BLOCKS = 1024  # rows of a score tensor (transformer blocks)
 
 TRUST_FIX = "A scores file never needs code. Only open scores files from sources you trust."
+FOREIGN_ENUMS = ("src.models.enums.ModelType", "src.models.enums.MLPArchitecture")  # the authors' enums
 
-# The typed storage names torch writes into the persistent id of each tensor.
-STORAGE_DTYPES = {
-    "FloatStorage": torch.float32,
-    "DoubleStorage": torch.float64,
-    "HalfStorage": torch.float16,
-    "BFloat16Storage": torch.bfloat16,
-    "LongStorage": torch.int64,
-    "IntStorage": torch.int32,
-    "ShortStorage": torch.int16,
-    "CharStorage": torch.int8,
-    "ByteStorage": torch.uint8,
-    "BoolStorage": torch.bool,
+# The only globals a scores pickle names; anything else is refused before torch runs the pickle.
+_ALLOWED_GLOBALS = {"torch._utils._rebuild_tensor_v2", "collections.OrderedDict", *FOREIGN_ENUMS} | {
+    f"torch.{kind}Storage"
+    for kind in ("Float", "Double", "Half", "BFloat16", "Long", "Int", "Short", "Char", "Byte", "Bool")
 }
+# Opcodes that reach code other than through GLOBAL + REDUCE of an allowlisted name.
+_CODE_OPCODES = {"INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "BUILD", "EXT1", "EXT2", "EXT4", "STACK_GLOBAL"}
+# What torch's weights-only unpickler reads (torch/_weights_only_unpickler.py) and a scores file needs;
+# any other opcode is refused up front as malformed (torch would stop at it with a misleading message).
+_TORCH_OPCODES = set(
+    "PROTO STOP MARK GLOBAL REDUCE APPEND APPENDS SETITEM SETITEMS TUPLE TUPLE1 TUPLE2 TUPLE3 NONE NEWFALSE "
+    "NEWTRUE EMPTY_TUPLE EMPTY_LIST EMPTY_DICT EMPTY_SET BININT BININT1 BININT2 BINFLOAT BINUNICODE "
+    "SHORT_BINSTRING BINPERSID BINGET LONG_BINGET BINPUT LONG_BINPUT LONG1".split()
+)
+# Opcodes that push one scalar: a memo entry made right after one of them is safe to share.
+_SCALAR_OPCODES = set(
+    "NONE NEWTRUE NEWFALSE INT BININT BININT1 BININT2 LONG LONG1 LONG4 FLOAT BINFLOAT STRING BINSTRING "
+    "SHORT_BINSTRING BINBYTES SHORT_BINBYTES BINBYTES8 UNICODE BINUNICODE SHORT_BINUNICODE BINUNICODE8 "
+    "GLOBAL EMPTY_TUPLE".split()
+)
+_MEMO_PUT = {"BINPUT", "LONG_BINPUT"}
+_MEMO_GET = {"BINGET", "LONG_BINGET"}
 
-FOREIGN_PACKAGE = "src"  # the authors' package: its classes become placeholders, never imported
-
-
-class ForeignGlobal:
-    """Stands in for a class of the authors' package; records its qualified name only."""
-
-    __slots__ = ("qualname",)
-
-    def __init__(self, qualname: str) -> None:
-        self.qualname = qualname
-
-    def __repr__(self) -> str:
-        return f"<foreign {self.qualname}>"
+_LOAD_LOCK = threading.Lock()  # safe_globals edits torch's process-wide allowlist: one load at a time
 
 
 class ForeignObject:
-    """Stands in for an instance of a foreign class: the arguments and state it was pickled with.
+    """Stands in for an instance of one of the authors' enums: the arguments it was pickled with.
 
-    For an enum such as ``ModelType('deit-3-vit-s-16')`` ``value`` is the string.
+    For ``ModelType('deit-3-vit-s-16')`` ``value`` is the string. Constructing one runs no code of
+    the file's choosing; it only stores the (plain, already unpickled) arguments.
     """
 
-    __slots__ = ("qualname", "args", "kwargs", "state")
+    qualname = "src"
 
-    def __init__(self, qualname: str, args: tuple, kwargs: dict | None = None) -> None:
-        self.qualname = qualname
+    def __init__(self, *args: Any) -> None:
         self.args = args
-        self.kwargs = kwargs or {}
-        self.state: Any = None
 
     @property
     def value(self) -> Any:
         """The single plain argument (an enum's value), else None."""
-        if len(self.args) == 1 and isinstance(self.args[0], (str, int, float)) and not self.kwargs:
+        if len(self.args) == 1 and isinstance(self.args[0], (str, int, float)):
             return self.args[0]
         return None
 
@@ -84,23 +95,11 @@ class ForeignObject:
         return f"<foreign {self.qualname}({self.value!r})>"
 
 
-class _StorageType:
-    """Marker for ``torch.FloatStorage`` & co: only carries the dtype."""
-
-    __slots__ = ("name", "dtype")
-
-    def __init__(self, name: str, dtype: torch.dtype) -> None:
-        self.name = name
-        self.dtype = dtype
-
-
-class _Storage:
-    """One storage's elements as a flat tensor, read from ``data/<key>``."""
-
-    __slots__ = ("flat",)
-
-    def __init__(self, flat: torch.Tensor) -> None:
-        self.flat = flat  # (numel,) in the storage dtype
+# One stand-in class per foreign enum, registered under the enum's qualified name.
+_STAND_INS = [
+    (type(qualname.rsplit(".", 1)[1], (ForeignObject,), {"qualname": qualname, "__slots__": ()}), qualname)
+    for qualname in FOREIGN_ENUMS
+]
 
 
 def _refuse(name: str, what: str, hint: str = "") -> SnapViTError:
@@ -115,270 +114,136 @@ def _corrupt(name: str, detail: str) -> SnapViTError:
     )
 
 
-def _rebuild_tensor_v2(
-    storage: Any,
-    storage_offset: Any,
-    size: Any,
-    stride: Any,
-    requires_grad: Any = False,
-    backward_hooks: Any = None,
-    metadata: Any = None,
-) -> torch.Tensor:
-    """Our stand-in for ``torch._utils._rebuild_tensor_v2``: a view of the storage, copied out."""
-    del requires_grad, backward_hooks, metadata  # scores are plain data: no grad, no hooks
-    if not isinstance(storage, _Storage):
-        raise ValueError("a tensor without its storage")
-    shape, strides = _int_tuple(size, "size"), _int_tuple(stride, "stride")
-    if len(shape) != len(strides) or type(storage_offset) is not int or storage_offset < 0:
-        raise ValueError(f"a tensor with inconsistent layout {shape} / {strides} @ {storage_offset}")
-    numel = storage.flat.numel()
-    if all(shape):  # non-empty: the furthest element must lie inside the storage
-        last = storage_offset + sum((n - 1) * s for n, s in zip(shape, strides, strict=True))
-        if last >= numel:
-            raise ValueError(f"a tensor reaching element {last} of a storage of {numel}")
-    elif storage_offset > numel:
-        raise ValueError(f"a tensor starting at element {storage_offset} of a storage of {numel}")
-    return torch.as_strided(storage.flat, shape, strides, storage_offset).clone()
-
-
-def _int_tuple(value: Any, what: str) -> tuple[int, ...]:
-    if not isinstance(value, tuple) or not all(type(v) is int and 0 <= v < 1 << 40 for v in value):
-        raise ValueError(f"a tensor {what} that is not a tuple of non-negative ints: {value!r}"[:200])
-    return value
-
-
-class _OpcodeTable(dict):
-    """The dispatch table; an opcode that is not in it is refused instead of run."""
-
-    def __missing__(self, code: int):
-        name = pickletools.code2op.get(chr(code))
-        raise pickle.UnpicklingError(f"pickle opcode {name.name if name else code!r} is not allowed")
-
-
-# Opcodes that only build plain data (numbers, strings, tuples, lists, dicts, sets, memo) or reach
-# code through find_class / persistent_load, which this module controls. Left out on purpose:
-# INST and OBJ (call a class), EXT1/2/4 (the copyreg registry), PERSID (text ids, unused by torch),
-# buffers and bytearray (protocol-5 out-of-band data).
-_PLAIN_OPCODES = (
-    "PROTO FRAME STOP MARK POP POP_MARK DUP NONE NEWTRUE NEWFALSE INT BININT BININT1 BININT2 LONG "
-    "LONG1 LONG4 FLOAT BINFLOAT STRING BINSTRING SHORT_BINSTRING BINBYTES SHORT_BINBYTES BINBYTES8 "
-    "UNICODE BINUNICODE SHORT_BINUNICODE BINUNICODE8 EMPTY_TUPLE TUPLE TUPLE1 TUPLE2 TUPLE3 "
-    "EMPTY_LIST LIST EMPTY_DICT DICT EMPTY_SET FROZENSET PUT BINPUT LONG_BINPUT MEMOIZE GET BINGET "
-    "LONG_BINGET GLOBAL STACK_GLOBAL BINPERSID"
-).split()
-
-
-class RestrictedUnpickler(pickle._Unpickler):
-    """A pickle reader that can build data but run no code of the file's choosing.
-
-    Built on the pure-Python unpickler because only it lets a subclass replace single opcodes
-    (REDUCE, BUILD, NEWOBJ, APPEND, SETITEM ...); the C unpickler would call ``__setstate__``,
-    ``append`` or ``__setitem__`` on whatever object the stream puts on the stack.
-
-    Args:
-        file: the pickle stream.
-        name: the file name used in error messages.
-        read_storage: ``(key, dtype, numel) -> _Storage`` for the persistent ids of tensors.
-    """
-
-    dispatch = _OpcodeTable(
-        {getattr(pickle, op)[0]: pickle._Unpickler.dispatch[getattr(pickle, op)[0]] for op in _PLAIN_OPCODES}
+def _not_scores(name: str, what: str) -> SnapViTError:
+    return SnapViTError(
+        f"{name} {what}; a scores file holds 2 small tensors — this looks like a model checkpoint, not a scores file.",
+        "Pass a SnapViT scores file; the backbone's weights are chosen separately.",
     )
 
-    def __init__(self, file: io.BufferedIOBase, name: str, read_storage) -> None:
-        super().__init__(file, encoding="utf-8")
-        self.name = name
-        self.read_storage = read_storage
-        self.storages: dict[str, _Storage] = {}
 
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
-            return _rebuild_tensor_v2
-        if module == "torch" and name in STORAGE_DTYPES:
-            return _StorageType(name, STORAGE_DTYPES[name])
-        if (module, name) == ("collections", "OrderedDict"):
-            return OrderedDict
-        parts = module.split(".") + name.split(".")
-        if parts[0] == FOREIGN_PACKAGE and all(p.isidentifier() and not p.startswith("__") for p in parts):
-            return ForeignGlobal(".".join(parts))
-        hint = ""
-        if parts[0] == "torch":  # e.g. _rebuild_parameter: more likely an innocent model checkpoint
-            hint = " That is a torch object other than a plain tensor: is this a model checkpoint?"
-        raise _refuse(self.name, f"`{module}.{name}`", hint)
-
-    def persistent_load(self, pid: Any) -> _Storage:
-        # torch writes ('storage', <typed storage class>, key, location, numel) for every storage
-        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
-            raise pickle.UnpicklingError(f"an unexpected persistent id {pid!r}"[:200])
-        _, storage_type, key, _location, numel = pid  # location ignored: always read to CPU
-        if not isinstance(storage_type, _StorageType) or type(key) is not str or type(numel) is not int:
-            raise pickle.UnpicklingError(f"a malformed storage id {pid!r}"[:200])
-        if key not in self.storages:
-            if len(self.storages) >= MAX_STORAGES:
-                raise SnapViTError(
-                    f"{self.name} holds more than {MAX_STORAGES} tensors; a scores file holds 2 "
-                    "— this looks like a model checkpoint, not a scores file.",
-                    "Pass a SnapViT scores file; the backbone's weights are chosen separately.",
-                )
-            self.storages[key] = self.read_storage(key, storage_type.dtype, numel)
-        return self.storages[key]
-
-    def load_reduce(self) -> None:
-        args = self.stack.pop()
-        func = self.stack[-1]
-        if not isinstance(args, tuple):
-            raise pickle.UnpicklingError("REDUCE without an argument tuple")
-        if func is _rebuild_tensor_v2 or func is OrderedDict:
-            self.stack[-1] = func(*args)
-        elif isinstance(func, ForeignGlobal):
-            self.stack[-1] = ForeignObject(func.qualname, args)
-        else:
-            raise _refuse(self.name, f"a call to {_describe(func)}")
-
-    def load_newobj(self) -> None:
-        args = self.stack.pop()
-        self._new_foreign(self.stack.pop(), args, {})
-
-    def load_newobj_ex(self) -> None:
-        kwargs = self.stack.pop()
-        args = self.stack.pop()
-        self._new_foreign(self.stack.pop(), args, kwargs)
-
-    def _new_foreign(self, cls: Any, args: Any, kwargs: Any) -> None:
-        if not isinstance(cls, ForeignGlobal) or not isinstance(args, tuple) or type(kwargs) is not dict:
-            raise _refuse(self.name, f"the constructor of {_describe(cls)}")
-        self.append(ForeignObject(cls.qualname, args, kwargs))
-
-    def load_build(self) -> None:
-        # Only placeholders take state, and they just keep it: no __setstate__ of any real class runs.
-        state = self.stack.pop()
-        target = self.stack[-1]
-        if not isinstance(target, ForeignObject):
-            raise _refuse(self.name, f"`__setstate__` on {_describe(target)}")
-        target.state = state
-
-    def load_append(self) -> None:
-        value = self.stack.pop()
-        self._container(list).append(value)
-
-    def load_appends(self) -> None:
-        items = self.pop_mark()
-        self._container(list).extend(items)
-
-    def load_setitem(self) -> None:
-        value = self.stack.pop()
-        key = self.stack.pop()
-        self._container(dict, OrderedDict)[key] = value
-
-    def load_setitems(self) -> None:
-        items = self.pop_mark()
-        target = self._container(dict, OrderedDict)
-        for i in range(0, len(items) - 1, 2):
-            target[items[i]] = items[i + 1]
-
-    def load_additems(self) -> None:
-        items = self.pop_mark()
-        self._container(set).update(items)
-
-    def _container(self, *types: type) -> Any:
-        target = self.stack[-1]
-        if type(target) not in types:  # exact type: a subclass could override append/__setitem__
-            raise pickle.UnpicklingError(f"adding items to {_describe(target)}")
-        return target
+def _check_zip(archive: zipfile.ZipFile, name: str) -> tuple[str, zipfile.ZipInfo]:
+    """The data.pkl member, after bounding the archive's members; refuses anything else."""
+    infos = archive.infolist()
+    if len(infos) > MAX_MEMBERS:
+        raise _not_scores(name, f"has {len(infos)} zip members")
+    records = [i for i in infos if i.filename.count("/") == 1 and i.filename.endswith("/data.pkl")]
+    if len(records) != 1:
+        raise SnapViTError(
+            f"{name} is a zip file but not a torch checkpoint (no single <archive>/data.pkl).",
+            "Pass a SnapViT Explorer .safetensors scores file or a published SnapViT .pt file.",
+        )
+    prefix = records[0].filename[: -len("data.pkl")]
+    storage_bytes = storages = 0
+    for info in infos:
+        if info.compress_type != zipfile.ZIP_STORED:  # torch never compresses; a deflated member can be a bomb
+            raise _corrupt(name, f"zip member {info.filename[:60]!r} is compressed, torch files never are")
+        if info.filename.startswith(f"{prefix}data/"):
+            storage_bytes += info.file_size
+            storages += 1
+    if records[0].file_size > MAX_PICKLE_BYTES:
+        raise SnapViTError(f"{name}: its pickle is {records[0].file_size} bytes; a scores file's is ~1 KB.", TRUST_FIX)
+    if storages > MAX_STORAGES:
+        raise _not_scores(name, f"holds {storages} tensors")
+    if storage_bytes > MAX_STORAGE_BYTES:
+        raise _not_scores(name, f"holds {storage_bytes >> 20} MB of tensors (limit {MAX_STORAGE_BYTES >> 20} MB)")
+    return prefix, records[0]
 
 
-RestrictedUnpickler.dispatch.update(
-    {
-        getattr(pickle, op)[0]: getattr(RestrictedUnpickler, f"load_{op.lower()}")
-        for op in ("REDUCE", "NEWOBJ", "NEWOBJ_EX", "BUILD", "APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS")
-    }
-)
-
-
-def _describe(obj: Any) -> str:
-    if isinstance(obj, (ForeignGlobal, ForeignObject)):
-        return repr(obj)
-    if isinstance(obj, type):
-        return f"`{obj.__module__}.{obj.__qualname__}`"
-    return f"a {type(obj).__module__}.{type(obj).__qualname__}"
-
-
-def _check_opcodes(data: bytes, name: str) -> None:
-    """Static pass over the stream: bounded length, whitelisted opcodes, before anything runs."""
-    allowed = set(RestrictedUnpickler.dispatch)
+def _check_pickle(data: bytes, name: str) -> None:
+    """Static pass over the stream before anything runs: bounded, allowlisted, a tree (no shared containers)."""
+    scalar_memo: dict[int, bool] = {}  # memo index -> holds a scalar (sharing it is harmless)
+    last = ""  # the last opcode other than a memo put: what sits on top of the stack
     for count, (opcode, arg, _pos) in enumerate(pickletools.genops(data)):
         if count >= MAX_OPCODES:
             raise SnapViTError(
-                f"{name} holds a pickle of more than {MAX_OPCODES} steps; a scores file needs ~200.",
-                TRUST_FIX,
+                f"{name} holds a pickle of more than {MAX_OPCODES} steps; a scores file needs ~200.", TRUST_FIX
             )
-        if opcode.code.encode("latin-1")[0] not in allowed:
-            if opcode.name == "INST":  # INST names its class inline: 'os system'
-                raise _refuse(name, f"`{str(arg).replace(' ', '.')}`")
-            if opcode.name in ("OBJ", "EXT1", "EXT2", "EXT4"):
-                raise _refuse(name, f"code (pickle opcode {opcode.name})")
-            raise pickle.UnpicklingError(f"pickle opcode {opcode.name} is not allowed")
+        op = opcode.name
+        if op in _CODE_OPCODES:
+            if op == "INST":  # INST names its class inline: 'os system'
+                raise _refuse(name, f"`{str(arg).replace(' ', '.')[:80]}`")
+            if op == "BUILD":
+                raise _refuse(name, "`__setstate__` on an unpickled object")
+            raise _refuse(name, f"code (pickle opcode {op})")
+        if op not in _TORCH_OPCODES:
+            raise _corrupt(name, f"pickle opcode {op} is not used by torch scores files")
+        if op == "GLOBAL":
+            qualname = str(arg).replace(" ", ".")
+            if qualname not in _ALLOWED_GLOBALS:
+                hint = ""
+                if qualname.startswith("torch."):  # e.g. torch.nn.Linear: an innocent model checkpoint
+                    hint = " That is a torch object other than a plain tensor: is this a model checkpoint?"
+                raise _refuse(name, f"`{qualname[:120]}`", hint)
+        if op in _MEMO_PUT:
+            index = int(arg)
+            scalar_memo[index] = last in _SCALAR_OPCODES
+            continue
+        if op in _MEMO_GET and not scalar_memo.get(int(arg), False):
+            raise _corrupt(name, "its pickle shares one container in several places, which scores files never do")
+        last = op
+
+
+def _check_tensors(value: Any, name: str) -> None:
+    """Every tensor in the (tree-shaped, bounded) payload: a plain view no larger than a scores tensor."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif isinstance(item, torch.Tensor):
+            shape = list(item.shape)
+            if item.numel() > item.untyped_storage().nbytes() // max(item.element_size(), 1):
+                raise _corrupt(name, f"a tensor of shape {shape[:4]} repeats its data (it is larger than its storage)")
+            if item.numel() > MAX_TENSOR_ELEMENTS or (item.ndim and shape[0] > MAX_BLOCKS):
+                raise _not_scores(name, f"holds a tensor of shape {shape[:4]}")
+
+
+def _torch_message(exc: Exception) -> str:
+    """The first sentence of torch's weights-only refusal, without its advice to load unsafely."""
+    text = str(exc)[:2000]
+    marker = "WeightsUnpickler error: "
+    if marker in text:
+        text = text.split(marker, 1)[1]
+    return text.split(". ", 1)[0].split("\n", 1)[0][:200]
 
 
 def load_torch_zip(source: str | os.PathLike | bytes, name: str) -> Any:
-    """Unpickle a torch zip checkpoint with tensors rebuilt from the raw storages, no code run.
+    """Unpickle a torch zip checkpoint with torch's weights-only loader, after the static checks above.
 
     Args:
         source: a path or the file's bytes.
         name: the file name used in error messages.
 
     Returns:
-        The unpickled object; tensors as ``torch.Tensor``, the authors' classes as ``ForeignObject``.
+        The unpickled object; tensors as ``torch.Tensor``, the authors' enums as ``ForeignObject``.
 
     Raises:
         SnapViTError: on anything refused, malformed or too large. Other exceptions may escape for
-            a corrupt stream (``zipfile.BadZipFile``, ``pickle.UnpicklingError`` ...); the caller wraps them.
+            a corrupt stream (``zipfile.BadZipFile``, ``ValueError`` ...); the caller wraps them.
     """
-    handle = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
-    with zipfile.ZipFile(handle) as archive:
-        members = set(archive.namelist())
-        records = [n for n in members if n.count("/") == 1 and n.endswith("/data.pkl")]
-        if len(records) != 1:
-            raise SnapViTError(
-                f"{name} is a zip file but not a torch checkpoint (no single <archive>/data.pkl).",
-                "Pass a SnapViT Explorer .safetensors scores file or a published SnapViT .pt file.",
-            )
-        prefix = records[0][: -len("data.pkl")]
-        pickle_info = archive.getinfo(records[0])
-        if pickle_info.file_size > MAX_PICKLE_BYTES:
-            raise SnapViTError(
-                f"{name}: its pickle is {pickle_info.file_size} bytes; a scores file's is ~1 KB.",
-                TRUST_FIX,
-            )
-        data = archive.read(pickle_info)
-        byteorder = "little"  # torch < 1.13 wrote no byteorder record; those files are little-endian
-        if f"{prefix}byteorder" in members:
-            byteorder = archive.read(f"{prefix}byteorder").decode("ascii", "replace").strip()
-            if byteorder not in ("little", "big"):
-                raise _corrupt(name, f"unknown byte order {byteorder[:20]!r}")
-        budget = [MAX_STORAGE_BYTES]
-
-        def read_storage(key: str, dtype: torch.dtype, numel: int) -> _Storage:
-            member = f"{prefix}data/{key}"
-            if not key.isalnum() or member not in members:
-                raise _corrupt(name, f"a tensor refers to a missing storage {key[:40]!r}")
-            itemsize = torch.empty((), dtype=dtype).element_size()
-            nbytes = numel * itemsize
-            if numel < 0 or nbytes > budget[0]:
-                raise SnapViTError(
-                    f"{name} holds more than {MAX_STORAGE_BYTES >> 20} MB of tensors; scores take ~1 MB "
-                    "— this looks like a model checkpoint, not a scores file.",
-                    "Pass a SnapViT scores file; the backbone's weights are chosen separately.",
-                )
-            budget[0] -= nbytes
-            with archive.open(member) as blob:
-                raw = blob.read(nbytes)
-            if len(raw) != nbytes:
-                raise _corrupt(name, f"storage {key} has {len(raw)} bytes, its tensor needs {nbytes}")
-            flat = torch.frombuffer(bytearray(raw), dtype=torch.uint8) if nbytes else torch.empty(0, dtype=torch.uint8)
-            if byteorder != sys.byteorder and itemsize > 1:
-                flat = flat.view(-1, itemsize).flip(1).reshape(-1)  # swap each element's bytes
-            return _Storage(flat.view(dtype))
-
-        _check_opcodes(data, name)
-        return RestrictedUnpickler(io.BytesIO(data), name, read_storage).load()
+    if not isinstance(source, (bytes, bytearray)):
+        size = os.path.getsize(source)
+        if size > MAX_FILE_BYTES:
+            raise _not_scores(name, f"is {size >> 20} MB")
+        with open(source, "rb") as handle:
+            source = handle.read(MAX_FILE_BYTES + 1)  # read once: what is checked is what torch loads
+    data = bytes(source)
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        _prefix, record = _check_zip(archive, name)
+        _check_pickle(archive.read(record), name)
+    with _LOAD_LOCK, torch.serialization.safe_globals(_STAND_INS):
+        try:
+            payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True, mmap=False)
+        except pickle.UnpicklingError as exc:  # torch's weights-only refusal: a call it does not allow
+            raise _refuse(name, f"code torch's weights-only loader does not allow ({_torch_message(exc)})") from exc
+        except RuntimeError as exc:
+            text = str(exc)[:2000]
+            if "not found" in text:
+                raise _corrupt(name, "a tensor refers to a missing storage") from exc
+            if "record size" in text:
+                raise _corrupt(name, "a storage is shorter than its tensor") from exc
+            raise _corrupt(name, text.split("\n", 1)[0][:200]) from exc
+    _check_tensors(payload, name)
+    return payload

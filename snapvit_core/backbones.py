@@ -28,6 +28,7 @@ from .presets import BACKBONE_PRESETS, EMBEDDED_MODEL_ID
 log = logging.getLogger(__name__)
 
 EMBEDDED_ID = EMBEDDED_MODEL_ID  # the earlier name, kept importable
+MAX_CONFIG_BYTES = 1 << 20  # a config.json is a few KB
 HF_PREFIX = "hf:"  # hf:REPO_OR_PATH: a transformers vision model from the local cache or a saved directory
 
 
@@ -221,8 +222,10 @@ def _load_directory(path: Path, random_init: bool) -> Backbone:
             "as written by timm's push_to_hf_hub/save_for_hf or by `python -m snapvit_core export`.",
         )
     try:
+        if config_path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ValueError(f"it is larger than {MAX_CONFIG_BYTES >> 20} MB")
         config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, RecursionError) as error:
         raise SnapViTError(f"{config_path} is not valid JSON ({error}).", "Fix or re-create the file.") from error
     architecture = config.get("architecture") if isinstance(config, dict) else None
     if architecture is None and isinstance(config, dict) and "model_type" in config:
@@ -232,11 +235,24 @@ def _load_directory(path: Path, random_init: bool) -> Backbone:
             f"{config_path} names no known timm architecture (got {architecture!r}).",
             "Set 'architecture' to a timm ViT name such as vit_small_patch16_224.",
         )
-    kwargs = dict(config.get("model_args", {}))
+    kwargs = check_model_args(config.get("model_args", {}), config_path)
     if "num_classes" in config:
-        kwargs.setdefault("num_classes", config["num_classes"])
+        kwargs.setdefault(
+            "num_classes", check_model_args({"num_classes": config["num_classes"]}, config_path)["num_classes"]
+        )
     pretrained_cfg = config.get("pretrained_cfg")
-    model = timm.create_model(architecture, pretrained=False, pretrained_cfg_overlay=pretrained_cfg, **kwargs)
+    if pretrained_cfg is not None and not isinstance(pretrained_cfg, dict):
+        raise SnapViTError(
+            f"{config_path}: 'pretrained_cfg' must be an object, got {_short(pretrained_cfg)}.", _FIX_CONFIG
+        )
+    try:
+        model = timm.create_model(architecture, pretrained=False, pretrained_cfg_overlay=pretrained_cfg, **kwargs)
+    except Exception as error:  # noqa: BLE001 - values timm rejects (e.g. embed_dim not divisible by num_heads)
+        raise SnapViTError(
+            f"{config_path}: timm cannot build {architecture} from its model_args: "
+            f"{type(error).__name__}: {_short(str(error))}",
+            _FIX_CONFIG,
+        ) from error
     if not random_init:
         weights = path / "model.safetensors"
         if not weights.is_file():
@@ -250,6 +266,81 @@ def _load_directory(path: Path, random_init: bool) -> Backbone:
                 "The weights must match config.json's architecture; re-export the checkpoint.",
             ) from error
     return Backbone(model, str(path), _data_config(model), random_init)
+
+
+_FIX_CONFIG = "Fix config.json (or re-export the checkpoint with `python -m snapvit_core export`)."
+# model_args a checkpoint directory may never set: weights come only from its own model.safetensors,
+# and the model is built on CPU in float32.
+_REFUSED_MODEL_ARGS = frozenset(
+    {"pretrained", "checkpoint_path", "pretrained_cfg", "pretrained_cfg_overlay", "pretrained_strict",
+     "features_only", "cache_dir", "device", "dtype"}
+)  # fmt: skip
+# Upper bounds on size arguments (ViT-22B: depth 48, embed_dim 6144, 48 heads): beyond them a typo
+# or a hostile config would allocate a model larger than memory.
+_MODEL_ARG_LIMITS = {
+    "depth": 256, "num_heads": 256, "embed_dim": 16384, "img_size": 4096, "patch_size": 1024, "in_chans": 64,
+    "num_classes": 1_000_000, "reg_tokens": 1024, "mlp_ratio": 64,
+}  # fmt: skip
+_POSITIVE_MODEL_ARGS = frozenset({"depth", "num_heads", "embed_dim", "img_size", "patch_size", "in_chans", "mlp_ratio"})
+
+
+def _short(value: object) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return " ".join(text[:200].split())[:120]
+
+
+def check_model_args(model_args: object, where: str | os.PathLike) -> dict:
+    """``model_args`` of a checkpoint directory's config.json, checked against timm's VisionTransformer.
+
+    Only constructor arguments of ``VisionTransformer`` with JSON values of the default's type and
+    sizes within ``_MODEL_ARG_LIMITS`` pass; loading arguments (``checkpoint_path``, ``pretrained``,
+    ``device`` ...) are refused, never passed through.
+    """
+    import inspect
+
+    from timm.models.vision_transformer import VisionTransformer
+
+    if not isinstance(model_args, dict):
+        raise SnapViTError(f"{where}: 'model_args' must be an object, got {_short(model_args)}.", _FIX_CONFIG)
+    parameters = inspect.signature(VisionTransformer.__init__).parameters
+    checked = {}
+    for key, value in model_args.items():
+        if key in _REFUSED_MODEL_ARGS:
+            raise SnapViTError(
+                f"{where}: model_args sets '{key}', which a checkpoint directory may not set "
+                "(its weights come only from the model.safetensors next to it).",
+                f"Remove '{key}' from config.json.",
+            )
+        parameter = parameters.get(key) if isinstance(key, str) and key != "self" else None
+        if parameter is None:
+            raise SnapViTError(f"{where}: unknown model argument {_short(key)}.", _FIX_CONFIG)
+        _check_model_arg(key, value, parameter.default, where)
+        checked[key] = value
+    return checked
+
+
+def _check_model_arg(key: str, value: object, default: object, where: str | os.PathLike) -> None:
+    def refuse(expected: str) -> SnapViTError:
+        return SnapViTError(f"{where}: model_args '{key}' is {_short(value)}, expected {expected}.", _FIX_CONFIG)
+
+    if callable(default):  # a class (block_fn, mlp_layer ...): not something a JSON file can name
+        raise SnapViTError(f"{where}: model_args may not set '{key}'.", f"Remove '{key}' from config.json.")
+    values = value if key in ("img_size", "patch_size") and isinstance(value, list) and len(value) == 2 else [value]
+    for item in values:
+        if isinstance(default, bool) and not isinstance(item, bool):
+            raise refuse("true or false")
+        if isinstance(default, int) and not isinstance(default, bool) and (type(item) is not int):
+            raise refuse("an integer")
+        if isinstance(default, float) and (isinstance(item, bool) or not isinstance(item, (int, float))):
+            raise refuse("a number")
+        if isinstance(default, str) and not isinstance(item, str):
+            raise refuse("a string")
+        if default is None and not (item is None or isinstance(item, (str, int, float, bool))):
+            raise refuse("a string, a number, true/false or null")
+        if isinstance(item, (int, float)) and not isinstance(item, bool):
+            low = 1 if key in _POSITIVE_MODEL_ARGS else 0
+            if not (low <= item <= _MODEL_ARG_LIMITS.get(key, float("inf"))) or item != item:
+                raise refuse(f"a value in [{low}, {_MODEL_ARG_LIMITS.get(key, 'inf')}]")
 
 
 def _load_hf(reference: str, random_init: bool) -> Backbone:

@@ -11,22 +11,24 @@ The export directory holds::
 
 Rebuilding is: create the unpruned architecture with timm, shrink each block's qkv/proj/fc1/fc2 to
 the kept widths (:func:`shrink_to_plan`), load the state dict strictly. Every file is written to a
-temporary name in a staging folder and the folder is renamed into place at the end, so a failed
-export never leaves a half-written directory behind.
+hidden staging folder that is swapped with the destination in one step at the end (``_atomic.py``),
+so a failed or killed export never leaves a half-written directory, and an overwritten export is
+there, complete, until the new one replaces it.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from ._atomic import finish_folder, staging_folder, swap_folder_into_place
 from .adapter import ViTAdapter
 from .errors import SnapViTError
 from .surgery import resize_model, widths
@@ -143,6 +145,57 @@ def export_onnx(model: nn.Module, path: Path, image_size: int) -> float:
     return float(abs(actual - expected).max())
 
 
+def _looks_like_export(folder: Path) -> bool:
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and config.get("format") == FORMAT_NAME
+
+
+def check_export_destination(directory: str | Path, overwrite: bool, force: bool = False) -> Path:
+    """The absolute export folder for ``directory``, after refusing destinations an overwrite would wreck.
+
+    Never: the current folder or one of its parents, the home folder, a file system root, a file or
+    a symbolic link (dangling or not). An existing non-empty folder only with ``overwrite``, and
+    only if it looks like an export unless ``force``.
+    """
+    raw = Path(directory).expanduser()
+    if raw.is_symlink():
+        raise SnapViTError(
+            f"{raw} is a symbolic link{'' if raw.exists() else ' to nothing'}; an export replaces folders, not links.",
+            "Give the real folder path, or a new folder name.",
+        )
+    if raw.name in ("", ".", ".."):
+        raise SnapViTError(f"--out {directory} names the current folder or a parent of it.", "Name a new folder.")
+    target = Path(os.path.realpath(raw))
+    cwd = Path.cwd().resolve()
+    if target in {cwd, *cwd.parents, Path.home().resolve(), Path(target.anchor)}:
+        raise SnapViTError(
+            f"Refusing to export into {target}: it is the current folder, one of its parents, home or a root.",
+            "Name a new folder for the export.",
+        )
+    if target.exists() and not target.is_dir():
+        raise SnapViTError(f"{target} is a file, not an export folder.", "Choose a folder name.")
+    if target.is_dir() and any(target.iterdir()):
+        if not overwrite:
+            raise SnapViTError(
+                f"{target} already exists and is not empty.", "Choose a new folder or allow overwriting."
+            )
+        if not force and not _looks_like_export(target):
+            raise SnapViTError(
+                f"{target} is not empty and does not look like an export (no {FORMAT_NAME} config.json); "
+                "overwriting would delete its files.",
+                "Choose a new folder, or force it (--force) if its contents may be deleted.",
+            )
+    parent = next((p for p in (target.parent, *target.parent.parents) if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise SnapViTError(f"Cannot export to {target}: {parent} is a file.", "Choose a folder path.")
+    if parent is None or not os.access(parent, os.W_OK | os.X_OK):
+        raise SnapViTError(f"Cannot write in {parent or target.parent}: it is read-only.", "Choose a writable folder.")
+    return target
+
+
 def export_pruned(
     model: nn.Module,
     directory: str | Path,
@@ -154,6 +207,7 @@ def export_pruned(
     scores=None,
     onnx: bool = False,
     overwrite: bool = False,
+    force: bool = False,
 ) -> ExportReport:
     """Write ``model`` (already pruned, and corrected if wanted) as a self-describing directory.
 
@@ -165,12 +219,13 @@ def export_pruned(
         pruning: what produced it (sparsities, scores method, correction ...); recorded as is.
         scores: the ImportanceScores used, saved alongside when given.
         onnx: also export ONNX and check it numerically (raises if it differs by > ONNX_TOLERANCE).
+        overwrite: replace an existing export (a folder holding this format's config.json).
+        force: with ``overwrite``, also replace a non-empty folder that does not look like an export.
     """
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
-    target = Path(directory).expanduser()
-    if target.exists() and (not target.is_dir() or any(target.iterdir())) and not overwrite:
-        raise SnapViTError(f"{target} already exists and is not empty.", "Choose a new folder or allow overwriting.")
+    target = check_export_destination(directory, overwrite, force)
     model = copy.deepcopy(model).float().cpu().eval()  # the caller's model keeps its device and dtype
     heads, neurons = kept_widths(model)
     adapter = ViTAdapter(model)
@@ -190,8 +245,13 @@ def export_pruned(
         },
         "embedding": "model.forward_head(model.forward_features(x), pre_logits=True)",
     }
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = staging_folder(target)
+    except OSError as error:
+        raise SnapViTError(
+            f"Cannot write in {target.parent}: {error.strerror or error}.", "Choose a writable folder."
+        ) from error
     try:
         state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
         save_file(state, str(staging / "model.safetensors"), metadata={"format": "pt"})
@@ -210,9 +270,14 @@ def export_pruned(
                     f"The ONNX model differs from PyTorch by {report.onnx_max_abs_diff:.2e} (> {ONNX_TOLERANCE}).",
                     "Export without ONNX; the safetensors export is exact.",
                 )
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
+        finish_folder(staging)  # umask modes, flushed to disk
+        swap_folder_into_place(staging, target)  # one complete export at the destination at every instant
+    except (OSError, SafetensorError) as error:  # full disk, read-only mount, permissions
+        shutil.rmtree(staging, ignore_errors=True)
+        detail = getattr(error, "strerror", None) or str(error)[:200]
+        raise SnapViTError(
+            f"Could not write the export to {target}: {detail}.", "Check that the folder is writable and has space."
+        ) from error
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -146,16 +146,57 @@ def read_model_type(directory: Path) -> str:
             "A transformers model directory is written by `model.save_pretrained(DIR)` (config.json + weights).",
         )
     try:
+        if config_path.stat().st_size > 1 << 20:  # a config.json is a few KB
+            raise ValueError("it is larger than 1 MB")
         config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, RecursionError) as error:
         raise SnapViTError(f"{config_path} is not valid JSON ({error}).", "Fix or re-create the file.") from error
     model_type = config.get("model_type") if isinstance(config, dict) else None
-    if model_type not in HF_MODEL_CLASSES:
+    if not isinstance(model_type, str) or model_type not in HF_MODEL_CLASSES:  # a list is not hashable
+        shown = repr(model_type)[:80]
         raise SnapViTError(
-            f"Unsupported transformers model type {model_type!r} in {config_path}.",
+            f"Unsupported transformers model type {shown} in {config_path}.",
             f"Supported model types: {supported_model_types()} (ViTModel, Dinov2Model, Dinov2WithRegistersModel).",
         )
+    for key, limit in _CONFIG_LIMITS.items():  # a typo or a hostile config must not allocate 100 GB
+        value = config.get(key)
+        if value is not None and (type(value) is not int or not 1 <= value <= limit):
+            raise SnapViTError(
+                f"{config_path}: '{key}' is {repr(value)[:60]}, expected an integer in [1, {limit}].",
+                "Fix config.json or save the model again with save_pretrained.",
+            )
     return str(model_type)
+
+
+# Upper bounds on a transformers ViT config's sizes (ViT-22B: 48 layers, hidden 6144, MLP 24576).
+_CONFIG_LIMITS = {
+    "num_hidden_layers": 256,
+    "hidden_size": 16384,
+    "intermediate_size": 65536,
+    "num_attention_heads": 256,
+    "image_size": 4096,
+    "patch_size": 1024,
+}
+# Weights a bare encoder may leave unused: the classification head and pooler of a *ForImageClassification save.
+_IGNORABLE_PREFIXES = ("classifier.", "pooler.", "head.", "vit.pooler.", "dinov2.pooler.")
+
+
+def _check_loading_info(info: dict, directory: Path) -> None:
+    """Refuse weights whose keys do not match the model: transformers would silently init those randomly."""
+    missing = list(info.get("missing_keys") or [])
+    mismatched = [str(entry[0] if isinstance(entry, tuple) else entry) for entry in info.get("mismatched_keys") or []]
+    unexpected = [k for k in info.get("unexpected_keys") or [] if not str(k).startswith(_IGNORABLE_PREFIXES)]
+    problems = [
+        f"{len(keys)} {what} (e.g. {', '.join(map(str, sorted(keys)[:3]))})"
+        for what, keys in (("missing", missing), ("mismatched", mismatched), ("unexpected", unexpected))
+        if keys
+    ]
+    if problems:
+        raise SnapViTError(
+            f"The weights in '{directory}' do not match its config.json: {'; '.join(problems)} key(s); "
+            "the model would be partly random.",
+            "Save the model again with save_pretrained, or pass --random-init to use the architecture without weights.",
+        )
 
 
 def build_hf_backbone(directory: Path, random_init: bool) -> tuple[HFVisionBackbone, dict]:
@@ -176,13 +217,17 @@ def build_hf_backbone(directory: Path, random_init: bool) -> tuple[HFVisionBackb
             config = transformers.AutoConfig.from_pretrained(str(directory), local_files_only=True)
             model = model_class(config, **kwargs)
         else:
-            model = model_class.from_pretrained(str(directory), local_files_only=True, dtype=torch.float32, **kwargs)
+            model, info = model_class.from_pretrained(
+                str(directory), local_files_only=True, dtype=torch.float32, output_loading_info=True, **kwargs
+            )
     except Exception as error:  # missing/corrupt weights, config errors
         raise SnapViTError(
             f"Could not load the transformers model in '{directory}': {type(error).__name__}: {error}".splitlines()[0],
             "The directory must hold config.json and the weights written by save_pretrained; "
             "or pass --random-init to use the architecture without weights.",
         ) from error
+    if not random_init:
+        _check_loading_info(info, directory)
     model = model.float().eval()
     data_config = hf_data_config(directory, _as_int(model.config.image_size))
     return HFVisionBackbone(model, int(data_config["input_size"][1])), data_config

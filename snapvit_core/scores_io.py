@@ -28,7 +28,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save_file
 
 from ._atomic import atomic_path
-from ._safe_unpickle import ForeignGlobal, ForeignObject, load_torch_zip
+from ._safe_unpickle import MAX_BLOCKS, MAX_TENSOR_ELEMENTS, ForeignObject, load_torch_zip
 from ._version import __version__
 from .errors import SnapViTError
 from .scores import ImportanceScores
@@ -47,6 +47,12 @@ PUBLISHED_BACKBONES = {
     "deit-3-vit-s-16": "deit3_small_patch16_224.fb_in22k_ft_in1k",
     "dino_vitb16": "vit_base_patch16_224.dino",
     "dinov3_vitb16": "vit_base_patch16_dinov3.lvd1689m",
+}
+# Published model_type -> (MLP scores shape, head scores shape) of that architecture.
+PUBLISHED_SHAPES = {
+    "deit-3-vit-s-16": ((12, 1536), (12, 6)),
+    "dino_vitb16": ((12, 3072), (12, 12)),
+    "dinov3_vitb16": ((12, 3072), (12, 12)),
 }
 
 _FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}  # safetensors dtype names accepted for scores
@@ -237,7 +243,13 @@ def _read_header(handle: io.BufferedIOBase, size: int, name: str) -> dict:
             raise SnapViTError(f"{name}: tensor '{key}' has dtype {dtype}, scores must be float32.", _RECREATE)
         if not isinstance(shape, list) or len(shape) != 2 or 0 in shape:
             raise SnapViTError(
-                f"{name}: tensor '{key}' has shape {shape}; scores must be 2-D [blocks, units] and non-empty.",
+                f"{name}: tensor '{key}' has shape {str(shape)[:80]}; scores must be 2-D [blocks, units], non-empty.",
+                _RECREATE,
+            )
+        if not all(type(n) is int for n in shape) or shape[0] > MAX_BLOCKS or shape[0] * shape[1] > MAX_TENSOR_ELEMENTS:
+            raise SnapViTError(
+                f"{name}: tensor '{key}' has shape {str(shape)[:80]}, larger than any scores tensor "
+                f"(at most {MAX_BLOCKS} blocks and {MAX_TENSOR_ELEMENTS} values).",
                 _RECREATE,
             )
     try:
@@ -321,6 +333,13 @@ def _convert_published(source: Path | bytes, name: str) -> ImportanceScores:
                 "The file is inconsistent; re-download it or recompute the scores.",
             )
     model_type = _plain(payload.get("model_type"))
+    expected = PUBLISHED_SHAPES.get(model_type) if isinstance(model_type, str) else None
+    if expected is not None and (tuple(mlp.shape), tuple(heads.shape)) != expected:
+        raise SnapViTError(
+            f"{name} names the architecture '{model_type}' (MLP {list(expected[0])} / heads {list(expected[1])}) "
+            f"but its scores are MLP {list(mlp.shape)} / heads {list(heads.shape)}.",
+            "The file is inconsistent; re-download it or recompute the scores.",
+        )
     metadata: dict[str, Any] = {
         "source_format": "snapvit-published-pickle",
         "method": "snapvit",
@@ -359,8 +378,6 @@ def _plain(value: Any, depth: int = 0, budget: list[int] | None = None) -> Any:
         return value if math.isfinite(value) else str(value)
     if isinstance(value, ForeignObject):
         return value.value if value.value is not None else value.qualname
-    if isinstance(value, ForeignGlobal):
-        return value.qualname
     if isinstance(value, (list, tuple, set, frozenset)):
         return [_plain(item, depth + 1, budget) for item in value]
     if isinstance(value, dict):

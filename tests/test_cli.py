@@ -162,3 +162,136 @@ def test_evaluate_with_correction_reports_it(capsys):
         capsys, "evaluate", "--mlp-sparsity", "0.1", "--head-sparsity", "0", "--correct", "--damping", "median"
     )
     assert code == 2 and "median" in err and err.count("\n") == 1
+
+
+# --- issue 16: hostile arguments and faults -----------------------------------------------------
+
+
+def _usage_error(capsys, *argv: str) -> str:
+    """argparse refuses ``argv``: exit 2, one line on stderr, nothing on stdout."""
+    with pytest.raises(SystemExit) as info:
+        main(list(argv))
+    out, err = capsys.readouterr()
+    assert info.value.code == 2 and out == "" and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**70), "1e3", "abc"])
+@pytest.mark.parametrize("command", ["score", "search"])
+def test_bad_seeds_are_one_line_usage_errors(capsys, tmp_path, command, seed):
+    argv = [command, "--seed", seed, "--out", str(tmp_path / "o.safetensors")]
+    if command == "search":
+        argv += ["--scores", str(tmp_path / "s.safetensors")]
+    assert "--seed" in _usage_error(capsys, *argv)
+
+
+@pytest.mark.parametrize(
+    "option",
+    [("--k", "-1"), ("--k", "0"), ("--latency-batch", "-1"), ("--latency-batch", "0"), ("--limit", "0")],
+)
+def test_evaluate_counts_must_be_positive(capsys, option):
+    err = _usage_error(capsys, "evaluate", *option, "--mlp-sparsity", "0.1", "--head-sparsity", "0")
+    assert "positive integer" in err and option[0] in err
+
+
+def test_latency_batch_has_an_upper_bound(capsys):
+    err = _usage_error(capsys, "evaluate", "--latency-batch", "1000000", "--mlp-sparsity", "0", "--head-sparsity", "0")
+    assert "largest batch" in err
+
+
+def test_evaluate_says_when_k_is_capped_at_the_bank(capsys):
+    code, out, err = run_cli(
+        capsys,
+        "evaluate",
+        "--metrics",
+        "knn",
+        "--limit",
+        "6",
+        "--k",
+        "500",
+        "--mlp-sparsity",
+        "0",
+        "--head-sparsity",
+        "0",
+    )
+    assert code == 0 and "larger than the kNN bank (6 images); using k=6" in err
+    assert "(k=6," in out
+
+
+def test_unexpected_exception_is_one_line_and_a_log_file(capsys, monkeypatch, tmp_path):
+    """The last-resort handler: any non-SnapViTError gives one line naming it and a traceback file."""
+    from snapvit_core.cli import info
+
+    def explode(*args, **kwargs):
+        raise ValueError("disk said no\nsecond line")
+
+    monkeypatch.setattr(info, "load_backbone", explode)
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    code, out, err = run_cli(capsys, "info")
+    assert code == 2 and out == "" and err.count("\n") == 1 and "Traceback" not in err
+    assert "ValueError: disk said no second line" in err
+    logs = list(tmp_path.glob("snapvit-error-*.log"))
+    assert len(logs) == 1 and str(logs[0]) in err
+    assert "Traceback" in logs[0].read_text() and "explode" in logs[0].read_text()
+
+
+def test_unexpected_exception_without_a_writable_temp_folder(capsys, monkeypatch, tmp_path):
+    from snapvit_core.cli import info
+
+    monkeypatch.setattr(info, "load_backbone", lambda *a, **k: (_ for _ in ()).throw(MemoryError()))
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "missing"))
+    code, _, err = run_cli(capsys, "info")
+    assert code == 2 and err.count("\n") == 1 and "MemoryError" in err
+
+
+def _embedded_scores_recorded_for(tmp_path, backbone_id):
+    from snapvit_core.backbones import load_backbone
+    from snapvit_core.data_free import magnitude_scores
+    from snapvit_core.scores_io import save_scores
+
+    scores = magnitude_scores(load_backbone("embedded").model).with_metadata(backbone=backbone_id)
+    return save_scores(scores, tmp_path / "other.safetensors")
+
+
+@pytest.mark.parametrize("command", ["evaluate", "export"])
+def test_scores_of_another_backbone_with_the_same_shapes(capsys, tmp_path, command):
+    """Item 12: refused by default; --allow-other-backbone proceeds with a visible warning."""
+    path = _embedded_scores_recorded_for(tmp_path, "vit_small_patch16_224.dino")
+    argv = [command, "--scores", str(path), "--mlp-sparsity", "0.3", "--head-sparsity", "0"]
+    argv += ["--metrics", "flops"] if command == "evaluate" else ["--out", str(tmp_path / "e")]
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "made for 'vit_small_patch16_224.dino'" in err and "--allow-other-backbone" in err
+    code, out, err = run_cli(capsys, *argv, "--allow-other-backbone")
+    assert code == 0 and "warning:" in err and "vit_small_patch16_224.dino" in err
+
+
+@pytest.mark.skipif(not PUBLISHED.is_dir(), reason="../shared/reference not present")
+def test_published_dino_scores_on_the_default_vit_b_weights_are_refused(capsys):
+    """dino_vitb16 scores have the shapes of vit_base_patch16_224 but not its (augreg) weights."""
+    path = PUBLISHED / "dino_vitb16.imagenet-1k.pt"
+    argv = ["evaluate", "--model", "vit_base_patch16_224", "--random-init", "--scores", str(path)]
+    code, _, err = run_cli(capsys, *argv, "--metrics", "flops", "--mlp-sparsity", "0.3", "--head-sparsity", "0")
+    assert code == 2 and "vit_base_patch16_224.dino" in err
+    argv[2] = "vit_base_patch16_224.dino"
+    code, _, err = run_cli(capsys, *argv, "--metrics", "params", "--mlp-sparsity", "0.3", "--head-sparsity", "0")
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("command", ["score", "search"])
+def test_unwritable_out_fails_before_any_work(capsys, tmp_path, monkeypatch, command):
+    """A read-only --out folder is found before the (long) pass, not after it."""
+    import errno
+
+    from snapvit_core import _atomic, backbones
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(_atomic.tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(backbones, "load_backbone", lambda *a, **k: pytest.fail("the model was loaded"))
+    argv = [command, "--out", str(tmp_path / "ro" / "s.safetensors")]
+    if command == "search":
+        argv += ["--scores", str(tmp_path / "base.safetensors")]
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2 and err.count("\n") == 1 and "Read-only file system" in err

@@ -159,3 +159,229 @@ def test_the_export_carries_the_repository_loader_and_it_runs_as_a_script(tmp_pa
     result = subprocess.run([sys.executable, str(copied)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-1500:]
     assert result.stdout.strip() == "loaded; embedding shape (1, 96)"
+
+
+# --- issue 16: destinations, crash-safe swap, stale temps, modes -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def pruned_embedded():
+    backbone = load_backbone("embedded")
+    pruned = ElasticViT(backbone.model, magnitude_scores(backbone.model)).prune_to(0.35, 0.2)
+    return pruned, architecture_spec(backbone), backbone.data_config
+
+
+def _write(pruned_embedded, target, tag="new", **kwargs):
+    model, (architecture, args), data_config = pruned_embedded
+    return export_pruned(
+        model,
+        target,
+        architecture=architecture,
+        model_args=args,
+        data_config=data_config,
+        pruning={"tag": tag},
+        **kwargs,
+    )
+
+
+def _tag(folder):
+    """The 'tag' of the complete export in ``folder`` (None if it is not a complete export)."""
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    complete = all((folder / name).is_file() for name in ("model.safetensors", "load_pruned.py"))
+    return config["pruning"]["tag"] if complete else None
+
+
+def _hidden(parent):
+    return sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
+
+
+def test_out_dot_home_and_parents_are_refused(tmp_path, monkeypatch, capsys, pruned_embedded):
+    """Item 4: `export --out . --overwrite` deleted the current folder's files."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "precious.txt").write_text("mine")
+    monkeypatch.chdir(work)
+    for out in (".", "..", str(work), str(tmp_path), "./"):
+        with pytest.raises(SnapViTError) as info:
+            _write(pruned_embedded, out, overwrite=True, force=True)
+        assert "current folder" in str(info.value), str(info.value)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "notes").write_text("x")
+    with pytest.raises(SnapViTError, match="home"):
+        _write(pruned_embedded, "~", overwrite=True, force=True)
+    code = main(["export", "--mlp-sparsity", "0.5", "--head-sparsity", "0.3", "--out", ".", "--overwrite"])
+    assert code == 2 and capsys.readouterr().err.count("\n") == 1
+    assert (work / "precious.txt").read_text() == "mine" and (tmp_path / "home" / "notes").exists()
+    assert _hidden(work) == [] and _hidden(tmp_path) == []
+
+
+def test_overwrite_needs_an_export_or_force(tmp_path, pruned_embedded):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "a.jpg").write_text("x")
+    with pytest.raises(SnapViTError, match="does not look like an export"):
+        _write(pruned_embedded, folder, overwrite=True)
+    assert (folder / "a.jpg").exists()
+    _write(pruned_embedded, folder, overwrite=True, force=True)
+    assert _tag(folder) == "new" and not (folder / "a.jpg").exists()
+    _write(pruned_embedded, folder, tag="again", overwrite=True)  # now it is an export: no force needed
+    assert _tag(folder) == "again"
+
+
+def test_files_and_symlinks_are_refused(tmp_path, pruned_embedded):
+    """Item 9: --overwrite onto a file, a symlink, a dangling symlink."""
+    (tmp_path / "file").write_text("data")
+    with pytest.raises(SnapViTError, match="is a file"):
+        _write(pruned_embedded, tmp_path / "file", overwrite=True, force=True)
+    _write(pruned_embedded, tmp_path / "real", tag="old")
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    for name in ("link", "dangling"):
+        with pytest.raises(SnapViTError, match="symbolic link"):
+            _write(pruned_embedded, tmp_path / name, overwrite=True, force=True)
+    assert (tmp_path / "file").read_text() == "data" and _tag(tmp_path / "real") == "old"
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_read_only_folder_and_full_disk_are_one_clear_error(tmp_path, monkeypatch, pruned_embedded):
+    import errno
+
+    import safetensors.torch
+
+    from snapvit_core import _atomic
+
+    _write(pruned_embedded, tmp_path / "out", tag="old")
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(_atomic.tempfile, "mkdtemp", read_only)
+        with pytest.raises(SnapViTError, match="Cannot write in .*Read-only"):
+            _write(pruned_embedded, tmp_path / "out", overwrite=True)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(safetensors.torch, "save_file", full)
+        with pytest.raises(SnapViTError, match="No space left on device"):
+            _write(pruned_embedded, tmp_path / "out", overwrite=True)
+    assert _tag(tmp_path / "out") == "old" and _hidden(tmp_path) == []
+    monkeypatch.setattr(export.os, "access", lambda *a: False)
+    with pytest.raises(SnapViTError, match="read-only"):
+        _write(pruned_embedded, tmp_path / "new")
+
+
+@pytest.mark.parametrize("crash_at", ["exchange", "delete old"])
+def test_overwrite_swap_keeps_one_complete_export(tmp_path, monkeypatch, pruned_embedded, crash_at):
+    """Item 5: a crash at any step leaves a complete export (old or new) at the destination."""
+    from snapvit_core import _atomic
+
+    target = tmp_path / "out"
+    _write(pruned_embedded, target, tag="old")
+    seen = []
+    real_exchange, real_rmtree = _atomic.exchange, _atomic.shutil.rmtree
+
+    def exchange(first, second):
+        seen.append(_tag(second))
+        if crash_at == "exchange":
+            raise OSError(5, "Input/output error")
+        done = real_exchange(first, second)
+        seen.append(_tag(second))
+        return done
+
+    def rmtree(path, *args, **kwargs):
+        seen.append(_tag(target))
+        if crash_at == "delete old":
+            raise KeyboardInterrupt  # a kill right after the swap
+        return real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(_atomic, "exchange", exchange)
+    monkeypatch.setattr(_atomic.shutil, "rmtree", rmtree)
+    with pytest.raises((SnapViTError, KeyboardInterrupt)):
+        _write(pruned_embedded, target, overwrite=True)
+    assert seen and all(tag in ("old", "new") for tag in seen), seen
+    assert _tag(target) == ("old" if crash_at == "exchange" else "new")
+
+
+def test_fallback_swap_restores_or_recovers_the_old_export(tmp_path, monkeypatch, pruned_embedded):
+    """Without RENAME_EXCHANGE: a failed second rename puts the old one back; a kill is recovered next time."""
+    from snapvit_core import _atomic
+
+    target = tmp_path / "out"
+    _write(pruned_embedded, target, tag="old")
+    monkeypatch.setattr(_atomic, "exchange", lambda first, second: False)
+    real_rename = _atomic.os.rename
+
+    def rename(source, destination):
+        if str(source).startswith(str(tmp_path / ".out.snapvit-staging-")) and destination == target:
+            raise OSError(28, "No space left on device")
+        return real_rename(source, destination)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(_atomic.os, "rename", rename)
+        with pytest.raises(SnapViTError, match="No space left"):
+            _write(pruned_embedded, target, overwrite=True)
+    assert _tag(target) == "old" and _hidden(tmp_path) == []
+    # what a kill -9 between the two renames leaves: no target, the old export under a backup name
+    real_rename(target, tmp_path / ".out.snapvit-old-abc123")
+    _write(pruned_embedded, target, tag="newer", overwrite=True)
+    assert _tag(target) == "newer" and _hidden(tmp_path) == []
+
+
+def test_stale_temps_of_killed_writers_are_cleaned(tmp_path, pruned_embedded):
+    """Item 6: old hidden temp files and staging folders of this destination go; fresh and foreign ones stay."""
+    import os
+    import time
+
+    from snapvit_core.scores_io import save_scores
+
+    old = time.time() - 2 * 3600
+    stale = [tmp_path / ".out.snapvit-staging-k1ll3d", tmp_path / ".out.snapvit-old-zz"]
+    for folder in stale:
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"x")
+        os.utime(folder / "model.safetensors", (old, old))
+        os.utime(folder, (old, old))
+    stale_file = tmp_path / ".s.safetensors.abcd1234.tmp"
+    stale_file.write_bytes(b"half")
+    os.utime(stale_file, (old, old))
+    fresh = tmp_path / ".out.snapvit-staging-busy"
+    fresh.mkdir()
+    foreign = tmp_path / ".other.abcd1234.tmp"
+    foreign.write_bytes(b"x")
+    os.utime(foreign, (old, old))
+    _write(pruned_embedded, tmp_path / "out")
+    save_scores(magnitude_scores(make_vit()), tmp_path / "s.safetensors")
+    assert _hidden(tmp_path) == sorted([fresh.name, foreign.name])
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_modes_follow_the_umask_without_touching_it(tmp_path, monkeypatch, pruned_embedded, umask):
+    """Item 15: export folders were 0700 and model.safetensors 0600; os.umask must not be called."""
+    import os
+
+    from snapvit_core.scores_io import save_scores
+
+    previous = os.umask(umask)
+    try:
+        monkeypatch.setattr(os, "umask", lambda *a: pytest.fail("os.umask was called"))
+        report = _write(pruned_embedded, tmp_path / "out", scores=magnitude_scores(make_vit()))
+        saved = save_scores(magnitude_scores(make_vit()), tmp_path / "s.safetensors")
+    finally:
+        monkeypatch.undo()
+        os.umask(previous)
+    assert (report.directory.stat().st_mode & 0o777) == 0o777 & ~umask
+    for path in [*report.directory.iterdir(), saved]:
+        assert (path.stat().st_mode & 0o777) == 0o666 & ~umask, path
+
+
+def test_export_under_a_file_is_one_clear_error(tmp_path, pruned_embedded):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SnapViTError, match="is a file"):
+        _write(pruned_embedded, tmp_path / "file" / "sub")

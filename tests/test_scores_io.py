@@ -258,7 +258,7 @@ def _published_dict(enums, mlp, heads, **overrides) -> dict:
 
 
 def test_torch_saved_published_layout(tmp_path, authors_package):
-    mlp, heads = torch.rand(3, 16), torch.rand(3, 4)
+    mlp, heads = torch.rand(12, 1536), torch.rand(12, 6)  # the shapes of deit-3-vit-s-16, which the file names
     torch.save(_published_dict(authors_package, mlp, heads), tmp_path / "p.pt")
     for loaded in load_both(tmp_path / "p.pt"):
         assert torch.equal(loaded.mlp, mlp) and torch.equal(loaded.heads, heads)
@@ -279,10 +279,11 @@ def test_strided_views_other_dtypes_and_big_endian(tmp_path, authors_package):
     base = torch.rand(5, 40)
     mlp = base[1:4, ::2]  # offset + stride into a larger shared storage
     heads = torch.rand(4, 3, dtype=torch.float64).t()  # transposed: non-contiguous
-    torch.save(_published_dict(authors_package, mlp, heads, head_dim=None), tmp_path / "v.pt")
+    other = authors_package.ModelType.OTHER  # an architecture without known shapes
+    torch.save(_published_dict(authors_package, mlp, heads, head_dim=None, model_type=other), tmp_path / "v.pt")
     loaded = load_scores(tmp_path / "v.pt")
     assert torch.equal(loaded.mlp, mlp) and torch.allclose(loaded.heads, heads.float())
-    torch.save(_published_dict(authors_package, mlp.half(), heads.bfloat16()), tmp_path / "h.pt")
+    torch.save(_published_dict(authors_package, mlp.half(), heads.bfloat16(), model_type=other), tmp_path / "h.pt")
     assert torch.equal(load_scores(tmp_path / "h.pt").mlp, mlp.half().float())
     with zipfile.ZipFile(tmp_path / "v.pt") as source:  # the same file written on a big-endian machine
         prefix = source.namelist()[0].split("/")[0]
@@ -489,3 +490,26 @@ def test_import_published_refuses_safetensors(tmp_path):
     path = save_scores(make_scores(), tmp_path / "s.safetensors")
     with pytest.raises(SnapViTError, match="not a published SnapViT .pt file"):
         import_published_scores(path)
+
+
+def test_published_metadata_naming_another_architecture_is_refused(tmp_path, authors_package):
+    """Issue 16 item 12: a file that says deit-3-vit-s-16 but holds ViT-B-shaped scores (even `plan` reads it)."""
+    mlp, heads = torch.rand(12, 3072), torch.rand(12, 12)
+    payload = _published_dict(authors_package, mlp, heads, embed_dim=768, head_dim=64)
+    torch.save(payload, tmp_path / "p.pt")
+    expect_error(tmp_path / "p.pt", "names the architecture 'deit-3-vit-s-16'", "[12, 3072]")
+
+
+def test_check_scores_backbone_compares_canonical_ids():
+    from snapvit_core.scores import canonical_model_id, check_scores_backbone
+
+    scores = make_scores().with_metadata(backbone="vit_base_patch16_224.dino")
+    assert canonical_model_id("vit_base_patch16_224") == "vit_base_patch16_224.augreg2_in21k_ft_in1k"
+    assert check_scores_backbone(scores, "vit_base_patch16_224.dino") is None
+    with pytest.raises(SnapViTError, match="made for 'vit_base_patch16_224.dino'"):
+        check_scores_backbone(scores, "vit_base_patch16_224")
+    assert "vit_base_patch16_224.dino" in check_scores_backbone(scores, "embedded", allow_other=True)
+    unknown = make_scores().with_metadata(backbone=None, model_id=None)
+    assert check_scores_backbone(unknown, "embedded") is None  # nothing recorded: nothing to compare
+    computed = make_scores().with_metadata(backbone=None, model_id="vit_tiny_patch16_224")
+    assert check_scores_backbone(computed, "vit_tiny_patch16_224.augreg_in21k_ft_in1k") is None

@@ -169,10 +169,14 @@ def _progress_panel() -> None:
         return
     st.session_state["job_applied"] = id(job)
     if snap.result is not None:
-        session.set_scores(snap.result["scores"], snap.result["label"])
-        message = f"{snap.name} finished in {snap.seconds:.1f} s: now using **{snap.result['label']}**."
-        kind = "success" if snap.state == "done" else "warning"
-        st.session_state["job_notice"] = (kind, message + (f" ({snap.error})" if snap.error else ""))
+        try:
+            session.set_scores(snap.result["scores"], snap.result["label"])
+        except SnapViTError as error:  # e.g. another backbone was chosen while the job ran
+            st.session_state["job_notice"] = ("error", f"{snap.name} finished, not applied: {error}")
+        else:
+            message = f"{snap.name} finished in {snap.seconds:.1f} s: now using **{snap.result['label']}**."
+            kind = "success" if snap.state == "done" else "warning"
+            st.session_state["job_notice"] = (kind, message + (f" ({snap.error})" if snap.error else ""))
     elif snap.error:
         st.session_state["job_notice"] = ("error", snap.error)
     st.rerun(scope="app")

@@ -110,11 +110,26 @@ def scores() -> tuple[ImportanceScores, str]:
     return st.session_state["scores"], st.session_state["scores_label"]
 
 
-def set_scores(new_scores: ImportanceScores, label: str) -> None:
-    """Make ``new_scores`` the session's scores (checked against the backbone first)."""
+def set_scores(new_scores: ImportanceScores, label: str, allow_other_backbone: bool = False) -> None:
+    """Make ``new_scores`` the session's scores (checked against the backbone first).
+
+    Scores recorded for another backbone are refused unless ``allow_other_backbone``; then the
+    warning is kept in ``scores_warning`` and the label says so.
+    """
+    from snapvit_core.scores import check_scores_backbone
+
+    warning = check_scores_backbone(new_scores, selection().model_id, allow_other_backbone)
     Explorer(backbone(), new_scores)  # raises a clear SnapViTError if the shapes do not fit
+    if warning:
+        label = f"{label} - made for another backbone"
     st.session_state["scores"], st.session_state["scores_label"] = new_scores, label
+    st.session_state["scores_warning"] = warning
     st.session_state.pop("explorer", None)
+
+
+def scores_warning() -> str | None:
+    """Why the session's scores may not fit its backbone (set when they were allowed anyway)."""
+    return st.session_state.get("scores_warning")
 
 
 def make_knn_evaluator(splits: KnnSplits, device: str) -> KnnEvaluator:

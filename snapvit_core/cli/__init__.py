@@ -1,7 +1,8 @@
 """Command line: ``python -m snapvit_core COMMAND ...`` (``--help`` on each command).
 
 Each command lives in its own module exposing ``register(subparsers)``; errors a user can cause
-exit with status 2 and one line on stderr.
+exit with status 2 and one line on stderr. Any other exception (a bug, or a fault the library does
+not anticipate) is the last resort: one line naming it, the traceback in a log file, status 2.
 """
 
 from __future__ import annotations
@@ -10,7 +11,11 @@ import argparse
 import contextlib
 import io
 import logging
+import os
 import sys
+import tempfile
+import time
+import traceback
 from collections.abc import Sequence
 
 from .. import distributed
@@ -55,5 +60,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted; nothing was written.", file=sys.stderr)
         return 130
+    except Exception as error:  # noqa: BLE001 - the last resort: no traceback reaches the user
+        log = _write_crash_log(error)
+        where = f"; the traceback is in {log}" if log else ""
+        print(f"error: unexpected {_describe(error)}{where}. Please report it with that file.", file=sys.stderr)
+        return 2
     finally:
         distributed.shutdown()
+
+
+def _describe(error: BaseException) -> str:
+    """'TypeName: first line of the message', bounded (str() of arbitrary args could be huge)."""
+    first = error.args[0] if error.args else ""
+    text = first if isinstance(first, str) else ""
+    text = " ".join(text[:300].split())[:200]
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _write_crash_log(error: BaseException) -> str | None:
+    """Write the traceback to a new file in the temp folder; its path, or None if it cannot be written."""
+    try:
+        fd, path = tempfile.mkstemp(prefix=f"snapvit-error-{time.strftime('%Y%m%d-%H%M%S')}-", suffix=".log")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(f"python -m snapvit_core {' '.join(sys.argv[1:])}\n\n")
+            handle.write("".join(traceback.format_exception(type(error), error, error.__traceback__, limit=50)))
+        return path
+    except Exception:  # noqa: BLE001 - a full disk must not turn the report into a traceback
+        return None

@@ -7,11 +7,53 @@ import json
 import sys
 from pathlib import Path
 
+from .._atomic import check_writable
 from ..backbones import describe_model_ids, load_backbone
 from ..data_free import DATA_FREE_METHODS, data_free_scores
 from ..devices import resolve_device
 from ..errors import SnapViTError
 from ..explorer import Explorer
+
+MAX_BATCH = 4096  # images per forward pass: 4096 x 3 x 224 x 224 float32 is 2.5 GB
+MAX_SEED = 2**32 - 1  # numpy's SeedSequence and torch.manual_seed both take [0, 2**32) everywhere
+
+
+def seed_value(text: str) -> int:
+    """argparse type of --seed: an integer in [0, 2**32)."""
+    value = _int(text, "a seed")
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"seed {text} is outside 0 .. {MAX_SEED}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type of counts such as --k, --latency-batch, --samples: an integer >= 1."""
+    value = _int(text, "a positive integer")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer (use 1 or more)")
+    return value
+
+
+def batch_size(text: str) -> int:
+    """argparse type of batch sizes (--latency-batch): 1 .. MAX_BATCH, so a typo cannot ask for 600 GB of images."""
+    value = positive_int(text)
+    if value > MAX_BATCH:
+        raise argparse.ArgumentTypeError(f"{text} is larger than the largest batch, {MAX_BATCH}")
+    return value
+
+
+def _int(text: str, what: str) -> int:
+    digits = text.strip()
+    if len(digits) > 40 or not digits.lstrip("+-").isdigit():
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not {what}")
+    return int(digits)
+
+
+def capped_k(k: int, bank_size: int) -> int:
+    """The k kNN really uses (at most the bank size); warns when it is smaller than asked."""
+    if k > bank_size:
+        sys.stderr.write(f"warning: --k {k} is larger than the kNN bank ({bank_size} images); using k={bank_size}.\n")
+    return min(k, bank_size)
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,7 +77,9 @@ def add_json_argument(parser: argparse.ArgumentParser) -> None:
 def add_correction_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("weight correction (SparseGPT-style, DESIGN section 6)")
     group.add_argument("--correct", action="store_true", help="correct fc2 and attn.proj of the pruned model")
-    group.add_argument("--correction-samples", type=int, default=1000, help="calibration images (default: 1000)")
+    group.add_argument(
+        "--correction-samples", type=positive_int, default=1000, help="calibration images (default: 1000)"
+    )
     group.add_argument("--correction-data", default=None, help="calibration data source (default: --data)")
     group.add_argument("--damping", default="mean", help="mean (default), max or percentile")
     group.add_argument("--damping-fraction", type=float, default=0.01, help="damping fraction (default: 0.01)")
@@ -64,20 +108,28 @@ def add_scores_arguments(parser: argparse.ArgumentParser) -> None:
         choices=sorted(DATA_FREE_METHODS),
         help="data-free scores to use when no --scores is given (default: magnitude)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random method (default: 0)")
+    parser.add_argument("--seed", type=seed_value, default=0, help="seed of the random method (default: 0)")
+    parser.add_argument(
+        "--allow-other-backbone",
+        action="store_true",
+        help="use --scores recorded for another backbone (with a warning) instead of refusing them",
+    )
 
 
 def build_explorer(args: argparse.Namespace, device: str) -> Explorer:
     from ..distributed import broadcast_module
+    from ..scores import check_scores_backbone
     from ..scores_io import load_scores
 
+    scores = load_scores(args.scores) if args.scores else None
+    if scores is not None:  # refuse another backbone's scores (before the model loads) unless allowed
+        warning = check_scores_backbone(scores, args.model, args.allow_other_backbone)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
     backbone = load_backbone(args.model, args.random_init, device)
     broadcast_module(backbone.model)  # torchrun: every rank evaluates the same weights
-    scores = (
-        load_scores(args.scores)
-        if args.scores
-        else data_free_scores(args.method or "magnitude", backbone.model, args.seed)
-    )
+    if scores is None:
+        scores = data_free_scores(args.method or "magnitude", backbone.model, args.seed)
     return Explorer(backbone, scores, device)
 
 
@@ -90,6 +142,7 @@ def scores_out_path(value: str) -> Path:
         raise SnapViTError(
             f"--out {out}: a scores file name must end in {SUFFIX}.", f"Use e.g. {out.with_suffix(SUFFIX)}."
         )
+    check_writable(out, "--out")  # a read-only folder or full disk fails now, not at the end
     return out
 
 
@@ -103,6 +156,10 @@ def emit(payload: dict, as_json: bool, lines: list[str]) -> None:
 
 
 __all__ = [
+    "batch_size",
+    "capped_k",
+    "positive_int",
+    "seed_value",
     "add_correction_arguments",
     "add_json_argument",
     "add_model_arguments",

@@ -12,9 +12,12 @@ from ._common import (
     add_model_arguments,
     add_scores_arguments,
     add_sparsity_arguments,
+    batch_size,
     build_explorer,
+    capped_k,
     correction_from_args,
     emit,
+    positive_int,
     resolve_device,
 )
 
@@ -28,10 +31,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_scores_arguments(parser)
     add_sparsity_arguments(parser)
     parser.add_argument("--metrics", default="knn,flops,params", help="comma-separated: knn,flops,params,latency")
-    parser.add_argument("--k", type=int, default=DEFAULT_K, help=f"kNN neighbours (default: {DEFAULT_K}, as published)")
+    parser.add_argument(
+        "--k", type=positive_int, default=DEFAULT_K, help=f"kNN neighbours (default: {DEFAULT_K}, as published)"
+    )
     parser.add_argument("--weighted-vote", action="store_true", help="DINO's weighted vote (T=0.07) instead of uniform")
-    parser.add_argument("--limit", type=int, default=None, help="use at most N images per split (seeded subset)")
-    parser.add_argument("--latency-batch", type=int, default=32, help="batch size of the throughput measurement")
+    parser.add_argument(
+        "--limit", type=positive_int, default=None, help="use at most N images per split (seeded subset)"
+    )
+    parser.add_argument("--latency-batch", type=batch_size, default=32, help="batch size of the throughput measurement")
     add_correction_arguments(parser)
     add_json_argument(parser)
     parser.set_defaults(run=run)
@@ -49,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     explorer = build_explorer(args, device)
     if "knn" in metrics:
         splits = load_knn_splits(args.data, explorer.backbone.data_config, limit_per_split=args.limit, stream=True)
+        args.k = capped_k(args.k, len(splits.train_labels))  # say so when k exceeds the bank
         evaluator = KnnEvaluator.from_splits(splits, k=args.k, weighted=args.weighted_vote, device=device)
         explorer.attach_knn(evaluator)
     correction = correction_from_args(args, explorer.backbone.data_config)

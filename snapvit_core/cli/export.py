@@ -15,6 +15,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, help="export folder (must not exist or be empty)")
     parser.add_argument("--onnx", action="store_true", help="also write model.onnx, checked against PyTorch")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty export folder")
+    parser.add_argument(
+        "--force", action="store_true", help="with --overwrite: replace a non-empty folder that is not an export"
+    )
     parser.add_argument("--data", default="embedded", help="calibration data for --correct (default: embedded)")
     _common.add_correction_arguments(parser)
     _common.add_json_argument(parser)
@@ -55,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         scores=explorer.scores,
         onnx=args.onnx,
         overwrite=args.overwrite,
+        force=args.force,
     )
     lines = [f"exported to {report.directory}: {', '.join(report.files)}", f"parameters {report.params:,}"]
     if report.onnx_max_abs_diff is not None:

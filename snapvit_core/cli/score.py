@@ -8,7 +8,15 @@ import time
 
 from ..data import DATA_SPEC_HELP
 from ..scoring import METHODS, SQUARED_GRADIENTS
-from ._common import add_json_argument, add_model_arguments, emit, resolve_device, scores_out_path
+from ._common import (
+    add_json_argument,
+    add_model_arguments,
+    emit,
+    positive_int,
+    resolve_device,
+    scores_out_path,
+    seed_value,
+)
 
 _PROGRESS_EVERY_S = 2.0  # at most one progress line per this many seconds when stderr is not a terminal
 
@@ -19,9 +27,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", default="embedded", help=f"images: {DATA_SPEC_HELP} (default: embedded)")
     # Checked by the library (not argparse choices) so an unknown method gets the library's message.
     parser.add_argument("--method", default="snapvit", help=f"one of {', '.join(METHODS)} (default: snapvit)")
-    parser.add_argument("--samples", type=int, default=1000, help="images used (default: 1000, as published)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the image subset and the crops (default: 0)")
-    parser.add_argument("--batch-size", type=int, default=16, help="images per step (default: 16)")
+    parser.add_argument("--samples", type=positive_int, default=1000, help="images used (default: 1000, as published)")
+    parser.add_argument(
+        "--seed", type=seed_value, default=0, help="seed of the image subset and the crops (default: 0)"
+    )
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="images per step (default: 16)")
     parser.add_argument(
         "--squared-gradients",
         default="accumulated",

@@ -7,7 +7,15 @@ import sys
 
 from ..data import DATA_SPEC_HELP
 from ..errors import SnapViTError
-from ._common import add_json_argument, add_model_arguments, emit, resolve_device, scores_out_path
+from ._common import (
+    add_json_argument,
+    add_model_arguments,
+    emit,
+    positive_int,
+    resolve_device,
+    scores_out_path,
+    seed_value,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,7 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_arguments(parser)
     parser.add_argument("--data", default="embedded", help=f"images: {DATA_SPEC_HELP} (default: embedded)")
     parser.add_argument("--scores", required=True, help="base importance scores file (.safetensors or published .pt)")
-    parser.add_argument("--evaluations", type=int, default=50, help="fitness evaluations (default: 50, as published)")
+    parser.add_argument(
+        "--evaluations", type=positive_int, default=50, help="fitness evaluations (default: 50, as published)"
+    )
     parser.add_argument(
         "--pairs",
         nargs="+",
@@ -23,14 +33,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="MLP,HEAD",
         help="sparsity pairs the fitness averages (default: 0.15,0 0.35,0.2 0.55,0.4 0.65,0.5, as published)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the image subset and the sampler (default: 0)")
+    parser.add_argument(
+        "--seed", type=seed_value, default=0, help="seed of the image subset and the sampler (default: 0)"
+    )
     parser.add_argument(
         "--covariance", default="cka", help="initial covariance: cka (published) or identity (default: cka)"
     )
-    parser.add_argument("--eval-images", type=int, default=1000, help="images per evaluation (default: 1000)")
-    parser.add_argument("--population-size", type=int, default=None, help="candidates per generation (4 + 3 ln d)")
+    parser.add_argument("--eval-images", type=positive_int, default=1000, help="images per evaluation (default: 1000)")
+    parser.add_argument(
+        "--population-size", type=positive_int, default=None, help="candidates per generation (4 + 3 ln d)"
+    )
     parser.add_argument("--checkpoint", default=None, help="checkpoint file written after every generation")
     parser.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    parser.add_argument(
+        "--allow-other-backbone", action="store_true", help="search from --scores recorded for another backbone"
+    )
     parser.add_argument("--out", required=True, help="scores file to write (.safetensors), replaced atomically")
     add_json_argument(parser)
     parser.set_defaults(run=run)
@@ -62,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data import load_images, parse_data_spec, preprocess
     from ..distributed import broadcast_module, is_main
     from ..presets import SEARCH_FITNESS_PAIRS
+    from ..scores import check_scores_backbone
     from ..scores_io import load_scores, save_scores
     from ..search import SearchConfig, run_search
 
@@ -78,6 +96,9 @@ def run(args: argparse.Namespace) -> int:
         raise SnapViTError("--resume needs --checkpoint FILE.", "Name the checkpoint of the interrupted search.")
     parse_data_spec(args.data)  # a typo fails before the model loads
     scores = load_scores(args.scores)
+    warning = check_scores_backbone(scores, args.model, args.allow_other_backbone)  # issue 16
+    if warning:
+        sys.stderr.write(f"warning: {warning}\n")
     device = resolve_device(args.device)
     backbone = load_backbone(args.model, args.random_init, device)
     broadcast_module(backbone.model)  # torchrun: every rank searches the same weights

@@ -25,7 +25,7 @@ loaders), ``loading`` (the public entry points).
 from .convert import MAX_SIDE, open_image, to_rgb
 from .folder import IMAGE_EXTENSIONS, FolderListing, list_folder_split
 from .hf import HFListing, list_hf_split
-from .loading import build_transform, load_images, load_knn_splits, preprocess
+from .loading import build_transform, knn_warnings, load_images, load_knn_splits, preprocess
 from .procedural import PROCEDURAL_DEFAULT_COUNT, PROCEDURAL_SIZE, procedural_images
 from .sets import ImageSet, KnnSplits
 from .spec import DATA_KINDS, DATA_SPEC_HELP, DEFAULT_TEST_FRACTION, DataSpec, parse_data_spec
@@ -48,6 +48,7 @@ __all__ = [
     "KnnSplits",
     "TensorImageDataset",
     "build_transform",
+    "knn_warnings",
     "list_folder_split",
     "list_hf_split",
     "load_images",

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..image_limits import check_declared_size
+
 MAX_SIDE = 1024  # images are downscaled on load so their longer side is at most this many pixels
 
 
@@ -42,6 +44,7 @@ def to_rgb(image: Image.Image, max_side: int = MAX_SIDE) -> Image.Image:
 def open_image(path: Path, max_side: int = MAX_SIDE) -> Image.Image:
     """Read one file as RGB; raises OSError/ValueError subclasses for files that are not images."""
     with Image.open(path) as image:
+        check_declared_size(image, max_side, str(path))  # refuse/draft by declared size before decoding
         image.load()
         return to_rgb(image, max_side)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,12 +21,23 @@ def _class_folders(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def _readable(folder: Path) -> bool:
+    try:
+        with os.scandir(folder):
+            return True
+    except OSError:
+        return False
+
+
 def _list_folder(root: Path, skipped: Counter) -> tuple[list[Path], list[int] | None, tuple[str, ...]]:
     """Image paths under ``root`` with labels from class sub-folders (None when it has none)."""
     classes = _class_folders(root)
     if classes:
         paths, labels = [], []
         for label, folder in enumerate(classes):
+            if not _readable(folder):  # rglob silently yields nothing for an unreadable folder: count it
+                skipped["unreadable class folders"] += 1
+                continue
             for path in sorted(p for p in folder.rglob("*") if p.is_file()):
                 if path.suffix.lower() in IMAGE_EXTENSIONS:
                     paths.append(path)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -16,6 +18,8 @@ from .procedural import PROCEDURAL_DEFAULT_COUNT, procedural_images
 from .sets import ImageSet, KnnSplits
 from .spec import DEFAULT_TEST_FRACTION, DataSpec, _check_limit, parse_data_spec
 from .streaming import FolderImageDataset, HFImageDataset, readable_paths
+
+log = logging.getLogger(__name__)
 
 
 def load_images(
@@ -59,6 +63,22 @@ def preprocess(images: list[Image.Image], data_config: dict) -> torch.Tensor:
     return torch.stack([transform(to_rgb(image)) for image in images])
 
 
+def knn_warnings(train_labels, test_labels) -> list[str]:
+    """Why a kNN top-1 on these labels would mean nothing (one class, one bank image per class), if so."""
+    train = Counter(np.asarray(train_labels).tolist())
+    warnings = []
+    if len(set(train) | set(np.asarray(test_labels).tolist())) < 2:
+        warnings.append("the data has a single class, so kNN top-1 is 100% or 0% by construction and means nothing")
+    elif train and max(train.values()) < 2:
+        warnings.append("the kNN bank holds one image per class, so kNN top-1 is mostly chance and means little")
+    return warnings
+
+
+def _warn_if_meaningless(spec: DataSpec, train_labels, test_labels) -> None:
+    for warning in knn_warnings(train_labels, test_labels):  # say it, don't just print 100 %
+        log.warning("warning: %s: %s.", spec, warning)
+
+
 def load_knn_splits(
     spec: str | DataSpec,
     data_config: dict,
@@ -87,6 +107,7 @@ def load_knn_splits(
     sets = {split: load_images(spec, split, limit_per_split, seed, test_fraction) for split in ("train", "test")}
     for split, image_set in sets.items():
         _require_labels(spec, split, image_set.labels is None)
+    _warn_if_meaningless(spec, sets["train"].labels, sets["test"].labels)
     return KnnSplits(
         preprocess(sets["train"].images, data_config),
         torch.as_tensor(sets["train"].labels, dtype=torch.int64),
@@ -133,4 +154,5 @@ def _streaming_knn_splits(
             )
         class_names = class_names or listing.class_names
     train, test = datasets["train"], datasets["test"]
+    _warn_if_meaningless(spec, train.labels, test.labels)
     return KnnSplits(train, train.labels, test, test.labels, class_names, str(spec), skipped)

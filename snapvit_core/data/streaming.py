@@ -22,7 +22,8 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import SnapViTError
-from .convert import open_image, to_rgb
+from ..image_limits import check_declared_size
+from .convert import MAX_SIDE, open_image, to_rgb
 
 Transform = Callable[[Image.Image], torch.Tensor]
 
@@ -32,7 +33,8 @@ def readable_paths(paths: list[Path], skipped: Counter) -> list[int]:
     kept = []
     for index, path in enumerate(paths):
         try:
-            with Image.open(path):  # reads the header only
+            with Image.open(path) as image:  # reads the header only
+                check_declared_size(image, MAX_SIDE, str(path))  # skip now what could not be decoded later
                 kept.append(index)
         except Image.DecompressionBombError:
             skipped["too large to decode safely"] += 1
