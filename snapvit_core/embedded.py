@@ -46,7 +46,9 @@ from .presets import EMBEDDED_MODEL_ID
 
 log = logging.getLogger(__name__)
 
-ASSETS_DIR: Path = Path(__file__).resolve().parent / "assets"  # package data: installed with the library
+# The repository keeps the assets at the top level (assets/); snapvit_core/assets is a symlink to them so
+# that they are also package data, copied into a wheel. Not resolved: the path must stay inside the package.
+ASSETS_DIR: Path = Path(__file__).parent / "assets"
 WEIGHTS_FILENAME = "embedded_vit.safetensors"
 CONFIG_FILENAME = "embedded_vit.json"
 EMBEDDED_CLASS_NAMES: tuple[str, ...] = tuple(str(d) for d in range(10))
