@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import streamlit as st
 
-from snapvit_core.app_state import format_flops
 from snapvit_core.backbones import EMBEDDED_ID
 from snapvit_core.data import DATA_SPEC_HELP, parse_data_spec
 from snapvit_core.errors import SnapViTError
@@ -12,6 +11,7 @@ from snapvit_core.explorer import data_free_scores
 from snapvit_core.metrics import analytic_flops, count_parameters
 from snapvit_core.presets import BACKBONE_PRESETS
 from ui import session
+from ui.labels import format_flops
 
 OTHER_TIMM = "Other timm ViT name ..."
 LOCAL_DIR = "Local checkpoint directory ..."

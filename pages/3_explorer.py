@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from snapvit_core import charts
-from snapvit_core.app_state import (
-    MAX_SPARSITY,
-    SLIDER_STEP,
-    format_flops,
-    measure,
-    per_image_similarity,
-    published_path,
-)
+from snapvit_core.app_state import measure, per_image_similarity
 from snapvit_core.errors import SnapViTError
-from ui import session
+from ui import charts, session
+from ui.labels import format_flops
+from ui.sliders import MAX_SPARSITY, SLIDER_STEP, published_path
 
 st.title("Elastic explorer")
 if session.guarded_backbone() is None:

@@ -6,14 +6,14 @@ import time
 
 import streamlit as st
 
-from snapvit_core import charts
-from snapvit_core.app_state import BUDGET_TARGETS, best_under_budget, pareto_mask, sweep
+from snapvit_core.app_state import best_under_budget, pareto_mask, sweep
 from snapvit_core.errors import CancelledError
 from snapvit_core.explorer import DATA_FREE_METHODS, Explorer, data_free_scores
 from snapvit_core.presets import PUBLISHED_SPARSITY_PAIRS
 from snapvit_core.scores_io import load_scores
-from ui import session
+from ui import charts, session
 from ui.jobs import Job
+from ui.labels import BUDGET_TARGETS
 
 st.title("Compare & budget")
 backbone = session.guarded_backbone()

@@ -1,8 +1,8 @@
 """What the Streamlit pages compute, as plain functions: no streamlit import, unit-testable.
 
 Owns the explorer's interactive measurements (a fast batch-1 latency probe, per-image embedding
-similarity), the coupled "overall" slider along the published sparsity path, method sweeps and
-the budget finder (Pareto front, best configuration under a cost limit).
+similarity), method sweeps and the budget finder (Pareto front, best configuration under a cost
+limit). The slider grid, budget labels and number formats moved to the app (``ui/``).
 """
 
 from __future__ import annotations
@@ -20,22 +20,6 @@ from .adapter import ViTAdapter
 from .errors import SnapViTError
 from .evaluation import embedding_similarity
 from .explorer import Explorer
-from .presets import PUBLISHED_SPARSITY_PAIRS
-
-SLIDER_STEP = 0.05  # sparsity sliders move in 5% steps
-MAX_SPARSITY = 0.95  # the sliders' upper end
-
-# Budget targets: label -> (table column, how the limit is read).
-BUDGET_TARGETS: dict[str, str] = {
-    "GFLOPs (% of unpruned)": "flops_pct",
-    "Latency (ms at batch 1)": "latency_ms",
-    "Parameters (millions)": "params_m",
-}
-
-
-def format_flops(flops: float) -> str:
-    """FLOPs per image in the unit that keeps 3 significant digits readable (M below 1 G)."""
-    return f"{flops / 1e9:.2f} GFLOPs" if flops >= 1e9 else f"{flops / 1e6:.1f} MFLOPs"
 
 
 def resolve_device(choice: str) -> str:
@@ -45,27 +29,6 @@ def resolve_device(choice: str) -> str:
     if choice == "cuda" and not torch.cuda.is_available():
         raise SnapViTError("CUDA was requested but no GPU is visible to PyTorch.", "Choose 'cpu' or 'auto'.")
     return choice
-
-
-def snap(value: float) -> float:
-    """Round to the slider grid (0.05 steps, within [0, 0.95])."""
-    return float(min(MAX_SPARSITY, max(0.0, round(round(value / SLIDER_STEP) * SLIDER_STEP, 2))))
-
-
-def published_path(overall: float) -> tuple[float, float]:
-    """(MLP, head) sparsity on the published path at MLP sparsity ``overall``.
-
-    Interpolates PUBLISHED_SPARSITY_PAIRS; past the last published pair the head sparsity keeps the
-    path's final slope. Both values are snapped to the slider grid.
-    """
-    mlp = np.array([p[0] for p in PUBLISHED_SPARSITY_PAIRS])
-    head = np.array([p[1] for p in PUBLISHED_SPARSITY_PAIRS])
-    if overall <= mlp[-1]:
-        value = float(np.interp(overall, mlp, head))
-    else:
-        slope = (head[-1] - head[-2]) / (mlp[-1] - mlp[-2])
-        value = float(head[-1] + slope * (overall - mlp[-1]))
-    return snap(overall), snap(value)
 
 
 def paired_rounds(

@@ -1,4 +1,4 @@
-"""Plotly figures for the app and the results report (pure plotly: no streamlit import).
+"""Plotly figures for the app (pure plotly: no streamlit import, so benchmarks and tests can use them too).
 
 Every figure has axis titles with units and a title saying what it measures.
 """
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from .scores import ImportanceScores
+from snapvit_core.scores import ImportanceScores
 
 KEPT_COLOUR = "#1f77b4"
 PRUNED_COLOUR = "#d62728"
