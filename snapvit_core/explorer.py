@@ -25,6 +25,7 @@ from .elastic import ElasticViT, PruningPlan
 from .errors import SnapViTError
 from .evaluation import KnnEvaluator, embedding_similarity
 from .metrics import analytic_flops, count_parameters, measure_latency
+from .plan_metrics import CostTable, PlanCost, cost_table, plan_cost
 from .scores import ImportanceScores
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,34 @@ class EvaluationResult:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Configuration:
+    """A point of the (MLP, head) sparsity plane: what the sliders show."""
+
+    mlp_sparsity: float
+    head_sparsity: float
+
+
+@dataclass(frozen=True)
+class CostResult:
+    """What a configuration costs, from the plan alone (no forward pass): instant for a slider move."""
+
+    plan: PruningPlan  # kept_heads / kept_neurons per block and the realised sparsities
+    cost: PlanCost  # parameters and FLOPs of the pruned model
+    unpruned: PlanCost  # the same for the unpruned model
+    latency: object | None  # LatencyPrediction at the asked batch; None until the latency model is ready
+    neuron_mask: torch.Tensor  # (B, M) bool, kept neurons in the ORIGINAL unit order
+    head_mask: torch.Tensor  # (B, H) bool, kept heads in the ORIGINAL unit order
+
+    @property
+    def kept_heads(self) -> list[int]:
+        return list(self.plan.kept_heads)
+
+    @property
+    def kept_neurons(self) -> list[int]:
+        return list(self.plan.kept_neurons)
+
+
 class Explorer:
     """A backbone made elastic by ``scores``; evaluate any (MLP, head) sparsity.
 
@@ -99,6 +128,31 @@ class Explorer:
         self.knn: KnnEvaluator | None = None
         # Re-entrant: evaluate() holds it and calls prune_to() and unpruned_features(), which hold it too.
         self.lock = threading.RLock()
+        self.cost_table: CostTable = cost_table(self.elastic.full)  # plan costs without a forward
+        self.latency_model = None  # LatencyModel, set by ensure_latency_model()
+
+    def plan_for(self, mlp_sparsity: float, head_sparsity: float) -> PruningPlan:
+        """The keep counts of a configuration (pure: the working model is not touched)."""
+        return self.elastic.plan_for(mlp_sparsity, head_sparsity)
+
+    def cost(self, mlp_sparsity: float, head_sparsity: float, batch: int = 1) -> CostResult:
+        """Parameters, FLOPs, predicted latency and keep masks of a configuration, without a forward pass.
+
+        Takes no lock and never touches the working model, so a page can call it on every slider
+        move while an ``evaluate`` runs in the background.
+        """
+        plan = self.plan_for(mlp_sparsity, head_sparsity)
+        full_heads, full_neurons = self.cost_table.unpruned
+        neuron_mask, head_mask = self.elastic.kept_masks(plan)
+        model = self.latency_model
+        return CostResult(
+            plan=plan,
+            cost=plan_cost(self.cost_table, plan.kept_heads, plan.kept_neurons),
+            unpruned=plan_cost(self.cost_table, full_heads, full_neurons),
+            latency=None if model is None else model.predict(plan.kept_heads, plan.kept_neurons, batch),
+            neuron_mask=neuron_mask,
+            head_mask=head_mask,
+        )
 
     def attach_knn(self, evaluator: KnnEvaluator) -> None:
         self.knn = evaluator
