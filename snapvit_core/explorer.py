@@ -20,10 +20,12 @@ import torch
 from torch import nn
 
 from .backbones import Backbone
+from .cancel import Cancel, Progress
 from .data_free import lamp_scores, magnitude_scores, random_scores
 from .elastic import ElasticViT, PruningPlan
 from .errors import SnapViTError
 from .evaluation import KnnEvaluator, embedding_similarity
+from .latency_model import LatencyModel, LatencyPrediction, load_or_calibrate_latency_model
 from .metrics import analytic_flops, count_parameters, measure_latency
 from .plan_metrics import CostTable, PlanCost, cost_table, plan_cost
 from .scores import ImportanceScores
@@ -98,7 +100,7 @@ class CostResult:
     plan: PruningPlan  # kept_heads / kept_neurons per block and the realised sparsities
     cost: PlanCost  # parameters and FLOPs of the pruned model
     unpruned: PlanCost  # the same for the unpruned model
-    latency: object | None  # LatencyPrediction at the asked batch; None until the latency model is ready
+    latency: LatencyPrediction | None  # LatencyPrediction at the asked batch; None until the latency model is ready
     neuron_mask: torch.Tensor  # (B, M) bool, kept neurons in the ORIGINAL unit order
     head_mask: torch.Tensor  # (B, H) bool, kept heads in the ORIGINAL unit order
 
@@ -129,7 +131,21 @@ class Explorer:
         # Re-entrant: evaluate() holds it and calls prune_to() and unpruned_features(), which hold it too.
         self.lock = threading.RLock()
         self.cost_table: CostTable = cost_table(self.elastic.full)  # plan costs without a forward
-        self.latency_model = None  # LatencyModel, set by ensure_latency_model()
+        self.latency_model: LatencyModel | None = None  # set by ensure_latency_model()
+
+    def ensure_latency_model(
+        self, progress: Progress | None = None, cancel: Cancel | None = None, **options: object
+    ) -> LatencyModel:
+        """Load the cached latency model of this backbone/device, or calibrate it (seconds; cancellable).
+
+        ``options`` go to ``load_or_calibrate_latency_model`` (batches, cache_dir, budget_s ...).
+        Calibration times private copies of the pieces, so it does not take the explorer's lock.
+        """
+        if self.latency_model is None:
+            self.latency_model = load_or_calibrate_latency_model(
+                self.backbone, self.device, progress=progress, cancel=cancel, **options
+            )
+        return self.latency_model
 
     def plan_for(self, mlp_sparsity: float, head_sparsity: float) -> PruningPlan:
         """The keep counts of a configuration (pure: the working model is not touched)."""

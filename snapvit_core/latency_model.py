@@ -1,0 +1,411 @@
+"""The latency model: time the pieces a configuration is made of once, predict any plan's latency.
+
+A pruned ViT's forward is the unpruned one's fixed parts (patch embedding, norms, residuals, final
+norm, any attention pool) plus, per block, an attention with ``h`` kept heads and an MLP with ``m``
+kept neurons. Calibration times, per batch size, the whole unpruned forward and, in isolation, one
+block's attention at every kept head count and its MLP at a grid of kept widths (every supported
+family has identical blocks, so block 0 stands for all). The fixed part is the whole forward minus
+the pieces of the unpruned configuration, so the prediction of the unpruned plan *is* the measured
+unpruned forward and the speed-up is exactly 1.0 at (0, 0) by construction.
+
+Robust on a shared machine: every round times all pieces back to back (interleaved), and each
+piece's estimate is a low quantile (25 %) of its rounds, so a load spike in one round slows every
+piece alike and barely moves the estimate; the minimum and the median give the spread.
+Calibrated models are cached on disk (JSON, atomic) per backbone / device / dtype / threads / image
+size / architecture.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._atomic import write_text_atomic
+from .adapter import ViTAdapter
+from .cancel import Cancel, Progress, check_cancel, report
+from .elastic import ElasticViT, PruningPlan
+from .errors import SnapViTError
+from .scores import ImportanceScores
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MLP_GRID_POINTS = 9  # kept-width grid of the MLP piece (linear interpolation between points)
+POINT_QUANTILE, HIGH_QUANTILE = 0.25, 0.5  # estimate and upper spread; the lower spread is the minimum
+MIN_PIECE_S = 1e-3  # a piece's timing repeats its call until it lasts about this long
+
+
+@dataclass(frozen=True)
+class LatencyPrediction:
+    """Latency of one forward of ``batch`` images for one plan."""
+
+    batch: int
+    ms: float  # predicted (or measured) latency of one forward of `batch` images
+    low_ms: float  # spread (minimum-based prediction, or the measured fastest round)
+    high_ms: float  # spread (median-based prediction, or the measured median round)
+    speedup: float  # unpruned / pruned, exactly 1.0 at the unpruned plan
+    source: str = "predicted"  # "predicted" or "measured"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LatencyModelKey:
+    """What a calibration is valid for: another value here means another cache file."""
+
+    backbone: str  # model id
+    device: str
+    dtype: str
+    threads: int
+    image_size: int
+    architecture: str = ""  # ArchitectureShape.describe(): a changed checkpoint directory is recalibrated
+
+    def slug(self) -> str:
+        digest = hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        name = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.backbone)[-40:]
+        return f"{name}-{digest}"
+
+
+@dataclass(frozen=True)
+class BatchTable:
+    """Calibrated pieces at one batch size; every cost is (estimate, low, high) in ms."""
+
+    fixed_ms: tuple[float, float, float]
+    attention_ms: tuple[tuple[float, float, float], ...]  # index = kept heads, 0..H
+    mlp_widths: tuple[int, ...]  # ascending kept widths of the MLP grid
+    mlp_ms: tuple[tuple[float, float, float], ...]  # one per width
+    rounds: int  # interleaved rounds behind the estimates
+
+    def block_ms(self, heads: int, neurons: int, stat: int) -> float:
+        attention = self.attention_ms[min(max(heads, 0), len(self.attention_ms) - 1)][stat]
+        mlp = _interpolate(neurons, self.mlp_widths, [row[stat] for row in self.mlp_ms])
+        return attention + mlp
+
+    def predict(self, kept_heads: Sequence[int], kept_neurons: Sequence[int], stat: int) -> float:
+        total = self.fixed_ms[stat] + sum(self.block_ms(h, m, stat) for h, m in zip(kept_heads, kept_neurons))
+        return max(total, 1e-6)
+
+
+def _interpolate(x: float, xs: Sequence[int], ys: Sequence[float]) -> float:
+    """Linear interpolation, extrapolated linearly below the grid and clamped at 0."""
+    if len(xs) == 1:
+        return ys[0]
+    if x < xs[0]:
+        slope = (ys[1] - ys[0]) / (xs[1] - xs[0])
+        return max(0.0, ys[0] + slope * (x - xs[0]))
+    return float(np.interp(x, xs, ys))
+
+
+@dataclass
+class LatencyModel:
+    """Calibrated latency pieces of one backbone on one device; ``predict`` any plan."""
+
+    key: LatencyModelKey
+    num_blocks: int
+    num_heads: int
+    mlp_hidden: int
+    tables: dict[int, BatchTable]  # batch -> pieces
+    seconds: float = 0.0  # calibration time
+    created: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def batches(self) -> tuple[int, ...]:
+        return tuple(sorted(self.tables))
+
+    def predict(self, kept_heads: Sequence[int], kept_neurons: Sequence[int], batch: int = 1) -> LatencyPrediction:
+        """Predicted latency of one forward of ``batch`` images of the plan keeping these counts per block."""
+        if batch not in self.tables:
+            raise SnapViTError(
+                f"The latency model was calibrated for batches {list(self.batches)}, not {batch}.",
+                "Ask for one of those batches, or recalibrate with that batch.",
+            )
+        if len(kept_heads) != self.num_blocks or len(kept_neurons) != self.num_blocks:
+            raise SnapViTError(
+                f"The plan has {len(kept_heads)} blocks, the latency model {self.num_blocks}.",
+                "Use the latency model of this backbone.",
+            )
+        table = self.tables[batch]
+        full_heads, full_neurons = [self.num_heads] * self.num_blocks, [self.mlp_hidden] * self.num_blocks
+        ms, low, high = (table.predict(kept_heads, kept_neurons, stat) for stat in range(3))
+        unpruned = table.predict(full_heads, full_neurons, 0)
+        return LatencyPrediction(batch, ms, min(low, ms), max(high, ms), unpruned / ms, "predicted")
+
+    def predict_plan(self, plan: PruningPlan, batch: int = 1) -> LatencyPrediction:
+        return self.predict(plan.kept_heads, plan.kept_neurons, batch)
+
+    def to_dict(self) -> dict:
+        return {
+            "format": FORMAT_VERSION,
+            "key": asdict(self.key),
+            "num_blocks": self.num_blocks,
+            "num_heads": self.num_heads,
+            "mlp_hidden": self.mlp_hidden,
+            "tables": {str(batch): asdict(table) for batch, table in self.tables.items()},
+            "seconds": self.seconds,
+            "created": self.created,
+            "extra": self.extra,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> LatencyModel:
+        if data.get("format") != FORMAT_VERSION:
+            raise SnapViTError(f"Latency model format {data.get('format')!r} is not {FORMAT_VERSION}.", "Recalibrate.")
+        tables = {}
+        for batch, table in data["tables"].items():
+            tables[int(batch)] = BatchTable(
+                fixed_ms=tuple(table["fixed_ms"]),
+                attention_ms=tuple(tuple(row) for row in table["attention_ms"]),
+                mlp_widths=tuple(int(w) for w in table["mlp_widths"]),
+                mlp_ms=tuple(tuple(row) for row in table["mlp_ms"]),
+                rounds=int(table["rounds"]),
+            )
+        return cls(
+            key=LatencyModelKey(**data["key"]),
+            num_blocks=int(data["num_blocks"]),
+            num_heads=int(data["num_heads"]),
+            mlp_hidden=int(data["mlp_hidden"]),
+            tables=tables,
+            seconds=float(data.get("seconds", 0.0)),
+            created=str(data.get("created", "")),
+            extra=dict(data.get("extra", {})),
+        )
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timer(fn: Callable[[], object], device: torch.device) -> Callable[[], float]:
+    """A callable timing ``fn`` once (seconds per call), repeating tiny calls to about MIN_PIECE_S."""
+    with torch.inference_mode():
+        fn()  # warm-up: allocator, kernels
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        once = time.perf_counter() - start
+    number = max(1, min(1000, math.ceil(MIN_PIECE_S / max(once, 1e-9))))
+
+    def timed() -> float:
+        with torch.inference_mode():
+            _sync(device)
+            start = time.perf_counter()
+            for _ in range(number):
+                fn()
+            _sync(device)
+        return (time.perf_counter() - start) / number
+
+    return timed
+
+
+def _stats(samples: Sequence[float]) -> tuple[float, float, float]:
+    values = np.asarray(samples, float) * 1e3
+    return (
+        float(np.quantile(values, POINT_QUANTILE)),
+        float(values.min()),
+        float(np.quantile(values, HIGH_QUANTILE)),
+    )
+
+
+def mlp_grid(hidden: int, points: int = MLP_GRID_POINTS) -> tuple[int, ...]:
+    """Ascending kept widths at which the MLP piece is timed: 1 .. hidden."""
+    return tuple(sorted({max(1, round(hidden * f)) for f in np.linspace(0.0, 1.0, points)}))
+
+
+class _Pieces:
+    """One block's attention at every head count and MLP at every grid width, as separate modules."""
+
+    def __init__(self, model: nn.Module) -> None:
+        shape = ViTAdapter(model).shape()
+        self.shape = shape
+        scores = ImportanceScores(
+            torch.zeros(shape.num_blocks, shape.mlp_hidden),
+            torch.zeros(shape.num_blocks, shape.num_heads),
+            min_mlp_keep_ratio=0.0,
+            min_head_keep_ratio=0.0,
+        )
+        self.elastic = ElasticViT(model, scores)
+        self.widths = mlp_grid(shape.mlp_hidden)
+        self.attention = {h: self._copy(h, shape.mlp_hidden, "attention") for h in range(1, shape.num_heads + 1)}
+        self.mlp = {m: self._copy(shape.num_heads, m, "mlp") for m in self.widths}
+        self.elastic.apply_plan(self._uniform(shape.num_heads, shape.mlp_hidden))
+
+    def _uniform(self, heads: int, neurons: int) -> PruningPlan:
+        blocks = self.shape.num_blocks
+        return PruningPlan(0.0, 0.0, (neurons,) * blocks, (heads,) * blocks)
+
+    def _copy(self, heads: int, neurons: int, part: str) -> nn.Module:
+        self.elastic.apply_plan(self._uniform(heads, neurons))
+        block = self.elastic.adapter.blocks[0]
+        module = copy.deepcopy(block.attention if part == "attention" else block.mlp)
+        for parameter in module.parameters():  # own compact storage (a deep-copied view keeps its base)
+            parameter.data = parameter.data.contiguous().clone()
+        return module.eval()
+
+
+def calibrate_latency_model(
+    model: nn.Module,
+    image_size: int,
+    device: str | torch.device = "cpu",
+    batches: Sequence[int] = (1, 32),
+    *,
+    backbone_id: str = "model",
+    budget_s: float = 1.5,
+    min_rounds: int = 3,
+    max_rounds: int = 21,
+    progress: Progress | None = None,
+    cancel: Cancel | None = None,
+) -> LatencyModel:
+    """Time the pieces of ``model`` (unpruned) at each batch size and return the latency model.
+
+    Args:
+        budget_s: timing time per batch size: rounds grow from ``min_rounds`` up to ``max_rounds``
+            while they fit (a small backbone gets many rounds, ViT-B on a CPU ``min_rounds``).
+        progress: called with (done, total) timed rounds over all batch sizes.
+        cancel: checked between timings; returning True (or raising) raises CancelledError.
+    """
+    started = time.perf_counter()
+    device = torch.device(device)
+    dtype = next(model.parameters()).dtype
+    adapter = ViTAdapter(model)
+    pieces = _Pieces(model)
+    shape = pieces.shape
+    blocks, heads, hidden = shape.num_blocks, shape.num_heads, shape.mlp_hidden
+    tables: dict[int, BatchTable] = {}
+    total, done = len(batches) * min_rounds, 0
+    for batch_index, batch in enumerate(batches):
+        check_cancel(cancel, "latency calibration")
+        images = torch.randn(batch, 3, image_size, image_size, device=device, dtype=dtype)
+        tokens = torch.randn(batch, shape.num_tokens, shape.embed_dim, device=device, dtype=dtype)
+        timers = {"full": _timer(lambda x=images: adapter.embed(x), device)}
+        timers.update(
+            {("attention", h): _timer(lambda m=m, x=tokens: m(x), device) for h, m in pieces.attention.items()}
+        )
+        timers.update({("mlp", w): _timer(lambda m=m, x=tokens: m(x), device) for w, m in pieces.mlp.items()})
+        samples: dict = {name: [] for name in timers}
+        rounds, index = min_rounds, 0
+        while index < rounds:
+            round_start = time.perf_counter()
+            for name, timer in timers.items():
+                check_cancel(cancel, "latency calibration")
+                samples[name].append(timer())
+            index += 1
+            if index == 1:  # one round tells the cost: more rounds while they fit in the budget
+                per_round = time.perf_counter() - round_start
+                rounds = max(min_rounds, min(max_rounds, int(budget_s / max(per_round, 1e-9))))
+                total = done + rounds + (len(batches) - batch_index - 1) * rounds
+            done += 1
+            report(progress, done, total)
+        attention = [_stats(samples[("attention", h)]) for h in range(1, heads + 1)]
+        mlp = [_stats(samples[("mlp", w)]) for w in pieces.widths]
+        # No heads: extrapolate the per-head slope below one head (the qkv/proj matmuls vanish).
+        zero = tuple(max(0.0, 2 * a - b) for a, b in zip(attention[0], attention[1] if heads > 1 else attention[0]))
+        full = _stats(samples["full"])
+        fixed = tuple(f - blocks * (a + m) for f, a, m in zip(full, attention[-1], mlp[-1]))
+        tables[batch] = BatchTable(fixed, tuple([zero, *attention]), pieces.widths, tuple(mlp), rounds)
+    key = LatencyModelKey(
+        backbone=backbone_id,
+        device=str(device),
+        dtype=str(dtype).removeprefix("torch."),
+        threads=torch.get_num_threads(),
+        image_size=int(image_size),
+        architecture=shape.describe(),
+    )
+    seconds = time.perf_counter() - started
+    log.info("latency model of %s calibrated in %.1f s (batches %s)", backbone_id, seconds, list(batches))
+    return LatencyModel(key, blocks, heads, hidden, tables, seconds, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+
+
+def default_cache_dir() -> Path:
+    """$SNAPVIT_CACHE_DIR, else ~/.cache/snapvit-explorer; latency models go to its latency/ folder."""
+    root = os.environ.get("SNAPVIT_CACHE_DIR") or Path.home() / ".cache" / "snapvit-explorer"
+    return Path(root) / "latency"
+
+
+def latency_model_key(backbone, device: str | torch.device, threads: int | None = None) -> LatencyModelKey:
+    """The cache key of ``backbone`` (a backbones.Backbone) on ``device`` with the current threads."""
+    dtype = next(backbone.model.parameters()).dtype
+    return LatencyModelKey(
+        backbone=backbone.model_id,
+        device=str(torch.device(device)),
+        dtype=str(dtype).removeprefix("torch."),
+        threads=int(threads or torch.get_num_threads()),
+        image_size=int(backbone.image_size),
+        architecture=backbone.shape.describe(),
+    )
+
+
+def cache_path(key: LatencyModelKey, cache_dir: str | os.PathLike | None = None) -> Path:
+    return Path(cache_dir) / f"{key.slug()}.json" if cache_dir else default_cache_dir() / f"{key.slug()}.json"
+
+
+def load_cached_latency_model(key: LatencyModelKey, cache_dir=None, batches: Sequence[int] = ()) -> LatencyModel | None:
+    """The cached model for ``key`` covering ``batches``, or None (missing, stale or unreadable)."""
+    path = cache_path(key, cache_dir)
+    if not path.is_file():
+        return None
+    try:
+        model = LatencyModel.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError, SnapViTError) as error:
+        log.warning("ignoring unreadable latency model cache %s: %s", path, error)
+        return None
+    if model.key != key or not set(batches) <= set(model.batches):
+        return None
+    return model
+
+
+def save_latency_model(model: LatencyModel, cache_dir=None) -> Path:
+    path = cache_path(model.key, cache_dir)
+    write_text_atomic(path, json.dumps(model.to_dict(), indent=1))
+    return path
+
+
+def load_or_calibrate_latency_model(
+    backbone,
+    device: str | torch.device = "cpu",
+    batches: Sequence[int] = (1, 32),
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    progress: Progress | None = None,
+    cancel: Cancel | None = None,
+    **calibration: object,
+) -> LatencyModel:
+    """The cached latency model of ``backbone`` (a backbones.Backbone) on ``device``, calibrating on a miss.
+
+    The cache file is keyed by backbone id, device, dtype, threads, image size and architecture;
+    it is written atomically. ``calibration`` goes to ``calibrate_latency_model`` (budget_s ...).
+    """
+    key = latency_model_key(backbone, device)
+    cached = load_cached_latency_model(key, cache_dir, batches)
+    if cached is not None:
+        report(progress, 1, 1)
+        return cached
+    model = calibrate_latency_model(
+        backbone.model,
+        backbone.image_size,
+        device,
+        batches,
+        backbone_id=backbone.model_id,
+        progress=progress,
+        cancel=cancel,
+        **calibration,
+    )
+    if model.key != key:  # the threads changed during calibration: store it under what it measured
+        log.info("latency model key changed during calibration: %s -> %s", key, model.key)
+    save_latency_model(model, cache_dir)
+    return model
