@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 
 import torch
 import torch.nn.functional as F
@@ -25,8 +25,15 @@ def extract_features(
     batch_size: int = 256,
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: Callable[[], object] | None = None,
 ) -> torch.Tensor:
-    """Embeddings (heads disabled) of preprocessed images: (N, 3, S, S) -> (N, D) float32 on CPU."""
+    """Embeddings (heads disabled) of preprocessed images: (N, 3, S, S) -> (N, D) float32 on CPU.
+
+    ``progress(done, total)`` is called after each batch (images done); ``cancel()`` is called before
+    each batch and stops the extraction by raising ``errors.CancelledError``.
+    """
     adapter = ViTAdapter(model)
     device = torch.device(device)
     model.eval()
@@ -34,8 +41,12 @@ def extract_features(
     autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
     with torch.inference_mode(), autocast:
         for start in range(0, images.shape[0], batch_size):
+            if cancel is not None:
+                cancel()
             batch = images[start : start + batch_size].to(device, non_blocking=True)
             chunks.append(adapter.embed(batch).float().cpu())
+            if progress is not None:
+                progress(min(start + batch_size, images.shape[0]), images.shape[0])
     return torch.cat(chunks) if chunks else torch.empty(0, adapter.embed_dim)
 
 
@@ -74,13 +85,20 @@ class KnnEvaluator:
         """How the neighbours vote, for reports."""
         return f"weighted (T={self.temperature})" if self.weighted else "uniform"
 
-    def features(self, model: nn.Module, key: Hashable | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(train, test) embeddings of ``model``; cached under ``key`` when one is given."""
+    def features(
+        self,
+        model: nn.Module,
+        key: Hashable | None = None,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+        cancel: Callable[[], object] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(train, test) embeddings of ``model``; cached under ``key`` when one is given (see extract_features)."""
         if key is not None and key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
         both = torch.cat([self.train, self.test])
-        features = extract_features(model, both, device=self.device)
+        features = extract_features(model, both, device=self.device, progress=progress, cancel=cancel)
         result = (features[: len(self.train)], features[len(self.train) :])
         if key is not None:
             self._cache[key] = result

@@ -12,21 +12,24 @@ holds ``Explorer.lock``; callers that read the model across several calls hold i
 from __future__ import annotations
 
 import logging
+import statistics
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
 from .backbones import Backbone
-from .cancel import Cancel, Progress
+from .cancel import Cancel, Progress, check_cancel
 from .data_free import lamp_scores, magnitude_scores, random_scores
 from .elastic import ElasticViT, PruningPlan
 from .errors import SnapViTError
 from .evaluation import KnnEvaluator, embedding_similarity
+from .knn import knn_top1, stratified_subset
 from .latency_model import LatencyModel, LatencyPrediction, load_or_calibrate_latency_model
-from .metrics import analytic_flops, count_parameters, measure_latency
+from .metrics import analytic_flops, count_parameters, measure_latency, median_speedup, paired_rounds
 from .plan_metrics import CostTable, PlanCost, cost_table, plan_cost
 from .scores import ImportanceScores
 
@@ -79,6 +82,9 @@ class EvaluationResult:
     latency_ms: float | None = None  # batch-1 median latency
     latency: dict | None = None  # full latency report (IQR, throughput, device, dtype, threads)
     embedding_cosine: float | None = None  # mean cosine similarity to the unpruned test embeddings
+    per_image_similarity: list[float] | None = None  # cosine per test image (all 1.0 when unpruned)
+    knn_set: str | None = None  # which images the kNN used, e.g. "subset: 600 of 1,797 images"
+    latency_source: str | None = None  # "measured" or "predicted" (latency model)
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -128,6 +134,8 @@ class Explorer:
         self.device = torch.device(device)
         self.elastic = ElasticViT(backbone.model, scores, backbone.model_id)
         self.knn: KnnEvaluator | None = None
+        self._knn_subsets: dict[int, KnnEvaluator] = {}  # knn_images -> subset evaluator
+        self._unpruned: EvaluationResult | None = None  # unpruned() cache, per instance
         # Re-entrant: evaluate() holds it and calls prune_to() and unpruned_features(), which hold it too.
         self.lock = threading.RLock()
         self.cost_table: CostTable = cost_table(self.elastic.full)  # plan costs without a forward
@@ -141,7 +149,9 @@ class Explorer:
         ``options`` go to ``load_or_calibrate_latency_model`` (batches, cache_dir, budget_s ...).
         Calibration times private copies of the pieces, so it does not take the explorer's lock.
         """
-        if self.latency_model is None:
+        batches = tuple(options.get("batches", (1, 32)))  # type: ignore[arg-type]
+        current = self.latency_model
+        if current is None or not set(batches) <= set(current.batches):
             self.latency_model = load_or_calibrate_latency_model(
                 self.backbone, self.device, progress=progress, cancel=cancel, **options
             )
@@ -165,13 +175,19 @@ class Explorer:
             plan=plan,
             cost=plan_cost(self.cost_table, plan.kept_heads, plan.kept_neurons),
             unpruned=plan_cost(self.cost_table, full_heads, full_neurons),
-            latency=None if model is None else model.predict(plan.kept_heads, plan.kept_neurons, batch),
+            latency=None
+            if model is None or batch not in model.batches
+            else model.predict(plan.kept_heads, plan.kept_neurons, batch),
             neuron_mask=neuron_mask,
             head_mask=head_mask,
         )
 
     def attach_knn(self, evaluator: KnnEvaluator) -> None:
-        self.knn = evaluator
+        """Use ``evaluator``'s labelled splits for kNN accuracy and embedding similarity."""
+        with self.lock:
+            self.knn = evaluator
+            self._knn_subsets.clear()
+            self._unpruned = None
 
     @property
     def model(self) -> nn.Module:
@@ -188,6 +204,40 @@ class Explorer:
         plan = self.elastic.plan
         return ("plan", plan.kept_heads, plan.kept_neurons)
 
+    def knn_evaluator(self, knn_images: int | None = None) -> tuple[KnnEvaluator, str]:
+        """The evaluator for a live kNN set of about ``knn_images`` images (train + test), and its label.
+
+        The subset is stratified by class and deterministic (seed 0), so the same size always means
+        the same images and its features are cached like the full set's.
+        """
+        if self.knn is None:
+            raise SnapViTError("kNN accuracy needs labelled data.", "Attach a kNN evaluator (choose --data).")
+        full = self.knn
+        total = len(full.train) + len(full.test)
+        if knn_images is None or knn_images >= total:
+            return full, f"all {total:,} images"
+        if knn_images < 2:
+            raise SnapViTError(f"knn_images must be at least 2, got {knn_images}.", "Use None for the whole set.")
+        with self.lock:
+            if knn_images not in self._knn_subsets:
+                train_count = max(1, round(knn_images * len(full.train) / total))
+                test_count = max(1, knn_images - train_count)
+                train = stratified_subset(full.train_labels, train_count)
+                test = stratified_subset(full.test_labels, test_count)
+                self._knn_subsets[knn_images] = KnnEvaluator(
+                    full.train[train],
+                    full.train_labels[train],
+                    full.test[test],
+                    full.test_labels[test],
+                    k=full.k,
+                    weighted=full.weighted,
+                    temperature=full.temperature,
+                    device=full.device,
+                    cache_size=full.cache_size,
+                )
+            subset = self._knn_subsets[knn_images]
+        return subset, f"subset: {len(subset.train) + len(subset.test):,} of {total:,} images"
+
     def evaluate(
         self,
         mlp_sparsity: float,
@@ -195,15 +245,30 @@ class Explorer:
         metrics: Iterable[str] = ("knn", "flops", "params"),
         latency_batch: int = 32,
         correction: tuple | None = None,
+        *,
+        knn_images: int | None = None,
+        cancel: Cancel | None = None,
+        progress: Progress | None = None,
+        latency: str = "measured",
     ) -> EvaluationResult:
-        """Prune to the requested sparsity and measure the requested metrics.
+        """THE one locked call: prune to the requested sparsity and measure the requested metrics.
 
         Args:
+            knn_images: live kNN set size (train + test, stratified subset); None = the whole split.
+            cancel: checked between steps and embedding batches; returning True (or raising
+                CancelledError) raises CancelledError. The explorer stays usable afterwards.
+            progress: (done, total) images embedded.
+            latency: "measured" (torch.utils.benchmark, today's behaviour) or "model" (the latency
+                model's prediction, calibrated or loaded on first use; ``latency_source`` says which).
             correction: optional ``(CorrectionConfig, calibration_images)``; the weight-corrected copy
                 (``correction.correct_elastic``) is measured instead of the plain truncation. Its
                 report goes to ``result.extra["correction"]``.
         """
         metrics = check_metrics(metrics)
+        if latency not in ("measured", "model"):
+            raise SnapViTError(f"Unknown latency source '{latency}'.", "Use 'measured' or 'model'.")
+        check_cancel(cancel, "evaluation")
+        raising_cancel = None if cancel is None else (lambda: check_cancel(cancel, "evaluation"))
         with self.lock:
             plan = self.prune_to(mlp_sparsity, head_sparsity)
             model, key = self.elastic.model, self.state_key()
@@ -219,48 +284,120 @@ class Explorer:
                 from .correction import correct_elastic
 
                 config, calibration = correction
-                model, report = correct_elastic(
+                model, report_ = correct_elastic(
                     self.elastic, mlp_sparsity, head_sparsity, calibration.to(self.device), config
                 )
                 key = None  # a corrected model is not cached under the plan's key
-                result.extra["correction"] = report.to_dict()
+                result.extra["correction"] = report_.to_dict()
             if "params" in metrics:
                 result.params = count_parameters(model)
             if "flops" in metrics:
                 result.flops = analytic_flops(model)
             if "knn" in metrics:
-                if self.knn is None:
-                    raise SnapViTError("kNN accuracy needs labelled data.", "Attach a kNN evaluator (choose --data).")
-                features = self.knn.features(model, key)
-                result.knn_top1 = self.knn.top1(model, key) if key is not None else self._top1(features)
-                reference = self.unpruned_features()
-                result.embedding_cosine = float(embedding_similarity(reference, features[1]).mean())
+                evaluator, result.knn_set = self.knn_evaluator(knn_images)
+                features = evaluator.features(model, key, progress=progress, cancel=raising_cancel)
+                result.knn_top1 = _top1(evaluator, features)
+                reference = self.unpruned_features(evaluator, progress=progress, cancel=raising_cancel)
+                similarity = embedding_similarity(reference, features[1])
+                result.embedding_cosine = float(similarity.mean())
+                result.per_image_similarity = [float(v) for v in similarity]  # kept even when all are 1.0
             if "latency" in metrics:
-                report = measure_latency(model, self.backbone.image_size, latency_batch, self.device)
-                result.latency_ms = report.median_ms
-                result.latency = report.to_dict()
+                check_cancel(cancel, "evaluation")
+                if latency == "model":
+                    self._predict_latency(result, plan, latency_batch)
+                else:
+                    report_ = measure_latency(model, self.backbone.image_size, latency_batch, self.device)
+                    result.latency_ms = report_.median_ms
+                    result.latency = report_.to_dict()
+                    result.latency_source = "measured"
             return result
 
-    def _top1(self, features: tuple[torch.Tensor, torch.Tensor]) -> float:
-        from .knn import knn_top1
+    def _predict_latency(self, result: EvaluationResult, plan: PruningPlan, batch: int) -> None:
+        latency_model = self.ensure_latency_model(batches=tuple(sorted({1, batch})))
+        single = latency_model.predict_plan(plan, 1)
+        many = latency_model.predict_plan(plan, batch)
+        key = latency_model.key
+        result.latency_ms = single.ms
+        result.latency_source = "predicted"
+        result.latency = {
+            "median_ms": single.ms,
+            "low_ms": single.low_ms,
+            "high_ms": single.high_ms,
+            "speedup": single.speedup,
+            "throughput_per_s": 1e3 * batch / many.ms,
+            "batch_ms": many.ms,
+            "batch_speedup": many.speedup,
+            "batch_size": batch,
+            "device": key.device,
+            "dtype": key.dtype,
+            "threads": key.threads,
+            "source": "predicted",
+        }
 
-        knn = self.knn
-        return knn_top1(
-            features[0], knn.train_labels, features[1], knn.test_labels, knn.k, knn.weighted, knn.temperature
+    def measure_latency_now(self, mlp_sparsity: float, head_sparsity: float, batch: int = 1) -> LatencyPrediction:
+        """Time the configuration directly (interleaved with the unpruned model): a check of the model.
+
+        ``ms`` is the median round, ``low_ms``/``high_ms`` the fastest round and the 75th percentile;
+        the speed-up is the median of back-to-back unpruned/pruned ratios.
+        """
+        with self.lock:
+            self.prune_to(mlp_sparsity, head_sparsity)
+            rounds = paired_rounds(
+                [self.elastic.model, self.backbone.model],
+                self.backbone.image_size,
+                str(self.device),
+                batch=batch,
+                budget_s=0.5,
+            )
+        pruned = [t * 1e3 for t in rounds[0]]
+        return LatencyPrediction(
+            batch=batch,
+            ms=statistics.median(pruned),
+            low_ms=min(pruned),
+            high_ms=float(np.quantile(pruned, 0.75)),
+            speedup=median_speedup(rounds[0], rounds[1]),
+            source="measured",
         )
 
-    def unpruned_features(self) -> torch.Tensor:
-        """Test-split embeddings of the unpruned model (cached)."""
-        if self.knn is None:
+    def unpruned(self) -> EvaluationResult:
+        """The unpruned model's metrics (kNN on the whole set when data is attached); cached per instance."""
+        with self.lock:
+            if self._unpruned is None:
+                metrics = ("knn", "flops", "params") if self.knn is not None else ("flops", "params")
+                self._unpruned = self.evaluate(0.0, 0.0, metrics)
+            return self._unpruned
+
+    def unpruned_features(
+        self,
+        evaluator: KnnEvaluator | None = None,
+        *,
+        progress: Progress | None = None,
+        cancel: Cancel | None = None,
+    ) -> torch.Tensor:
+        """Test-split embeddings of the unpruned model (cached) on ``evaluator``'s set (default: the full one)."""
+        evaluator = evaluator or self.knn
+        if evaluator is None:
             raise SnapViTError("Embedding similarity needs data.", "Attach a kNN evaluator (choose --data).")
         with self.lock:
             current = self.elastic.plan
             full = self.elastic.plan_for(0.0, 0.0)
             key = ("plan", full.kept_heads, full.kept_neurons)
-            if self.knn.is_cached(key):
-                return self.knn.features(self.elastic.model, key)[1]
+            if evaluator.is_cached(key):
+                return evaluator.features(self.elastic.model, key)[1]
             self.elastic.apply_plan(full)
             try:
-                return self.knn.features(self.elastic.model, key)[1]
+                return evaluator.features(self.elastic.model, key, progress=progress, cancel=cancel)[1]
             finally:
                 self.elastic.apply_plan(current)
+
+
+def _top1(evaluator: KnnEvaluator, features: tuple[torch.Tensor, torch.Tensor]) -> float:
+    return knn_top1(
+        features[0],
+        evaluator.train_labels,
+        features[1],
+        evaluator.test_labels,
+        evaluator.k,
+        evaluator.weighted,
+        evaluator.temperature,
+    )
