@@ -359,6 +359,31 @@ class Explorer:
             source="measured",
         )
 
+    def export_model(
+        self,
+        mlp_sparsity: float,
+        head_sparsity: float,
+        correction: tuple | None = None,
+        *,
+        progress: Progress | None = None,
+        cancel: Cancel | None = None,
+    ) -> tuple[nn.Module, dict | None]:
+        """A standalone pruned copy for export (own compact tensors) and the correction report, if any.
+
+        Args:
+            correction: optional ``(CorrectionConfig, calibration_images)``: the copy is weight-corrected.
+        """
+        from .correction import _standalone_copy, correct_elastic
+
+        with self.lock:
+            if correction is None:
+                return _standalone_copy(self.elastic.prune_to(mlp_sparsity, head_sparsity)), None
+            config, calibration = correction
+            model, report_ = correct_elastic(
+                self.elastic, mlp_sparsity, head_sparsity, calibration.to(self.device), config, progress, cancel
+            )
+            return model, report_.to_dict()
+
     def unpruned(self) -> EvaluationResult:
         """The unpruned model's metrics (kNN on the whole set when data is attached); cached per instance."""
         with self.lock:

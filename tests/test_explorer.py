@@ -122,3 +122,12 @@ def test_measure_latency_now_is_labelled_measured():
     prediction = _explorer(with_knn=False).measure_latency_now(0.5, 0.5, batch=2)
     assert prediction.source == "measured" and prediction.batch == 2
     assert 0 < prediction.low_ms <= prediction.ms <= prediction.high_ms and prediction.speedup > 0
+
+
+def test_export_model_is_a_standalone_pruned_copy():
+    explorer = _explorer(with_knn=False)
+    model, report = explorer.export_model(0.5, 0.5)
+    assert report is None and count_parameters(model) == explorer.cost(0.5, 0.5).cost.params
+    explorer.evaluate(0.0, 0.0, ("params",))  # moving the working model leaves the copy alone
+    assert count_parameters(model) == explorer.cost(0.5, 0.5).cost.params
+    assert all(p.data_ptr() != q.data_ptr() for p in model.parameters() for q in explorer.elastic.full.parameters())
