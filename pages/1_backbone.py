@@ -118,7 +118,11 @@ if choice.model_id == EMBEDDED_ID and not choice.random_init:
         "scikit-learn digits (1257 train / 540 test, fixed split); it works fully offline."
     )
 with st.expander("Data-free scores for a first look"):
-    st.write("Magnitude scores need no data; the explorer starts with them until better scores are loaded.")
+    st.write(
+        "The explorer starts with the shipped searched scores (xNES) where the backbone has them, else with "
+        f"magnitude scores. Now: **{session.scores()[1]}**. Magnitude scores need no data: use them for a "
+        "first look at a backbone without shipped scores, or to see what SnapViT's search adds."
+    )
     if st.button("Use magnitude scores"):
         session.set_scores(data_free_scores("magnitude", backbone.model), "magnitude (data-free)")
         st.success("Magnitude scores selected.")

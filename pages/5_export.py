@@ -13,7 +13,7 @@ from snapvit_core.correction import CorrectionConfig, correct_elastic
 from snapvit_core.data import load_images, preprocess
 from snapvit_core.errors import SnapViTError
 from snapvit_core.export import architecture_spec, export_pruned
-from ui import session
+from ui import config_state, session
 
 EXPORTS_DIR = session.ROOT / "exports"
 
@@ -27,8 +27,8 @@ except SnapViTError as error:
     session.show_error(error)
     st.stop()
 scores, scores_label = session.scores()
-mlp_sparsity, head_sparsity = st.session_state.get("explorer_config", (0.0, 0.0))
-plan = explorer.elastic.plan_for(mlp_sparsity, head_sparsity)
+mlp_sparsity, head_sparsity = config_state.current().pair  # the explorer's sliders, kept across pages
+plan = explorer.plan_for(mlp_sparsity, head_sparsity)
 st.write(
     f"Configuration from the explorer: **MLP sparsity {mlp_sparsity:.2f}, head sparsity {head_sparsity:.2f}** "
     f"(scores: {scores_label}) - kept heads per block {plan.kept_heads}, kept neurons per block {plan.kept_neurons}."

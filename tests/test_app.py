@@ -54,20 +54,124 @@ def test_backbone_page_reports_a_missing_folder_clearly(tmp_path):
     assert any("does not exist" in e.value for e in app.error)
 
 
+def settle(app: AppTest, worker: str = "main") -> AppTest:
+    """Let the session's background worker finish (kNN, latency model), then rerun the page."""
+    assert app.session_state["live_workers"][worker].wait_idle(timeout=TIMEOUT)
+    app.run()
+    assert not app.exception, [e.value for e in app.exception]
+    return app
+
+
 def test_explorer_sliders_change_the_metrics():
-    app = start("pages/3_explorer.py")
+    app = settle(start("pages/3_explorer.py"))
     before = {m.label: m.value for m in app.metric}
-    assert before["kNN top-1"].endswith("%") and len(app.get("plotly_chart")) == 4
+    assert float(before["kNN top-1 (%)"]) >= 90.0 and len(app.get("plotly_chart")) == 4
     app.slider(key="mlp_sparsity").set_value(0.6).run()
     app.slider(key="head_sparsity").set_value(0.5).run()
     assert not app.exception
-    after = {m.label: m.value for m in app.metric}
-    assert after["FLOPs"] != before["FLOPs"] and after["Parameters"] != before["Parameters"]
-    assert float(after["FLOPs"].split()[0]) < float(before["FLOPs"].split()[0])
+    after = {m.label: m.value for m in app.metric}  # the cost cards follow at once, without the worker
+    assert after["FLOPs (MFLOPs)"] != before["FLOPs (MFLOPs)"] and after["Params (M)"] != before["Params (M)"]
+    assert float(after["FLOPs (MFLOPs)"]) < float(before["FLOPs (MFLOPs)"])
     titles = [json.loads(chart.proto.spec)["layout"]["title"]["text"] for chart in app.get("plotly_chart")]
-    kept = app.session_state["explorer"].elastic.plan.kept_heads
+    kept = app.session_state["explorer"].cost(0.6, 0.5).kept_heads
     assert f"Attention heads: {sum(kept)} of 36 kept" in titles[0]
     assert "MLP neurons per block" in titles[1]
+    settle(app)
+    final = {m.label: m.value for m in app.metric}
+    assert float(final["kNN top-1 (%)"]) < float(before["kNN top-1 (%)"])
+    assert not any("updating" in c.value for c in app.caption)
+    assert len(app.get("plotly_chart")) == 4  # the similarity histogram is back
+
+
+def test_speedup_reads_exactly_one_at_zero_sparsity():
+    app = start("pages/3_explorer.py")
+    assert metric(app, "Speed-up (predicted)") == "1.00 x"  # before the latency model is ready ...
+    settle(app)
+    assert app.session_state["explorer"].latency_model is not None
+    assert metric(app, "Speed-up (predicted)") == "1.00 x"  # ... and after
+    assert metric(app, "Latency (ms, predicted)") != "updating…"
+    app.slider(key="mlp_sparsity").set_value(0.6).run()
+    assert metric(app, "Speed-up (predicted)") != "1.00 x"
+
+
+def test_cost_cards_stay_short_enough_not_to_be_cut():
+    app = start("pages/3_explorer.py")
+    for card in app.metric:
+        if card.label in ("Params (M)", "FLOPs (MFLOPs)", "Latency (ms, predicted)", "Speed-up (predicted)"):
+            assert len(card.value) <= 9, card
+
+
+def test_a_stale_result_is_marked_as_updating(monkeypatch):
+    from ui import live
+
+    app = settle(start("pages/3_explorer.py"))
+    worker = app.session_state["live_workers"]["main"]
+    release = __import__("threading").Event()
+    original = worker.explorer.evaluate
+
+    def slow_evaluate(*args, **kwargs):
+        release.wait(timeout=60)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(worker.explorer, "evaluate", slow_evaluate)
+    app.slider(key="mlp_sparsity").set_value(0.4).run()
+    assert metric(app, "kNN top-1 (%)") == "updating…"
+    stale = [c.value for c in app.caption if "not the sliders' configuration" in c.value]
+    assert stale and "(MLP 0.00, head 0.00)" in stale[0]
+    release.set()
+    settle(app)
+    assert metric(app, "kNN top-1 (%)") != "updating…"
+    assert isinstance(worker, live.LiveWorker)
+
+
+def test_sliders_survive_page_switches_and_export_uses_them():
+    app = start("pages/3_explorer.py")
+    app.slider(key="mlp_sparsity").set_value(0.35).run()
+    app.slider(key="head_sparsity").set_value(0.2).run()
+    app.switch_page("pages/5_export.py").run()
+    assert not app.exception
+    assert any("MLP sparsity 0.35, head sparsity 0.20" in m.value for m in app.markdown)
+    name = next(t for t in app.text_input if t.label.startswith("Export folder")).value
+    assert name.endswith("m0.35_h0.20")
+    app.switch_page("pages/1_backbone.py").run()
+    app.switch_page("pages/3_explorer.py").run()
+    assert not app.exception
+    assert app.slider(key="mlp_sparsity").value == pytest.approx(0.35)
+    assert app.slider(key="head_sparsity").value == pytest.approx(0.2)
+
+
+def test_learn_page_runs_with_the_live_model():
+    app = start("pages/6_learn.py")
+    assert app.title[0].value.startswith("Learn")
+    assert len(app.header) == 5 and len(app.get("plotly_chart")) == 3
+    assert metric(app, "Half the MLP neurons").endswith("% FLOPs")
+    assert 0 <= float(metric(app, "Heads kept by both (%)")) <= 100
+
+
+def test_side_by_side_shows_a_second_method():
+    app = start("pages/3_explorer.py")
+    app.slider(key="mlp_sparsity").set_value(0.5).run()
+    app.selectbox(key="side_by_side_method").set_value("magnitude").run()
+    settle(app)
+    settle(app, "comparison")
+    accuracies = [m.value for m in app.metric if m.label == "kNN top-1 (%)"]
+    assert len(accuracies) == 3 and "updating…" not in accuracies  # main + both sides
+    titles = [json.loads(chart.proto.spec)["layout"]["title"]["text"] for chart in app.get("plotly_chart")]
+    assert sum(t.startswith("Attention heads") for t in titles) == 3
+
+
+def test_random_weights_skip_knn_by_default():
+    from ui import session
+
+    app = start("pages/3_explorer.py")
+    app.session_state["selection"] = session.Selection("embedded", True, "auto", "embedded")
+    app.run()
+    assert not app.exception
+    assert any("kNN skipped: random weights" in i.value for i in app.info)
+    assert "kNN top-1 (%)" not in [m.label for m in app.metric]
+    next(c for c in app.checkbox if c.label.startswith("Run kNN anyway")).check().run()
+    settle(app)
+    assert float(metric(app, "kNN top-1 (%)")) >= 0.0
 
 
 def test_overall_slider_follows_the_published_path():
@@ -91,8 +195,8 @@ def test_sessions_are_isolated():
     first.slider(key="mlp_sparsity").set_value(0.8).run()
     second.run()
     assert first.session_state["explorer"] is not second.session_state["explorer"]
-    second_params = {m.label: m.value for m in second.metric}["Parameters"]
-    first_params = {m.label: m.value for m in first.metric}["Parameters"]
+    second_params = {m.label: m.value for m in second.metric}["Params (M)"]
+    first_params = {m.label: m.value for m in first.metric}["Params (M)"]
     assert second_params != first_params
     shared = second.session_state["explorer"].backbone.model
     assert shared is first.session_state["explorer"].backbone.model  # one cached model ...

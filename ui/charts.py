@@ -36,17 +36,30 @@ def head_map(scores: ImportanceScores, kept_heads: np.ndarray) -> go.Figure:
     heads = scores.heads.float().numpy()
     kept = np.asarray(kept_heads, dtype=bool)
     blocks, count = heads.shape
+    # Hover: score, rank within its block (1 = most important) and rank in the whole model.
+    block_rank = np.argsort(np.argsort(-heads, axis=1, kind="stable"), axis=1, kind="stable") + 1
+    model_rank = (np.argsort(np.argsort(-heads.reshape(-1), kind="stable"), kind="stable") + 1).reshape(heads.shape)
+    state = np.where(kept, "kept", "pruned")
+    customdata = np.empty((*heads.shape, 4), dtype=object)  # mixed numbers and words: no string upcast
+    customdata[..., 0], customdata[..., 1], customdata[..., 2], customdata[..., 3] = (
+        heads,
+        block_rank,
+        model_rank,
+        state,
+    )
     figure = go.Figure(
         go.Heatmap(
             z=_rank_normalise(heads),
             x=list(range(count)),
             y=list(range(blocks)),
-            customdata=heads,
+            customdata=customdata,
             colorscale="Viridis",
             zmin=0,
             zmax=1,
             colorbar={"title": "score<br>percentile"},
-            hovertemplate="block %{y}, head %{x}<br>score %{customdata:.3g}<br>percentile %{z:.2f}<extra></extra>",
+            hovertemplate="block %{y}, head %{x}: %{customdata[3]}<br>score %{customdata[0]:.3g}"
+            f"<br>rank %{{customdata[1]}} of {count} in its block, %{{customdata[2]}} of {heads.size} overall"
+            "<br>percentile %{z:.2f}<extra></extra>",
         )
     )
     pruned_y, pruned_x = np.nonzero(~kept)
@@ -57,7 +70,7 @@ def head_map(scores: ImportanceScores, kept_heads: np.ndarray) -> go.Figure:
             mode="markers",
             marker={"symbol": "x", "size": 14, "color": PRUNED_COLOUR, "line": {"width": 2}},
             name="pruned head",
-            hovertemplate="block %{y}, head %{x}: pruned<extra></extra>",
+            hoverinfo="skip",  # the heatmap below carries the score, rank and state
         )
     )
     figure.update_layout(
@@ -97,15 +110,23 @@ def mlp_score_heatmap(scores: ImportanceScores, kept_neurons: np.ndarray | None 
     """Blocks x neurons, each block's neurons sorted by score (percentile colour); kept boundary marked."""
     mlp = scores.mlp.float().numpy()
     ordered = -np.sort(-mlp, axis=1)
+    ranks = np.broadcast_to(np.arange(1, mlp.shape[1] + 1), mlp.shape)
+    state = np.full(mlp.shape, "", dtype=object)
+    if kept_neurons is not None:
+        state = np.where(ranks <= np.asarray(kept_neurons)[:, None], "kept", "pruned").astype(object)
+    customdata = np.empty((*mlp.shape, 3), dtype=object)  # mixed numbers and words: no string upcast
+    customdata[..., 0], customdata[..., 1], customdata[..., 2] = ordered, ranks, state
     figure = go.Figure(
         go.Heatmap(
             z=_rank_normalise(ordered),
-            customdata=ordered,
+            customdata=customdata,
             colorscale="Viridis",
             zmin=0,
             zmax=1,
             colorbar={"title": "score<br>percentile"},
-            hovertemplate="block %{y}, rank %{x}<br>score %{customdata:.3g}<extra></extra>",
+            hovertemplate="block %{y}, neuron ranked %{customdata[1]}"
+            f" of {mlp.shape[1]} in its block %{{customdata[2]}}<br>score %{{customdata[0]:.3g}}"
+            "<br>percentile in the model %{z:.2f}<extra></extra>",
         )
     )
     if kept_neurons is not None:
@@ -131,12 +152,25 @@ def mlp_score_heatmap(scores: ImportanceScores, kept_neurons: np.ndarray | None 
 
 def similarity_histogram(similarity: np.ndarray) -> go.Figure:
     """Distribution of per-image cosine similarity between pruned and unpruned embeddings."""
-    figure = go.Figure(go.Histogram(x=similarity, nbinsx=40, marker_color=KEPT_COLOUR, name="test images"))
+    similarity = np.asarray(similarity, dtype=float)
+    low = min(0.0, float(np.min(similarity))) if similarity.size else 0.0
+    # Bins end just past 1: at zero sparsity every image sits at exactly 1.0 (a bin edge otherwise).
+    size = (1.0 - low) / 40
+    figure = go.Figure(
+        go.Histogram(
+            x=similarity,
+            xbins={"start": low, "end": 1.0 + size, "size": size},
+            marker_color=KEPT_COLOUR,
+            name="test images",
+            hovertemplate="cosine %{x}<br>%{y} images<extra></extra>",
+        )
+    )
     figure.update_layout(
         title=f"Embedding similarity to the unpruned model (mean {float(np.mean(similarity)):.3f})",
         xaxis_title="cosine similarity (1 = unchanged)",
         yaxis_title="test images (count)",
-        xaxis={"range": [min(0.0, float(np.min(similarity))), 1.0]},
+        xaxis={"range": [low, 1.0 + size]},
+        bargap=0.05,
     )
     return figure
 

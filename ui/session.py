@@ -47,7 +47,18 @@ def set_selection(choice: Selection) -> None:
     if choice != selection():
         for key in ("explorer", "explorer_key", "scores", "scores_label", "sweep_table"):
             st.session_state.pop(key, None)
+        _forget_dependents()
     st.session_state["selection"] = choice
+
+
+def _forget_dependents() -> None:
+    """Everything computed for the previous backbone or scores: workers, live results, budget answers."""
+    from ui import config_state
+
+    for worker in st.session_state.get("live_workers", {}).values():
+        worker.stop()
+    config_state.forget_results()
+    st.session_state["scores_version"] = st.session_state.get("scores_version", 0) + 1
 
 
 @st.cache_resource(max_entries=3, show_spinner=False)
@@ -115,6 +126,7 @@ def set_scores(new_scores: ImportanceScores, label: str) -> None:
     Explorer(backbone(), new_scores)  # raises a clear SnapViTError if the shapes do not fit
     st.session_state["scores"], st.session_state["scores_label"] = new_scores, label
     st.session_state.pop("explorer", None)
+    _forget_dependents()
 
 
 def make_knn_evaluator(splits: KnnSplits, device: str) -> KnnEvaluator:
@@ -124,7 +136,7 @@ def make_knn_evaluator(splits: KnnSplits, device: str) -> KnnEvaluator:
 def explorer() -> Explorer:
     """The session's private elastic model (rebuilt when backbone, data or scores change)."""
     current_scores, label = scores()
-    key = (selection(), label, id(current_scores))
+    key = (selection(), label, st.session_state.get("scores_version", 0))
     if st.session_state.get("explorer_key") != key:
         choice = selection()
         session_explorer = Explorer(backbone(), current_scores, choice.resolved_device)
@@ -133,6 +145,45 @@ def explorer() -> Explorer:
             session_explorer.attach_knn(make_knn_evaluator(splits, choice.resolved_device))
         st.session_state["explorer"], st.session_state["explorer_key"] = session_explorer, key
     return st.session_state["explorer"]
+
+
+def run_knn_on_random_weights() -> bool:
+    """Random-weight models skip kNN unless the user asked for it (their accuracy means nothing)."""
+    return not selection().random_init or bool(st.session_state.get("knn_on_random", False))
+
+
+def knn_image_count() -> int:
+    """Images in the kNN data (train + test), 0 without labelled data."""
+    splits = knn_splits()
+    return 0 if splits is None else len(splits.train_labels) + len(splits.test_labels)
+
+
+def comparison_explorer(method: str) -> Explorer:
+    """A second explorer with a data-free method's scores, for the side-by-side view (one per method)."""
+    key = (selection(), method, st.session_state.get("scores_version", 0))
+    cache = st.session_state.setdefault("live_comparison", {})
+    if key not in cache:
+        choice = selection()
+        other = Explorer(backbone(), data_free_scores(method, backbone().model), choice.resolved_device)
+        splits = knn_splits()
+        if splits is not None:
+            other.attach_knn(make_knn_evaluator(splits, choice.resolved_device))
+        cache.clear()
+        cache[key] = other
+    return cache[key]
+
+
+def live_worker(for_explorer: Explorer, name: str = "main"):
+    """The session's background worker for ``for_explorer`` (a new explorer gets a new worker)."""
+    from ui.live import LiveWorker
+
+    workers = st.session_state.setdefault("live_workers", {})
+    worker = workers.get(name)
+    if worker is None or worker.explorer is not for_explorer:
+        if worker is not None:
+            worker.stop()
+        worker = workers[name] = LiveWorker(for_explorer)
+    return worker
 
 
 def show_error(error: BaseException) -> None:
