@@ -26,7 +26,7 @@ from .cancel import Cancel, Progress, check_cancel
 from .data_free import lamp_scores, magnitude_scores, random_scores
 from .elastic import ElasticViT, PruningPlan
 from .errors import SnapViTError
-from .evaluation import KnnEvaluator, embedding_similarity
+from .evaluation import KnnEvaluator, embedding_similarity, extract_features
 from .knn import knn_top1, stratified_subset
 from .latency_model import LatencyModel, LatencyPrediction, load_or_calibrate_latency_model
 from .metrics import analytic_flops, count_parameters, measure_latency, median_speedup, paired_rounds
@@ -136,6 +136,7 @@ class Explorer:
         self.knn: KnnEvaluator | None = None
         self._knn_subsets: dict[int, KnnEvaluator] = {}  # knn_images -> subset evaluator
         self._unpruned: EvaluationResult | None = None  # unpruned() cache, per instance
+        self._reference_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None  # image_similarity cache
         # Re-entrant: evaluate() holds it and calls prune_to() and unpruned_features(), which hold it too.
         self.lock = threading.RLock()
         self.cost_table: CostTable = cost_table(self.elastic.full)  # plan costs without a forward
@@ -383,6 +384,25 @@ class Explorer:
                 self.elastic, mlp_sparsity, head_sparsity, calibration.to(self.device), config, progress, cancel
             )
             return model, report_.to_dict()
+
+    def image_similarity(
+        self, mlp_sparsity: float, head_sparsity: float, images: torch.Tensor, *, cancel: Cancel | None = None
+    ) -> list[float]:
+        """Label-free: per-image cosine of the pruned vs unpruned embeddings of ``images`` (N, 3, S, S)."""
+        raising_cancel = None if cancel is None else (lambda: check_cancel(cancel, "similarity"))
+        with self.lock:
+            cached = self._reference_embeddings
+            if cached is None or cached[0] is not images:  # the same tensor object: its embeddings are known
+                current = self.elastic.plan
+                self.elastic.apply_plan(self.elastic.plan_for(0.0, 0.0))
+                try:
+                    reference = extract_features(self.elastic.model, images, device=self.device, cancel=raising_cancel)
+                finally:
+                    self.elastic.apply_plan(current)
+                self._reference_embeddings = cached = (images, reference)
+            self.prune_to(mlp_sparsity, head_sparsity)
+            pruned = extract_features(self.elastic.model, images, device=self.device, cancel=raising_cancel)
+        return [float(v) for v in embedding_similarity(cached[1], pruned)]
 
     def unpruned(self) -> EvaluationResult:
         """The unpruned model's metrics (kNN on the whole set when data is attached); cached per instance."""
