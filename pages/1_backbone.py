@@ -11,7 +11,9 @@ from snapvit_core.explorer import data_free_scores
 from snapvit_core.metrics import analytic_flops, count_parameters
 from snapvit_core.presets import BACKBONE_PRESETS
 from ui import session
+from ui.jobs import Job
 from ui.labels import format_flops
+from ui.long_pass import job_progress, render
 
 OTHER_TIMM = "Other timm ViT name ..."
 LOCAL_DIR = "Local checkpoint directory ..."
@@ -95,22 +97,64 @@ st.caption(
     f"mean {tuple(round(v, 3) for v in backbone.data_config.get('mean', ()))}"
 )
 
-if session.has_labelled_data():
+UNPRUNED_JOB = "job_unpruned_knn"
+
+
+def embed_unpruned(report, cancelled, explorer):
+    """The unpruned model's kNN accuracy: embeds all kNN data once (cached for the explorer)."""
+    return explorer.evaluate(0.0, 0.0, ("knn",), progress=job_progress(report), cancel=cancelled)
+
+
+def keep_unpruned(snapshot) -> None:
+    if snapshot.state == "done":
+        st.session_state["unpruned_knn"] = (st.session_state.get("explorer_key"), snapshot.result)
+    elif snapshot.state == "cancelled":
+        st.session_state["unpruned_knn_cancelled"] = st.session_state.get("explorer_key")
+    else:
+        st.session_state["unpruned_knn_error"] = snapshot.error
+
+
+if not session.has_labelled_data():
+    st.info("Procedural data has no labels: scoring and search work, kNN accuracy is not measured.")
+elif choice.random_init and not session.knn_on_random_checkbox():
+    st.info(
+        "Random weights: kNN accuracy is skipped (an untrained model's accuracy is meaningless, and embedding "
+        "the data is slow on a big backbone). FLOPs, parameters and latency are exact.",
+        icon=":material/info:",
+    )
+else:
     try:
-        with st.spinner("Embedding the kNN data with the unpruned model ..."):
+        with st.spinner("Preparing the kNN data ..."):
             splits = session.knn_splits()
             explorer = session.explorer()
-            result = explorer.evaluate(0.0, 0.0, ("knn",))
-        st.metric(
-            "Unpruned kNN top-1",
-            f"{100 * result.knn_top1:.2f} %",
-            help=f"k=20 nearest neighbours, uniform vote; {splits.describe()}",
-        )
-        st.caption(splits.describe())
     except SnapViTError as error:
         session.show_error(error)
-else:
-    st.info("Procedural data has no labels: scoring and search work, kNN accuracy is not measured.")
+        st.stop()
+    stored = st.session_state.get("unpruned_knn")
+    job = st.session_state.get(UNPRUNED_JOB)
+    if stored is not None and stored[0] == st.session_state.get("explorer_key"):
+        st.metric(
+            "Unpruned kNN top-1",
+            f"{100 * stored[1].knn_top1:.2f} %",
+            help=f"k=20 nearest neighbours, uniform vote; {splits.describe()}",
+        )
+        st.caption(f"{splits.describe()} · kNN on {stored[1].knn_set}")
+    elif st.session_state.get("unpruned_knn_cancelled") == st.session_state.get("explorer_key") and (
+        job is None or not job.running
+    ):
+        st.warning("Embedding the kNN data was cancelled.")
+        if st.button("Embed the kNN data"):
+            st.session_state.pop("unpruned_knn_cancelled")
+            st.rerun()
+    else:
+        if job is None or (not job.running and st.session_state.get(f"{UNPRUNED_JOB}_handled") is job):
+            st.session_state.pop("unpruned_knn_error", None)
+            job = Job("unpruned-knn", embed_unpruned, {"explorer": explorer}).start()
+            st.session_state[UNPRUNED_JOB] = job
+        st.caption(f"Embedding the kNN data with the unpruned model: {splits.describe()}")
+        render(UNPRUNED_JOB, "Embedding the kNN data", keep_unpruned)
+    if st.session_state.get("unpruned_knn_error"):
+        st.error(st.session_state["unpruned_knn_error"])
 
 if choice.model_id == EMBEDDED_ID and not choice.random_init:
     st.caption(

@@ -64,11 +64,7 @@ cost_cards(cost, worker, (mlp_sparsity, head_sparsity))
 measure_now(explorer, (mlp_sparsity, head_sparsity))
 
 if session.selection().random_init and session.has_labelled_data():
-    st.checkbox(
-        "Run kNN anyway (random weights: the accuracy is meaningless, and on a big backbone slow)",
-        key="knn_on_random",
-        help="Random-weight models skip kNN by default; FLOPs, parameters and latency are still exact.",
-    )
+    session.knn_on_random_checkbox()
 request = live_request(explorer, mlp_sparsity, head_sparsity)
 worker.request(request)
 maps, neurons = st.columns(2)

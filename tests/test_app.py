@@ -31,9 +31,50 @@ def test_backbone_page_shows_the_embedded_summary():
     assert app.title[0].value == "Backbone & data"
     assert metric(app, "Blocks x heads") == "6 x 6"
     assert metric(app, "Width") == "96 / 384"
+    app.session_state["job_unpruned_knn"].wait(timeout=TIMEOUT)  # embedded in the background, with progress
+    app.run()
     knn = float(metric(app, "Unpruned kNN top-1").rstrip(" %"))
     assert knn >= 90.0
+    assert any("kNN on all 1,797 images" in c.value for c in app.caption)
     assert not app.error
+
+
+def test_backbone_page_embedding_can_be_cancelled(monkeypatch):
+    import threading
+
+    from snapvit_core.evaluation import KnnEvaluator
+
+    gate, original = threading.Event(), KnnEvaluator.features
+
+    def slow_features(self, model, key=None, *, progress=None, cancel=None):
+        if progress is not None:
+            progress(64, 1797)
+        gate.wait(timeout=60)
+        if cancel is not None:
+            cancel()
+        return original(self, model, key, progress=progress, cancel=cancel)
+
+    monkeypatch.setattr(KnnEvaluator, "features", slow_features)
+    app = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    app.run()
+    bar = app.get("progress")
+    assert bar and "Embedding the kNN data: 64 of 1,797 images" in bar[0].proto.text and "left" in bar[0].proto.text
+    next(b for b in app.button if b.label == "Cancel").click().run()
+    gate.set()
+    app.session_state["job_unpruned_knn"].wait(timeout=TIMEOUT)
+    app.run()
+    assert not app.exception
+    assert any("cancelled" in w.value for w in app.warning)
+    assert any(b.label == "Embed the kNN data" for b in app.button)
+
+
+def test_random_weights_skip_knn_on_the_backbone_page():
+    app = start()
+    next(c for c in app.checkbox if c.label.startswith("Random weights")).check()
+    next(b for b in app.button if b.label == "Load").click().run()
+    assert not app.exception
+    assert any("kNN accuracy is skipped" in i.value for i in app.info)
+    assert "job_unpruned_knn" not in app.session_state
 
 
 def test_backbone_page_reports_an_unknown_model_clearly():

@@ -57,6 +57,10 @@ def _forget_dependents() -> None:
 
     for worker in st.session_state.get("live_workers", {}).values():
         worker.stop()
+    for key in ("job_unpruned_knn", "job_budget"):
+        job = st.session_state.pop(key, None)
+        if job is not None:
+            job.cancel()
     config_state.forget_results()
     st.session_state["scores_version"] = st.session_state.get("scores_version", 0) + 1
 
@@ -150,6 +154,21 @@ def explorer() -> Explorer:
 def run_knn_on_random_weights() -> bool:
     """Random-weight models skip kNN unless the user asked for it (their accuracy means nothing)."""
     return not selection().random_init or bool(st.session_state.get("knn_on_random", False))
+
+
+def knn_on_random_checkbox() -> bool:
+    """The 'run kNN anyway' choice for random weights, kept in a non-widget key across pages."""
+
+    def keep() -> None:
+        st.session_state["knn_on_random"] = st.session_state["knn_on_random_widget"]
+
+    return st.checkbox(
+        "Run kNN anyway (random weights: the accuracy is meaningless, and on a big backbone slow)",
+        value=bool(st.session_state.get("knn_on_random", False)),
+        key="knn_on_random_widget",
+        on_change=keep,
+        help="Random-weight models skip kNN by default; FLOPs, parameters and latency are still exact.",
+    )
 
 
 def knn_image_count() -> int:
