@@ -33,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--checkpoint", default=None, help="checkpoint file written after every generation")
     parser.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     parser.add_argument("--out", required=True, help="scores file to write (.safetensors), replaced atomically")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr (shown by default)")
     add_json_argument(parser)
     parser.set_defaults(run=run)
 
@@ -54,6 +55,7 @@ def parse_pairs(texts: list[str]) -> tuple[tuple[float, float], ...]:
 
 
 def _progress(done: int, total: int, best: float) -> None:
+    """One stderr line per fitness evaluation (default; ``--quiet`` turns it off)."""
     sys.stderr.write(f"evaluation {done}/{total}  best fitness {best:.5f}\n")
     sys.stderr.flush()
 
@@ -91,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         images,
         config,
         device=device,
-        progress=_progress if getattr(args, "verbose", False) else None,
+        progress=None if args.quiet else _progress,  # stderr, so --json output on stdout stays clean
         checkpoint_path=args.checkpoint,
         resume=args.resume,
         model_id=backbone.model_id,
