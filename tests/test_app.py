@@ -335,18 +335,67 @@ def test_scores_for_another_architecture_are_refused_in_the_app(tmp_path):
     assert not app.exception and "do not fit" in app.error[0].value
 
 
-def test_compare_page_sweeps_and_finds_a_budget():
+def test_compare_page_sweeps_with_predicted_latency():
     app = start("pages/4_compare.py")
     next(b for b in app.button if b.label == "Run sweep").click().run()
     _finish_job(app, "job_sweep")
     table = app.session_state["sweep_table"]
     assert len(table) == 14 and set(table["scores"]) == {next(iter(table["scores"])), "magnitude (data-free)"}
+    assert set(table["latency_source"]) == {"predicted"}
+    unpruned = table[(table["MLP sparsity"] == 0) & (table["head sparsity"] == 0)]
+    assert (unpruned["speed-up (x)"] == 1.0).all()  # exactly, from the latency model
     assert len(app.get("plotly_chart")) == 2
     titles = [json.loads(c.proto.spec)["layout"]["xaxis"]["title"]["text"] for c in app.get("plotly_chart")]
     assert titles == ["FLOPs (% of unpruned)", "latency at batch 1 (ms)"]
-    assert any("Best within budget" in s.value for s in app.success)
+
+
+def _find_budget(app: AppTest, target: str, limit: float):
+    app.selectbox[0].set_value(target).run()
+    next(n for n in app.number_input if n.label.startswith("Maximum")).set_value(limit)
+    next(b for b in app.button if b.label == "Find the best configuration").click().run()
+    _finish_job(app, "job_budget")
+    return app.session_state["budget_answer"]
+
+
+@pytest.mark.slow
+def test_budget_finder_searches_the_plane_and_never_exceeds_the_budget():
+    from snapvit_core.presets import PUBLISHED_SPARSITY_PAIRS
+
+    app = start("pages/4_compare.py")
+    explorer = app.session_state["explorer"]
+    column, limit, answer = _find_budget(app, "FLOPs (% of unpruned)", 50.0)
+    assert (column, limit) == ("flops_pct", 50.0)
+    flops_pct = explorer.cost(answer.mlp_sparsity, answer.head_sparsity).cost.flops_pct
+    assert flops_pct <= 50.0 and answer.cost <= 50.0
+    # between the published (0.55, 0.4) = 51.4 % and (0.65, 0.5) = 41.1 % points, and not one of them
+    assert 41.1 < flops_pct and (answer.mlp_sparsity, answer.head_sparsity) not in PUBLISHED_SPARSITY_PAIRS
+    assert any("Best within" in s.value for s in app.success)
+    assert len(answer.candidates) >= 2 and (answer.candidates["flops_pct"] <= 50.0).all()
+    for target, value in (("Parameters (millions)", 0.3), ("Latency (ms at batch 1, predicted)", None)):
+        if value is None:
+            value = 0.9 * explorer.ensure_latency_model().predict([6] * 6, [384] * 6).ms
+        column, limit, answer = _find_budget(app, target, value)
+        cost = explorer.cost(answer.mlp_sparsity, answer.head_sparsity)
+        spent = cost.cost.params / 1e6 if column == "params_m" else cost.latency.ms
+        assert spent <= limit, (target, spent, limit)
+    column, limit, answer = _find_budget(app, "FLOPs (% of unpruned)", 0.5)  # nothing can be that small
+    assert answer is None and any("Nothing fits" in w.value for w in app.warning)
+
+
+def test_budget_answer_opens_in_the_explorer_and_exports():
+    app = start("pages/4_compare.py")
+    _, _, answer = _find_budget(app, "FLOPs (% of unpruned)", 60.0)
     next(b for b in app.button if b.label == "Open in the explorer").click().run()
     assert not app.exception
+    from ui import config_state
+
+    assert app.session_state[config_state.CONFIG_KEY].pair == (answer.mlp_sparsity, answer.head_sparsity)
+    assert app.slider(key="mlp_sparsity").value == pytest.approx(round(answer.mlp_sparsity / 0.05) * 0.05)
+    app.switch_page("pages/4_compare.py").run()
+    next(b for b in app.button if b.label == "Export it").click().run()
+    assert not app.exception
+    suffix = next(t for t in app.text_input if t.label.startswith("Export folder")).value.split("_m")[-1]
+    assert suffix.startswith(f"{answer.mlp_sparsity:.3f}".rstrip("0")[:4])
 
 
 def test_export_page_writes_a_loadable_model(tmp_path, monkeypatch):

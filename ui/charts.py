@@ -235,3 +235,65 @@ def tradeoff_chart(table: pd.DataFrame, cost: str, pareto: np.ndarray, title: st
         legend={"orientation": "h", "y": -0.25},
     )
     return figure
+
+
+def budget_chart(answer, budget_label: str) -> go.Figure:
+    """The budget search on the (MLP, head) plane: the boundary of fitting configurations, the evaluated
+    candidates coloured by accuracy, and the answer (star).
+
+    Args:
+        answer: a ``snapvit_core.budget.BudgetAnswer``.
+        budget_label: how the page names the budgeted quantity.
+    """
+    accuracy_title = {"knn": "kNN top-1 (%)", "similarity": "embedding cosine"}.get(answer.accuracy_kind, "")
+    boundary, candidates = answer.boundary, answer.candidates
+    figure = go.Figure()
+    if not boundary.empty:
+        figure.add_trace(
+            go.Scatter(
+                x=boundary["MLP sparsity"],
+                y=boundary["head sparsity"],
+                mode="lines",
+                name=f"budget boundary ({budget_label} <= {answer.limit:.3g})",
+                line={"color": "#7f7f7f", "dash": "dot"},
+                customdata=boundary[answer.column],
+                hovertemplate="MLP %{x:.3f}, heads %{y:.3f}<br>cost %{customdata:.3f}<extra></extra>",
+            )
+        )
+    if not candidates.empty:
+        figure.add_trace(
+            go.Scatter(
+                x=candidates["MLP sparsity"],
+                y=candidates["head sparsity"],
+                mode="markers",
+                name="evaluated candidates",
+                marker={
+                    "size": 11,
+                    "color": candidates["accuracy"],
+                    "colorscale": "Viridis",
+                    "colorbar": {"title": accuracy_title},
+                },
+                customdata=np.stack([candidates["accuracy"], candidates[answer.column]], axis=-1),
+                hovertemplate="MLP %{x:.3f}, heads %{y:.3f}<br>accuracy %{customdata[0]:.3f}"
+                "<br>cost %{customdata[1]:.3f}<extra></extra>",
+            )
+        )
+    figure.add_trace(
+        go.Scatter(
+            x=[answer.mlp_sparsity],
+            y=[answer.head_sparsity],
+            mode="markers",
+            name="best within budget",
+            marker={"symbol": "star", "size": 20, "color": PARETO_COLOUR, "line": {"width": 1, "color": "black"}},
+            hovertemplate="answer: MLP %{x:.3f}, heads %{y:.3f}<extra></extra>",
+        )
+    )
+    figure.update_layout(
+        title="Budget search: configurations on the budget's boundary (more sparsity = cheaper)",
+        xaxis_title="MLP sparsity (fraction of neurons removed)",
+        yaxis_title="head sparsity (fraction of heads removed)",
+        xaxis={"range": [0, 1]},
+        yaxis={"range": [0, 1]},
+        legend={"orientation": "h", "y": -0.25},
+    )
+    return figure

@@ -39,3 +39,9 @@ def short_number(value: float) -> str:
 def speedup_text(speedup: float) -> str:
     """'1.00 x' (two decimals: the unpruned plan reads exactly 1.00 x)."""
     return f"{speedup:.2f} x"
+
+
+def sparsity_text(value: float) -> str:
+    """'0.35' on the slider grid, '0.475' for a finer budget answer (never rounded away)."""
+    text = f"{value:.3f}"
+    return text[:-1] if text.endswith("0") else text

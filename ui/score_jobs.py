@@ -164,9 +164,9 @@ def _progress_panel() -> None:
     if snap.extra.get("best"):
         best = snap.extra["best"]
         st.plotly_chart(charts.fitness_curve(best, best), key="fitness_live")
-    if snap.state == "running" or st.session_state.get("job_applied") == id(job):
+    if snap.state == "running" or st.session_state.get("job_applied") is job:
         return
-    st.session_state["job_applied"] = id(job)
+    st.session_state["job_applied"] = job
     if snap.result is not None:
         session.set_scores(snap.result["scores"], snap.result["label"])
         message = f"{snap.name} finished in {snap.seconds:.1f} s: now using **{snap.result['label']}**."
