@@ -11,9 +11,8 @@ from snapvit_core.explorer import data_free_scores
 from snapvit_core.metrics import analytic_flops, count_parameters
 from snapvit_core.presets import BACKBONE_PRESETS
 from ui import session
-from ui.jobs import Job
-from ui.labels import format_flops
-from ui.long_pass import job_progress, render
+from ui.labels import flops_unit, short_number
+from ui.long_pass import render
 
 OTHER_TIMM = "Other timm ViT name ..."
 LOCAL_DIR = "Local checkpoint directory ..."
@@ -89,29 +88,20 @@ cards[0].metric(
 cards[1].metric(
     "Width", f"{shape.embed_dim} / {shape.mlp_hidden}", help="embedding width / MLP hidden neurons per block"
 )
-cards[2].metric("Parameters", f"{count_parameters(backbone.model) / 1e6:.2f} M", help="embedding path, heads excluded")
-cards[3].metric("FLOPs", format_flops(analytic_flops(backbone.model)), help="per image at the input size")
-cards[4].metric("Input", f"{backbone.image_size} px", help="input resolution from the backbone's data config")
+flops_value, flops_label = flops_unit(analytic_flops(backbone.model))
+cards[2].metric(
+    "Params (M)", short_number(count_parameters(backbone.model) / 1e6), help="embedding path, heads excluded"
+)
+cards[3].metric(f"FLOPs ({flops_label})", short_number(flops_value), help="per image at the input size")
+cards[4].metric("Input (px)", f"{backbone.image_size}", help="input resolution from the backbone's data config")
 st.caption(
     f"Device: `{choice.resolved_device}` · head dim {shape.head_dim} · data `{choice.data}` · "
     f"mean {tuple(round(v, 3) for v in backbone.data_config.get('mean', ()))}"
 )
 
-UNPRUNED_JOB = "job_unpruned_knn"
-
-
-def embed_unpruned(report, cancelled, explorer):
-    """The unpruned model's kNN accuracy: embeds all kNN data once (cached for the explorer)."""
-    return explorer.evaluate(0.0, 0.0, ("knn",), progress=job_progress(report), cancel=cancelled)
-
 
 def keep_unpruned(snapshot) -> None:
-    if snapshot.state == "done":
-        st.session_state["unpruned_knn"] = (st.session_state.get("explorer_key"), snapshot.result)
-    elif snapshot.state == "cancelled":
-        st.session_state["unpruned_knn_cancelled"] = st.session_state.get("explorer_key")
-    else:
-        st.session_state["unpruned_knn_error"] = snapshot.error
+    """Nothing to store: the finished pass is shared (``session.UNPRUNED_JOBS``); the page reruns."""
 
 
 if not session.has_labelled_data():
@@ -126,35 +116,29 @@ else:
     try:
         with st.spinner("Preparing the kNN data ..."):
             splits = session.knn_splits()
-            explorer = session.explorer()
     except SnapViTError as error:
         session.show_error(error)
         st.stop()
-    stored = st.session_state.get("unpruned_knn")
-    job = st.session_state.get(UNPRUNED_JOB)
-    if stored is not None and stored[0] == st.session_state.get("explorer_key"):
+    job = session.unpruned_knn_job()
+    snapshot = job.snapshot()
+    if snapshot.state == "done":
         st.metric(
             "Unpruned kNN top-1",
-            f"{100 * stored[1].knn_top1:.2f} %",
+            f"{100 * snapshot.result.knn_top1:.2f} %",
             help=f"k=20 nearest neighbours, uniform vote; {splits.describe()}",
         )
-        st.caption(f"{splits.describe()} · kNN on {stored[1].knn_set}")
-    elif st.session_state.get("unpruned_knn_cancelled") == st.session_state.get("explorer_key") and (
-        job is None or not job.running
-    ):
-        st.warning("Embedding the kNN data was cancelled.")
-        if st.button("Embed the kNN data"):
-            st.session_state.pop("unpruned_knn_cancelled")
-            st.rerun()
-    else:
-        if job is None or (not job.running and st.session_state.get(f"{UNPRUNED_JOB}_handled") is job):
-            st.session_state.pop("unpruned_knn_error", None)
-            job = Job("unpruned-knn", embed_unpruned, {"explorer": explorer}).start()
-            st.session_state[UNPRUNED_JOB] = job
+        st.caption(f"{splits.describe()} · kNN on {snapshot.result.knn_set} ({snapshot.seconds:.1f} s)")
+    elif snapshot.state == "running":
         st.caption(f"Embedding the kNN data with the unpruned model: {splits.describe()}")
-        render(UNPRUNED_JOB, "Embedding the kNN data", keep_unpruned)
-    if st.session_state.get("unpruned_knn_error"):
-        st.error(st.session_state["unpruned_knn_error"])
+        render("job_unpruned_knn", "Embedding the kNN data", keep_unpruned)
+    else:
+        if snapshot.state == "cancelled":
+            st.warning("Embedding the kNN data was cancelled.")
+        else:
+            st.error(snapshot.error)
+        if st.button("Embed the kNN data"):
+            session.unpruned_knn_job(restart=True)
+            st.rerun()
 
 if choice.model_id == EMBEDDED_ID and not choice.random_init:
     st.caption(

@@ -41,6 +41,7 @@ def test_backbone_page_shows_the_embedded_summary():
 
 def test_backbone_page_embedding_can_be_cancelled(monkeypatch):
     import threading
+    import time
 
     from snapvit_core.evaluation import KnnEvaluator
 
@@ -54,8 +55,16 @@ def test_backbone_page_embedding_can_be_cancelled(monkeypatch):
             cancel()
         return original(self, model, key, progress=progress, cancel=cancel)
 
+    from ui import session
+
     monkeypatch.setattr(KnnEvaluator, "features", slow_features)
+    monkeypatch.setattr(session, "UNPRUNED_JOBS", {})  # the pass is shared: start a fresh one
     app = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    app.run()
+    job = app.session_state["job_unpruned_knn"]
+    deadline = time.time() + 60
+    while job.snapshot().extra.get("done") != 64 and time.time() < deadline:
+        time.sleep(0.05)
     app.run()
     bar = app.get("progress")
     assert bar and "Embedding the kNN data: 64 of 1,797 images" in bar[0].proto.text and "left" in bar[0].proto.text

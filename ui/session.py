@@ -7,6 +7,7 @@ two browser sessions at different sparsities never affect each other.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from snapvit_core.errors import SnapViTError
 from snapvit_core.evaluation import KnnEvaluator
 from snapvit_core.explorer import Explorer, data_free_scores
 from snapvit_core.scores import ImportanceScores
+from ui.jobs import Job
 
 ROOT = Path(__file__).resolve().parent.parent
 SCORES_DIR = ROOT / "scores"
@@ -57,10 +59,10 @@ def _forget_dependents() -> None:
 
     for worker in st.session_state.get("live_workers", {}).values():
         worker.stop()
-    for key in ("job_unpruned_knn", "job_budget"):
-        job = st.session_state.pop(key, None)
-        if job is not None:
-            job.cancel()
+    st.session_state.pop("job_unpruned_knn", None)  # shared by sessions: left running for the others
+    job = st.session_state.pop("job_budget", None)
+    if job is not None:
+        job.cancel()
     config_state.forget_results()
     st.session_state["scores_version"] = st.session_state.get("scores_version", 0) + 1
 
@@ -149,6 +151,38 @@ def explorer() -> Explorer:
             session_explorer.attach_knn(make_knn_evaluator(splits, choice.resolved_device))
         st.session_state["explorer"], st.session_state["explorer_key"] = session_explorer, key
     return st.session_state["explorer"]
+
+
+# The unpruned model's kNN pass, one per backbone/data selection, shared by all sessions: a page visit
+# joins the running pass instead of starting another (closed browser tabs cannot cancel theirs).
+UNPRUNED_JOBS: dict[Selection, Job] = {}
+_UNPRUNED_LOCK = threading.Lock()
+
+
+def _embed_unpruned(report, cancelled, choice: Selection):
+    from ui.long_pass import job_progress
+
+    model = shared_backbone(choice.model_id, choice.random_init, choice.resolved_device)
+    reference = Explorer(model, data_free_scores("magnitude", model.model), choice.resolved_device)
+    splits = shared_knn_splits(choice.data, choice.model_id, choice.random_init, choice.resolved_device)
+    reference.attach_knn(make_knn_evaluator(splits, choice.resolved_device))
+    return reference.evaluate(0.0, 0.0, ("knn",), progress=job_progress(report), cancel=cancelled)
+
+
+def unpruned_knn_job(restart: bool = False) -> Job:
+    """The shared kNN pass of the unpruned model for the current selection (started when missing).
+
+    A cancelled or failed pass is restarted only when ``restart`` is set (the page's button).
+    """
+    choice = selection()
+    with _UNPRUNED_LOCK:
+        job = UNPRUNED_JOBS.get(choice)
+        if job is None or (restart and not job.running and job.snapshot().state != "done"):
+            if len(UNPRUNED_JOBS) >= 8:
+                UNPRUNED_JOBS.pop(next(iter(UNPRUNED_JOBS)))
+            job = UNPRUNED_JOBS[choice] = Job("unpruned-knn", _embed_unpruned, {"choice": choice}).start()
+    st.session_state["job_unpruned_knn"] = job
+    return job
 
 
 def run_knn_on_random_weights() -> bool:
