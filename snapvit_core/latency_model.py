@@ -2,17 +2,25 @@
 
 A pruned ViT's forward is the unpruned one's fixed parts (patch embedding, norms, residuals, final
 norm, any attention pool) plus, per block, an attention with ``h`` kept heads and an MLP with ``m``
-kept neurons. Calibration times, per batch size, the whole unpruned forward and, in isolation, one
-block's attention at every kept head count and its MLP at a grid of kept widths (every supported
-family has identical blocks, so block 0 stands for all). The fixed part is the whole forward minus
-the pieces of the unpruned configuration, so the prediction of the unpruned plan *is* the measured
+kept neurons. Calibration times, per batch size:
+
+- four whole forwards in situ: the unpruned model, every block at one head, every block at the
+  narrowest MLP width, and both; their differences are what removing heads / neurons can save at
+  most (together never more than the unpruned minus the minimal model);
+- in isolation, one block's attention at every kept head count and its MLP at a grid of kept widths
+  (every supported family has identical blocks, so block 0 stands for all); these give the *shape*
+  of the saving between none and all (monotone, 0..1).
+
+A plan's latency is the unpruned forward minus, per block, its share of each saving. The isolated
+pieces never set the scale (a piece timed alone can be slower or faster than inside the model),
+so a prediction stays between the anchors; the unpruned plan's prediction *is* the measured
 unpruned forward and the speed-up is exactly 1.0 at (0, 0) by construction.
 
-Robust on a shared machine: every round times all pieces back to back (interleaved), and each
-piece's estimate is a low quantile (25 %) of its rounds, so a load spike in one round slows every
-piece alike and barely moves the estimate; the minimum and the median give the spread.
-Calibrated models are cached on disk (JSON, atomic) per backbone / device / dtype / threads / image
-size / architecture.
+Robust on a shared machine: every round times all anchors and pieces back to back (interleaved),
+and each estimate is the fastest of its rounds (load only ever slows a forward down), so a load
+spike in some rounds does not move it; the median round gives the upper end of the spread.
+Calibrated models are cached on disk (JSON, atomic) per backbone / device / dtype / threads /
+image size / architecture.
 """
 
 from __future__ import annotations
@@ -41,9 +49,11 @@ from .scores import ImportanceScores
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MLP_GRID_POINTS = 9  # kept-width grid of the MLP piece (linear interpolation between points)
-POINT_QUANTILE, HIGH_QUANTILE = 0.25, 0.5  # estimate and upper spread; the lower spread is the minimum
+# Estimate = the fastest round (load on a shared machine only ever slows a forward down); the spread
+# reported with it runs from that minimum to the median round.
+POINT_QUANTILE, HIGH_QUANTILE = 0.0, 0.5
 MIN_PIECE_S = 1e-3  # a piece's timing repeats its call until it lasts about this long
 
 
@@ -81,32 +91,87 @@ class LatencyModelKey:
 
 @dataclass(frozen=True)
 class BatchTable:
-    """Calibrated pieces at one batch size; every cost is (estimate, low, high) in ms."""
+    """Calibrated latency at one batch size; every time is (estimate, low, high) in ms.
 
-    fixed_ms: tuple[float, float, float]
-    attention_ms: tuple[tuple[float, float, float], ...]  # index = kept heads, 0..H
+    Whole-model forwards anchor the scale in situ: the unpruned model (``full_ms``), every block at
+    one head (``attention_span_ms`` = what removing all other heads saves), every block at the
+    narrowest MLP (``mlp_span_ms``) and both (the spans never add up to more than that saves).
+    The isolated pieces only give the *shape* between those anchors: ``attention_shape[h]`` and
+    ``mlp_shape`` rise from 0 (one head / narrowest width) to 1 (unpruned), made monotone. A plan's
+    latency is ``full`` minus, per block, its share of each span.
+    """
+
+    full_ms: tuple[float, float, float]
+    attention_span_ms: tuple[float, float, float]
+    mlp_span_ms: tuple[float, float, float]
+    attention_shape: tuple[float, ...]  # index = kept heads, 0..H
     mlp_widths: tuple[int, ...]  # ascending kept widths of the MLP grid
-    mlp_ms: tuple[tuple[float, float, float], ...]  # one per width
+    mlp_shape: tuple[float, ...]  # one per width
+    blocks: int
     rounds: int  # interleaved rounds behind the estimates
+    attention_ms: tuple[tuple[float, float, float], ...] = ()  # raw isolated pieces, 1..H heads (report only)
+    mlp_ms: tuple[tuple[float, float, float], ...] = ()  # raw isolated pieces per width (report only)
+
+    @property
+    def fixed_ms(self) -> tuple[float, float, float]:
+        """The part every plan starts from: the unpruned forward."""
+        return self.full_ms
 
     def block_ms(self, heads: int, neurons: int, stat: int) -> float:
-        attention = self.attention_ms[min(max(heads, 0), len(self.attention_ms) - 1)][stat]
-        mlp = _interpolate(neurons, self.mlp_widths, [row[stat] for row in self.mlp_ms])
-        return attention + mlp
+        """One block's contribution relative to the unpruned forward (<= 0: the time its pruning saves)."""
+        attention = self.attention_shape[min(max(heads, 0), len(self.attention_shape) - 1)]
+        mlp = float(np.clip(np.interp(neurons, self.mlp_widths, self.mlp_shape), 0.0, 1.0))
+        saved = self.attention_span_ms[stat] * (1.0 - attention) + self.mlp_span_ms[stat] * (1.0 - mlp)
+        return -saved / self.blocks
 
     def predict(self, kept_heads: Sequence[int], kept_neurons: Sequence[int], stat: int) -> float:
         total = self.fixed_ms[stat] + sum(self.block_ms(h, m, stat) for h, m in zip(kept_heads, kept_neurons))
         return max(total, 1e-6)
 
+    @classmethod
+    def from_dict(cls, data: dict) -> BatchTable:
+        return cls(
+            full_ms=tuple(data["full_ms"]),
+            attention_span_ms=tuple(data["attention_span_ms"]),
+            mlp_span_ms=tuple(data["mlp_span_ms"]),
+            attention_shape=tuple(float(v) for v in data["attention_shape"]),
+            mlp_widths=tuple(int(w) for w in data["mlp_widths"]),
+            mlp_shape=tuple(float(v) for v in data["mlp_shape"]),
+            blocks=int(data["blocks"]),
+            rounds=int(data["rounds"]),
+            attention_ms=tuple(tuple(row) for row in data.get("attention_ms", ())),
+            mlp_ms=tuple(tuple(row) for row in data.get("mlp_ms", ())),
+        )
 
-def _interpolate(x: float, xs: Sequence[int], ys: Sequence[float]) -> float:
-    """Linear interpolation, extrapolated linearly below the grid and clamped at 0."""
-    if len(xs) == 1:
-        return ys[0]
-    if x < xs[0]:
-        slope = (ys[1] - ys[0]) / (xs[1] - xs[0])
-        return max(0.0, ys[0] + slope * (x - xs[0]))
-    return float(np.interp(x, xs, ys))
+
+def _spans(full, one_head, narrow, minimal) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """What removing heads / neurons saves at most, per statistic, from the in-situ anchors.
+
+    Each span is at least 0, and together they never save more than going from the unpruned to the
+    minimal model does (under load the anchors are noisy; scaling both keeps every prediction at or
+    above the measured minimal model).
+    """
+    attention, mlp = [], []
+    for f, o, n, m in zip(full, one_head, narrow, minimal):
+        a, b, most = max(0.0, f - o), max(0.0, f - n), max(0.0, f - m)
+        if a + b > most:
+            scale = most / (a + b)
+            a, b = a * scale, b * scale
+        attention.append(a)
+        mlp.append(b)
+    return tuple(attention), tuple(mlp)
+
+
+def _shape(values: Sequence[float], positions: Sequence[float]) -> tuple[float, ...]:
+    """Piece times -> a monotone 0..1 profile (first point 0, last 1); linear in ``positions`` if flat."""
+    if len(values) == 1:  # a single point is the unpruned one
+        return (1.0,)
+    values = np.maximum.accumulate(np.asarray(values, float))
+    span = values[-1] - values[0]
+    if not span > 0:  # the pieces did not resolve a difference: assume cost proportional to width
+        positions = np.asarray(positions, float)
+        return tuple(float(v) for v in (positions - positions[0]) / max(positions[-1] - positions[0], 1e-12))
+    return tuple(float(v) for v in (values - values[0]) / span)
 
 
 @dataclass
@@ -164,15 +229,7 @@ class LatencyModel:
     def from_dict(cls, data: dict) -> LatencyModel:
         if data.get("format") != FORMAT_VERSION:
             raise SnapViTError(f"Latency model format {data.get('format')!r} is not {FORMAT_VERSION}.", "Recalibrate.")
-        tables = {}
-        for batch, table in data["tables"].items():
-            tables[int(batch)] = BatchTable(
-                fixed_ms=tuple(table["fixed_ms"]),
-                attention_ms=tuple(tuple(row) for row in table["attention_ms"]),
-                mlp_widths=tuple(int(w) for w in table["mlp_widths"]),
-                mlp_ms=tuple(tuple(row) for row in table["mlp_ms"]),
-                rounds=int(table["rounds"]),
-            )
+        tables = {int(batch): BatchTable.from_dict(table) for batch, table in data["tables"].items()}
         return cls(
             key=LatencyModelKey(**data["key"]),
             num_blocks=int(data["num_blocks"]),
@@ -243,7 +300,17 @@ class _Pieces:
         self.widths = mlp_grid(shape.mlp_hidden)
         self.attention = {h: self._copy(h, shape.mlp_hidden, "attention") for h in range(1, shape.num_heads + 1)}
         self.mlp = {m: self._copy(shape.num_heads, m, "mlp") for m in self.widths}
+        # Whole models at the anchors: every block at one head, every block at the narrowest MLP.
+        self.one_head = self._whole(1, shape.mlp_hidden)
+        self.narrow_mlp = self._whole(shape.num_heads, self.widths[0])
+        self.minimal = self._whole(1, self.widths[0])  # both: the floor of every prediction
         self.elastic.apply_plan(self._uniform(shape.num_heads, shape.mlp_hidden))
+
+    def _whole(self, heads: int, neurons: int) -> nn.Module:
+        model = self.elastic.apply_plan(self._uniform(heads, neurons))
+        memo: dict[int, torch.Tensor] = {id(p): nn.Parameter(p.detach().clone(), False) for p in model.parameters()}
+        memo.update({id(b): b.clone() for b in model.buffers()})
+        return copy.deepcopy(model, memo).eval()  # compact tensors: a sliced view would keep its full base
 
     def _uniform(self, heads: int, neurons: int) -> PruningPlan:
         blocks = self.shape.num_blocks
@@ -292,7 +359,12 @@ def calibrate_latency_model(
         check_cancel(cancel, "latency calibration")
         images = torch.randn(batch, 3, image_size, image_size, device=device, dtype=dtype)
         tokens = torch.randn(batch, shape.num_tokens, shape.embed_dim, device=device, dtype=dtype)
-        timers = {"full": _timer(lambda x=images: adapter.embed(x), device)}
+        timers = {
+            "full": _timer(lambda x=images: adapter.embed(x), device),
+            "one_head": _timer(lambda a=ViTAdapter(pieces.one_head), x=images: a.embed(x), device),
+            "narrow_mlp": _timer(lambda a=ViTAdapter(pieces.narrow_mlp), x=images: a.embed(x), device),
+            "minimal": _timer(lambda a=ViTAdapter(pieces.minimal), x=images: a.embed(x), device),
+        }
         timers.update(
             {("attention", h): _timer(lambda m=m, x=tokens: m(x), device) for h, m in pieces.attention.items()}
         )
@@ -313,11 +385,21 @@ def calibrate_latency_model(
             report(progress, done, total)
         attention = [_stats(samples[("attention", h)]) for h in range(1, heads + 1)]
         mlp = [_stats(samples[("mlp", w)]) for w in pieces.widths]
-        # No heads: extrapolate the per-head slope below one head (the qkv/proj matmuls vanish).
-        zero = tuple(max(0.0, 2 * a - b) for a, b in zip(attention[0], attention[1] if heads > 1 else attention[0]))
         full = _stats(samples["full"])
-        fixed = tuple(f - blocks * (a + m) for f, a, m in zip(full, attention[-1], mlp[-1]))
-        tables[batch] = BatchTable(fixed, tuple([zero, *attention]), pieces.widths, tuple(mlp), rounds)
+        attention_span, mlp_span = _spans(full, *(_stats(samples[n]) for n in ("one_head", "narrow_mlp", "minimal")))
+        attention_shape = _shape([a[0] for a in attention], range(1, heads + 1))
+        tables[batch] = BatchTable(
+            full_ms=full,
+            attention_span_ms=attention_span,
+            mlp_span_ms=mlp_span,
+            attention_shape=(0.0, *attention_shape),  # no heads: counted as one (a slight overestimate)
+            mlp_widths=pieces.widths,
+            mlp_shape=_shape([m[0] for m in mlp], pieces.widths),
+            blocks=blocks,
+            rounds=rounds,
+            attention_ms=tuple(attention),
+            mlp_ms=tuple(mlp),
+        )
     key = LatencyModelKey(
         backbone=backbone_id,
         device=str(device),

@@ -39,9 +39,23 @@ def test_speedup_is_exactly_one_unpruned(tiny_model):
 def test_unpruned_prediction_is_the_measured_forward(tiny_model):
     table = tiny_model.tables[1]
     full = [tiny_model.num_heads] * 3, [tiny_model.mlp_hidden] * 3
-    # fixed + 3 blocks of full pieces reconstructs the timed unpruned forward (up to float rounding)
-    assert table.predict(*full, 0) == pytest.approx(table.fixed_ms[0] + 3 * table.block_ms(6, 192, 0))
-    assert table.rounds == 2 and len(table.attention_ms) == 7 and table.mlp_widths == mlp_grid(192)
+    for stat in range(3):  # the unpruned prediction is the timed unpruned forward, exactly
+        assert table.predict(*full, stat) == table.full_ms[stat] and table.block_ms(6, 192, stat) == 0.0
+    assert table.rounds == 2 and len(table.attention_ms) == 6 and table.mlp_widths == mlp_grid(192)
+    assert table.attention_shape[-1] == 1.0 and table.mlp_shape[-1] == 1.0 and table.mlp_shape[0] == 0.0
+    assert list(table.mlp_shape) == sorted(table.mlp_shape)  # monotone
+    # the most pruned plan saves at most the two in-situ spans
+    smallest = table.predict([1] * 3, [1] * 3, 0)
+    assert smallest == pytest.approx(table.full_ms[0] - table.attention_span_ms[0] - table.mlp_span_ms[0])
+    assert min(table.attention_span_ms + table.mlp_span_ms) >= 0.0 and smallest > 0.0
+
+
+def test_spans_never_save_more_than_the_minimal_model():
+    # noisy anchors: one head saves 8 ms and a narrow MLP 6 ms of 10, but the minimal model is 4 ms
+    attention, mlp = lm._spans((10.0,), (2.0,), (4.0,), (4.0,))
+    assert attention[0] + mlp[0] == pytest.approx(6.0) and attention[0] / mlp[0] == pytest.approx(8 / 6)
+    attention, mlp = lm._spans((10.0,), (11.0,), (7.0,), (6.0,))  # a slower one-head anchor saves nothing
+    assert attention == (0.0,) and mlp == (3.0,)
 
 
 def test_prediction_covers_every_plan_and_refuses_bad_ones(tiny_model):
@@ -55,12 +69,14 @@ def test_prediction_covers_every_plan_and_refuses_bad_ones(tiny_model):
         tiny_model.predict([6] * 2, [192] * 2)
 
 
-def test_mlp_piece_grows_with_its_width():
-    # 192 -> 768 hidden, 65 tokens, batch 4: the widest MLP does ~700x the work of the 1-neuron one.
-    model = make_vit(embed_dim=192, num_heads=3, depth=1, img_size=64)
-    calibrated = calibrate_latency_model(model, 64, "cpu", (4,), backbone_id="mid", **FAST)
-    table = calibrated.tables[4]
-    assert table.mlp_ms[-1][1] > table.mlp_ms[0][1]  # minimum-based estimates
+def test_predictions_are_monotone_and_never_slower_than_unpruned(tiny_model):
+    """Structural, not timed: more kept units never predict less time, whatever the machine's load."""
+    for batch in tiny_model.batches:
+        by_width = [tiny_model.predict([6] * 3, [m] * 3, batch).ms for m in range(0, 193, 16)]
+        by_heads = [tiny_model.predict([h] * 3, [192] * 3, batch).ms for h in range(0, 7)]
+        assert by_width == sorted(by_width) and by_heads == sorted(by_heads)
+        mixed = tiny_model.predict([1, 6, 3], [10, 192, 100], batch)
+        assert mixed.ms <= tiny_model.predict([6] * 3, [192] * 3, batch).ms and mixed.speedup >= 1.0
 
 
 def test_round_trip_through_dict_and_disk(tiny_model, tmp_path):
