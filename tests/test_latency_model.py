@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import torch
 from conftest import make_vit
+from test_families import FAMILIES
 
 from snapvit_core import latency_model as lm
 from snapvit_core.backbones import Backbone
@@ -140,3 +141,16 @@ def test_calibration_cancels():
             make_vit(), 32, "cpu", (1,), progress=lambda d, t: seen.append(d), cancel=cancel_after_first_round, **FAST
         )
     assert seen == [1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_calibration_runs_for_every_family(family):
+    from snapvit_core.adapter import ViTAdapter
+
+    model = FAMILIES[family]()
+    shape = ViTAdapter(model).shape()
+    calibrated = calibrate_latency_model(model, shape.image_size, "cpu", (1,), backbone_id=family, **FAST)
+    full = [shape.num_heads] * shape.num_blocks, [shape.mlp_hidden] * shape.num_blocks
+    assert calibrated.predict(*full).speedup == 1.0
+    assert calibrated.predict([1] * shape.num_blocks, [1] * shape.num_blocks).speedup >= 1.0
