@@ -11,7 +11,7 @@ from snapvit_core.explorer import data_free_scores
 from snapvit_core.metrics import analytic_flops, count_parameters
 from snapvit_core.presets import BACKBONE_PRESETS
 from ui import session
-from ui.labels import flops_unit, short_number
+from ui.labels import card, card_row, flops_unit, short_number
 from ui.long_pass import render
 
 OTHER_TIMM = "Other timm ViT name ..."
@@ -81,19 +81,18 @@ if backbone is None:
 
 shape = backbone.shape
 st.subheader(f"{choice.model_id}" + (" (random weights)" if choice.random_init else ""))
-cards = st.columns(5)
-cards[0].metric(
-    "Blocks x heads", f"{shape.num_blocks} x {shape.num_heads}", help="transformer blocks x heads per block"
-)
-cards[1].metric(
-    "Width", f"{shape.embed_dim} / {shape.mlp_hidden}", help="embedding width / MLP hidden neurons per block"
+row = card_row()
+cards = [row] * 5
+card(cards[0], "Blocks x heads", f"{shape.num_blocks} x {shape.num_heads}", help="transformer blocks x heads per block")
+card(
+    cards[1], "Width", f"{shape.embed_dim} / {shape.mlp_hidden}", help="embedding width / MLP hidden neurons per block"
 )
 flops_value, flops_label = flops_unit(analytic_flops(backbone.model))
-cards[2].metric(
-    "Params (M)", short_number(count_parameters(backbone.model) / 1e6), help="embedding path, heads excluded"
+card(
+    cards[2], "Params (M)", short_number(count_parameters(backbone.model) / 1e6), help="embedding path, heads excluded"
 )
-cards[3].metric(f"FLOPs ({flops_label})", short_number(flops_value), help="per image at the input size")
-cards[4].metric("Input (px)", f"{backbone.image_size}", help="input resolution from the backbone's data config")
+card(cards[3], f"FLOPs ({flops_label})", short_number(flops_value), help="per image at the input size")
+card(cards[4], "Input (px)", f"{backbone.image_size}", help="input resolution from the backbone's data config")
 st.caption(
     f"Device: `{choice.resolved_device}` · head dim {shape.head_dim} · data `{choice.data}` · "
     f"mean {tuple(round(v, 3) for v in backbone.data_config.get('mean', ()))}"

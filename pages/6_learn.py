@@ -6,7 +6,7 @@ import streamlit as st
 
 from snapvit_core.errors import SnapViTError
 from ui import charts, config_state, session
-from ui.labels import format_flops
+from ui.labels import card, card_row, format_flops
 
 st.title("Learn: what the explorer shows")
 if session.guarded_backbone() is None:
@@ -45,16 +45,18 @@ SnapViT removes *whole* neurons and heads, so the pruned model is simply a small
 no sparse kernels and is faster on any hardware.
 """
 )
-cards = st.columns(3)
-cards[0].metric("Unpruned FLOPs", format_flops(full.cost.flops), help="per image, analytic")
-cards[1].metric(
-    "Half the MLP neurons",
-    f"{half_mlp.cost.flops_pct:.1f} % FLOPs",
+cards = [card_row()] * 3
+card(cards[0], "Unpruned FLOPs", format_flops(full.cost.flops).replace("FLOPs", ""), help="per image, analytic")
+card(
+    cards[1],
+    "Half the neurons (% FLOPs)",
+    f"{half_mlp.cost.flops_pct:.1f}",
     help="FLOPs left after removing 50 % of the MLP neurons (no heads removed)",
 )
-cards[2].metric(
-    "Half the heads",
-    f"{half_heads.cost.flops_pct:.1f} % FLOPs",
+card(
+    cards[2],
+    "Half the heads (% FLOPs)",
+    f"{half_heads.cost.flops_pct:.1f}",
     help="FLOPs left after removing 50 % of the heads (no neurons removed)",
 )
 st.markdown(
@@ -121,13 +123,15 @@ Here is how many units the two methods keep in common at (MLP {compare_at[0]:.2f
 ours, other = explorer.cost(*compare_at), magnitude.cost(*compare_at)
 mine, theirs = ours.head_mask.numpy().astype(bool), other.head_mask.numpy().astype(bool)
 neurons_mine, neurons_theirs = ours.neuron_mask.numpy().astype(bool), other.neuron_mask.numpy().astype(bool)
-agree = st.columns(2)
-agree[0].metric(
+agree = [card_row()] * 2
+card(
+    agree[0],
     "Heads kept by both (%)",
     f"{100 * (mine & theirs).sum() / max(mine.sum(), 1):.0f}",
     help="share of the current scores' kept heads that magnitude pruning keeps too",
 )
-agree[1].metric(
+card(
+    agree[1],
     "Neurons kept by both (%)",
     f"{100 * (neurons_mine & neurons_theirs).sum() / max(neurons_mine.sum(), 1):.0f}",
     help="share of the current scores' kept MLP neurons that magnitude pruning keeps too",

@@ -74,7 +74,7 @@ def head_map(scores: ImportanceScores, kept_heads: np.ndarray) -> go.Figure:
         )
     )
     figure.update_layout(
-        title=f"Attention heads: {int(kept.sum())} of {kept.size} kept (x = pruned)",
+        title=f"Heads: {int(kept.sum())} of {kept.size} kept",
         xaxis_title="head index",
         yaxis_title="block (0 = input side)",
         yaxis={"autorange": "reversed", "dtick": 1},
@@ -97,7 +97,7 @@ def mlp_kept_chart(kept_neurons: Sequence[int], hidden: int) -> go.Figure:
     )
     figure.update_layout(
         barmode="stack",
-        title=f"MLP neurons per block: {int(kept.sum())} of {hidden * len(kept)} kept",
+        title=f"MLP neurons: {int(kept.sum())} of {hidden * len(kept)} kept",
         xaxis_title="block (0 = input side)",
         yaxis_title="hidden neurons (count)",
         xaxis={"dtick": 1},
@@ -141,7 +141,7 @@ def mlp_score_heatmap(scores: ImportanceScores, kept_neurons: np.ndarray | None 
             )
         )
     figure.update_layout(
-        title="MLP neuron scores, sorted within each block",
+        title="Neuron scores, sorted per block",
         xaxis_title="neuron rank within block (0 = most important)",
         yaxis_title="block (0 = input side)",
         yaxis={"autorange": "reversed", "dtick": 1},
@@ -166,7 +166,7 @@ def similarity_histogram(similarity: np.ndarray) -> go.Figure:
         )
     )
     figure.update_layout(
-        title=f"Embedding similarity to the unpruned model (mean {float(np.mean(similarity)):.3f})",
+        title=f"Similarity to unpruned (mean {float(np.mean(similarity)):.3f})",
         xaxis_title="cosine similarity (1 = unchanged)",
         yaxis_title="test images (count)",
         xaxis={"range": [low, 1.0 + size]},

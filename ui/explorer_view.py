@@ -12,11 +12,17 @@ import numpy as np
 import streamlit as st
 
 from ui import charts, session
-from ui.labels import flops_unit, short_number, speedup_text
+from ui.labels import CARD_WIDTH, card_row, flops_unit, short_number, speedup_text
 from ui.live import LiveRequest, LiveResult, LiveWorker, describe_set, knn_metrics, live_knn_images
 
 POLL_S = 0.2  # how often a pending accuracy panel looks for its result
 UPDATING = "updating…"
+CALIBRATING = "…"  # latency cards while the latency model is measured (the caption below says so)
+
+
+def _card(row: Any, *args: Any, **kwargs: Any) -> None:
+    """One metric card of fixed width in a wrapping row."""
+    row.metric(*args, width=CARD_WIDTH, **kwargs)
 
 
 def live_request(explorer: Any, mlp_sparsity: float, head_sparsity: float) -> LiveRequest:
@@ -35,25 +41,28 @@ def cost_cards(cost: Any, worker: LiveWorker, config: tuple[float, float]) -> No
     unpruned = cost.unpruned
     flops_value, flops_label = flops_unit(cost.cost.flops)
     is_unpruned = cost.cost.flops == unpruned.flops and cost.cost.params == unpruned.params
-    cards = st.columns(4)
-    cards[0].metric(
+    row = card_row()  # short values, units in the labels, wrapping row: nothing is cut at 800 px
+    _card(
+        row,
         "Params (M)",
         short_number(cost.cost.params / 1e6),
-        delta=f"{cost.cost.params_pct - 100:+.1f} %",
+        delta=None if is_unpruned else f"{cost.cost.params_pct - 100:+.1f} %",
         delta_color="inverse",
         help=f"embedding-path parameters: {cost.cost.params:,} of {unpruned.params:,} ({cost.cost.params_pct:.1f} %)",
     )
-    cards[1].metric(
+    _card(
+        row,
         f"FLOPs ({flops_label})",
         short_number(flops_value),
-        delta=f"{cost.cost.flops_pct - 100:+.1f} %",
+        delta=None if is_unpruned else f"{cost.cost.flops_pct - 100:+.1f} %",
         delta_color="inverse",
         help=f"analytic FLOPs per image: {cost.cost.flops:,} of {unpruned.flops:,} ({cost.cost.flops_pct:.1f} %)",
     )
     latency = cost.latency
     state, fraction = worker.latency_status()
     if latency is not None:
-        cards[2].metric(
+        _card(
+            row,
             "Latency (ms, predicted)",
             short_number(latency.ms),
             delta=f"{short_number(latency.low_ms)}–{short_number(latency.high_ms)} ms",
@@ -61,7 +70,8 @@ def cost_cards(cost: Any, worker: LiveWorker, config: tuple[float, float]) -> No
             help=f"batch {latency.batch}, predicted by the latency model calibrated on this device; "
             "the range is the spread of the calibration repeats. 'Measure now' times it directly.",
         )
-        cards[3].metric(
+        _card(
+            row,
             "Speed-up (predicted)",
             speedup_text(latency.speedup),
             delta=f"FLOPs ratio {unpruned.flops / cost.cost.flops:.2f} x",
@@ -70,21 +80,26 @@ def cost_cards(cost: Any, worker: LiveWorker, config: tuple[float, float]) -> No
         )
     else:
         why = {"calibrating": f"calibrating the latency model ({100 * fraction:.0f} %)", "failed": "unavailable"}
-        cards[2].metric(
+        _card(
+            row,
             "Latency (ms, predicted)",
-            UPDATING if state in ("waiting", "calibrating") else "n/a",
+            CALIBRATING if state in ("waiting", "calibrating") else "n/a",
             help=f"Latency model: {why.get(state, 'waiting to calibrate')}. It is measured once per "
             "backbone, device, dtype and thread count and then cached on disk.",
         )
-        cards[3].metric(
+        _card(
+            row,
             "Speed-up (predicted)",
-            speedup_text(1.0) if is_unpruned else (UPDATING if state != "failed" else "n/a"),
+            speedup_text(1.0) if is_unpruned else (CALIBRATING if state != "failed" else "n/a"),
             delta=f"FLOPs ratio {unpruned.flops / cost.cost.flops:.2f} x",
             delta_color="off",
             help="the unpruned model is 1.00 x by definition; other configurations wait for the latency model",
         )
-    if state == "calibrating":
-        st.caption(f"Calibrating the latency model in the background ({100 * fraction:.0f} %) …")
+    if latency is None and state in ("waiting", "calibrating"):
+        st.caption(
+            f"Latency and speed-up: calibrating the latency model in the background ({100 * fraction:.0f} %); "
+            "once per backbone and device, then cached on disk."
+        )
 
 
 def measure_now(explorer: Any, config: tuple[float, float]) -> None:
@@ -131,10 +146,10 @@ def _accuracy_cards(worker: LiveWorker, request: LiveRequest, compact: bool) -> 
     baseline = worker.result_for(
         LiveRequest(0.0, 0.0, request.metrics, request.knn_images)
     )  # the unpruned reference, same kNN set
-    cards = st.columns(2)
+    row = card_row()
     if outcome is None:
-        cards[0].metric("kNN top-1 (%)", UPDATING, help="computing in the background for the sliders' configuration")
-        cards[1].metric("Mean cosine", UPDATING, help="embedding similarity to the unpruned model")
+        _card(row, "kNN top-1 (%)", UPDATING, help="computing in the background for the sliders' configuration")
+        _card(row, "Mean cosine", UPDATING, help="embedding similarity to the unpruned model")
         latest = worker.latest()
         if latest is not None and latest.result is not None and latest.result.knn_top1 is not None:
             st.caption(
@@ -151,11 +166,10 @@ def _accuracy_cards(worker: LiveWorker, request: LiveRequest, compact: bool) -> 
     delta = None
     if baseline is not None and baseline.result is not None and baseline.result.knn_top1 is not None:
         delta = f"{knn - 100 * baseline.result.knn_top1:+.2f} pts"
-    cards[0].metric(
-        "kNN top-1 (%)", f"{knn:.2f}", delta=delta, help="k=20 nearest-neighbour accuracy; delta vs unpruned"
-    )
+    _card(row, "kNN top-1 (%)", f"{knn:.2f}", delta=delta, help="k=20 nearest-neighbour accuracy; delta vs unpruned")
     cosine = result.embedding_cosine
-    cards[1].metric(
+    _card(
+        row,
         "Mean cosine",
         "n/a" if cosine is None else f"{cosine:.4f}",
         help="mean cosine similarity of the pruned to the unpruned test embeddings (1 = unchanged)",

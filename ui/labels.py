@@ -45,3 +45,18 @@ def sparsity_text(value: float) -> str:
     """'0.35' on the slider grid, '0.475' for a finer budget answer (never rounded away)."""
     text = f"{value:.3f}"
     return text[:-1] if text.endswith("0") else text
+
+
+CARD_WIDTH = 190  # px: four cards fit in a row at 1400 px, two per row at 800 px (the row wraps)
+
+
+def card_row():
+    """A horizontal, wrapping container for metric cards (``st.columns`` would squeeze and cut them)."""
+    import streamlit as st
+
+    return st.container(horizontal=True, wrap=True, gap="medium")
+
+
+def card(row, *args, **kwargs) -> None:
+    """One metric card of fixed width in a ``card_row``."""
+    row.metric(*args, width=CARD_WIDTH, **kwargs)
