@@ -141,22 +141,31 @@ class Explorer:
         self.lock = threading.RLock()
         self.cost_table: CostTable = cost_table(self.elastic.full)  # plan costs without a forward
         self.latency_model: LatencyModel | None = None  # set by ensure_latency_model()
+        self._latency_lock = threading.Lock()  # one calibration at a time
 
     def ensure_latency_model(
         self, progress: Progress | None = None, cancel: Cancel | None = None, **options: object
     ) -> LatencyModel:
         """Load the cached latency model of this backbone/device, or calibrate it (seconds; cancellable).
 
-        ``options`` go to ``load_or_calibrate_latency_model`` (batches, cache_dir, budget_s ...).
-        Calibration times private copies of the pieces, so it does not take the explorer's lock.
+        ``options`` go to ``load_or_calibrate_latency_model`` (batches, cache_dir, budget_s ...); a
+        recalibration keeps the batch sizes the current model already has. Calibration times private
+        copies of the pieces, so it does not take the explorer's lock; concurrent callers (a page's
+        worker, a sweep, a budget search) wait for one calibration instead of timing against each other.
         """
-        batches = tuple(options.get("batches", (1, 32)))  # type: ignore[arg-type]
-        current = self.latency_model
-        if current is None or not set(batches) <= set(current.batches):
-            self.latency_model = load_or_calibrate_latency_model(
-                self.backbone, self.device, progress=progress, cancel=cancel, **options
-            )
-        return self.latency_model
+        requested = set(options.pop("batches", (1, 32)))  # type: ignore[arg-type]
+        while not self._latency_lock.acquire(timeout=0.1):
+            check_cancel(cancel, "latency calibration")
+        try:
+            current = self.latency_model
+            if current is None or not requested <= set(current.batches):
+                batches = tuple(sorted(requested | set(current.batches if current else ())))
+                self.latency_model = load_or_calibrate_latency_model(
+                    self.backbone, self.device, batches, progress=progress, cancel=cancel, **options
+                )
+            return self.latency_model
+        finally:
+            self._latency_lock.release()
 
     def plan_for(self, mlp_sparsity: float, head_sparsity: float) -> PruningPlan:
         """The keep counts of a configuration (pure: the working model is not touched)."""
@@ -166,7 +175,8 @@ class Explorer:
         """Parameters, FLOPs, predicted latency and keep masks of a configuration, without a forward pass.
 
         Takes no lock and never touches the working model, so a page can call it on every slider
-        move while an ``evaluate`` runs in the background.
+        move while an ``evaluate`` runs in the background. ``latency`` is None until the latency
+        model is ready (``ensure_latency_model``) or when it was not calibrated at ``batch``.
         """
         plan = self.plan_for(mlp_sparsity, head_sparsity)
         full_heads, full_neurons = self.cost_table.unpruned

@@ -131,3 +131,29 @@ def test_export_model_is_a_standalone_pruned_copy():
     explorer.evaluate(0.0, 0.0, ("params",))  # moving the working model leaves the copy alone
     assert count_parameters(model) == explorer.cost(0.5, 0.5).cost.params
     assert all(p.data_ptr() != q.data_ptr() for p in model.parameters() for q in explorer.elastic.full.parameters())
+
+
+def test_concurrent_callers_share_one_calibration(tmp_path, monkeypatch):
+    import threading
+
+    from snapvit_core import explorer as explorer_module
+
+    calls = []
+    original = explorer_module.load_or_calibrate_latency_model
+
+    def counting(*args, **kwargs):
+        calls.append(args[2])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(explorer_module, "load_or_calibrate_latency_model", counting)
+    explorer = _explorer(with_knn=False)
+    threads = [
+        threading.Thread(target=explorer.ensure_latency_model, kwargs={"cache_dir": tmp_path, **FAST}) for _ in range(3)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert calls == [(1, 32)]
+    explorer.ensure_latency_model(batches=(4,), cache_dir=tmp_path, **FAST)  # keeps 1 and 32
+    assert calls[-1] == (1, 4, 32) and explorer.latency_model.batches == (1, 4, 32)
