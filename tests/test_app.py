@@ -142,6 +142,10 @@ def test_speedup_reads_exactly_one_at_zero_sparsity():
     assert float(metric(app, "Latency (ms, predicted)")) > 0
     app.slider(key="mlp_sparsity").set_value(0.6).run()
     assert metric(app, "Speed-up (predicted)") != "1.00 x"
+    next(b for b in app.button if b.label == "Measure now").click().run()
+    assert any(m.value.startswith("**Measured now:** measured") for m in app.markdown)
+    app.slider(key="mlp_sparsity").set_value(0.3).run()  # the measurement is for another configuration now
+    assert any("not the sliders' configuration" in c.value for c in app.caption)
 
 
 def test_cost_cards_stay_short_enough_not_to_be_cut():

@@ -104,8 +104,7 @@ def cost_cards(cost: Any, worker: LiveWorker, config: tuple[float, float]) -> No
 
 def measure_now(explorer: Any, config: tuple[float, float]) -> None:
     """A direct timing of the configuration on the sliders (batch 1), labelled "measured"."""
-    left, right = st.columns([1, 4], vertical_alignment="center")
-    if left.button("Measure now", help="times the pruned and the unpruned model directly (a few seconds)"):
+    if st.button("Measure now", help="times the pruned and the unpruned model directly (a few seconds)"):
         try:
             with st.spinner("Timing the pruned and unpruned model …"):
                 measured = explorer.measure_latency_now(config[0], config[1], batch=1)
@@ -118,9 +117,9 @@ def measure_now(explorer: Any, config: tuple[float, float]) -> None:
     measured_config, measured = stored
     text = f"measured {measured.ms:.2f} ms at batch {measured.batch} (speed-up {measured.speedup:.2f} x)"
     if measured_config == config:
-        right.markdown(f"**Measured now:** {text}.")
+        st.markdown(f"**Measured now:** {text}.")
     else:
-        right.caption(
+        st.caption(
             f"Last direct measurement was for (MLP {measured_config[0]:.2f}, head {measured_config[1]:.2f}), "
             f"not the sliders' configuration: {text}."
         )
