@@ -12,13 +12,13 @@ from test_families import FAMILIES
 from snapvit_core import latency_model as lm
 from snapvit_core.backbones import Backbone
 from snapvit_core.errors import CancelledError, SnapViTError
+from snapvit_core.latency_calibration import _spans, mlp_grid
 from snapvit_core.latency_model import (
     LatencyModel,
     calibrate_latency_model,
     latency_model_key,
     load_cached_latency_model,
     load_or_calibrate_latency_model,
-    mlp_grid,
     save_latency_model,
 )
 
@@ -53,9 +53,9 @@ def test_unpruned_prediction_is_the_measured_forward(tiny_model):
 
 def test_spans_never_save_more_than_the_minimal_model():
     # noisy anchors: one head saves 8 ms and a narrow MLP 6 ms of 10, but the minimal model is 4 ms
-    attention, mlp = lm._spans((10.0,), (2.0,), (4.0,), (4.0,))
+    attention, mlp = _spans((10.0,), (2.0,), (4.0,), (4.0,))
     assert attention[0] + mlp[0] == pytest.approx(6.0) and attention[0] / mlp[0] == pytest.approx(8 / 6)
-    attention, mlp = lm._spans((10.0,), (11.0,), (7.0,), (6.0,))  # a slower one-head anchor saves nothing
+    attention, mlp = _spans((10.0,), (11.0,), (7.0,), (6.0,))  # a slower one-head anchor saves nothing
     assert attention == (0.0,) and mlp == (3.0,)
 
 
