@@ -12,7 +12,7 @@ import numpy as np
 import streamlit as st
 
 from ui import charts, session
-from ui.labels import CARD_WIDTH, card_row, flops_unit, short_number, speedup_text
+from ui.labels import CARD_WIDTH, card_row, flops_unit, short_number, sparsity_text, speedup_text
 from ui.live import LiveRequest, LiveResult, LiveWorker, describe_set, knn_metrics, live_knn_images
 
 POLL_S = 0.2  # how often a pending accuracy panel looks for its result
@@ -173,10 +173,13 @@ def _accuracy_cards(worker: LiveWorker, request: LiveRequest, compact: bool) -> 
         "n/a" if cosine is None else f"{cosine:.4f}",
         help="mean cosine similarity of the pruned to the unpruned test embeddings (1 = unchanged)",
     )
+    where = f"(MLP {sparsity_text(request.mlp_sparsity)}, head {sparsity_text(request.head_sparsity)})"
     if not compact:
-        st.caption(f"kNN on {_knn_set_text(outcome)} · computed in {outcome.seconds:.2f} s in the background")
+        st.caption(
+            f"kNN for {where} on {_knn_set_text(outcome)} · computed in {outcome.seconds:.2f} s in the background"
+        )
     else:
-        st.caption(f"kNN on {_knn_set_text(outcome)}")
+        st.caption(f"kNN for {where} on {_knn_set_text(outcome)}")
     return True
 
 
