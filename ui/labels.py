@@ -47,14 +47,14 @@ def sparsity_text(value: float) -> str:
     return text[:-1] if text.endswith("0") else text
 
 
-CARD_WIDTH = 190  # px: four cards fit in a row at 1400 px, two per row at 800 px (the row wraps)
+CARD_WIDTH = 170  # px: four cards fit in a row at 1400 px, two per row at 800 px (the row wraps)
 
 
 def card_row():
     """A horizontal, wrapping container for metric cards (``st.columns`` would squeeze and cut them)."""
     import streamlit as st
 
-    return st.container(horizontal=True, wrap=True, gap="medium")
+    return st.container(horizontal=True, wrap=True, gap="small")
 
 
 def card(row, *args, **kwargs) -> None:
