@@ -18,6 +18,7 @@ PAGES = [
     st.Page("pages/3_explorer.py", url_path="explorer", title="Elastic explorer", icon=":material/tune:"),
     st.Page("pages/4_compare.py", url_path="compare", title="Compare & budget", icon=":material/scatter_plot:"),
     st.Page("pages/5_export.py", url_path="export", title="Export", icon=":material/download:"),
+    st.Page("pages/6_learn.py", url_path="learn", title="Learn", icon=":material/school:"),
 ]
 
 st.navigation(PAGES).run()

@@ -32,7 +32,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from snapvit_core._atomic import write_text_atomic  # noqa: E402
-from snapvit_core.app_state import format_flops  # noqa: E402
 from snapvit_core.backbones import load_backbone  # noqa: E402
 from snapvit_core.correction import CorrectionConfig  # noqa: E402
 from snapvit_core.data import load_images, load_knn_splits, preprocess  # noqa: E402
@@ -43,6 +42,7 @@ from snapvit_core.metrics import analytic_flops, count_parameters, measure_laten
 from snapvit_core.presets import PUBLISHED_SPARSITY_PAIRS  # noqa: E402
 from snapvit_core.scoring import METHODS, ScoringConfig, compute_scores  # noqa: E402
 from snapvit_core.search import SearchConfig, run_search  # noqa: E402
+from ui.labels import format_flops  # noqa: E402
 
 RESULTS = ROOT / "results"
 SPEED_MODELS = {

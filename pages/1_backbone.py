@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import streamlit as st
 
-from snapvit_core.app_state import format_flops
 from snapvit_core.backbones import EMBEDDED_ID
 from snapvit_core.data import DATA_SPEC_HELP, parse_data_spec
 from snapvit_core.errors import SnapViTError
@@ -12,6 +11,8 @@ from snapvit_core.explorer import data_free_scores
 from snapvit_core.metrics import analytic_flops, count_parameters
 from snapvit_core.presets import BACKBONE_PRESETS
 from ui import session
+from ui.labels import card, card_row, flops_unit, short_number
+from ui.long_pass import render
 
 OTHER_TIMM = "Other timm ViT name ..."
 LOCAL_DIR = "Local checkpoint directory ..."
@@ -80,37 +81,63 @@ if backbone is None:
 
 shape = backbone.shape
 st.subheader(f"{choice.model_id}" + (" (random weights)" if choice.random_init else ""))
-cards = st.columns(5)
-cards[0].metric(
-    "Blocks x heads", f"{shape.num_blocks} x {shape.num_heads}", help="transformer blocks x heads per block"
+row = card_row()
+cards = [row] * 5
+card(cards[0], "Blocks x heads", f"{shape.num_blocks} x {shape.num_heads}", help="transformer blocks x heads per block")
+card(
+    cards[1], "Width", f"{shape.embed_dim} / {shape.mlp_hidden}", help="embedding width / MLP hidden neurons per block"
 )
-cards[1].metric(
-    "Width", f"{shape.embed_dim} / {shape.mlp_hidden}", help="embedding width / MLP hidden neurons per block"
+flops_value, flops_label = flops_unit(analytic_flops(backbone.model))
+card(
+    cards[2], "Params (M)", short_number(count_parameters(backbone.model) / 1e6), help="embedding path, heads excluded"
 )
-cards[2].metric("Parameters", f"{count_parameters(backbone.model) / 1e6:.2f} M", help="embedding path, heads excluded")
-cards[3].metric("FLOPs", format_flops(analytic_flops(backbone.model)), help="per image at the input size")
-cards[4].metric("Input", f"{backbone.image_size} px", help="input resolution from the backbone's data config")
+card(cards[3], f"FLOPs ({flops_label})", short_number(flops_value), help="per image at the input size")
+card(cards[4], "Input (px)", f"{backbone.image_size}", help="input resolution from the backbone's data config")
 st.caption(
     f"Device: `{choice.resolved_device}` · head dim {shape.head_dim} · data `{choice.data}` · "
     f"mean {tuple(round(v, 3) for v in backbone.data_config.get('mean', ()))}"
 )
 
-if session.has_labelled_data():
+
+def keep_unpruned(snapshot) -> None:
+    """Nothing to store: the finished pass is shared (``session.UNPRUNED_JOBS``); the page reruns."""
+
+
+if not session.has_labelled_data():
+    st.info("Procedural data has no labels: scoring and search work, kNN accuracy is not measured.")
+elif choice.random_init and not session.knn_on_random_checkbox():
+    st.info(
+        "Random weights: kNN accuracy is skipped (an untrained model's accuracy is meaningless, and embedding "
+        "the data is slow on a big backbone). FLOPs, parameters and latency are exact.",
+        icon=":material/info:",
+    )
+else:
     try:
-        with st.spinner("Embedding the kNN data with the unpruned model ..."):
+        with st.spinner("Preparing the kNN data ..."):
             splits = session.knn_splits()
-            explorer = session.explorer()
-            result = explorer.evaluate(0.0, 0.0, ("knn",))
-        st.metric(
-            "Unpruned kNN top-1",
-            f"{100 * result.knn_top1:.2f} %",
-            help=f"k=20 nearest neighbours, uniform vote; {splits.describe()}",
-        )
-        st.caption(splits.describe())
     except SnapViTError as error:
         session.show_error(error)
-else:
-    st.info("Procedural data has no labels: scoring and search work, kNN accuracy is not measured.")
+        st.stop()
+    job = session.unpruned_knn_job()
+    snapshot = job.snapshot()
+    if snapshot.state == "done":
+        st.metric(
+            "Unpruned kNN top-1",
+            f"{100 * snapshot.result.knn_top1:.2f} %",
+            help=f"k=20 nearest neighbours, uniform vote; {splits.describe()}",
+        )
+        st.caption(f"{splits.describe()} · kNN on {snapshot.result.knn_set} ({snapshot.seconds:.1f} s)")
+    elif snapshot.state == "running":
+        st.caption(f"Embedding the kNN data with the unpruned model: {splits.describe()}")
+        render("job_unpruned_knn", "Embedding the kNN data", keep_unpruned)
+    else:
+        if snapshot.state == "cancelled":
+            st.warning("Embedding the kNN data was cancelled.")
+        else:
+            st.error(snapshot.error)
+        if st.button("Embed the kNN data"):
+            session.unpruned_knn_job(restart=True)
+            st.rerun()
 
 if choice.model_id == EMBEDDED_ID and not choice.random_init:
     st.caption(
@@ -118,7 +145,11 @@ if choice.model_id == EMBEDDED_ID and not choice.random_init:
         "scikit-learn digits (1257 train / 540 test, fixed split); it works fully offline."
     )
 with st.expander("Data-free scores for a first look"):
-    st.write("Magnitude scores need no data; the explorer starts with them until better scores are loaded.")
+    st.write(
+        "The explorer starts with the shipped searched scores (xNES) where the backbone has them, else with "
+        f"magnitude scores. Now: **{session.scores()[1]}**. Magnitude scores need no data: use them for a "
+        "first look at a backbone without shipped scores, or to see what SnapViT's search adds."
+    )
     if st.button("Use magnitude scores"):
         session.set_scores(data_free_scores("magnitude", backbone.model), "magnitude (data-free)")
         st.success("Magnitude scores selected.")

@@ -1,20 +1,16 @@
-"""Page 3: sparsity sliders that live-prune the session's model, with metrics and maps."""
+"""Page 3: the elastic explorer. Cost cards and maps follow a slider move at once (from the plan, no
+forward pass); kNN accuracy and embedding similarity follow from a background worker, marked
+"updating…" until they are for the configuration on the sliders."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from snapvit_core import charts
-from snapvit_core.app_state import (
-    MAX_SPARSITY,
-    SLIDER_STEP,
-    format_flops,
-    measure,
-    per_image_similarity,
-    published_path,
-)
 from snapvit_core.errors import SnapViTError
-from ui import session
+from snapvit_core.explorer import DATA_FREE_METHODS
+from ui import charts, config_state, session
+from ui.explorer_view import accuracy_panel, cost_cards, live_request, measure_now
+from ui.sliders import MAX_SPARSITY, SLIDER_STEP, published_path
 
 st.title("Elastic explorer")
 if session.guarded_backbone() is None:
@@ -28,11 +24,7 @@ scores, scores_label = session.scores()
 st.caption(
     f"Backbone `{session.selection().model_id}` · scores: **{scores_label}** · data `{session.selection().data}`"
 )
-
-for key in ("mlp_sparsity", "head_sparsity", "overall_sparsity"):
-    st.session_state.setdefault(key, 0.0)
-if "pending_config" in st.session_state:  # sent here by the budget finder
-    st.session_state["mlp_sparsity"], st.session_state["head_sparsity"] = st.session_state.pop("pending_config")
+config_state.restore_widgets()
 
 
 # Only the overall slider writes other sliders' values, never the reverse. A widget value the server
@@ -54,71 +46,56 @@ overall = st.slider(
     **slider_args,
 )
 left, right = st.columns(2)
-mlp_sparsity = left.slider("MLP sparsity (fraction of neurons removed)", key="mlp_sparsity", **slider_args)
-head_sparsity = right.slider("Head sparsity (fraction of heads removed)", key="head_sparsity", **slider_args)
-if (mlp_sparsity, head_sparsity) != published_path(overall):
+mlp_slider = left.slider("MLP sparsity (fraction of neurons removed)", key="mlp_sparsity", **slider_args)
+head_slider = right.slider("Head sparsity (fraction of heads removed)", key="head_sparsity", **slider_args)
+state = config_state.store_from_widgets(mlp_slider, head_slider, overall)
+mlp_sparsity, head_sparsity = state.pair
+if (mlp_slider, head_slider) != (mlp_sparsity, head_sparsity):
+    st.caption(f"Configuration from the budget finder: (MLP {mlp_sparsity:.3f}, head {head_sparsity:.3f}).")
+elif (mlp_sparsity, head_sparsity) != published_path(overall):
     st.caption(
         f"Set by hand: (MLP {mlp_sparsity:.2f}, head {head_sparsity:.2f}). The overall slider reads "
         f"{overall:.2f}, the path point it last set; move it to return to the published path."
     )
 
-try:
-    if "unpruned_measurement" not in st.session_state or st.session_state.get("unpruned_for") != id(explorer):
-        st.session_state["unpruned_measurement"] = measure(explorer, 0.0, 0.0, latency=False)
-        st.session_state["unpruned_for"] = id(explorer)
-    base = st.session_state["unpruned_measurement"]
-    # Streamlit's fast reruns can start this page again in a new thread while the previous run is still
-    # computing: everything read from the session's working model is taken together under its lock.
-    with explorer.lock:
-        now = measure(explorer, mlp_sparsity, head_sparsity, with_unpruned=True)
-        _, kept_heads = explorer.elastic.kept_masks()  # (neurons, heads) in the original order
-        similarity = per_image_similarity(explorer)
-except SnapViTError as error:
-    session.show_error(error)
-    st.stop()
+cost = explorer.cost(mlp_sparsity, head_sparsity)
+worker = session.live_worker(explorer)
+cost_cards(cost, worker, (mlp_sparsity, head_sparsity))
+measure_now(explorer, (mlp_sparsity, head_sparsity))
 
-cards = st.columns(5)
-if now.knn_top1_pct is not None:
-    cards[0].metric(
-        "kNN top-1",
-        f"{now.knn_top1_pct:.2f} %",
-        delta=f"{now.knn_top1_pct - base.knn_top1_pct:+.2f} pts vs unpruned",
-        help="k=20 nearest-neighbour accuracy on the held-out split",
-    )
-else:
-    cards[0].metric("kNN top-1", "n/a", help="The selected data has no labels.")
-cards[1].metric(
-    "Parameters",
-    f"{now.params / 1e6:.3f} M",
-    delta=f"{100 * (now.params / base.params - 1):+.1f} %",
-    delta_color="inverse",
-    help="embedding-path parameters",
-)
-cards[2].metric(
-    "FLOPs",
-    format_flops(now.flops),
-    delta=f"{100 * (now.flops / base.flops - 1):+.1f} %",
-    delta_color="inverse",
-    help="per image, analytic",
-)
-# The unpruned model is timed interleaved with the pruned one, so machine load affects both alike.
-base_latency = now.unpruned_latency_ms
-cards[3].metric("Latency", f"{now.latency_ms:.2f} ms", help=f"batch 1, median of 15 forwards on {explorer.device}")
-cards[4].metric(
-    "Speed-up",
-    f"{now.speedup:.2f} x",
-    help=f"measured vs {base_latency:.2f} ms unpruned (median over 15 back-to-back pairs of forwards); "
-    f"FLOPs ratio {base.flops / now.flops:.2f} x",
-)
-if now.embedding_cosine is not None:
-    st.caption(f"Mean cosine similarity of pruned to unpruned embeddings: {now.embedding_cosine:.4f}")
-
-hidden = explorer.backbone.shape.mlp_hidden
+if session.selection().random_init and session.has_labelled_data():
+    session.knn_on_random_checkbox()
+request = live_request(explorer, mlp_sparsity, head_sparsity)
+worker.request(request)
 maps, neurons = st.columns(2)
-maps.plotly_chart(charts.head_map(scores, kept_heads.numpy()), key="head_map")
-neurons.plotly_chart(charts.mlp_kept_chart(now.kept_neurons, hidden), key="mlp_kept")
+maps.plotly_chart(charts.head_map(scores, cost.head_mask.numpy()), key="head_map")
+neurons.plotly_chart(charts.mlp_kept_chart(cost.kept_neurons, explorer.backbone.shape.mlp_hidden), key="mlp_kept")
 heat, similarity_column = st.columns(2)
-heat.plotly_chart(charts.mlp_score_heatmap(scores, now.kept_neurons), key="mlp_heatmap")
-if similarity is not None:
-    similarity_column.plotly_chart(charts.similarity_histogram(similarity), key="similarity")
-st.session_state["explorer_config"] = (mlp_sparsity, head_sparsity)
+heat.plotly_chart(charts.mlp_score_heatmap(scores, cost.kept_neurons), key="mlp_heatmap")
+accuracy_panel(worker, request, similarity_column, key="main")
+
+st.divider()
+method = st.selectbox(
+    "Side by side with another method at the same sparsity",
+    ["(none)", *DATA_FREE_METHODS],
+    key="side_by_side_method",
+    help="Magnitude, LAMP and random scores need no data; compare their maps and accuracy with the current scores.",
+)
+if method != "(none)":
+    other = session.comparison_explorer(method)
+    other_cost = other.cost(mlp_sparsity, head_sparsity)
+    other_worker = session.live_worker(other, name="comparison")
+    other_request = live_request(other, mlp_sparsity, head_sparsity)
+    other_worker.request(other_request)
+    mine, theirs = st.columns(2)
+    mine.markdown(f"**{scores_label}**")
+    theirs.markdown(f"**{method} (data-free)**")
+    accuracy_panel(worker, request, None, key="side_main", container=mine, compact=True)
+    accuracy_panel(other_worker, other_request, None, key="side_other", container=theirs, compact=True)
+    mine.plotly_chart(charts.head_map(scores, cost.head_mask.numpy()), key="side_head_map")
+    theirs.plotly_chart(charts.head_map(other.scores, other_cost.head_mask.numpy()), key="side_other_head_map")
+    mine.plotly_chart(charts.mlp_kept_chart(cost.kept_neurons, explorer.backbone.shape.mlp_hidden), key="side_mlp")
+    theirs.plotly_chart(
+        charts.mlp_kept_chart(other_cost.kept_neurons, other.backbone.shape.mlp_hidden), key="side_other_mlp"
+    )
+st.page_link("pages/6_learn.py", label="How to read this page (Learn)", icon=":material/school:")

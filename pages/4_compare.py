@@ -1,29 +1,131 @@
-"""Page 4: sweep (MLP, head) pairs for several scores, plot trade-offs, find the best config for a budget."""
+"""Page 4: sweep (MLP, head) pairs for several scores and plot trade-offs; find the best configuration for
+a budget over the whole (MLP, head) plane. Latency and speed-up come from the latency model."""
 
 from __future__ import annotations
 
-import time
-
 import streamlit as st
 
-from snapvit_core import charts
-from snapvit_core.app_state import BUDGET_TARGETS, best_under_budget, pareto_mask, sweep
-from snapvit_core.errors import CancelledError
+from snapvit_core.budget import find_best_under_budget
+from snapvit_core.errors import SnapViTError
 from snapvit_core.explorer import DATA_FREE_METHODS, Explorer, data_free_scores
 from snapvit_core.presets import PUBLISHED_SPARSITY_PAIRS
 from snapvit_core.scores_io import load_scores
-from ui import session
+from snapvit_core.sweep import pareto_mask, sweep
+from ui import charts, config_state, session
 from ui.jobs import Job
+from ui.labels import BUDGET_TARGETS
+from ui.live import live_knn_images
+from ui.long_pass import job_progress, render
 
 st.title("Compare & budget")
 backbone = session.guarded_backbone()
 if backbone is None:
     st.stop()
-if not session.has_labelled_data():
-    st.warning("The selected data has no labels, so accuracy cannot be compared. Choose labelled data on page 1.")
+try:
+    explorer = session.explorer()
+except SnapViTError as error:
+    session.show_error(error)
     st.stop()
 scores, scores_label = session.scores()
+labelled = session.has_labelled_data() and session.run_knn_on_random_weights()
+knn_images = None
+if labelled:
+    knn_images = live_knn_images(
+        explorer.cost(0.0, 0.0).unpruned.flops, session.knn_image_count(), str(explorer.device)
+    )
 
+# ---- Budget finder ----------------------------------------------------------------------------------
+st.subheader("Budget finder")
+st.caption(
+    "Searches the whole (MLP, head) sparsity plane on a 0.025 grid: costs come from the plan and the latency "
+    "model (no forward pass); accuracy is evaluated only along the budget's boundary. The answer is never over "
+    "the budget."
+)
+unpruned = explorer.cost(0.0, 0.0)
+target = st.selectbox("Budget on", list(BUDGET_TARGETS))
+column = BUDGET_TARGETS[target]
+defaults = {
+    "flops_pct": 50.0,
+    "params_m": round(0.6 * unpruned.cost.params / 1e6, 3),
+    "latency_ms": round(0.7 * unpruned.latency.ms, 3) if unpruned.latency is not None else 1.0,
+}
+with st.form("budget_form"):
+    limit = st.number_input(
+        f"Maximum {target}",
+        min_value=0.0,
+        value=defaults[column],
+        format="%.3f",
+        key=f"budget_limit_{column}",
+        help="the most accurate configuration that stays within this limit is chosen",
+    )
+    find = st.form_submit_button("Find the best configuration", type="primary")
+
+
+def run_budget(report, cancelled, explorer, column, limit):
+    answer = find_best_under_budget(
+        explorer,
+        column,
+        limit,
+        knn_images=knn_images,
+        progress=job_progress(report, "candidates evaluated"),
+        cancel=cancelled,
+    )
+    return column, limit, answer
+
+
+def keep_budget(snapshot) -> None:
+    if snapshot.state == "done":
+        st.session_state["budget_answer"] = snapshot.result
+    else:
+        st.session_state["budget_error"] = snapshot.error
+
+
+if find:
+    running = st.session_state.get("job_budget")
+    if running is not None and running.running:
+        st.warning("A budget search is already running; cancel it first.")
+    else:
+        st.session_state.pop("budget_error", None)
+        st.session_state["job_budget"] = Job(
+            "budget", run_budget, {"explorer": explorer, "column": column, "limit": float(limit)}
+        ).start()
+render("job_budget", "Budget search", keep_budget)
+if st.session_state.get("budget_error"):
+    st.warning(st.session_state["budget_error"])
+found = st.session_state.get("budget_answer")
+if found is not None:
+    found_column, found_limit, answer = found
+    label = next(name for name, value in BUDGET_TARGETS.items() if value == found_column)
+    if answer is None:
+        st.warning(f"Nothing fits {label} <= {found_limit:.3f}, even at the sparsest configuration. Raise the limit.")
+    else:
+        cost = explorer.cost(answer.mlp_sparsity, answer.head_sparsity)
+        accuracy = {
+            "knn": f"kNN top-1 {answer.accuracy:.2f} %",
+            "similarity": f"embedding cosine {answer.accuracy:.4f}",
+        }.get(answer.accuracy_kind, "no accuracy (no data)")
+        latency = "" if cost.latency is None else f", {cost.latency.ms:.2f} ms predicted"
+        st.success(
+            f"Best within {label} <= {found_limit:.3f}: **MLP {answer.mlp_sparsity:.3f}, heads "
+            f"{answer.head_sparsity:.3f}** - {accuracy}, {cost.cost.flops_pct:.1f} % FLOPs{latency}, "
+            f"{cost.cost.params / 1e6:.3f} M parameters (budgeted value {answer.cost:.3f})."
+        )
+        open_it, export_it = st.columns(2)
+        if open_it.button("Open in the explorer", type="primary"):
+            config_state.set_config(answer.mlp_sparsity, answer.head_sparsity)
+            st.switch_page("pages/3_explorer.py")
+        if export_it.button("Export it"):
+            config_state.set_config(answer.mlp_sparsity, answer.head_sparsity)
+            st.switch_page("pages/5_export.py")
+        st.plotly_chart(charts.budget_chart(answer, label), key="budget_chart")
+        with st.expander(f"The {len(answer.candidates)} evaluated candidates"):
+            st.dataframe(answer.candidates.round(4), hide_index=True)
+
+# ---- Sweep ------------------------------------------------------------------------------------------
+st.subheader("Sweep")
+if not labelled:
+    st.info("Sweeps compare kNN accuracy: they need labelled data (and real weights).")
+    st.stop()
 CURRENT = f"current: {scores_label}"
 saved = {f"file: {path.name}": path for path in session.shipped_scores_for(session.selection().model_id)}
 sources = [CURRENT] + [f"{name} (data-free)" for name in DATA_FREE_METHODS] + list(saved)
@@ -41,25 +143,33 @@ def run_sweep(report, cancelled, labels, pairs, selection):
     )
     for label in labels:
         if label == CURRENT:
-            method_scores = scores
-        elif label in saved:
+            explorers[label] = explorer
+            continue
+        if label in saved:
             method_scores = load_scores(saved[label])
         else:
             method_scores = data_free_scores(label.split(" ")[0], backbone.model)
-        explorer = Explorer(backbone, method_scores, selection.resolved_device)
-        explorer.attach_knn(session.make_knn_evaluator(splits, selection.resolved_device))
-        explorers[label] = explorer
+        other = Explorer(backbone, method_scores, selection.resolved_device)
+        other.attach_knn(session.make_knn_evaluator(splits, selection.resolved_device))
+        explorers[label] = other
+    return sweep(
+        explorers,
+        pairs,
+        progress=job_progress(report, "configurations"),
+        cancel=cancelled,
+        knn_images=knn_images,
+    )
 
-    def on_step(done, total):
-        if cancelled():
-            raise CancelledError("sweep")
-        report(done / total, f"{done} of {total} configurations measured")
 
-    return sweep(explorers, pairs, on_step)
+def keep_sweep(snapshot) -> None:
+    if snapshot.state == "done":
+        st.session_state["sweep_table"] = snapshot.result
+    else:
+        st.session_state["sweep_error"] = snapshot.error
 
 
-job = st.session_state.get("job_sweep")
 if start:
+    job = st.session_state.get("job_sweep")
     if not chosen:
         st.error("Choose at least one scores source.")
     elif job is not None and job.running:
@@ -70,77 +180,28 @@ if start:
         else:
             values = [round(0.8 * i / (grid_steps - 1), 2) for i in range(grid_steps)]
             pairs = [(m, h) for m in values for h in values]
-        job = Job("sweep", run_sweep, {"labels": chosen, "pairs": pairs, "selection": session.selection()}).start()
-        st.session_state["job_sweep"] = job
-
-
-@st.fragment(run_every=1.0)
-def sweep_progress() -> None:
-    current = st.session_state.get("job_sweep")
-    if current is None:
-        return
-    snap = current.snapshot()
-    if snap.state == "running":
-        st.progress(snap.fraction, text=f"Sweeping: {snap.message} ({snap.seconds:.0f} s)")
-        if st.button("Cancel sweep"):
-            current.cancel()
-    elif "sweep_table" not in st.session_state or st.session_state.get("sweep_job_id") != id(current):
-        if snap.state == "done":
-            st.session_state["sweep_table"] = snap.result
-        else:
-            st.warning(snap.error)
-        st.session_state["sweep_job_id"] = id(current)
-        st.rerun(scope="app")
-
-
-sweep_progress()
-if job is not None and job.running:
-    time.sleep(0.3)  # fast sweeps finish before the first poll
+        st.session_state.pop("sweep_error", None)
+        st.session_state["job_sweep"] = Job(
+            "sweep", run_sweep, {"labels": chosen, "pairs": pairs, "selection": session.selection()}
+        ).start()
+render("job_sweep", "Sweeping", keep_sweep)
+if st.session_state.get("sweep_error"):
+    st.warning(st.session_state["sweep_error"])
 
 table = st.session_state.get("sweep_table")
 if table is None or table.empty:
-    st.info("Run a sweep to see accuracy against FLOPs and latency.")
+    st.info("Run a sweep to see accuracy against FLOPs and predicted latency.")
     st.stop()
-
 pareto_flops = pareto_mask(table["flops_pct"], table["kNN top-1 (%)"])
 pareto_latency = pareto_mask(table["latency_ms"], table["kNN top-1 (%)"])
 left, right = st.columns(2)
 left.plotly_chart(charts.tradeoff_chart(table, "flops_pct", pareto_flops), key="vs_flops")
 right.plotly_chart(charts.tradeoff_chart(table, "latency_ms", pareto_latency), key="vs_latency")
+knn_set = "the whole kNN set" if knn_images is None else f"a {knn_images:,}-image kNN subset"
 st.caption(
-    "Latency: batch 1, each configuration timed interleaved with the unpruned model, so load on this machine "
-    "cancels out of its speed-up; `latency_ms` applies that speed-up to the sweep's median unpruned latency "
-    "(raw medians: `latency_measured_ms`)."
+    f"Latency and speed-up: batch 1, **predicted** by the latency model of this device (`latency_source`), so "
+    f"machine load does not change them. Accuracy on {knn_set}."
 )
 display = table.assign(pareto_flops=pareto_flops).round(4)
 st.dataframe(display, hide_index=True)
 st.download_button("Download table (CSV)", display.to_csv(index=False).encode(), "snapvit_sweep.csv", "text/csv")
-
-st.subheader("Budget finder")
-target = st.selectbox("Budget on", list(BUDGET_TARGETS))
-column = BUDGET_TARGETS[target]
-limit = st.number_input(
-    f"Maximum {target}",
-    min_value=0.0,
-    value=float(table[column].median()),
-    format="%.3f",
-    help="the most accurate configuration that stays within this limit is chosen",
-)
-best = best_under_budget(table, column, limit)
-if best is None:
-    st.warning(f"No configuration in the sweep meets {target} <= {limit:.3f}. Raise the limit or sweep sparser pairs.")
-else:
-    st.success(
-        f"Best within budget: **{best['scores']}** at MLP {best['MLP sparsity']:.2f}, "
-        f"heads {best['head sparsity']:.2f} "
-        f"- kNN top-1 {best['kNN top-1 (%)']:.2f} %, {best['flops_pct']:.1f} % FLOPs, {best['latency_ms']:.2f} ms, "
-        f"{best['params_m']:.3f} M parameters."
-    )
-    if st.button("Open in the explorer", type="primary"):
-        if best["scores"] in saved:
-            session.set_scores(load_scores(saved[best["scores"]]), saved[best["scores"]].name)
-        elif best["scores"] != CURRENT:
-            method = str(best["scores"]).split(" ")[0]
-            session.set_scores(data_free_scores(method, backbone.model), f"{method} (data-free)")
-        st.session_state["pending_config"] = (float(best["MLP sparsity"]), float(best["head sparsity"]))
-        st.switch_page("pages/3_explorer.py")

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import streamlit as st
 
-from snapvit_core.correction import CorrectionConfig, correct_elastic
+from snapvit_core.correction import CorrectionConfig
 from snapvit_core.data import load_images, preprocess
 from snapvit_core.errors import SnapViTError
 from snapvit_core.export import architecture_spec, export_pruned
-from ui import session
+from ui import config_state, session
+from ui.labels import sparsity_text
 
 EXPORTS_DIR = session.ROOT / "exports"
 
@@ -27,17 +28,17 @@ except SnapViTError as error:
     session.show_error(error)
     st.stop()
 scores, scores_label = session.scores()
-mlp_sparsity, head_sparsity = st.session_state.get("explorer_config", (0.0, 0.0))
-plan = explorer.elastic.plan_for(mlp_sparsity, head_sparsity)
+mlp_sparsity, head_sparsity = config_state.current().pair  # the explorer's sliders, kept across pages
+plan = explorer.plan_for(mlp_sparsity, head_sparsity)
 st.write(
-    f"Configuration from the explorer: **MLP sparsity {mlp_sparsity:.2f}, head sparsity {head_sparsity:.2f}** "
+    f"Configuration from the explorer: **MLP sparsity {sparsity_text(mlp_sparsity)}, "
+    f"head sparsity {sparsity_text(head_sparsity)}** "
     f"(scores: {scores_label}) - kept heads per block {plan.kept_heads}, kept neurons per block {plan.kept_neurons}."
 )
 st.caption("Change the configuration with the sliders on the Elastic explorer page.")
 
-default_name = re.sub(
-    r"[^A-Za-z0-9_.-]+", "_", f"{session.selection().model_id}_m{mlp_sparsity:.2f}_h{head_sparsity:.2f}"
-)
+suffix = f"_m{sparsity_text(mlp_sparsity)}_h{sparsity_text(head_sparsity)}"
+default_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{session.selection().model_id}{suffix}")
 with st.form("export_form"):
     name = st.text_input("Export folder name (inside exports/)", value=default_name)
     correct = st.checkbox("Weight correction (SparseGPT-style, uses calibration images from the selected data)")
@@ -60,29 +61,26 @@ if submitted:
             "corrected": bool(correct),
         }
         with st.spinner("Exporting ..."):
-            with explorer.lock:  # the working model is pruned in place: no other rerun of this session may move it
-                if correct:
-                    images = load_images(session.selection().data, "train", limit=int(samples), seed=0)
-                    calibration = preprocess(images.images, backbone.data_config)
-                    config = CorrectionConfig(samples=int(samples), damping=damping)
-                    model, correction = correct_elastic(
-                        explorer.elastic, mlp_sparsity, head_sparsity, calibration, config
-                    )
-                    pruning["correction"] = correction.to_dict()
-                else:
-                    model = explorer.elastic.prune_to(mlp_sparsity, head_sparsity)
-                architecture, model_args = architecture_spec(backbone)
-                report = export_pruned(
-                    model,
-                    EXPORTS_DIR / name,
-                    architecture=architecture,
-                    model_args=model_args,
-                    data_config=backbone.data_config,
-                    pruning=pruning,
-                    scores=scores,
-                    onnx=onnx,
-                    overwrite=overwrite,
-                )
+            if correct:
+                images = load_images(session.selection().data, "train", limit=int(samples), seed=0)
+                calibration = preprocess(images.images, backbone.data_config)
+                config = CorrectionConfig(samples=int(samples), damping=damping)
+                model, correction = explorer.export_model(mlp_sparsity, head_sparsity, (config, calibration))
+                pruning["correction"] = correction
+            else:
+                model, _ = explorer.export_model(mlp_sparsity, head_sparsity)
+            architecture, model_args = architecture_spec(backbone)
+            report = export_pruned(
+                model,
+                EXPORTS_DIR / name,
+                architecture=architecture,
+                model_args=model_args,
+                data_config=backbone.data_config,
+                pruning=pruning,
+                scores=scores,
+                onnx=onnx,
+                overwrite=overwrite,
+            )
         st.session_state["last_export"] = report
     except SnapViTError as error:
         session.show_error(error)

@@ -191,9 +191,34 @@ class KnnEvaluator:
 
     def top1(self, model: nn.Module, key: Hashable | None = None) -> float:
         """kNN top-1 accuracy (0..1) on the test split."""
-        train_features, test_features = self.features(model, key)
+        return self.top1_of(self.features(model, key))
+
+    def top1_of(self, features: tuple[torch.Tensor, torch.Tensor]) -> float:
+        """kNN top-1 accuracy (0..1) of given (train, test) features, with this evaluator's labels and vote."""
+        train_features, test_features = features
         return knn_top1(
             train_features, self.train_labels, test_features, self.test_labels, self.k, self.weighted, self.temperature
+        )
+
+    def subset(self, train_indices: torch.Tensor, test_indices: torch.Tensor) -> KnnEvaluator:
+        """An evaluator on some of the images (tensors are indexed, streaming datasets wrapped), same settings."""
+
+        def pick(images: torch.Tensor | Dataset, indices: torch.Tensor) -> torch.Tensor | Dataset:
+            return images[indices] if isinstance(images, torch.Tensor) else Subset(images, indices.tolist())
+
+        return KnnEvaluator(
+            pick(self.train, train_indices),
+            self.train_labels[train_indices],
+            pick(self.test, test_indices),
+            self.test_labels[test_indices],
+            self.k,
+            self.weighted,
+            self.temperature,
+            self.device,
+            self.cache_size,
+            self.bank_dtype,
+            self.batch_size,
+            self.workers,
         )
 
 

@@ -12,19 +12,25 @@ holds ``Explorer.lock``; callers that read the model across several calls hold i
 from __future__ import annotations
 
 import logging
+import statistics
 import threading
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
 from .backbones import Backbone
+from .cancel import Cancel, Progress, check_cancel
 from .data_free import DATA_FREE_METHODS, data_free_scores  # noqa: F401 - re-exported: pages and CLI import them here
 from .elastic import ElasticViT, PruningPlan
 from .errors import SnapViTError
-from .evaluation import KnnEvaluator, embedding_similarity
-from .metrics import analytic_flops, count_parameters, measure_latency
+from .evaluation import KnnEvaluator, embedding_similarity, extract_features
+from .knn import stratified_subset
+from .latency_model import LatencyModel, LatencyPrediction, load_or_calibrate_latency_model
+from .metrics import analytic_flops, count_parameters, measure_latency, median_speedup, paired_rounds
+from .plan_metrics import CostTable, PlanCost, cost_table, plan_cost
 from .scores import ImportanceScores
 
 log = logging.getLogger(__name__)
@@ -59,10 +65,41 @@ class EvaluationResult:
     latency_ms: float | None = None  # batch-1 median latency
     latency: dict | None = None  # full latency report (IQR, throughput, device, dtype, threads)
     embedding_cosine: float | None = None  # mean cosine similarity to the unpruned test embeddings
+    per_image_similarity: list[float] | None = None  # cosine per test image (all 1.0 when unpruned)
+    knn_set: str | None = None  # which images the kNN used, e.g. "subset: 600 of 1,797 images"
+    latency_source: str | None = None  # "measured" or "predicted" (latency model)
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """A point of the (MLP, head) sparsity plane: what the sliders show."""
+
+    mlp_sparsity: float
+    head_sparsity: float
+
+
+@dataclass(frozen=True)
+class CostResult:
+    """What a configuration costs, from the plan alone (no forward pass): instant for a slider move."""
+
+    plan: PruningPlan  # kept_heads / kept_neurons per block and the realised sparsities
+    cost: PlanCost  # parameters and FLOPs of the pruned model
+    unpruned: PlanCost  # the same for the unpruned model
+    latency: LatencyPrediction | None  # LatencyPrediction at the asked batch; None until the latency model is ready
+    neuron_mask: torch.Tensor  # (B, M) bool, kept neurons in the ORIGINAL unit order
+    head_mask: torch.Tensor  # (B, H) bool, kept heads in the ORIGINAL unit order
+
+    @property
+    def kept_heads(self) -> list[int]:
+        return list(self.plan.kept_heads)
+
+    @property
+    def kept_neurons(self) -> list[int]:
+        return list(self.plan.kept_neurons)
 
 
 class Explorer:
@@ -80,11 +117,71 @@ class Explorer:
         self.device = torch.device(device)
         self.elastic = ElasticViT(backbone.model, scores, backbone.model_id)
         self.knn: KnnEvaluator | None = None
+        self._knn_subsets: dict[int, KnnEvaluator] = {}  # knn_images -> subset evaluator
+        self._unpruned: EvaluationResult | None = None  # unpruned() cache, per instance
+        self._reference_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None  # image_similarity cache
         # Re-entrant: evaluate() holds it and calls prune_to() and unpruned_features(), which hold it too.
         self.lock = threading.RLock()
+        self.cost_table: CostTable = cost_table(self.elastic.full)  # plan costs without a forward
+        self.latency_model: LatencyModel | None = None  # set by ensure_latency_model()
+        self._latency_lock = threading.Lock()  # one calibration at a time
+
+    def ensure_latency_model(
+        self, progress: Progress | None = None, cancel: Cancel | None = None, **options: object
+    ) -> LatencyModel:
+        """Load the cached latency model of this backbone/device, or calibrate it (seconds; cancellable).
+
+        ``options`` go to ``load_or_calibrate_latency_model`` (batches, cache_dir, budget_s ...); a
+        recalibration keeps the batch sizes the current model already has. Calibration times private
+        copies of the pieces, so it does not take the explorer's lock; concurrent callers (a page's
+        worker, a sweep, a budget search) wait for one calibration instead of timing against each other.
+        """
+        requested = set(options.pop("batches", (1, 32)))  # type: ignore[arg-type]
+        while not self._latency_lock.acquire(timeout=0.1):
+            check_cancel(cancel, "latency calibration")
+        try:
+            current = self.latency_model
+            if current is None or not requested <= set(current.batches):
+                batches = tuple(sorted(requested | set(current.batches if current else ())))
+                self.latency_model = load_or_calibrate_latency_model(
+                    self.backbone, self.device, batches, progress=progress, cancel=cancel, **options
+                )
+            return self.latency_model
+        finally:
+            self._latency_lock.release()
+
+    def plan_for(self, mlp_sparsity: float, head_sparsity: float) -> PruningPlan:
+        """The keep counts of a configuration (pure: the working model is not touched)."""
+        return self.elastic.plan_for(mlp_sparsity, head_sparsity)
+
+    def cost(self, mlp_sparsity: float, head_sparsity: float, batch: int = 1) -> CostResult:
+        """Parameters, FLOPs, predicted latency and keep masks of a configuration, without a forward pass.
+
+        Takes no lock and never touches the working model, so a page can call it on every slider
+        move while an ``evaluate`` runs in the background. ``latency`` is None until the latency
+        model is ready (``ensure_latency_model``) or when it was not calibrated at ``batch``.
+        """
+        plan = self.plan_for(mlp_sparsity, head_sparsity)
+        full_heads, full_neurons = self.cost_table.unpruned
+        neuron_mask, head_mask = self.elastic.kept_masks(plan)
+        model = self.latency_model
+        return CostResult(
+            plan=plan,
+            cost=plan_cost(self.cost_table, plan.kept_heads, plan.kept_neurons),
+            unpruned=plan_cost(self.cost_table, full_heads, full_neurons),
+            latency=None
+            if model is None or batch not in model.batches
+            else model.predict(plan.kept_heads, plan.kept_neurons, batch),
+            neuron_mask=neuron_mask,
+            head_mask=head_mask,
+        )
 
     def attach_knn(self, evaluator: KnnEvaluator) -> None:
-        self.knn = evaluator
+        """Use ``evaluator``'s labelled splits for kNN accuracy and embedding similarity."""
+        with self.lock:
+            self.knn = evaluator
+            self._knn_subsets.clear()
+            self._unpruned = None
 
     @property
     def model(self) -> nn.Module:
@@ -101,6 +198,30 @@ class Explorer:
         plan = self.elastic.plan
         return ("plan", plan.kept_heads, plan.kept_neurons)
 
+    def knn_evaluator(self, knn_images: int | None = None) -> tuple[KnnEvaluator, str]:
+        """The evaluator for a live kNN set of about ``knn_images`` images (train + test), and its label.
+
+        The subset is stratified by class and deterministic (seed 0), so the same size always means
+        the same images and its features are cached like the full set's.
+        """
+        if self.knn is None:
+            raise SnapViTError("kNN accuracy needs labelled data.", "Attach a kNN evaluator (choose --data).")
+        full = self.knn
+        total = len(full.train) + len(full.test)
+        if knn_images is None or knn_images >= total:
+            return full, f"all {total:,} images"
+        if knn_images < 2:
+            raise SnapViTError(f"knn_images must be at least 2, got {knn_images}.", "Use None for the whole set.")
+        with self.lock:
+            if knn_images not in self._knn_subsets:
+                train_count = max(1, round(knn_images * len(full.train) / total))
+                test_count = max(1, knn_images - train_count)
+                train = stratified_subset(full.train_labels, train_count)
+                test = stratified_subset(full.test_labels, test_count)
+                self._knn_subsets[knn_images] = full.subset(train, test)
+            subset = self._knn_subsets[knn_images]
+        return subset, f"subset: {len(subset.train) + len(subset.test):,} of {total:,} images"
+
     def evaluate(
         self,
         mlp_sparsity: float,
@@ -108,15 +229,30 @@ class Explorer:
         metrics: Iterable[str] = ("knn", "flops", "params"),
         latency_batch: int = 32,
         correction: tuple | None = None,
+        *,
+        knn_images: int | None = None,
+        cancel: Cancel | None = None,
+        progress: Progress | None = None,
+        latency: str = "measured",
     ) -> EvaluationResult:
-        """Prune to the requested sparsity and measure the requested metrics.
+        """THE one locked call: prune to the requested sparsity and measure the requested metrics.
 
         Args:
+            knn_images: live kNN set size (train + test, stratified subset); None = the whole split.
+            cancel: checked between steps and embedding batches; returning True (or raising
+                CancelledError) raises CancelledError. The explorer stays usable afterwards.
+            progress: (done, total) images embedded.
+            latency: "measured" (torch.utils.benchmark, today's behaviour) or "model" (the latency
+                model's prediction, calibrated or loaded on first use; ``latency_source`` says which).
             correction: optional ``(CorrectionConfig, calibration_images)``; the weight-corrected copy
                 (``correction.correct_elastic``) is measured instead of the plain truncation. Its
                 report goes to ``result.extra["correction"]``.
         """
         metrics = check_metrics(metrics)
+        if latency not in ("measured", "model"):
+            raise SnapViTError(f"Unknown latency source '{latency}'.", "Use 'measured' or 'model'.")
+        check_cancel(cancel, "evaluation")
+        raising_cancel = None if cancel is None else (lambda: check_cancel(cancel, "evaluation"))
         with self.lock:
             plan = self.prune_to(mlp_sparsity, head_sparsity)
             model, key = self.elastic.model, self.state_key()
@@ -132,48 +268,152 @@ class Explorer:
                 from .correction import correct_elastic
 
                 config, calibration = correction
-                model, report = correct_elastic(
+                model, report_ = correct_elastic(
                     self.elastic, mlp_sparsity, head_sparsity, calibration.to(self.device), config
                 )
                 key = None  # a corrected model is not cached under the plan's key
-                result.extra["correction"] = report.to_dict()
+                result.extra["correction"] = report_.to_dict()
             if "params" in metrics:
                 result.params = count_parameters(model)
             if "flops" in metrics:
                 result.flops = analytic_flops(model)
             if "knn" in metrics:
-                if self.knn is None:
-                    raise SnapViTError("kNN accuracy needs labelled data.", "Attach a kNN evaluator (choose --data).")
-                features = self.knn.features(model, key)
-                result.knn_top1 = self.knn.top1(model, key) if key is not None else self._top1(features)
-                reference = self.unpruned_features()
-                result.embedding_cosine = float(embedding_similarity(reference, features[1]).mean())
+                evaluator, result.knn_set = self.knn_evaluator(knn_images)
+                features = evaluator.features(model, key, progress=progress, cancel=raising_cancel)
+                result.knn_top1 = evaluator.top1_of(features)
+                reference = self.unpruned_features(evaluator, progress=progress, cancel=raising_cancel)
+                similarity = embedding_similarity(reference, features[1])
+                result.embedding_cosine = float(similarity.mean())
+                result.per_image_similarity = [float(v) for v in similarity]  # kept even when all are 1.0
             if "latency" in metrics:
-                report = measure_latency(model, self.backbone.image_size, latency_batch, self.device)
-                result.latency_ms = report.median_ms
-                result.latency = report.to_dict()
+                check_cancel(cancel, "evaluation")
+                if latency == "model":
+                    self._predict_latency(result, plan, latency_batch)
+                else:
+                    report_ = measure_latency(model, self.backbone.image_size, latency_batch, self.device)
+                    result.latency_ms = report_.median_ms
+                    result.latency = report_.to_dict()
+                    result.latency_source = "measured"
             return result
 
-    def _top1(self, features: tuple[torch.Tensor, torch.Tensor]) -> float:
-        from .knn import knn_top1
+    def _predict_latency(self, result: EvaluationResult, plan: PruningPlan, batch: int) -> None:
+        latency_model = self.ensure_latency_model(batches=tuple(sorted({1, batch})))
+        single = latency_model.predict_plan(plan, 1)
+        many = latency_model.predict_plan(plan, batch)
+        key = latency_model.key
+        result.latency_ms = single.ms
+        result.latency_source = "predicted"
+        result.latency = {
+            "median_ms": single.ms,
+            "low_ms": single.low_ms,
+            "high_ms": single.high_ms,
+            "speedup": single.speedup,
+            "throughput_per_s": 1e3 * batch / many.ms,
+            "batch_ms": many.ms,
+            "batch_speedup": many.speedup,
+            "batch_size": batch,
+            "device": key.device,
+            "dtype": key.dtype,
+            "threads": key.threads,
+            "source": "predicted",
+        }
 
-        knn = self.knn
-        return knn_top1(
-            features[0], knn.train_labels, features[1], knn.test_labels, knn.k, knn.weighted, knn.temperature
+    def measure_latency_now(self, mlp_sparsity: float, head_sparsity: float, batch: int = 1) -> LatencyPrediction:
+        """Time the configuration directly (interleaved with the unpruned model): a check of the model.
+
+        ``ms`` is the median round, ``low_ms``/``high_ms`` the fastest round and the 75th percentile;
+        the speed-up is the median of back-to-back unpruned/pruned ratios.
+        """
+        with self.lock:
+            self.prune_to(mlp_sparsity, head_sparsity)
+            rounds = paired_rounds(
+                [self.elastic.model, self.backbone.model],
+                self.backbone.image_size,
+                str(self.device),
+                batch=batch,
+                budget_s=0.5,
+            )
+        pruned = [t * 1e3 for t in rounds[0]]
+        return LatencyPrediction(
+            batch=batch,
+            ms=statistics.median(pruned),
+            low_ms=min(pruned),
+            high_ms=float(np.quantile(pruned, 0.75)),
+            speedup=median_speedup(rounds[0], rounds[1]),
+            source="measured",
         )
 
-    def unpruned_features(self) -> torch.Tensor:
-        """Test-split embeddings of the unpruned model (cached)."""
-        if self.knn is None:
+    def export_model(
+        self,
+        mlp_sparsity: float,
+        head_sparsity: float,
+        correction: tuple | None = None,
+        *,
+        progress: Progress | None = None,
+        cancel: Cancel | None = None,
+    ) -> tuple[nn.Module, dict | None]:
+        """A standalone pruned copy for export (own compact tensors) and the correction report, if any.
+
+        Args:
+            correction: optional ``(CorrectionConfig, calibration_images)``: the copy is weight-corrected.
+        """
+        from .correction import _standalone_copy, correct_elastic
+
+        with self.lock:
+            if correction is None:
+                return _standalone_copy(self.elastic.prune_to(mlp_sparsity, head_sparsity)), None
+            config, calibration = correction
+            model, report_ = correct_elastic(
+                self.elastic, mlp_sparsity, head_sparsity, calibration.to(self.device), config, progress, cancel
+            )
+            return model, report_.to_dict()
+
+    def image_similarity(
+        self, mlp_sparsity: float, head_sparsity: float, images: torch.Tensor, *, cancel: Cancel | None = None
+    ) -> list[float]:
+        """Label-free: per-image cosine of the pruned vs unpruned embeddings of ``images`` (N, 3, S, S)."""
+        raising_cancel = None if cancel is None else (lambda: check_cancel(cancel, "similarity"))
+        with self.lock:
+            cached = self._reference_embeddings
+            if cached is None or cached[0] is not images:  # the same tensor object: its embeddings are known
+                current = self.elastic.plan
+                self.elastic.apply_plan(self.elastic.plan_for(0.0, 0.0))
+                try:
+                    reference = extract_features(self.elastic.model, images, device=self.device, cancel=raising_cancel)
+                finally:
+                    self.elastic.apply_plan(current)
+                self._reference_embeddings = cached = (images, reference)
+            self.prune_to(mlp_sparsity, head_sparsity)
+            pruned = extract_features(self.elastic.model, images, device=self.device, cancel=raising_cancel)
+        return [float(v) for v in embedding_similarity(cached[1], pruned)]
+
+    def unpruned(self) -> EvaluationResult:
+        """The unpruned model's metrics (kNN on the whole set when data is attached); cached per instance."""
+        with self.lock:
+            if self._unpruned is None:
+                metrics = ("knn", "flops", "params") if self.knn is not None else ("flops", "params")
+                self._unpruned = self.evaluate(0.0, 0.0, metrics)
+            return self._unpruned
+
+    def unpruned_features(
+        self,
+        evaluator: KnnEvaluator | None = None,
+        *,
+        progress: Progress | None = None,
+        cancel: Cancel | None = None,
+    ) -> torch.Tensor:
+        """Test-split embeddings of the unpruned model (cached) on ``evaluator``'s set (default: the full one)."""
+        evaluator = evaluator or self.knn
+        if evaluator is None:
             raise SnapViTError("Embedding similarity needs data.", "Attach a kNN evaluator (choose --data).")
         with self.lock:
             current = self.elastic.plan
             full = self.elastic.plan_for(0.0, 0.0)
             key = ("plan", full.kept_heads, full.kept_neurons)
-            if self.knn.is_cached(key):
-                return self.knn.features(self.elastic.model, key)[1]
+            if evaluator.is_cached(key):
+                return evaluator.features(self.elastic.model, key)[1]
             self.elastic.apply_plan(full)
             try:
-                return self.knn.features(self.elastic.model, key)[1]
+                return evaluator.features(self.elastic.model, key, progress=progress, cancel=cancel)[1]
             finally:
                 self.elastic.apply_plan(current)

@@ -125,3 +125,34 @@ def knn_top1(
         raise SnapViTError("kNN needs at least one test image.", "Check the data source's test split.")
     predicted = knn_predict(train_features, train_labels, test_features, k, weighted, temperature, **chunks)
     return float((predicted == test_labels.to(predicted.device).long()).float().mean())
+
+
+def stratified_subset(labels: torch.Tensor, count: int, seed: int = 0) -> torch.Tensor:
+    """Sorted indices of ``count`` items drawn per class in proportion to its size (deterministic).
+
+    Every class present keeps at least one item while ``count`` allows; the largest remainders
+    get the leftover places.
+    """
+    labels = labels.long()
+    count = max(0, min(int(count), len(labels)))
+    classes, sizes = labels.unique(return_counts=True)
+    quota = sizes.double() * count / len(labels)
+    take = quota.floor().long()
+    if count >= len(classes):
+        take = take.clamp(min=1)
+    leftover = count - int(take.sum())
+    order = torch.argsort(quota - quota.floor(), descending=True, stable=True)
+    for index in order.tolist():
+        if leftover <= 0:
+            break
+        if take[index] < sizes[index]:
+            take[index] += 1
+            leftover -= 1
+    while int(take.sum()) > count:  # the clamp overshot: trim the largest shares
+        take[int(torch.argmax(take))] -= 1
+    generator = torch.Generator().manual_seed(seed)
+    chosen = []
+    for cls, n in zip(classes.tolist(), take.tolist()):
+        members = torch.nonzero(labels == cls).flatten()
+        chosen.append(members[torch.randperm(len(members), generator=generator)[:n]])
+    return torch.cat(chosen).sort().values if chosen else torch.empty(0, dtype=torch.long)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import copy
 import logging
+import statistics
+import time
 from dataclasses import asdict, dataclass
 
 import torch
@@ -152,3 +154,48 @@ def measure_latency(
         threads=threads,
         repeats=len(single.times) * single.number_per_run,
     )
+
+
+def paired_rounds(
+    models: list[nn.Module],
+    image_size: int,
+    device: str,
+    repeats: int = 15,
+    budget_s: float | None = None,
+    max_repeats: int = 50,
+    batch: int = 1,
+) -> list[list[float]]:
+    """Per-round wall times (s) of an embedding forward of ``batch`` images through each model, one per round.
+
+    2 warm-up rounds, then ``repeats`` rounds. Interleaving means a load spike on a shared machine
+    slows every model alike, so per-round ratios - the speed-up - stay meaningful. With
+    ``budget_s``, the number of rounds grows from ``repeats`` up to ``max_repeats`` while the timed
+    rounds fit in about that many seconds.
+    """
+    adapters = [ViTAdapter(model) for model in models]
+    dtype = next(models[0].parameters()).dtype
+    images = torch.randn(batch, 3, image_size, image_size, device=device, dtype=dtype)
+    times: list[list[float]] = [[] for _ in models]
+    warm_up, rounds, round_index = 2, repeats, 0
+    cuda = str(device).startswith("cuda")
+    with torch.inference_mode():
+        while round_index < warm_up + rounds:
+            for adapter, samples in zip(adapters, times):
+                if cuda:
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                adapter.embed(images)
+                if cuda:
+                    torch.cuda.synchronize()
+                if round_index >= warm_up:  # the first rounds warm the allocator and kernels
+                    samples.append(time.perf_counter() - start)
+            round_index += 1
+            if budget_s is not None and round_index == warm_up + 1:  # one timed round tells the cost
+                per_round = sum(samples[0] for samples in times)
+                rounds = max(repeats, min(max_repeats, int(budget_s / max(per_round, 1e-9))))
+    return times
+
+
+def median_speedup(pruned_s: list[float], unpruned_s: list[float]) -> float:
+    """Median over rounds of unpruned / pruned time: each ratio compares two forwards run back to back."""
+    return statistics.median(u / p for u, p in zip(unpruned_s, pruned_s))

@@ -31,9 +31,59 @@ def test_backbone_page_shows_the_embedded_summary():
     assert app.title[0].value == "Backbone & data"
     assert metric(app, "Blocks x heads") == "6 x 6"
     assert metric(app, "Width") == "96 / 384"
+    app.session_state["job_unpruned_knn"].wait(timeout=TIMEOUT)  # embedded in the background, with progress
+    app.run()
     knn = float(metric(app, "Unpruned kNN top-1").rstrip(" %"))
     assert knn >= 90.0
+    assert any("kNN on all 1,797 images" in c.value for c in app.caption)
     assert not app.error
+
+
+def test_backbone_page_embedding_can_be_cancelled(monkeypatch):
+    import threading
+    import time
+
+    from snapvit_core.evaluation import KnnEvaluator
+
+    gate, original = threading.Event(), KnnEvaluator.features
+
+    def slow_features(self, model, key=None, *, progress=None, cancel=None):
+        if progress is not None:
+            progress(64, 1797)
+        gate.wait(timeout=60)
+        if cancel is not None:
+            cancel()
+        return original(self, model, key, progress=progress, cancel=cancel)
+
+    from ui import session
+
+    monkeypatch.setattr(KnnEvaluator, "features", slow_features)
+    monkeypatch.setattr(session, "UNPRUNED_JOBS", {})  # the pass is shared: start a fresh one
+    app = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    app.run()
+    job = app.session_state["job_unpruned_knn"]
+    deadline = time.time() + 60
+    while job.snapshot().extra.get("done") != 64 and time.time() < deadline:
+        time.sleep(0.05)
+    app.run()
+    bar = app.get("progress")
+    assert bar and "Embedding the kNN data: 64 of 1,797 images" in bar[0].proto.text and "left" in bar[0].proto.text
+    next(b for b in app.button if b.label == "Cancel").click().run()
+    gate.set()
+    app.session_state["job_unpruned_knn"].wait(timeout=TIMEOUT)
+    app.run()
+    assert not app.exception
+    assert any("cancelled" in w.value for w in app.warning)
+    assert any(b.label == "Embed the kNN data" for b in app.button)
+
+
+def test_random_weights_skip_knn_on_the_backbone_page():
+    app = start()
+    next(c for c in app.checkbox if c.label.startswith("Random weights")).check()
+    next(b for b in app.button if b.label == "Load").click().run()
+    assert not app.exception
+    assert any("kNN accuracy is skipped" in i.value for i in app.info)
+    assert "job_unpruned_knn" not in app.session_state
 
 
 def test_backbone_page_reports_an_unknown_model_clearly():
@@ -54,20 +104,128 @@ def test_backbone_page_reports_a_missing_folder_clearly(tmp_path):
     assert any("does not exist" in e.value for e in app.error)
 
 
+def settle(app: AppTest, worker: str = "main") -> AppTest:
+    """Let the session's background worker finish (kNN, latency model), then rerun the page."""
+    assert app.session_state["live_workers"][worker].wait_idle(timeout=TIMEOUT)
+    app.run()
+    assert not app.exception, [e.value for e in app.exception]
+    return app
+
+
 def test_explorer_sliders_change_the_metrics():
-    app = start("pages/3_explorer.py")
+    app = settle(start("pages/3_explorer.py"))
     before = {m.label: m.value for m in app.metric}
-    assert before["kNN top-1"].endswith("%") and len(app.get("plotly_chart")) == 4
+    assert float(before["kNN top-1 (%)"]) >= 90.0 and len(app.get("plotly_chart")) == 4
     app.slider(key="mlp_sparsity").set_value(0.6).run()
     app.slider(key="head_sparsity").set_value(0.5).run()
     assert not app.exception
-    after = {m.label: m.value for m in app.metric}
-    assert after["FLOPs"] != before["FLOPs"] and after["Parameters"] != before["Parameters"]
-    assert float(after["FLOPs"].split()[0]) < float(before["FLOPs"].split()[0])
+    after = {m.label: m.value for m in app.metric}  # the cost cards follow at once, without the worker
+    assert after["FLOPs (MFLOPs)"] != before["FLOPs (MFLOPs)"] and after["Params (M)"] != before["Params (M)"]
+    assert float(after["FLOPs (MFLOPs)"]) < float(before["FLOPs (MFLOPs)"])
     titles = [json.loads(chart.proto.spec)["layout"]["title"]["text"] for chart in app.get("plotly_chart")]
-    kept = app.session_state["explorer"].elastic.plan.kept_heads
-    assert f"Attention heads: {sum(kept)} of 36 kept" in titles[0]
-    assert "MLP neurons per block" in titles[1]
+    kept = app.session_state["explorer"].cost(0.6, 0.5).kept_heads
+    assert f"Heads: {sum(kept)} of 36 kept" in titles[0]
+    assert "MLP neurons:" in titles[1]
+    settle(app)
+    final = {m.label: m.value for m in app.metric}
+    assert float(final["kNN top-1 (%)"]) < float(before["kNN top-1 (%)"])
+    assert not any("updating" in c.value for c in app.caption)
+    assert len(app.get("plotly_chart")) == 4  # the similarity histogram is back
+
+
+def test_speedup_reads_exactly_one_at_zero_sparsity():
+    app = start("pages/3_explorer.py")
+    assert metric(app, "Speed-up (predicted)") == "1.00 x"  # before the latency model is ready ...
+    settle(app)
+    assert app.session_state["explorer"].latency_model is not None
+    assert metric(app, "Speed-up (predicted)") == "1.00 x"  # ... and after
+    assert float(metric(app, "Latency (ms, predicted)")) > 0
+    app.slider(key="mlp_sparsity").set_value(0.6).run()
+    assert metric(app, "Speed-up (predicted)") != "1.00 x"
+    next(b for b in app.button if b.label == "Measure now").click().run()
+    assert any(m.value.startswith("**Measured now:** measured") for m in app.markdown)
+    app.slider(key="mlp_sparsity").set_value(0.3).run()  # the measurement is for another configuration now
+    assert any("not the sliders' configuration" in c.value for c in app.caption)
+
+
+def test_cost_cards_stay_short_enough_not_to_be_cut():
+    app = start("pages/3_explorer.py")
+    for card in app.metric:
+        if card.label in ("Params (M)", "FLOPs (MFLOPs)", "Latency (ms, predicted)", "Speed-up (predicted)"):
+            assert len(card.value) <= 9, card
+
+
+def test_a_stale_result_is_marked_as_updating(monkeypatch):
+    from ui import live
+
+    app = settle(start("pages/3_explorer.py"))
+    worker = app.session_state["live_workers"]["main"]
+    release = __import__("threading").Event()
+    original = worker.explorer.evaluate
+
+    def slow_evaluate(*args, **kwargs):
+        release.wait(timeout=60)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(worker.explorer, "evaluate", slow_evaluate)
+    app.slider(key="mlp_sparsity").set_value(0.4).run()
+    assert metric(app, "kNN top-1 (%)") == "updating…"
+    stale = [c.value for c in app.caption if "not the sliders' configuration" in c.value]
+    assert stale and "(MLP 0.00, head 0.00)" in stale[0]
+    release.set()
+    settle(app)
+    assert metric(app, "kNN top-1 (%)") != "updating…"
+    assert isinstance(worker, live.LiveWorker)
+
+
+def test_sliders_survive_page_switches_and_export_uses_them():
+    app = start("pages/3_explorer.py")
+    app.slider(key="mlp_sparsity").set_value(0.35).run()
+    app.slider(key="head_sparsity").set_value(0.2).run()
+    app.switch_page("pages/5_export.py").run()
+    assert not app.exception
+    assert any("MLP sparsity 0.35, head sparsity 0.20" in m.value for m in app.markdown)
+    name = next(t for t in app.text_input if t.label.startswith("Export folder")).value
+    assert name.endswith("m0.35_h0.20")
+    app.switch_page("pages/1_backbone.py").run()
+    app.switch_page("pages/3_explorer.py").run()
+    assert not app.exception
+    assert app.slider(key="mlp_sparsity").value == pytest.approx(0.35)
+    assert app.slider(key="head_sparsity").value == pytest.approx(0.2)
+
+
+def test_learn_page_runs_with_the_live_model():
+    app = start("pages/6_learn.py")
+    assert app.title[0].value.startswith("Learn")
+    assert len(app.header) == 5 and len(app.get("plotly_chart")) == 3
+    assert 0 < float(metric(app, "Half the neurons (% FLOPs)")) < 100
+    assert 0 <= float(metric(app, "Heads kept by both (%)")) <= 100
+
+
+def test_side_by_side_shows_a_second_method():
+    app = start("pages/3_explorer.py")
+    app.slider(key="mlp_sparsity").set_value(0.5).run()
+    app.selectbox(key="side_by_side_method").set_value("magnitude").run()
+    settle(app)
+    settle(app, "comparison")
+    accuracies = [m.value for m in app.metric if m.label == "kNN top-1 (%)"]
+    assert len(accuracies) == 3 and "updating…" not in accuracies  # main + both sides
+    titles = [json.loads(chart.proto.spec)["layout"]["title"]["text"] for chart in app.get("plotly_chart")]
+    assert sum(t.startswith("Heads:") for t in titles) == 3
+
+
+def test_random_weights_skip_knn_by_default():
+    from ui import session
+
+    app = start("pages/3_explorer.py")
+    app.session_state["selection"] = session.Selection("embedded", True, "auto", "embedded")
+    app.run()
+    assert not app.exception
+    assert any("kNN skipped: random weights" in i.value for i in app.info)
+    assert "kNN top-1 (%)" not in [m.label for m in app.metric]
+    next(c for c in app.checkbox if c.label.startswith("Run kNN anyway")).check().run()
+    settle(app)
+    assert float(metric(app, "kNN top-1 (%)")) >= 0.0
 
 
 def test_overall_slider_follows_the_published_path():
@@ -91,8 +249,8 @@ def test_sessions_are_isolated():
     first.slider(key="mlp_sparsity").set_value(0.8).run()
     second.run()
     assert first.session_state["explorer"] is not second.session_state["explorer"]
-    second_params = {m.label: m.value for m in second.metric}["Parameters"]
-    first_params = {m.label: m.value for m in first.metric}["Parameters"]
+    second_params = {m.label: m.value for m in second.metric}["Params (M)"]
+    first_params = {m.label: m.value for m in first.metric}["Params (M)"]
     assert second_params != first_params
     shared = second.session_state["explorer"].backbone.model
     assert shared is first.session_state["explorer"].backbone.model  # one cached model ...
@@ -190,18 +348,67 @@ def test_scores_for_another_architecture_are_refused_in_the_app(tmp_path):
     assert not app.exception and "do not fit" in app.error[0].value
 
 
-def test_compare_page_sweeps_and_finds_a_budget():
+def test_compare_page_sweeps_with_predicted_latency():
     app = start("pages/4_compare.py")
     next(b for b in app.button if b.label == "Run sweep").click().run()
     _finish_job(app, "job_sweep")
     table = app.session_state["sweep_table"]
     assert len(table) == 14 and set(table["scores"]) == {next(iter(table["scores"])), "magnitude (data-free)"}
+    assert set(table["latency_source"]) == {"predicted"}
+    unpruned = table[(table["MLP sparsity"] == 0) & (table["head sparsity"] == 0)]
+    assert (unpruned["speed-up (x)"] == 1.0).all()  # exactly, from the latency model
     assert len(app.get("plotly_chart")) == 2
     titles = [json.loads(c.proto.spec)["layout"]["xaxis"]["title"]["text"] for c in app.get("plotly_chart")]
     assert titles == ["FLOPs (% of unpruned)", "latency at batch 1 (ms)"]
-    assert any("Best within budget" in s.value for s in app.success)
+
+
+def _find_budget(app: AppTest, target: str, limit: float):
+    app.selectbox[0].set_value(target).run()
+    next(n for n in app.number_input if n.label.startswith("Maximum")).set_value(limit)
+    next(b for b in app.button if b.label == "Find the best configuration").click().run()
+    _finish_job(app, "job_budget")
+    return app.session_state["budget_answer"]
+
+
+@pytest.mark.slow
+def test_budget_finder_searches_the_plane_and_never_exceeds_the_budget():
+    from snapvit_core.presets import PUBLISHED_SPARSITY_PAIRS
+
+    app = start("pages/4_compare.py")
+    explorer = app.session_state["explorer"]
+    column, limit, answer = _find_budget(app, "FLOPs (% of unpruned)", 50.0)
+    assert (column, limit) == ("flops_pct", 50.0)
+    flops_pct = explorer.cost(answer.mlp_sparsity, answer.head_sparsity).cost.flops_pct
+    assert flops_pct <= 50.0 and answer.cost <= 50.0
+    # between the published (0.55, 0.4) = 51.4 % and (0.65, 0.5) = 41.1 % points, and not one of them
+    assert 41.1 < flops_pct and (answer.mlp_sparsity, answer.head_sparsity) not in PUBLISHED_SPARSITY_PAIRS
+    assert any("Best within" in s.value for s in app.success)
+    assert len(answer.candidates) >= 2 and (answer.candidates["flops_pct"] <= 50.0).all()
+    for target, value in (("Parameters (millions)", 0.3), ("Latency (ms at batch 1, predicted)", None)):
+        if value is None:
+            value = 0.9 * explorer.ensure_latency_model().predict([6] * 6, [384] * 6).ms
+        column, limit, answer = _find_budget(app, target, value)
+        cost = explorer.cost(answer.mlp_sparsity, answer.head_sparsity)
+        spent = cost.cost.params / 1e6 if column == "params_m" else cost.latency.ms
+        assert spent <= limit, (target, spent, limit)
+    column, limit, answer = _find_budget(app, "FLOPs (% of unpruned)", 0.5)  # nothing can be that small
+    assert answer is None and any("Nothing fits" in w.value for w in app.warning)
+
+
+def test_budget_answer_opens_in_the_explorer_and_exports():
+    app = start("pages/4_compare.py")
+    _, _, answer = _find_budget(app, "FLOPs (% of unpruned)", 60.0)
     next(b for b in app.button if b.label == "Open in the explorer").click().run()
     assert not app.exception
+    from ui import config_state
+
+    assert app.session_state[config_state.CONFIG_KEY].pair == (answer.mlp_sparsity, answer.head_sparsity)
+    assert app.slider(key="mlp_sparsity").value == pytest.approx(round(answer.mlp_sparsity / 0.05) * 0.05)
+    app.switch_page("pages/4_compare.py").run()
+    next(b for b in app.button if b.label == "Export it").click().run()
+    assert not app.exception
+    suffix = next(t for t in app.text_input if t.label.startswith("Export folder")).value.split("_m")[-1]
+    assert suffix.startswith(f"{answer.mlp_sparsity:.3f}".rstrip("0")[:4])
 
 
 def test_export_page_writes_a_loadable_model(tmp_path, monkeypatch):

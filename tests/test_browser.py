@@ -105,78 +105,143 @@ def _metric(page, label: str) -> str:
     return card.locator('[data-testid="stMetricValue"]').inner_text()
 
 
-def test_slider_prunes_live_and_charts_render(app_url):
+def _expected(mlp_sparsity: float, head_sparsity: float) -> tuple[str, str]:
+    """FLOPs card and kNN card values for a configuration, computed here with the library."""
+    from snapvit_core.backbones import load_backbone
+    from snapvit_core.data import load_knn_splits
+    from snapvit_core.evaluation import KnnEvaluator
+    from snapvit_core.explorer import Explorer
+    from snapvit_core.scores_io import load_scores
+
+    backbone = load_backbone("embedded", False, "cpu")
+    explorer = Explorer(backbone, load_scores(ROOT / "scores" / "embedded.xnes.safetensors"), "cpu")
+    splits = load_knn_splits("embedded", backbone.data_config, limit_per_split=2000)
+    explorer.attach_knn(KnnEvaluator(splits.train, splits.train_labels, splits.test, splits.test_labels, k=20))
+    flops = explorer.cost(mlp_sparsity, head_sparsity).cost.flops / 1e6
+    knn = 100 * explorer.evaluate(mlp_sparsity, head_sparsity, ("knn",)).knn_top1
+    return f"{flops:.1f}", f"{knn:.2f}"
+
+
+def _wait_for_knn(page, timeout_s: float = 60.0) -> str:
+    """The kNN card's value once no card or caption on the page says 'updating…'."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if page.get_by_text("updating…").count() == 0:
+            value = _metric(page, "kNN top-1 (%)")
+            if value and value != "updating…":
+                return value
+        time.sleep(0.1)
+    raise AssertionError("the kNN card stayed 'updating…'")
+
+
+def _browser(playwright):
+    return playwright.chromium.launch(
+        executable_path=CHROMIUM,
+        headless=True,
+        args=[
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ],
+    )
+
+
+def test_explorer_held_arrow_key_ends_on_the_final_configuration(app_url):
     from playwright.sync_api import expect, sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
+    expected_flops, expected_knn = _expected(0.6, 0.0)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
-        page = browser.new_page(viewport={"width": 1500, "height": 1300})
+        browser = _browser(playwright)
+        page = browser.new_page(viewport={"width": 1400, "height": 1300})
         page.goto(f"{app_url}/")
         page.get_by_text("Unpruned kNN top-1").wait_for(timeout=120_000)
+        _wait_until_idle(page)
         page.screenshot(path=str(ARTIFACTS / "backbone_page.png"), full_page=True)
         page.goto(f"{app_url}/explorer")
-        page.get_by_text("Speed-up").first.wait_for(timeout=120_000)
+        page.get_by_text("Speed-up (predicted)").first.wait_for(timeout=120_000)
         page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+        _wait_for_knn(page, 120)
         _wait_until_idle(page)
-        before = _metric(page, "FLOPs"), _metric(page, "Parameters")
+        assert _metric(page, "Speed-up (predicted)") == "1.00 x"
         mlp = page.get_by_role("slider", name="MLP sparsity (fraction of neurons removed)")
         head = page.get_by_role("slider", name="Head sparsity (fraction of heads removed)")
         overall = page.get_by_role("slider", name=re.compile("^Overall sparsity"))
         _hold_arrow_key(page, mlp, presses=12)  # as fast as a held key: several reruns are abandoned part-way
-        expect(mlp).to_have_attribute("aria-valuetext", "0.60", timeout=20_000)  # the keys moved it
+        expect(mlp).to_have_attribute("aria-valuetext", "0.60", timeout=20_000)
+        knn = _wait_for_knn(page)
         _wait_until_idle(page)
-        # The move sticks (a two-way slider coupling once snapped it back to 0 here) and the metrics follow.
-        expect(mlp).to_have_attribute("aria-valuetext", "0.60")
-        after = _metric(page, "FLOPs"), _metric(page, "Parameters")
-        assert after != before, "moving the MLP slider did not change the metrics"
+        expect(mlp).to_have_attribute("aria-valuetext", "0.60")  # the move sticks
+        assert _metric(page, "FLOPs (MFLOPs)") == expected_flops
+        assert _metric(page, "kNN top-1 (%)") == knn == expected_knn, (knn, expected_knn)
+        assert page.get_by_text("updating…").count() == 0
+        assert page.locator(".js-plotly-plot .main-svg").count() >= 4  # plotly drew all four charts
         _hold_arrow_key(page, overall, presses=12)  # the overall slider sets both along the published path
         expect(head).to_have_attribute("aria-valuetext", "0.45", timeout=20_000)
+        _wait_for_knn(page)
         _wait_until_idle(page)
         expect(mlp).to_have_attribute("aria-valuetext", "0.60")
-        expect(head).to_have_attribute("aria-valuetext", "0.45")
-        assert _metric(page, "FLOPs") != after[0], "moving the overall slider did not change the metrics"
-        assert page.locator(".js-plotly-plot").count() >= 4
-        assert page.locator(".js-plotly-plot .main-svg").count() >= 4  # plotly drew them
         assert page.get_by_text("Traceback").count() == 0
+        page.get_by_label("Side by side with another method at the same sparsity").click()
+        page.get_by_role("option", name="magnitude").click()
+        page.get_by_text("magnitude (data-free)").first.wait_for(timeout=60_000)
+        _wait_for_knn(page)
+        _wait_until_idle(page)
         time.sleep(1.0)
         page.screenshot(path=str(ARTIFACTS / "explorer_page.png"), full_page=True)
-        # Compare & budget: a sweep of the published path, its trade-off charts, then the budget's pick
-        # opened in the explorer (one browser session, so the session state carries over).
+        narrow = browser.new_page(viewport={"width": 800, "height": 1100})
+        narrow.goto(f"{app_url}/explorer")
+        narrow.get_by_text("Speed-up (predicted)").first.wait_for(timeout=120_000)
+        _wait_until_idle(narrow)
+        narrow.screenshot(path=str(ARTIFACTS / "explorer_800px.png"))
+        for card in narrow.locator('[data-testid="stMetricValue"]').all():  # no value cut off ("23.6 MFL...")
+            assert card.evaluate("e => e.scrollWidth <= e.clientWidth + 1"), card.inner_text()
+        narrow.close()
+        browser.close()
+    server_log = (ARTIFACTS / "streamlit.log").read_text()
+    assert "Traceback" not in server_log, server_log[-4000:]
+
+
+def test_budget_answer_opens_in_the_explorer_and_every_page_renders(app_url):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = _browser(playwright)
+        page = browser.new_page(viewport={"width": 1400, "height": 1300})
         page.goto(f"{app_url}/compare")
-        page.get_by_role("button", name="Run sweep").click()
-        page.get_by_text("Best within budget").wait_for(timeout=180_000)
+        page.get_by_role("button", name="Find the best configuration").click()
+        page.get_by_text("Best within").wait_for(timeout=180_000)
         _wait_until_idle(page)
-        assert page.locator(".js-plotly-plot .main-svg").count() >= 2  # accuracy vs FLOPs and vs latency
-        assert page.get_by_text("Traceback").count() == 0
         best = page.locator('[data-testid="stAlertContentSuccess"]').inner_text()
-        chosen = re.search(r"MLP (\d\.\d\d), heads (\d\.\d\d)", best)
+        chosen = re.search(r"MLP (\d\.\d+), heads (\d\.\d+)", best)
         assert chosen, best
-        time.sleep(1.0)
-        page.screenshot(path=str(ARTIFACTS / "compare_sweep.png"), full_page=True)
-        page.get_by_role("button", name="Open in the explorer").click()
-        page.get_by_text("Speed-up").first.wait_for(timeout=120_000)
+        page.get_by_role("button", name="Run sweep").click()
+        page.locator(".js-plotly-plot .main-svg").nth(2).wait_for(timeout=180_000)  # budget + 2 trade-offs
         _wait_until_idle(page)
-        expect(mlp).to_have_attribute("aria-valuetext", chosen.group(1), timeout=20_000)
-        expect(head).to_have_attribute("aria-valuetext", chosen.group(2), timeout=20_000)
-        for path, ready in (("scores", "Load scores"), ("compare", "Run sweep"), ("export", "Export folder name")):
+        time.sleep(1.0)
+        page.screenshot(path=str(ARTIFACTS / "compare_page.png"), full_page=True)
+        page.get_by_role("button", name="Open in the explorer").click()
+        page.get_by_text("Speed-up (predicted)").first.wait_for(timeout=120_000)
+        _wait_until_idle(page)
+        mlp = page.get_by_role("slider", name="MLP sparsity (fraction of neurons removed)")
+        nearest = f"{round(float(chosen.group(1)) / 0.05) * 0.05:.2f}"
+        expect(mlp).to_have_attribute("aria-valuetext", nearest, timeout=20_000)
+        if nearest != chosen.group(1):  # an answer off the slider grid is kept exactly, and the page says so
+            assert page.get_by_text("Configuration from the budget finder").count() == 1
+        for path, ready in (
+            ("scores", "Load scores"),
+            ("export", "Export folder name"),
+            ("learn", "How to read every chart"),
+        ):
             page.goto(f"{app_url}/{path}")
             page.get_by_text(ready).first.wait_for(timeout=120_000)
+            _wait_until_idle(page)
             time.sleep(1.0)
             assert page.get_by_text("Traceback").count() == 0
             page.screenshot(path=str(ARTIFACTS / f"{path}_page.png"), full_page=True)
         browser.close()
-    # An exception in a script thread the browser never showed (e.g. a superseded rerun) still lands here.
     server_log = (ARTIFACTS / "streamlit.log").read_text()
     assert "Traceback" not in server_log, server_log[-4000:]

@@ -295,3 +295,74 @@ def test_unwritable_out_fails_before_any_work(capsys, tmp_path, monkeypatch, com
         argv += ["--scores", str(tmp_path / "base.safetensors")]
     code, _, err = run_cli(capsys, *argv)
     assert code == 2 and err.count("\n") == 1 and "Read-only file system" in err
+
+
+# ---------------------------------------------------------------- issue 15: latency model and search progress
+
+
+def test_evaluate_latency_model_adds_its_source(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("SNAPVIT_CACHE_DIR", str(tmp_path))
+    base = ["evaluate", "--metrics", "flops", "--latency-batch", "4", "--json"]
+    code, out, _ = run_cli(capsys, *base, "--mlp-sparsity", "0", "--head-sparsity", "0", "--latency", "model")
+    payload = json.loads(out)
+    assert code == 0 and payload["latency_source"] == "predicted" and payload["latency_ms"] > 0
+    assert payload["latency"]["speedup"] == 1.0 and payload["latency"]["batch_size"] == 4
+    assert "per_image_similarity" not in payload
+    cached = list((tmp_path / "latency").glob("*.json"))
+    assert len(cached) == 1
+    code, out, _ = run_cli(capsys, *base, "--mlp-sparsity", "0.5", "--head-sparsity", "0.4", "--latency", "model")
+    pruned = json.loads(out)
+    assert list((tmp_path / "latency").glob("*.json")) == cached  # the second call loaded the calibration
+    assert pruned["flops"] < payload["flops"] and pruned["latency_source"] == "predicted"
+    code, out, _ = run_cli(capsys, *base[:-1], "--mlp-sparsity", "0.5", "--head-sparsity", "0.4", "--latency", "model")
+    assert code == 0 and "predicted" in out and "latency model" in out
+    with pytest.raises(SystemExit) as exit_info:
+        main([*base, "--mlp-sparsity", "0", "--head-sparsity", "0", "--latency", "guess"])
+    assert exit_info.value.code == 2 and "--latency" in capsys.readouterr().err
+
+
+def test_evaluate_default_keeps_the_measured_keys(capsys):
+    code, out, _ = run_cli(
+        capsys, "evaluate", "--metrics", "flops", "--mlp-sparsity", "0.2", "--head-sparsity", "0", "--json"
+    )
+    payload = json.loads(out)
+    assert code == 0 and "latency_source" not in payload and "per_image_similarity" not in payload
+    assert payload["latency_ms"] is None and payload["flops"] > 0
+
+
+def _search_argv(tmp_path) -> list[str]:
+    from snapvit_core.backbones import load_backbone
+    from snapvit_core.data_free import magnitude_scores
+    from snapvit_core.scores_io import save_scores
+
+    base = tmp_path / "base.safetensors"
+    save_scores(magnitude_scores(load_backbone("embedded", random_init=True).model), base)
+    return [
+        "search",
+        "--random-init",
+        "--data",
+        "procedural",
+        "--eval-images",
+        "8",
+        "--evaluations",
+        "6",
+        "--population-size",
+        "5",
+        "--scores",
+        str(base),
+        "--out",
+        str(tmp_path / "out.safetensors"),
+        "--json",
+    ]
+
+
+@pytest.mark.slow
+def test_search_shows_progress_by_default_and_quiet_silences_it(capsys, tmp_path):
+    argv = _search_argv(tmp_path)
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 0 and json.loads(out)["evaluations"] == 6
+    assert err.count("evaluation ") == 6 and "evaluation 6/6" in err
+    code, out, err = run_cli(capsys, *argv, "--quiet")
+    assert code == 0 and json.loads(out)["evaluations"] == 6 and "evaluation" not in err
+    code, out, err = run_cli(capsys, "-v", *argv)
+    assert code == 0 and "evaluation 6/6" in err

@@ -82,23 +82,21 @@ def test_two_threads_pruning_one_explorer_never_see_each_others_model():
     import sys
     import threading
 
-    from snapvit_core.app_state import measure
-
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)  # switch threads as often as possible, to provoke interleaving
     model = make_vit(depth=3)
     explorer = Explorer(Backbone(model, "tiny"), magnitude_scores(model))
     explorer.attach_knn(small_evaluator(model))
     configurations = [(0.0, 0.0), (0.6, 0.5)]
-    expected = {c: measure(explorer, *c, latency=False) for c in configurations}
+    expected = {c: explorer.evaluate(*c) for c in configurations}
     failures: list[str] = []
 
     def worker(configuration: tuple[float, float]) -> None:
         try:
             for _ in range(15):
-                got = measure(explorer, *configuration)
+                got = explorer.evaluate(*configuration)  # the one locked call
                 want = expected[configuration]
-                if (got.flops, got.kept_heads, got.knn_top1_pct) != (want.flops, want.kept_heads, want.knn_top1_pct):
+                if (got.flops, got.kept_heads, got.knn_top1) != (want.flops, want.kept_heads, want.knn_top1):
                     failures.append(f"{configuration}: measured another configuration")
         except Exception as error:  # a shape mismatch when the other thread truncated the model mid-forward
             failures.append(f"{configuration}: {error!r}")
@@ -115,7 +113,7 @@ def test_two_threads_pruning_one_explorer_never_see_each_others_model():
 
 
 def test_paired_latency_interleaves_the_models_and_the_explorer_reports_both(monkeypatch):
-    from snapvit_core.app_state import measure, median_speedup, paired_rounds
+    from snapvit_core.metrics import median_speedup, paired_rounds
 
     first, second = make_vit(depth=1), make_vit(depth=2)
     calls = []
@@ -134,53 +132,8 @@ def test_paired_latency_interleaves_the_models_and_the_explorer_reports_both(mon
 
     model = make_vit(depth=2)
     explorer = Explorer(Backbone(model, "tiny"), magnitude_scores(model))
-    result = measure(explorer, 0.5, 0.5, with_unpruned=True)
-    assert result.latency_ms > 0 and result.unpruned_latency_ms > 0 and result.speedup > 0
-    assert measure(explorer, 0.5, 0.5).unpruned_latency_ms is None
-
-
-def test_sweep_latency_is_paired_with_the_unpruned_model(monkeypatch):
-    """A load spike while one configuration is timed must not show up as a slower (or faster) model."""
-    from snapvit_core import app_state
-
-    loads = iter([1.0, 3.0, 1.0, 0.5, 2.0, 1.0])  # the machine's load while each configuration is timed
-    budgets = []
-
-    def fake_rounds(models, image_size, device, repeats=15, budget_s=None, max_repeats=50):
-        budgets.append(budget_s)
-        load = next(loads)
-        pruned, unpruned = models
-        fraction = sum(p.numel() for p in pruned.parameters()) / sum(p.numel() for p in unpruned.parameters())
-        spikes = [load * (1 + (r % 3) * 2) for r in range(repeats)]  # load also changes from round to round
-        return [[s * 0.01 * fraction for s in spikes], [s * 0.01 for s in spikes]]  # seconds
-
-    monkeypatch.setattr(app_state, "paired_rounds", fake_rounds)
-    model = make_vit(depth=2)
-    explorer = Explorer(Backbone(model, "tiny"), magnitude_scores(model))
-    explorer.attach_knn(small_evaluator(model))
-    pairs = [(0.0, 0.0), (0.3, 0.2), (0.6, 0.5)]
-    table = app_state.sweep({"a": explorer, "b": explorer}, pairs)
-    assert len(table) == 6 and budgets == [app_state.SWEEP_LATENCY_BUDGET_S] * 6
-    assert table["speed-up (x)"].iloc[0] == pytest.approx(1.0)
-    assert list(table["latency_ms"].iloc[:3]) == sorted(table["latency_ms"].iloc[:3], reverse=True)
-    unpruned_median_ms = 30.0  # median over configurations of each one's median unpruned round (load x 3 x 10 ms)
-    assert (table["latency_ms"] * table["speed-up (x)"]).to_numpy() == pytest.approx(unpruned_median_ms)
-    assert table["latency_measured_ms"].iloc[1] > table["latency_measured_ms"].iloc[0]  # the raw times kept
-    assert table["latency_ms"].iloc[:3].to_numpy() == pytest.approx(table["latency_ms"].iloc[3:].to_numpy())
-
-
-def test_pareto_front_and_budget_finder():
-    import pandas as pd
-
-    from snapvit_core.app_state import best_under_budget, pareto_mask
-
-    cost = [100, 80, 60, 70, 40]
-    accuracy = [96.0, 95.0, 93.0, 92.0, 93.0]
-    assert pareto_mask(cost, accuracy).tolist() == [True, True, False, False, True]
-    table = pd.DataFrame({"flops_pct": cost, "kNN top-1 (%)": accuracy})
-    assert best_under_budget(table, "flops_pct", 85)["flops_pct"] == 80
-    assert best_under_budget(table, "flops_pct", 65)["flops_pct"] == 40  # same accuracy as 60, cheaper
-    assert best_under_budget(table, "flops_pct", 30) is None
+    result = explorer.measure_latency_now(0.5, 0.5)
+    assert result.ms > 0 and result.speedup > 0 and result.source == "measured"
 
 
 def test_extract_features_from_tensor_dataset_and_loader_agree(tiny_vit):

@@ -8,9 +8,11 @@ clear message, any other exception a one-line message (never a traceback in the 
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +20,19 @@ from typing import Any
 from snapvit_core.errors import CancelledError, SnapViTError
 
 log = logging.getLogger(__name__)
+
+
+_JOBS: weakref.WeakSet[Job] = weakref.WeakSet()
+
+
+@atexit.register
+def _cancel_running_jobs() -> None:
+    """At interpreter exit: cancel running jobs and let them leave torch code (no abort at teardown)."""
+    running = [job for job in list(_JOBS) if job.running]
+    for job in running:
+        job.cancel()
+    for job in running:
+        job.wait(timeout=10.0)
 
 
 @dataclass
@@ -34,7 +49,7 @@ class JobSnapshot:
     seconds: float
 
 
-@dataclass
+@dataclass(eq=False)  # identity semantics: jobs are compared and hashed as objects
 class Job:
     name: str
     target: Callable[..., Any]
@@ -50,6 +65,7 @@ class Job:
         self._start = time.perf_counter()
         self._end: float | None = None
         self._thread = threading.Thread(target=self._run, name=f"snapvit-{self.name}", daemon=True)
+        _JOBS.add(self)
 
     def start(self) -> Job:
         self._thread.start()

@@ -10,13 +10,12 @@ import copy
 
 import streamlit as st
 
-from snapvit_core import charts
 from snapvit_core.backbones import Backbone
 from snapvit_core.data import load_images, preprocess
 from snapvit_core.errors import CancelledError, SnapViTError
 from snapvit_core.scoring import METHODS, SQUARED_GRADIENTS, ScoringConfig, compute_scores
 from snapvit_core.search import SearchConfig, run_search
-from ui import session
+from ui import charts, session
 from ui.jobs import Job
 
 JOB_KEY = "job_scores"
@@ -165,9 +164,9 @@ def _progress_panel() -> None:
     if snap.extra.get("best"):
         best = snap.extra["best"]
         st.plotly_chart(charts.fitness_curve(best, best), key="fitness_live")
-    if snap.state == "running" or st.session_state.get("job_applied") == id(job):
+    if snap.state == "running" or st.session_state.get("job_applied") is job:
         return
-    st.session_state["job_applied"] = id(job)
+    st.session_state["job_applied"] = job
     if snap.result is not None:
         try:
             session.set_scores(snap.result["scores"], snap.result["label"])

@@ -7,18 +7,20 @@ two browser sessions at different sparsities never affect each other.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
 
-from snapvit_core.app_state import resolve_device
 from snapvit_core.backbones import Backbone, load_backbone
 from snapvit_core.data import KnnSplits, load_knn_splits, parse_data_spec
+from snapvit_core.devices import resolve_device
 from snapvit_core.errors import SnapViTError
 from snapvit_core.evaluation import KnnEvaluator
 from snapvit_core.explorer import Explorer, data_free_scores
 from snapvit_core.scores import ImportanceScores
+from ui.jobs import Job
 
 ROOT = Path(__file__).resolve().parent.parent
 SCORES_DIR = ROOT / "scores"
@@ -47,7 +49,22 @@ def set_selection(choice: Selection) -> None:
     if choice != selection():
         for key in ("explorer", "explorer_key", "scores", "scores_label", "sweep_table"):
             st.session_state.pop(key, None)
+        _forget_dependents()
     st.session_state["selection"] = choice
+
+
+def _forget_dependents() -> None:
+    """Everything computed for the previous backbone or scores: workers, live results, budget answers."""
+    from ui import config_state
+
+    for worker in st.session_state.get("live_workers", {}).values():
+        worker.stop()
+    st.session_state.pop("job_unpruned_knn", None)  # shared by sessions: left running for the others
+    job = st.session_state.pop("job_budget", None)
+    if job is not None:
+        job.cancel()
+    config_state.forget_results()
+    st.session_state["scores_version"] = st.session_state.get("scores_version", 0) + 1
 
 
 @st.cache_resource(max_entries=3, show_spinner=False)
@@ -125,6 +142,7 @@ def set_scores(new_scores: ImportanceScores, label: str, allow_other_backbone: b
     st.session_state["scores"], st.session_state["scores_label"] = new_scores, label
     st.session_state["scores_warning"] = warning
     st.session_state.pop("explorer", None)
+    _forget_dependents()
 
 
 def scores_warning() -> str | None:
@@ -133,13 +151,13 @@ def scores_warning() -> str | None:
 
 
 def make_knn_evaluator(splits: KnnSplits, device: str) -> KnnEvaluator:
-    return KnnEvaluator(splits.train, splits.train_labels, splits.test, splits.test_labels, k=20, device=device)
+    return KnnEvaluator.from_splits(splits, device=device)
 
 
 def explorer() -> Explorer:
     """The session's private elastic model (rebuilt when backbone, data or scores change)."""
     current_scores, label = scores()
-    key = (selection(), label, id(current_scores))
+    key = (selection(), label, st.session_state.get("scores_version", 0))
     if st.session_state.get("explorer_key") != key:
         choice = selection()
         session_explorer = Explorer(backbone(), current_scores, choice.resolved_device)
@@ -148,6 +166,92 @@ def explorer() -> Explorer:
             session_explorer.attach_knn(make_knn_evaluator(splits, choice.resolved_device))
         st.session_state["explorer"], st.session_state["explorer_key"] = session_explorer, key
     return st.session_state["explorer"]
+
+
+# The unpruned model's kNN pass, one per backbone/data selection, shared by all sessions: a page visit
+# joins the running pass instead of starting another (closed browser tabs cannot cancel theirs).
+UNPRUNED_JOBS: dict[Selection, Job] = {}
+_UNPRUNED_LOCK = threading.Lock()
+
+
+def _embed_unpruned(report, cancelled, choice: Selection):
+    from ui.long_pass import job_progress
+
+    model = shared_backbone(choice.model_id, choice.random_init, choice.resolved_device)
+    reference = Explorer(model, data_free_scores("magnitude", model.model), choice.resolved_device)
+    splits = shared_knn_splits(choice.data, choice.model_id, choice.random_init, choice.resolved_device)
+    reference.attach_knn(make_knn_evaluator(splits, choice.resolved_device))
+    return reference.evaluate(0.0, 0.0, ("knn",), progress=job_progress(report), cancel=cancelled)
+
+
+def unpruned_knn_job(restart: bool = False) -> Job:
+    """The shared kNN pass of the unpruned model for the current selection (started when missing).
+
+    A cancelled or failed pass is restarted only when ``restart`` is set (the page's button).
+    """
+    choice = selection()
+    with _UNPRUNED_LOCK:
+        job = UNPRUNED_JOBS.get(choice)
+        if job is None or (restart and not job.running and job.snapshot().state != "done"):
+            if len(UNPRUNED_JOBS) >= 8:
+                UNPRUNED_JOBS.pop(next(iter(UNPRUNED_JOBS)))
+            job = UNPRUNED_JOBS[choice] = Job("unpruned-knn", _embed_unpruned, {"choice": choice}).start()
+    st.session_state["job_unpruned_knn"] = job
+    return job
+
+
+def run_knn_on_random_weights() -> bool:
+    """Random-weight models skip kNN unless the user asked for it (their accuracy means nothing)."""
+    return not selection().random_init or bool(st.session_state.get("knn_on_random", False))
+
+
+def knn_on_random_checkbox() -> bool:
+    """The 'run kNN anyway' choice for random weights, kept in a non-widget key across pages."""
+
+    def keep() -> None:
+        st.session_state["knn_on_random"] = st.session_state["knn_on_random_widget"]
+
+    return st.checkbox(
+        "Run kNN anyway (random weights: the accuracy is meaningless, and on a big backbone slow)",
+        value=bool(st.session_state.get("knn_on_random", False)),
+        key="knn_on_random_widget",
+        on_change=keep,
+        help="Random-weight models skip kNN by default; FLOPs, parameters and latency are still exact.",
+    )
+
+
+def knn_image_count() -> int:
+    """Images in the kNN data (train + test), 0 without labelled data."""
+    splits = knn_splits()
+    return 0 if splits is None else len(splits.train_labels) + len(splits.test_labels)
+
+
+def comparison_explorer(method: str) -> Explorer:
+    """A second explorer with a data-free method's scores, for the side-by-side view (one per method)."""
+    key = (selection(), method, st.session_state.get("scores_version", 0))
+    cache = st.session_state.setdefault("live_comparison", {})
+    if key not in cache:
+        choice = selection()
+        other = Explorer(backbone(), data_free_scores(method, backbone().model), choice.resolved_device)
+        splits = knn_splits()
+        if splits is not None:
+            other.attach_knn(make_knn_evaluator(splits, choice.resolved_device))
+        cache.clear()
+        cache[key] = other
+    return cache[key]
+
+
+def live_worker(for_explorer: Explorer, name: str = "main"):
+    """The session's background worker for ``for_explorer`` (a new explorer gets a new worker)."""
+    from ui.live import LiveWorker
+
+    workers = st.session_state.setdefault("live_workers", {})
+    worker = workers.get(name)
+    if worker is None or worker.explorer is not for_explorer:
+        if worker is not None:
+            worker.stop()
+        worker = workers[name] = LiveWorker(for_explorer)
+    return worker
 
 
 def show_error(error: BaseException) -> None:

@@ -39,6 +39,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--limit", type=positive_int, default=None, help="use at most N images per split (seeded subset)"
     )
     parser.add_argument("--latency-batch", type=batch_size, default=32, help="batch size of the throughput measurement")
+    parser.add_argument(
+        "--latency",
+        choices=("measured", "model"),
+        default="measured",
+        help="latency metric: time the pruned model (measured, default) or predict it with the cached "
+        "latency model (model; calibrated on first use, adds the latency_source key)",
+    )
     add_correction_arguments(parser)
     add_json_argument(parser)
     parser.set_defaults(run=run)
@@ -50,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation import KnnEvaluator
 
     metrics = check_metrics(args.metrics.split(","))
+    if args.latency == "model" and "latency" not in metrics:  # asking for the model's latency asks for latency
+        metrics = (*metrics, "latency")
     mlp_sparsity = check_sparsity(args.mlp_sparsity, "MLP sparsity")
     head_sparsity = check_sparsity(args.head_sparsity, "head sparsity")
     device = resolve_device(args.device)
@@ -60,7 +69,9 @@ def run(args: argparse.Namespace) -> int:
         evaluator = KnnEvaluator.from_splits(splits, k=args.k, weighted=args.weighted_vote, device=device)
         explorer.attach_knn(evaluator)
     correction = correction_from_args(args, explorer.backbone.data_config)
-    result = explorer.evaluate(mlp_sparsity, head_sparsity, metrics, args.latency_batch, correction)
+    result = explorer.evaluate(
+        mlp_sparsity, head_sparsity, metrics, args.latency_batch, correction, latency=args.latency
+    )
     payload = {
         "model": explorer.backbone.model_id,
         "scores": args.scores or (args.method or "magnitude"),
@@ -70,6 +81,9 @@ def run(args: argparse.Namespace) -> int:
         **result.to_dict(),
     }
     extra = payload.pop("extra", {})
+    payload.pop("per_image_similarity", None)  # one value per test image: for the app, not the CLI
+    if args.latency != "model":
+        payload.pop("latency_source", None)
     payload["corrected"] = correction is not None
     if "correction" in extra:
         payload["correction"] = extra["correction"]
@@ -93,7 +107,15 @@ def run(args: argparse.Namespace) -> int:
         lines.append(f"parameters {result.params:,}")
     if result.flops is not None:
         lines.append(f"FLOPs      {result.flops / 1e9:.4f} GFLOPs per image")
-    if result.latency is not None:
+    if result.latency is not None and result.latency_source == "predicted":
+        report = result.latency
+        lines.append(
+            f"latency    {report['median_ms']:.2f} ms predicted (spread {report['low_ms']:.2f}-"
+            f"{report['high_ms']:.2f}, speed-up {report['speedup']:.2f}x) at batch 1; "
+            f"{report['throughput_per_s']:.0f} img/s at batch {report['batch_size']} "
+            f"(latency model; {report['device']}, {report['dtype']}, {report['threads']} threads)"
+        )
+    elif result.latency is not None:
         report = result.latency
         lines.append(
             f"latency    {report['median_ms']:.2f} ms median (IQR {report['iqr_ms']:.2f}) at batch 1; "

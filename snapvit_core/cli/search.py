@@ -49,6 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--allow-other-backbone", action="store_true", help="search from --scores recorded for another backbone"
     )
     parser.add_argument("--out", required=True, help="scores file to write (.safetensors), replaced atomically")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr (shown by default)")
     add_json_argument(parser)
     parser.set_defaults(run=run)
 
@@ -70,6 +71,7 @@ def parse_pairs(texts: list[str]) -> tuple[tuple[float, float], ...]:
 
 
 def _progress(done: int, total: int, best: float) -> None:
+    """One stderr line per fitness evaluation (default; ``--quiet`` turns it off)."""
     sys.stderr.write(f"evaluation {done}/{total}  best fitness {best:.5f}\n")
     sys.stderr.flush()
 
@@ -110,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         images,
         config,
         device=device,
-        progress=_progress if getattr(args, "verbose", False) else None,
+        progress=None if args.quiet else _progress,  # stderr, so --json output on stdout stays clean
         checkpoint_path=args.checkpoint,
         resume=args.resume,
         model_id=backbone.model_id,

@@ -1,4 +1,4 @@
-"""Plotly figures for the app and the results report (pure plotly: no streamlit import).
+"""Plotly figures for the app (pure plotly: no streamlit import, so benchmarks and tests can use them too).
 
 Every figure has axis titles with units and a title saying what it measures.
 """
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from .scores import ImportanceScores
+from snapvit_core.scores import ImportanceScores
 
 KEPT_COLOUR = "#1f77b4"
 PRUNED_COLOUR = "#d62728"
@@ -36,17 +36,30 @@ def head_map(scores: ImportanceScores, kept_heads: np.ndarray) -> go.Figure:
     heads = scores.heads.float().numpy()
     kept = np.asarray(kept_heads, dtype=bool)
     blocks, count = heads.shape
+    # Hover: score, rank within its block (1 = most important) and rank in the whole model.
+    block_rank = np.argsort(np.argsort(-heads, axis=1, kind="stable"), axis=1, kind="stable") + 1
+    model_rank = (np.argsort(np.argsort(-heads.reshape(-1), kind="stable"), kind="stable") + 1).reshape(heads.shape)
+    state = np.where(kept, "kept", "pruned")
+    customdata = np.empty((*heads.shape, 4), dtype=object)  # mixed numbers and words: no string upcast
+    customdata[..., 0], customdata[..., 1], customdata[..., 2], customdata[..., 3] = (
+        heads,
+        block_rank,
+        model_rank,
+        state,
+    )
     figure = go.Figure(
         go.Heatmap(
             z=_rank_normalise(heads),
             x=list(range(count)),
             y=list(range(blocks)),
-            customdata=heads,
+            customdata=customdata,
             colorscale="Viridis",
             zmin=0,
             zmax=1,
             colorbar={"title": "score<br>percentile"},
-            hovertemplate="block %{y}, head %{x}<br>score %{customdata:.3g}<br>percentile %{z:.2f}<extra></extra>",
+            hovertemplate="block %{y}, head %{x}: %{customdata[3]}<br>score %{customdata[0]:.3g}"
+            f"<br>rank %{{customdata[1]}} of {count} in its block, %{{customdata[2]}} of {heads.size} overall"
+            "<br>percentile %{z:.2f}<extra></extra>",
         )
     )
     pruned_y, pruned_x = np.nonzero(~kept)
@@ -57,11 +70,11 @@ def head_map(scores: ImportanceScores, kept_heads: np.ndarray) -> go.Figure:
             mode="markers",
             marker={"symbol": "x", "size": 14, "color": PRUNED_COLOUR, "line": {"width": 2}},
             name="pruned head",
-            hovertemplate="block %{y}, head %{x}: pruned<extra></extra>",
+            hoverinfo="skip",  # the heatmap below carries the score, rank and state
         )
     )
     figure.update_layout(
-        title=f"Attention heads: {int(kept.sum())} of {kept.size} kept (x = pruned)",
+        title=f"Heads: {int(kept.sum())} of {kept.size} kept",
         xaxis_title="head index",
         yaxis_title="block (0 = input side)",
         yaxis={"autorange": "reversed", "dtick": 1},
@@ -84,7 +97,7 @@ def mlp_kept_chart(kept_neurons: Sequence[int], hidden: int) -> go.Figure:
     )
     figure.update_layout(
         barmode="stack",
-        title=f"MLP neurons per block: {int(kept.sum())} of {hidden * len(kept)} kept",
+        title=f"MLP neurons: {int(kept.sum())} of {hidden * len(kept)} kept",
         xaxis_title="block (0 = input side)",
         yaxis_title="hidden neurons (count)",
         xaxis={"dtick": 1},
@@ -97,15 +110,23 @@ def mlp_score_heatmap(scores: ImportanceScores, kept_neurons: np.ndarray | None 
     """Blocks x neurons, each block's neurons sorted by score (percentile colour); kept boundary marked."""
     mlp = scores.mlp.float().numpy()
     ordered = -np.sort(-mlp, axis=1)
+    ranks = np.broadcast_to(np.arange(1, mlp.shape[1] + 1), mlp.shape)
+    state = np.full(mlp.shape, "", dtype=object)
+    if kept_neurons is not None:
+        state = np.where(ranks <= np.asarray(kept_neurons)[:, None], "kept", "pruned").astype(object)
+    customdata = np.empty((*mlp.shape, 3), dtype=object)  # mixed numbers and words: no string upcast
+    customdata[..., 0], customdata[..., 1], customdata[..., 2] = ordered, ranks, state
     figure = go.Figure(
         go.Heatmap(
             z=_rank_normalise(ordered),
-            customdata=ordered,
+            customdata=customdata,
             colorscale="Viridis",
             zmin=0,
             zmax=1,
             colorbar={"title": "score<br>percentile"},
-            hovertemplate="block %{y}, rank %{x}<br>score %{customdata:.3g}<extra></extra>",
+            hovertemplate="block %{y}, neuron ranked %{customdata[1]}"
+            f" of {mlp.shape[1]} in its block %{{customdata[2]}}<br>score %{{customdata[0]:.3g}}"
+            "<br>percentile in the model %{z:.2f}<extra></extra>",
         )
     )
     if kept_neurons is not None:
@@ -120,7 +141,7 @@ def mlp_score_heatmap(scores: ImportanceScores, kept_neurons: np.ndarray | None 
             )
         )
     figure.update_layout(
-        title="MLP neuron scores, sorted within each block",
+        title="Neuron scores, sorted per block",
         xaxis_title="neuron rank within block (0 = most important)",
         yaxis_title="block (0 = input side)",
         yaxis={"autorange": "reversed", "dtick": 1},
@@ -131,12 +152,25 @@ def mlp_score_heatmap(scores: ImportanceScores, kept_neurons: np.ndarray | None 
 
 def similarity_histogram(similarity: np.ndarray) -> go.Figure:
     """Distribution of per-image cosine similarity between pruned and unpruned embeddings."""
-    figure = go.Figure(go.Histogram(x=similarity, nbinsx=40, marker_color=KEPT_COLOUR, name="test images"))
+    similarity = np.asarray(similarity, dtype=float)
+    low = min(0.0, float(np.min(similarity))) if similarity.size else 0.0
+    # Bins end just past 1: at zero sparsity every image sits at exactly 1.0 (a bin edge otherwise).
+    size = (1.0 - low) / 40
+    figure = go.Figure(
+        go.Histogram(
+            x=similarity,
+            xbins={"start": low, "end": 1.0 + size, "size": size},
+            marker_color=KEPT_COLOUR,
+            name="test images",
+            hovertemplate="cosine %{x}<br>%{y} images<extra></extra>",
+        )
+    )
     figure.update_layout(
-        title=f"Embedding similarity to the unpruned model (mean {float(np.mean(similarity)):.3f})",
+        title=f"Similarity to unpruned (mean {float(np.mean(similarity)):.3f})",
         xaxis_title="cosine similarity (1 = unchanged)",
         yaxis_title="test images (count)",
-        xaxis={"range": [min(0.0, float(np.min(similarity))), 1.0]},
+        xaxis={"range": [low, 1.0 + size]},
+        bargap=0.05,
     )
     return figure
 
@@ -198,6 +232,68 @@ def tradeoff_chart(table: pd.DataFrame, cost: str, pareto: np.ndarray, title: st
         title=title or f"kNN top-1 vs {COST_AXIS_TITLES.get(cost, cost)}",
         xaxis_title=COST_AXIS_TITLES.get(cost, cost),
         yaxis_title="kNN top-1 (%)",
+        legend={"orientation": "h", "y": -0.25},
+    )
+    return figure
+
+
+def budget_chart(answer, budget_label: str) -> go.Figure:
+    """The budget search on the (MLP, head) plane: the boundary of fitting configurations, the evaluated
+    candidates coloured by accuracy, and the answer (star).
+
+    Args:
+        answer: a ``snapvit_core.budget.BudgetAnswer``.
+        budget_label: how the page names the budgeted quantity.
+    """
+    accuracy_title = {"knn": "kNN top-1 (%)", "similarity": "embedding cosine"}.get(answer.accuracy_kind, "")
+    boundary, candidates = answer.boundary, answer.candidates
+    figure = go.Figure()
+    if not boundary.empty:
+        figure.add_trace(
+            go.Scatter(
+                x=boundary["MLP sparsity"],
+                y=boundary["head sparsity"],
+                mode="lines",
+                name=f"budget boundary ({budget_label} <= {answer.limit:.3g})",
+                line={"color": "#7f7f7f", "dash": "dot"},
+                customdata=boundary[answer.column],
+                hovertemplate="MLP %{x:.3f}, heads %{y:.3f}<br>cost %{customdata:.3f}<extra></extra>",
+            )
+        )
+    if not candidates.empty:
+        figure.add_trace(
+            go.Scatter(
+                x=candidates["MLP sparsity"],
+                y=candidates["head sparsity"],
+                mode="markers",
+                name="evaluated candidates",
+                marker={
+                    "size": 11,
+                    "color": candidates["accuracy"],
+                    "colorscale": "Viridis",
+                    "colorbar": {"title": accuracy_title},
+                },
+                customdata=np.stack([candidates["accuracy"], candidates[answer.column]], axis=-1),
+                hovertemplate="MLP %{x:.3f}, heads %{y:.3f}<br>accuracy %{customdata[0]:.3f}"
+                "<br>cost %{customdata[1]:.3f}<extra></extra>",
+            )
+        )
+    figure.add_trace(
+        go.Scatter(
+            x=[answer.mlp_sparsity],
+            y=[answer.head_sparsity],
+            mode="markers",
+            name="best within budget",
+            marker={"symbol": "star", "size": 20, "color": PARETO_COLOUR, "line": {"width": 1, "color": "black"}},
+            hovertemplate="answer: MLP %{x:.3f}, heads %{y:.3f}<extra></extra>",
+        )
+    )
+    figure.update_layout(
+        title="Budget search: configurations on the budget's boundary (more sparsity = cheaper)",
+        xaxis_title="MLP sparsity (fraction of neurons removed)",
+        yaxis_title="head sparsity (fraction of heads removed)",
+        xaxis={"range": [0, 1]},
+        yaxis={"range": [0, 1]},
         legend={"orientation": "h", "y": -0.25},
     )
     return figure

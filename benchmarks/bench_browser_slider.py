@@ -1,0 +1,228 @@
+"""Explorer slider moves in a real browser: key press -> cost cards updated, key press -> kNN updated.
+
+Starts `streamlit run app.py` and Debian's chromium (Playwright), opens the explorer on the embedded
+backbone, waits until the latency model and the first kNN result are ready, then makes ``--moves``
+arrow-key moves to configurations not seen before (MLP slider while quiet, head slider under load)
+and times, in the browser (``performance.now()`` from a capture-phase keydown listener and a
+MutationObserver on the metric cards):
+
+- cost: key press -> the FLOPs card shows a new value (parameters, FLOPs, predicted latency and the
+  maps are drawn in the same run);
+- kNN: key press -> the kNN card shows a number for the new configuration and nothing on the page
+  says "updating…".
+
+Each condition runs twice: quiet, and with two busy processes (``python -c "while True: pass"``,
+started and stopped here). Targets (embedded backbone): cost <= 150 ms median in both; kNN <= 1 s
+median quiet and <= 1.5 s loaded. Writes ``results/slider.md``.
+
+    .venv/bin/python benchmarks/bench_browser_slider.py [--moves 10] [--out results/slider.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from snapvit_core._atomic import write_text_atomic  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TARGETS_MS = {("quiet", "cost"): 150, ("loaded", "cost"): 150, ("quiet", "knn"): 1000, ("loaded", "knn"): 1500}
+
+# Installed once per page: timestamps of the last key press, the first FLOPs change after it, and the
+# first moment after that change when the kNN card holds a number and nothing says "updating…".
+OBSERVER_JS = """
+() => {
+  const bench = (window.__bench = {keyAt: null, costAt: null, knnAt: null, flopsBefore: null});
+  const value = (label) => {
+    for (const card of document.querySelectorAll('[data-testid="stMetric"]')) {
+      const name = card.querySelector('[data-testid="stMetricLabel"]');
+      if (name && name.innerText.startsWith(label)) {
+        const v = card.querySelector('[data-testid="stMetricValue"]');
+        return v ? v.innerText : null;
+      }
+    }
+    return null;
+  };
+  bench.value = value;
+  const check = () => {
+    if (bench.keyAt === null) return;
+    const now = performance.now();
+    const flops = value("FLOPs (");
+    if (bench.costAt === null && flops !== null && flops !== bench.flopsBefore) bench.costAt = now;
+    if (bench.costAt !== null && bench.knnAt === null) {
+      // the kNN caption names its configuration: it must be the sliders' one (not a stale element)
+      const shown = {};
+      for (const s of document.querySelectorAll('input[type="range"]')) shown[s.getAttribute("aria-label") || ""] =
+        s.getAttribute("aria-valuetext");
+      const mlp = Object.entries(shown).find(([k]) => k.startsWith("MLP sparsity"));
+      const head = Object.entries(shown).find(([k]) => k.startsWith("Head sparsity"));
+      const text = document.body.innerText;
+      const knn = value("kNN top-1");
+      if (mlp && head && knn !== null && knn !== "updating…" && !text.includes("updating…") &&
+          text.includes(`kNN for (MLP ${mlp[1]}, head ${head[1]})`)) bench.knnAt = now;
+    }
+  };
+  new MutationObserver(check).observe(document.body, {subtree: true, childList: true, characterData: true});
+  setInterval(check, 5);
+  document.addEventListener("keydown", () => {
+    bench.flopsBefore = value("FLOPs (");
+    bench.costAt = null;
+    bench.knnAt = null;
+    bench.keyAt = performance.now();
+  }, true);
+}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_server(port: int, log_path: Path) -> subprocess.Popen:
+    log = log_path.open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true"],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).status == 200:
+                return server
+        except OSError:
+            time.sleep(0.5)
+    server.kill()
+    raise SystemExit("streamlit did not start: " + log_path.read_text()[-2000:])
+
+
+def wait_ready(page, timeout_s: float = 600.0) -> None:
+    """Latency model calibrated (a number in the latency card) and a kNN result for the sliders."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        latency = page.evaluate("() => window.__bench.value('Latency (ms')")
+        knn = page.evaluate("() => window.__bench.value('kNN top-1')")
+        updating = page.get_by_text("updating…").count()
+        if latency not in (None, "…") and knn not in (None, "updating…") and not updating:
+            return
+        time.sleep(0.5)
+    raise SystemExit("the explorer did not become ready (latency model / first kNN)")
+
+
+def run_moves(page, slider_name: str, moves: int) -> tuple[list[float], list[float]]:
+    slider = page.get_by_role("slider", name=slider_name)
+    cost_ms, knn_ms = [], []
+    for move in range(moves):
+        slider.focus()
+        page.keyboard.press("ArrowRight")
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            done = page.evaluate("() => window.__bench.knnAt !== null")
+            if done:
+                break
+            time.sleep(0.02)
+        else:
+            raise SystemExit(f"move {move + 1}: the kNN card did not update within 120 s")
+        times = page.evaluate("() => [window.__bench.keyAt, window.__bench.costAt, window.__bench.knnAt]")
+        cost_ms.append(times[1] - times[0])
+        knn_ms.append(times[2] - times[0])
+        print(f"  move {move + 1}: cost {cost_ms[-1]:.0f} ms, kNN {knn_ms[-1]:.0f} ms", flush=True)
+        time.sleep(0.5)  # the page settles (the fragment's last rerun) before the next key
+    return cost_ms, knn_ms
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--moves", type=int, default=10, help="moves per condition (at most 10: one slider's range)")
+    parser.add_argument("--out", default=str(ROOT / "results" / "slider.md"))
+    parser.add_argument("--conditions", default="quiet,loaded", help="comma-separated: quiet, loaded")
+    args = parser.parse_args()
+    moves = max(1, min(args.moves, 10))
+    from playwright.sync_api import sync_playwright
+
+    port = free_port()
+    log_path = Path(tempfile.gettempdir()) / "bench_browser_slider_streamlit.log"
+    server = start_server(port, log_path)
+    rows, busy = [], []
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1300})
+            page.goto(f"http://127.0.0.1:{port}/explorer")
+            page.get_by_text("Speed-up (predicted)").first.wait_for(timeout=300_000)
+            page.evaluate(OBSERVER_JS)
+            wait_ready(page)
+            sliders = {
+                "quiet": "MLP sparsity (fraction of neurons removed)",
+                "loaded": "Head sparsity (fraction of heads removed)",
+            }
+            for condition in [c.strip() for c in args.conditions.split(",") if c.strip()]:
+                if condition == "loaded":
+                    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+                    time.sleep(1.0)
+                print(f"{condition}: {moves} moves of the {sliders[condition].split(' (')[0]} slider", flush=True)
+                cost_ms, knn_ms = run_moves(page, sliders[condition], moves)
+                for process in busy:
+                    process.terminate()
+                    process.wait(timeout=10)
+                busy = []
+                for kind, samples in (("cost", cost_ms), ("knn", knn_ms)):
+                    median = statistics.median(samples)
+                    target = TARGETS_MS[(condition, kind)]
+                    rows.append((condition, kind, median, max(samples), target, median <= target, len(samples)))
+            browser.close()
+    finally:
+        for process in busy:
+            process.kill()
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    names = {"cost": "key press -> cost cards updated", "knn": "key press -> kNN updated"}
+    lines = [
+        "# Explorer slider in a browser (embedded backbone)",
+        "",
+        f"`python benchmarks/bench_browser_slider.py --moves {moves}` · {platform.machine()}, "
+        f"{os.cpu_count()} CPU cores · chromium headless · each move goes to a configuration not seen before.",
+        'Loaded = two busy processes (`python -c "while True: pass"`) running during the moves.',
+        "",
+        "| condition | what | median (ms) | max (ms) | target median (ms) | met | moves |",
+        "|---|---|---:|---:|---:|---|---:|",
+    ]
+    for condition, kind, median, worst, target, met, count in rows:
+        verdict = "yes" if met else "NO"
+        lines.append(f"| {condition} | {names[kind]} | {median:.0f} | {worst:.0f} | {target} | {verdict} | {count} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out, text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""Calibration of the latency model: time a backbone's anchors and pieces once (see ``latency_model``).
+
+Per batch size, every round times back to back (interleaved) four whole forwards in situ (unpruned,
+every block at one head, every block at the narrowest MLP, both) and, in isolation, block 0's
+attention at every kept head count and its MLP at a grid of kept widths. The pieces are separate
+module copies made with the elastic engine, so the caller's model is only read.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .adapter import ViTAdapter
+from .cancel import Cancel, Progress, check_cancel, report
+from .elastic import ElasticViT, PruningPlan
+from .latency_model import BatchTable, LatencyModel, LatencyModelKey
+from .scores import ImportanceScores
+
+log = logging.getLogger(__name__)
+
+MLP_GRID_POINTS = 9  # kept-width grid of the MLP piece (linear interpolation between points)
+# Estimate = the fastest round (load on a shared machine only ever slows a forward down); the spread
+# reported with it runs from that minimum to the median round.
+POINT_QUANTILE, HIGH_QUANTILE = 0.0, 0.5
+MIN_PIECE_S = 1e-3  # a piece's timing repeats its call until it lasts about this long
+
+
+def _spans(full, one_head, narrow, minimal) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """What removing heads / neurons saves at most, per statistic, from the in-situ anchors.
+
+    Each span is at least 0, and together they never save more than going from the unpruned to the
+    minimal model does (under load the anchors are noisy; scaling both keeps every prediction at or
+    above the measured minimal model).
+    """
+    attention, mlp = [], []
+    for f, o, n, m in zip(full, one_head, narrow, minimal):
+        a, b, most = max(0.0, f - o), max(0.0, f - n), max(0.0, f - m)
+        if a + b > most:
+            scale = most / (a + b)
+            a, b = a * scale, b * scale
+        attention.append(a)
+        mlp.append(b)
+    return tuple(attention), tuple(mlp)
+
+
+def _shape(values: Sequence[float], positions: Sequence[float]) -> tuple[float, ...]:
+    """Piece times -> a monotone 0..1 profile (first point 0, last 1); linear in ``positions`` if flat."""
+    if len(values) == 1:  # a single point is the unpruned one
+        return (1.0,)
+    values = np.maximum.accumulate(np.asarray(values, float))
+    span = values[-1] - values[0]
+    if not span > 0:  # the pieces did not resolve a difference: assume cost proportional to width
+        positions = np.asarray(positions, float)
+        return tuple(float(v) for v in (positions - positions[0]) / max(positions[-1] - positions[0], 1e-12))
+    return tuple(float(v) for v in (values - values[0]) / span)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timer(fn: Callable[[], object], device: torch.device) -> Callable[[], float]:
+    """A callable timing ``fn`` once (seconds per call), repeating tiny calls to about MIN_PIECE_S."""
+    with torch.inference_mode():
+        fn()  # warm-up: allocator, kernels
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        once = time.perf_counter() - start
+    number = max(1, min(1000, math.ceil(MIN_PIECE_S / max(once, 1e-9))))
+
+    def timed() -> float:
+        with torch.inference_mode():
+            _sync(device)
+            start = time.perf_counter()
+            for _ in range(number):
+                fn()
+            _sync(device)
+        return (time.perf_counter() - start) / number
+
+    return timed
+
+
+def _stats(samples: Sequence[float]) -> tuple[float, float, float]:
+    values = np.asarray(samples, float) * 1e3
+    return (
+        float(np.quantile(values, POINT_QUANTILE)),
+        float(values.min()),
+        float(np.quantile(values, HIGH_QUANTILE)),
+    )
+
+
+def mlp_grid(hidden: int, points: int = MLP_GRID_POINTS) -> tuple[int, ...]:
+    """Ascending kept widths at which the MLP piece is timed: 1 .. hidden."""
+    return tuple(sorted({max(1, round(hidden * f)) for f in np.linspace(0.0, 1.0, points)}))
+
+
+class _Pieces:
+    """One block's attention at every head count and MLP at every grid width, as separate modules."""
+
+    def __init__(self, model: nn.Module) -> None:
+        shape = ViTAdapter(model).shape()
+        self.shape = shape
+        scores = ImportanceScores(
+            torch.zeros(shape.num_blocks, shape.mlp_hidden),
+            torch.zeros(shape.num_blocks, shape.num_heads),
+            min_mlp_keep_ratio=0.0,
+            min_head_keep_ratio=0.0,
+        )
+        self.elastic = ElasticViT(model, scores)
+        self.widths = mlp_grid(shape.mlp_hidden)
+        self.attention = {h: self._copy(h, shape.mlp_hidden, "attention") for h in range(1, shape.num_heads + 1)}
+        self.mlp = {m: self._copy(shape.num_heads, m, "mlp") for m in self.widths}
+        # Whole models at the anchors: every block at one head, every block at the narrowest MLP.
+        self.one_head = self._whole(1, shape.mlp_hidden)
+        self.narrow_mlp = self._whole(shape.num_heads, self.widths[0])
+        self.minimal = self._whole(1, self.widths[0])  # both: the floor of every prediction
+        self.elastic.apply_plan(self._uniform(shape.num_heads, shape.mlp_hidden))
+
+    def _whole(self, heads: int, neurons: int) -> nn.Module:
+        model = self.elastic.apply_plan(self._uniform(heads, neurons))
+        memo: dict[int, torch.Tensor] = {id(p): nn.Parameter(p.detach().clone(), False) for p in model.parameters()}
+        memo.update({id(b): b.clone() for b in model.buffers()})
+        return copy.deepcopy(model, memo).eval()  # compact tensors: a sliced view would keep its full base
+
+    def _uniform(self, heads: int, neurons: int) -> PruningPlan:
+        blocks = self.shape.num_blocks
+        return PruningPlan(0.0, 0.0, (neurons,) * blocks, (heads,) * blocks)
+
+    def _copy(self, heads: int, neurons: int, part: str) -> nn.Module:
+        self.elastic.apply_plan(self._uniform(heads, neurons))
+        block = self.elastic.adapter.blocks[0]
+        module = copy.deepcopy(block.attention if part == "attention" else block.mlp)
+        for parameter in module.parameters():  # own compact storage (a deep-copied view keeps its base)
+            parameter.data = parameter.data.contiguous().clone()
+        return module.eval()
+
+
+def calibrate_latency_model(
+    model: nn.Module,
+    image_size: int,
+    device: str | torch.device = "cpu",
+    batches: Sequence[int] = (1, 32),
+    *,
+    backbone_id: str = "model",
+    budget_s: float = 1.5,
+    min_rounds: int = 3,
+    max_rounds: int = 21,
+    progress: Progress | None = None,
+    cancel: Cancel | None = None,
+) -> LatencyModel:
+    """Time the pieces of ``model`` (unpruned) at each batch size and return the latency model.
+
+    Args:
+        budget_s: timing time per batch size: rounds grow from ``min_rounds`` up to ``max_rounds``
+            while they fit (a small backbone gets many rounds, ViT-B on a CPU ``min_rounds``).
+        progress: called with (done, total) timed rounds over all batch sizes.
+        cancel: checked between timings; returning True (or raising) raises CancelledError.
+    """
+    started = time.perf_counter()
+    device = torch.device(device)
+    dtype = next(model.parameters()).dtype
+    adapter = ViTAdapter(model)
+    pieces = _Pieces(model)
+    shape = pieces.shape
+    blocks, heads, hidden = shape.num_blocks, shape.num_heads, shape.mlp_hidden
+    tables: dict[int, BatchTable] = {}
+    total, done = len(batches) * min_rounds, 0
+    for batch_index, batch in enumerate(batches):
+        check_cancel(cancel, "latency calibration")
+        images = torch.randn(batch, 3, image_size, image_size, device=device, dtype=dtype)
+        tokens = torch.randn(batch, shape.num_tokens, shape.embed_dim, device=device, dtype=dtype)
+        timers = {
+            "full": _timer(lambda x=images: adapter.embed(x), device),
+            "one_head": _timer(lambda a=ViTAdapter(pieces.one_head), x=images: a.embed(x), device),
+            "narrow_mlp": _timer(lambda a=ViTAdapter(pieces.narrow_mlp), x=images: a.embed(x), device),
+            "minimal": _timer(lambda a=ViTAdapter(pieces.minimal), x=images: a.embed(x), device),
+        }
+        timers.update(
+            {("attention", h): _timer(lambda m=m, x=tokens: m(x), device) for h, m in pieces.attention.items()}
+        )
+        timers.update({("mlp", w): _timer(lambda m=m, x=tokens: m(x), device) for w, m in pieces.mlp.items()})
+        samples: dict = {name: [] for name in timers}
+        rounds, index = min_rounds, 0
+        while index < rounds:
+            round_start = time.perf_counter()
+            for name, timer in timers.items():
+                check_cancel(cancel, "latency calibration")
+                samples[name].append(timer())
+            index += 1
+            if index == 1:  # one round tells the cost: more rounds while they fit in the budget
+                per_round = time.perf_counter() - round_start
+                rounds = max(min_rounds, min(max_rounds, int(budget_s / max(per_round, 1e-9))))
+                total = done + rounds + (len(batches) - batch_index - 1) * rounds
+            done += 1
+            report(progress, done, total)
+        attention = [_stats(samples[("attention", h)]) for h in range(1, heads + 1)]
+        mlp = [_stats(samples[("mlp", w)]) for w in pieces.widths]
+        full = _stats(samples["full"])
+        attention_span, mlp_span = _spans(full, *(_stats(samples[n]) for n in ("one_head", "narrow_mlp", "minimal")))
+        attention_shape = _shape([a[0] for a in attention], range(1, heads + 1))
+        tables[batch] = BatchTable(
+            full_ms=full,
+            attention_span_ms=attention_span,
+            mlp_span_ms=mlp_span,
+            attention_shape=(0.0, *attention_shape),  # no heads: counted as one (a slight overestimate)
+            mlp_widths=pieces.widths,
+            mlp_shape=_shape([m[0] for m in mlp], pieces.widths),
+            blocks=blocks,
+            rounds=rounds,
+            attention_ms=tuple(attention),
+            mlp_ms=tuple(mlp),
+        )
+    key = LatencyModelKey(
+        backbone=backbone_id,
+        device=str(device),
+        dtype=str(dtype).removeprefix("torch."),
+        threads=torch.get_num_threads(),
+        image_size=int(image_size),
+        architecture=shape.describe(),
+    )
+    seconds = time.perf_counter() - started
+    log.info("latency model of %s calibrated in %.1f s (batches %s)", backbone_id, seconds, list(batches))
+    return LatencyModel(key, blocks, heads, hidden, tables, seconds, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))

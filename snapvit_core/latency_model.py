@@ -1,0 +1,289 @@
+"""The latency model: time the pieces a configuration is made of once, predict any plan's latency.
+
+A pruned ViT's forward is the unpruned one's fixed parts (patch embedding, norms, residuals, final
+norm, any attention pool) plus, per block, an attention with ``h`` kept heads and an MLP with ``m``
+kept neurons. Calibration (``latency_calibration.py``) times, per batch size:
+
+- four whole forwards in situ: the unpruned model, every block at one head, every block at the
+  narrowest MLP width, and both; their differences are what removing heads / neurons can save at
+  most (together never more than the unpruned minus the minimal model);
+- in isolation, one block's attention at every kept head count and its MLP at a grid of kept widths
+  (every supported family has identical blocks, so block 0 stands for all); these give the *shape*
+  of the saving between none and all (monotone, 0..1).
+
+A plan's latency is the unpruned forward minus, per block, its share of each saving. The isolated
+pieces never set the scale (a piece timed alone can be slower or faster than inside the model),
+so a prediction stays between the anchors; the unpruned plan's prediction *is* the measured
+unpruned forward and the speed-up is exactly 1.0 at (0, 0) by construction.
+
+Robust on a shared machine: every round times all anchors and pieces back to back (interleaved),
+and each estimate is the fastest of its rounds (load only ever slows a forward down), so a load
+spike in some rounds does not move it; the median round gives the upper end of the spread.
+Calibrated models are cached on disk (JSON, atomic) per backbone / device / dtype / threads /
+image size / architecture.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._atomic import write_text_atomic
+from .cancel import Cancel, Progress, report
+from .elastic import PruningPlan
+from .errors import SnapViTError
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 2
+
+
+@dataclass(frozen=True)
+class LatencyPrediction:
+    """Latency of one forward of ``batch`` images for one plan."""
+
+    batch: int
+    ms: float  # predicted (or measured) latency of one forward of `batch` images
+    low_ms: float  # spread (minimum-based prediction, or the measured fastest round)
+    high_ms: float  # spread (median-based prediction, or the measured median round)
+    speedup: float  # unpruned / pruned, exactly 1.0 at the unpruned plan
+    source: str = "predicted"  # "predicted" or "measured"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LatencyModelKey:
+    """What a calibration is valid for: another value here means another cache file."""
+
+    backbone: str  # model id
+    device: str
+    dtype: str
+    threads: int
+    image_size: int
+    architecture: str = ""  # ArchitectureShape.describe(): a changed checkpoint directory is recalibrated
+
+    def slug(self) -> str:
+        digest = hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        name = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.backbone)[-40:]
+        return f"{name}-{digest}"
+
+
+@dataclass(frozen=True)
+class BatchTable:
+    """Calibrated latency at one batch size; every time is (estimate, low, high) in ms.
+
+    Whole-model forwards anchor the scale in situ: the unpruned model (``full_ms``), every block at
+    one head (``attention_span_ms`` = what removing all other heads saves), every block at the
+    narrowest MLP (``mlp_span_ms``) and both (the spans never add up to more than that saves).
+    The isolated pieces only give the *shape* between those anchors: ``attention_shape[h]`` and
+    ``mlp_shape`` rise from 0 (one head / narrowest width) to 1 (unpruned), made monotone. A plan's
+    latency is ``full`` minus, per block, its share of each span.
+    """
+
+    full_ms: tuple[float, float, float]
+    attention_span_ms: tuple[float, float, float]
+    mlp_span_ms: tuple[float, float, float]
+    attention_shape: tuple[float, ...]  # index = kept heads, 0..H
+    mlp_widths: tuple[int, ...]  # ascending kept widths of the MLP grid
+    mlp_shape: tuple[float, ...]  # one per width
+    blocks: int
+    rounds: int  # interleaved rounds behind the estimates
+    attention_ms: tuple[tuple[float, float, float], ...] = ()  # raw isolated pieces, 1..H heads (report only)
+    mlp_ms: tuple[tuple[float, float, float], ...] = ()  # raw isolated pieces per width (report only)
+
+    @property
+    def fixed_ms(self) -> tuple[float, float, float]:
+        """The part every plan starts from: the unpruned forward."""
+        return self.full_ms
+
+    def block_ms(self, heads: int, neurons: int, stat: int) -> float:
+        """One block's contribution relative to the unpruned forward (<= 0: the time its pruning saves)."""
+        attention = self.attention_shape[min(max(heads, 0), len(self.attention_shape) - 1)]
+        mlp = float(np.clip(np.interp(neurons, self.mlp_widths, self.mlp_shape), 0.0, 1.0))
+        saved = self.attention_span_ms[stat] * (1.0 - attention) + self.mlp_span_ms[stat] * (1.0 - mlp)
+        return -saved / self.blocks
+
+    def predict(self, kept_heads: Sequence[int], kept_neurons: Sequence[int], stat: int) -> float:
+        total = self.fixed_ms[stat] + sum(self.block_ms(h, m, stat) for h, m in zip(kept_heads, kept_neurons))
+        return max(total, 1e-6)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> BatchTable:
+        return cls(
+            full_ms=tuple(data["full_ms"]),
+            attention_span_ms=tuple(data["attention_span_ms"]),
+            mlp_span_ms=tuple(data["mlp_span_ms"]),
+            attention_shape=tuple(float(v) for v in data["attention_shape"]),
+            mlp_widths=tuple(int(w) for w in data["mlp_widths"]),
+            mlp_shape=tuple(float(v) for v in data["mlp_shape"]),
+            blocks=int(data["blocks"]),
+            rounds=int(data["rounds"]),
+            attention_ms=tuple(tuple(row) for row in data.get("attention_ms", ())),
+            mlp_ms=tuple(tuple(row) for row in data.get("mlp_ms", ())),
+        )
+
+
+@dataclass
+class LatencyModel:
+    """Calibrated latency pieces of one backbone on one device; ``predict`` any plan."""
+
+    key: LatencyModelKey
+    num_blocks: int
+    num_heads: int
+    mlp_hidden: int
+    tables: dict[int, BatchTable]  # batch -> pieces
+    seconds: float = 0.0  # calibration time
+    created: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def batches(self) -> tuple[int, ...]:
+        return tuple(sorted(self.tables))
+
+    def predict(self, kept_heads: Sequence[int], kept_neurons: Sequence[int], batch: int = 1) -> LatencyPrediction:
+        """Predicted latency of one forward of ``batch`` images of the plan keeping these counts per block."""
+        if batch not in self.tables:
+            raise SnapViTError(
+                f"The latency model was calibrated for batches {list(self.batches)}, not {batch}.",
+                "Ask for one of those batches, or recalibrate with that batch.",
+            )
+        if len(kept_heads) != self.num_blocks or len(kept_neurons) != self.num_blocks:
+            raise SnapViTError(
+                f"The plan has {len(kept_heads)} blocks, the latency model {self.num_blocks}.",
+                "Use the latency model of this backbone.",
+            )
+        table = self.tables[batch]
+        full_heads, full_neurons = [self.num_heads] * self.num_blocks, [self.mlp_hidden] * self.num_blocks
+        ms, low, high = (table.predict(kept_heads, kept_neurons, stat) for stat in range(3))
+        unpruned = table.predict(full_heads, full_neurons, 0)
+        return LatencyPrediction(batch, ms, min(low, ms), max(high, ms), unpruned / ms, "predicted")
+
+    def predict_plan(self, plan: PruningPlan, batch: int = 1) -> LatencyPrediction:
+        return self.predict(plan.kept_heads, plan.kept_neurons, batch)
+
+    def to_dict(self) -> dict:
+        return {
+            "format": FORMAT_VERSION,
+            "key": asdict(self.key),
+            "num_blocks": self.num_blocks,
+            "num_heads": self.num_heads,
+            "mlp_hidden": self.mlp_hidden,
+            "tables": {str(batch): asdict(table) for batch, table in self.tables.items()},
+            "seconds": self.seconds,
+            "created": self.created,
+            "extra": self.extra,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> LatencyModel:
+        if data.get("format") != FORMAT_VERSION:
+            raise SnapViTError(f"Latency model format {data.get('format')!r} is not {FORMAT_VERSION}.", "Recalibrate.")
+        tables = {int(batch): BatchTable.from_dict(table) for batch, table in data["tables"].items()}
+        return cls(
+            key=LatencyModelKey(**data["key"]),
+            num_blocks=int(data["num_blocks"]),
+            num_heads=int(data["num_heads"]),
+            mlp_hidden=int(data["mlp_hidden"]),
+            tables=tables,
+            seconds=float(data.get("seconds", 0.0)),
+            created=str(data.get("created", "")),
+            extra=dict(data.get("extra", {})),
+        )
+
+
+def calibrate_latency_model(model: nn.Module, image_size: int, *args: object, **kwargs: object) -> LatencyModel:
+    """Time the pieces of ``model`` and return its latency model (see ``latency_calibration``)."""
+    from .latency_calibration import calibrate_latency_model as calibrate
+
+    return calibrate(model, image_size, *args, **kwargs)
+
+
+def default_cache_dir() -> Path:
+    """$SNAPVIT_CACHE_DIR, else ~/.cache/snapvit-explorer; latency models go to its latency/ folder."""
+    root = os.environ.get("SNAPVIT_CACHE_DIR") or Path.home() / ".cache" / "snapvit-explorer"
+    return Path(root) / "latency"
+
+
+def latency_model_key(backbone, device: str | torch.device, threads: int | None = None) -> LatencyModelKey:
+    """The cache key of ``backbone`` (a backbones.Backbone) on ``device`` with the current threads."""
+    dtype = next(backbone.model.parameters()).dtype
+    return LatencyModelKey(
+        backbone=backbone.model_id,
+        device=str(torch.device(device)),
+        dtype=str(dtype).removeprefix("torch."),
+        threads=int(threads or torch.get_num_threads()),
+        image_size=int(backbone.image_size),
+        architecture=backbone.shape.describe(),
+    )
+
+
+def cache_path(key: LatencyModelKey, cache_dir: str | os.PathLike | None = None) -> Path:
+    return Path(cache_dir) / f"{key.slug()}.json" if cache_dir else default_cache_dir() / f"{key.slug()}.json"
+
+
+def load_cached_latency_model(key: LatencyModelKey, cache_dir=None, batches: Sequence[int] = ()) -> LatencyModel | None:
+    """The cached model for ``key`` covering ``batches``, or None (missing, stale or unreadable)."""
+    path = cache_path(key, cache_dir)
+    if not path.is_file():
+        return None
+    try:
+        model = LatencyModel.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError, SnapViTError) as error:
+        log.warning("ignoring unreadable latency model cache %s: %s", path, error)
+        return None
+    if model.key != key or not set(batches) <= set(model.batches):
+        return None
+    return model
+
+
+def save_latency_model(model: LatencyModel, cache_dir=None) -> Path:
+    path = cache_path(model.key, cache_dir)
+    write_text_atomic(path, json.dumps(model.to_dict(), indent=1))
+    return path
+
+
+def load_or_calibrate_latency_model(
+    backbone,
+    device: str | torch.device = "cpu",
+    batches: Sequence[int] = (1, 32),
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    progress: Progress | None = None,
+    cancel: Cancel | None = None,
+    **calibration: object,
+) -> LatencyModel:
+    """The cached latency model of ``backbone`` (a backbones.Backbone) on ``device``, calibrating on a miss.
+
+    The cache file is keyed by backbone id, device, dtype, threads, image size and architecture;
+    it is written atomically. ``calibration`` goes to ``calibrate_latency_model`` (budget_s ...).
+    """
+    key = latency_model_key(backbone, device)
+    cached = load_cached_latency_model(key, cache_dir, batches)
+    if cached is not None:
+        report(progress, 1, 1)
+        return cached
+    model = calibrate_latency_model(
+        backbone.model,
+        backbone.image_size,
+        device,
+        batches,
+        backbone_id=backbone.model_id,
+        progress=progress,
+        cancel=cancel,
+        **calibration,
+    )
+    if model.key != key:  # the threads changed during calibration: store it under what it measured
+        log.info("latency model key changed during calibration: %s -> %s", key, model.key)
+    save_latency_model(model, cache_dir)
+    return model
