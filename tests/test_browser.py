@@ -189,7 +189,7 @@ def test_explorer_held_arrow_key_ends_on_the_final_configuration(app_url):
         _wait_until_idle(page)
         expect(mlp).to_have_attribute("aria-valuetext", "0.60")
         assert page.get_by_text("Traceback").count() == 0
-        page.get_by_label("Side by side with another method at the same sparsity").click()
+        page.get_by_role("combobox", name="Side by side with another method at the same sparsity").click()
         page.get_by_role("option", name="magnitude").click()
         page.get_by_text("magnitude (data-free)").first.wait_for(timeout=60_000)
         _wait_for_knn(page, "(MLP 0.60, head 0.45)")
