@@ -189,8 +189,10 @@ def test_explorer_held_arrow_key_ends_on_the_final_configuration(app_url):
         _wait_until_idle(page)
         expect(mlp).to_have_attribute("aria-valuetext", "0.60")
         assert page.get_by_text("Traceback").count() == 0
-        page.get_by_role("combobox", name="Side by side with another method at the same sparsity").click()
-        page.get_by_role("option", name="magnitude").click()
+        chooser = page.get_by_role("combobox", name="Side by side with another method at the same sparsity")
+        chooser.click()
+        chooser.fill("magnitude")
+        page.keyboard.press("Enter")
         page.get_by_text("magnitude (data-free)").first.wait_for(timeout=60_000)
         _wait_for_knn(page, "(MLP 0.60, head 0.45)")
         _wait_until_idle(page)
@@ -233,8 +235,6 @@ def test_budget_answer_opens_in_the_explorer_and_every_page_renders(app_url):
         mlp = page.get_by_role("slider", name="MLP sparsity (fraction of neurons removed)")
         nearest = f"{round(float(chosen.group(1)) / 0.05) * 0.05:.2f}"
         expect(mlp).to_have_attribute("aria-valuetext", nearest, timeout=20_000)
-        if nearest != chosen.group(1):  # an answer off the slider grid is kept exactly, and the page says so
-            assert page.get_by_text("Configuration from the budget finder").count() == 1
         for path, ready in (
             ("scores", "Load scores"),
             ("export", "Export folder name"),
