@@ -116,7 +116,7 @@ def _expected(mlp_sparsity: float, head_sparsity: float) -> tuple[str, str]:
     backbone = load_backbone("embedded", False, "cpu")
     explorer = Explorer(backbone, load_scores(ROOT / "scores" / "embedded.xnes.safetensors"), "cpu")
     splits = load_knn_splits("embedded", backbone.data_config, limit_per_split=2000)
-    explorer.attach_knn(KnnEvaluator(splits.train, splits.train_labels, splits.test, splits.test_labels, k=20))
+    explorer.attach_knn(KnnEvaluator.from_splits(splits))
     from ui.live import live_knn_images
 
     flops = explorer.cost(mlp_sparsity, head_sparsity).cost.flops / 1e6

@@ -109,7 +109,7 @@ def test_half_flops_on_the_embedded_backbone_lies_between_the_path_points():
     backbone = load_backbone("embedded")
     explorer = Explorer(backbone, load_scores(ROOT / "scores" / "embedded.xnes.safetensors"))
     splits = load_knn_splits("embedded", backbone.data_config)
-    explorer.attach_knn(KnnEvaluator(splits.train, splits.train_labels, splits.test, splits.test_labels))
+    explorer.attach_knn(KnnEvaluator.from_splits(splits))
     path = {pair: explorer.cost(*pair).cost.flops_pct for pair in PUBLISHED_SPARSITY_PAIRS}
     assert path[(0.55, 0.4)] > 50.0 > path[(0.65, 0.5)]  # 51.4 % and 41.1 %: no published point fits well
     answer = find_best_under_budget(explorer, "flops_pct", 50.0, knn_images=300, max_evaluations=6)

@@ -54,7 +54,7 @@ def test_bad_split_name_is_a_clear_error():
 def embedded_knn():
     backbone = load_backbone("embedded")
     splits = load_knn_splits("embedded", backbone.data_config)
-    return backbone, KnnEvaluator(splits.train, splits.train_labels, splits.test, splits.test_labels, k=20)
+    return backbone, KnnEvaluator.from_splits(splits)
 
 
 def test_unpruned_knn_is_high_and_magnitude_pruning_costs_accuracy(embedded_knn):

@@ -210,7 +210,10 @@ def test_cancel_raises_and_progress_reports(images):
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
+    try:
+        code = main(list(argv))
+    except SystemExit as usage_error:  # argparse refuses bad values (e.g. --samples 0) before the command runs
+        code = usage_error.code
     out, err = capsys.readouterr()
     return code, out, err
 
