@@ -46,7 +46,7 @@ def test_two_gloo_processes_equal_one(tmp_path):
 
     single = distributed_worker.run()
     torchrun(str(WORKER), str(tmp_path / "two.pt"))
-    double = torch.load(tmp_path / "two.pt")
+    double = torch.load(tmp_path / "two.pt", weights_only=True)
     assert double["world_size"] == 2 and single["world_size"] == 1
     for key in ("mlp", "heads", "per_image_mlp", "per_image_heads"):  # scores: within 1e-6 relative
         torch.testing.assert_close(double[key], single[key], rtol=1e-6, atol=1e-30)

@@ -58,8 +58,9 @@ def test_export_round_trips_through_the_library_and_the_standalone_loader(tmp_pa
     # The standalone loader needs only torch + timm + safetensors (run in a fresh interpreter).
     script = (
         "import sys, torch; sys.path.insert(0, sys.argv[1]); from load_pruned import load_pruned; "
-        "m = load_pruned(sys.argv[1]); x = torch.load(sys.argv[2]); "
-        "print(float((m.forward_head(m.forward_features(x), pre_logits=True) - torch.load(sys.argv[3])).abs().max()))"
+        "m = load_pruned(sys.argv[1]); x = torch.load(sys.argv[2], weights_only=True); "
+        "y = torch.load(sys.argv[3], weights_only=True); "
+        "print(float((m.forward_head(m.forward_features(x), pre_logits=True) - y).abs().max()))"
     )
     torch.save(images, tmp_path / "x.pt")
     torch.save(expected, tmp_path / "y.pt")
