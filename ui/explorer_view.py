@@ -25,14 +25,23 @@ def _card(row: Any, *args: Any, **kwargs: Any) -> None:
     row.metric(*args, width=CARD_WIDTH, **kwargs)
 
 
-def live_request(explorer: Any, mlp_sparsity: float, head_sparsity: float) -> LiveRequest:
-    """What the worker should evaluate for this slider position (kNN only where it means something)."""
+def live_request(
+    explorer: Any, mlp_sparsity: float, head_sparsity: float, worker: LiveWorker | None = None
+) -> LiveRequest:
+    """What the worker should evaluate for this slider position (kNN only where it means something).
+
+    The live kNN set is sized from the worker's measured time per image when it has one (so it shrinks
+    while the machine is loaded and grows back when it is not), else from a FLOPs-rate guess.
+    """
     has_knn = explorer.knn is not None
     metrics = knn_metrics(has_knn, session.run_knn_on_random_weights())
     knn_images = None
     if "knn" in metrics:
         unpruned_flops = explorer.cost(0.0, 0.0).unpruned.flops
-        knn_images = live_knn_images(unpruned_flops, session.knn_image_count(), str(explorer.device))
+        measured = worker.observed_ms_per_image() if worker is not None else None
+        knn_images = live_knn_images(
+            unpruned_flops, session.knn_image_count(), str(explorer.device), ms_per_image=measured
+        )
     return LiveRequest(float(mlp_sparsity), float(head_sparsity), metrics, knn_images)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import re
 import threading
 import time
 import weakref
@@ -68,7 +69,9 @@ def live_knn_images(
     fits = int(LIVE_KNN_BUDGET_S / max(seconds_per_image, 1e-12))
     if fits >= total_images:
         return None
-    return max(min(MIN_LIVE_KNN_IMAGES, total_images), fits)
+    # Whole hundreds: a size that changes with the machine's load changes the kNN subset (and needs a new
+    # unpruned baseline on it), so small fluctuations of the measured rate must not move it.
+    return max(min(MIN_LIVE_KNN_IMAGES, total_images), fits // 100 * 100)
 
 
 _WORKERS: weakref.WeakSet[LiveWorker] = weakref.WeakSet()
@@ -99,6 +102,7 @@ class LiveWorker:
         self._latency_progress = 0.0
         self._stopped = False
         self._thread: threading.Thread | None = None
+        self._ms_per_image: float | None = None  # measured kNN pass time per image (smoothed), None until one ran
         _WORKERS.add(self)
 
     # ---- called from script threads -------------------------------------------------------------
@@ -125,6 +129,11 @@ class LiveWorker:
     def pending(self, request: LiveRequest) -> bool:
         with self._condition:
             return request not in self._results
+
+    def observed_ms_per_image(self) -> float | None:
+        """Measured time per image of this worker's kNN passes (smoothed): reflects the machine's load now."""
+        with self._condition:
+            return self._ms_per_image
 
     def latency_status(self) -> tuple[str, float]:
         """('waiting' | 'calibrating' | 'ready' | 'failed' | 'off', fraction done)."""
@@ -202,7 +211,14 @@ class LiveWorker:
             log.exception("live evaluation failed")
             error = f"{type(failure).__name__}: {failure}"
         outcome = LiveResult(request, result, error, time.perf_counter() - start)
+        images = _images_evaluated(result)
         with self._condition:
+            # A pass served from the feature cache (a configuration seen before) says nothing about the
+            # machine's speed: only passes that took a real share of the budget update the rate.
+            if images and outcome.seconds >= 0.1 * LIVE_KNN_BUDGET_S:
+                rate = 1e3 * outcome.seconds / images
+                previous = self._ms_per_image
+                self._ms_per_image = rate if previous is None else 0.5 * previous + 0.5 * rate
             if len(self._results) > 256:  # a long session: keep the memory bounded
                 self._results.clear()
             self._results[request] = outcome
@@ -231,6 +247,13 @@ class LiveWorker:
             state = "failed"
         with self._condition:
             self._latency_state = state
+
+
+def _images_evaluated(result: Any) -> int:
+    """Images a finished pass embedded, from its kNN set label ('all 1,797 images' / 'subset: 700 of ...')."""
+    label = getattr(result, "knn_set", None) or ""
+    match = re.search(r"(?:subset: |all )([\d,]+)", label)
+    return int(match.group(1).replace(",", "")) if match else 0
 
 
 def knn_metrics(has_knn: bool, run_knn: bool) -> tuple[str, ...]:
