@@ -14,7 +14,6 @@ import streamlit as st
 from ui import charts, session
 from ui.labels import CARD_WIDTH, card_row, flops_unit, short_number, sparsity_text, speedup_text
 from ui.live import (
-    LIVE_KNN_BUDGET_S,
     LiveRequest,
     LiveResult,
     LiveWorker,
@@ -24,7 +23,6 @@ from ui.live import (
 )
 
 POLL_S = 0.2  # how often a pending accuracy panel looks for its result
-SHRINK_AT = 2.0  # the live kNN set shrinks when a pass takes over this many times LIVE_KNN_BUDGET_S
 UPDATING = "updating…"
 CALIBRATING = "…"  # latency cards while the latency model is measured (the caption below says so)
 
@@ -39,22 +37,14 @@ def live_request(
 ) -> LiveRequest:
     """What the worker should evaluate for this slider position (kNN only where it means something).
 
-    The live kNN set is sized from a FLOPs-rate guess; when the worker's measured time per image says
-    that set takes over ``SHRINK_AT`` times the budget (a loaded machine), it shrinks to what the measured
-    rate allows, and goes back to the guess once passes are fast again. Between the two the size stays
-    put, so ordinary timing noise never changes the kNN subset (and its numbers).
+    The live kNN set is sized from a FLOPs-rate guess (fixed per backbone, so its numbers stay comparable).
     """
     has_knn = explorer.knn is not None
     metrics = knn_metrics(has_knn, session.run_knn_on_random_weights())
     knn_images = None
     if "knn" in metrics:
         unpruned_flops = explorer.cost(0.0, 0.0).unpruned.flops
-        total, device = session.knn_image_count(), str(explorer.device)
-        knn_images = live_knn_images(unpruned_flops, total, device)
-        measured = worker.observed_ms_per_image() if worker is not None else None
-        planned = total if knn_images is None else knn_images
-        if measured is not None and planned * measured / 1e3 > SHRINK_AT * LIVE_KNN_BUDGET_S:
-            knn_images = live_knn_images(unpruned_flops, total, device, ms_per_image=measured)
+        knn_images = live_knn_images(unpruned_flops, session.knn_image_count(), str(explorer.device))
     return LiveRequest(float(mlp_sparsity), float(head_sparsity), metrics, knn_images)
 
 
