@@ -65,7 +65,7 @@ measure_now(explorer, (mlp_sparsity, head_sparsity))
 
 if session.selection().random_init and session.has_labelled_data():
     session.knn_on_random_checkbox()
-request = live_request(explorer, mlp_sparsity, head_sparsity, worker)
+request = live_request(explorer, mlp_sparsity, head_sparsity)
 worker.request(request)
 maps, neurons = st.columns(2)
 maps.plotly_chart(charts.head_map(scores, cost.head_mask.numpy()), key="head_map")
@@ -85,7 +85,7 @@ if method != "(none)":
     other = session.comparison_explorer(method)
     other_cost = other.cost(mlp_sparsity, head_sparsity)
     other_worker = session.live_worker(other, name="comparison")
-    other_request = live_request(other, mlp_sparsity, head_sparsity, other_worker)
+    other_request = live_request(other, mlp_sparsity, head_sparsity)
     other_worker.request(other_request)
     mine, theirs = st.columns(2)
     mine.markdown(f"**{scores_label}**")

@@ -32,9 +32,7 @@ def _card(row: Any, *args: Any, **kwargs: Any) -> None:
     row.metric(*args, width=CARD_WIDTH, **kwargs)
 
 
-def live_request(
-    explorer: Any, mlp_sparsity: float, head_sparsity: float, worker: LiveWorker | None = None
-) -> LiveRequest:
+def live_request(explorer: Any, mlp_sparsity: float, head_sparsity: float) -> LiveRequest:
     """What the worker should evaluate for this slider position (kNN only where it means something).
 
     The live kNN set is sized from a FLOPs-rate guess (fixed per backbone, so its numbers stay comparable).
