@@ -2,10 +2,11 @@
 
 For each backbone (the embedded one, a random-init ViT-S/16 at 224 px) and gradient method, runs
 ``compute_scores`` of today's code and of the reference commit's ``scoring.py`` in interleaved rounds on
-the same images and settings (published 2 + 10 crops), and prints crops/s of each and the median of
-the per-round speed ratios (new / old). Data-free methods report milliseconds (today's code only).
+the same images and settings (published 2 + 10 crops), today's at fp32 and, where the device computes
+bf16 natively, at ``--precision bf16``; prints crops/s of each and the per-round speed ratios
+(old time / new time), median (min-max). Data-free methods report milliseconds (today's code only).
 
-    python benchmarks/bench_scoring.py --images 256 --rounds 3 --threads 2      # the issue's figures
+    python benchmarks/bench_scoring.py --images 256 --rounds 3 --threads 2 --out results/scoring_speed.md
     python benchmarks/bench_scoring.py --quick                                  # smoke run
 """
 
@@ -15,6 +16,7 @@ import argparse
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -27,6 +29,7 @@ from reference_code import REFERENCE_COMMIT, load_reference  # noqa: E402
 from snapvit_core.backbones import Backbone, load_backbone  # noqa: E402
 from snapvit_core.data import procedural_images  # noqa: E402
 from snapvit_core.errors import SnapViTError  # noqa: E402
+from snapvit_core.precision import native_bf16  # noqa: E402
 from snapvit_core.scoring import DATA_FREE_METHODS, GRADIENT_METHODS, ScoringConfig, compute_scores  # noqa: E402
 
 
@@ -49,26 +52,24 @@ def timed(function, *args, device: str, **kwargs) -> float:
     return time.perf_counter() - start
 
 
-def compare(backbone: Backbone, method: str, count: int, rounds: int, device: str, reference) -> tuple:
-    """(new crops/s, old crops/s, median per-round ratio), after one warm-up of each on one image."""
+def compare(backbone: Backbone, method: str, count: int, rounds: int, device: str, reference, precisions) -> dict:
+    """Seconds per run of the old code and of today's at each precision, interleaved rounds, after one
+    warm-up of each on one image: {name: [seconds per round]}."""
     images = procedural_images(count, seed=0)
     classes = int(getattr(backbone.model, "num_classes", 0) or 0)
     labels = [i % max(classes, 1) for i in range(count)]
-    new_config = ScoringConfig(method=method, samples=count)
-    old_config = reference.ScoringConfig(method=method, samples=count)
     model = backbone.model.to(device)
     args = (backbone.data_config,)
-    compute_scores(model, images[:1], *args, new_config, labels[:1], device)
-    reference.compute_scores(model, images[:1], *args, old_config, labels[:1], device)
-    new_times, old_times = [], []
-    for _ in range(rounds):  # interleaved: load changes hit both alike
-        old_times.append(
-            timed(reference.compute_scores, model, images, *args, old_config, labels, device, device=device)
-        )
-        new_times.append(timed(compute_scores, model, images, *args, new_config, labels, device, device=device))
-    crops = count * new_config.crops_per_image
-    ratio = statistics.median(old / new for old, new in zip(old_times, new_times))
-    return crops / statistics.median(new_times), crops / statistics.median(old_times), ratio
+    runs = {"old": (reference.compute_scores, reference.ScoringConfig(method=method, samples=count))}
+    for name in precisions:
+        runs[f"new {name}"] = (compute_scores, ScoringConfig(method=method, samples=count, precision=name))
+    for function, config in runs.values():
+        function(model, images[:1], *args, replace(config, samples=1), labels[:1], device)
+    times = {name: [] for name in runs}
+    for _ in range(rounds):  # interleaved: load changes hit every variant alike
+        for name, (function, config) in runs.items():
+            times[name].append(timed(function, model, images, *args, config, labels, device, device=device))
+    return times
 
 
 def main() -> None:
@@ -78,6 +79,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default: 3)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (default: 2)")
     parser.add_argument("--methods", default="snapvit", help="gradient methods, comma-separated (default: snapvit)")
+    parser.add_argument("--out", default=None, help="also write the table as Markdown to this file")
     parser.add_argument("--quick", action="store_true", help="4 images, 1 round (smoke run)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -87,23 +89,35 @@ def main() -> None:
     setups = [
         ("embedded", load_embedded(), args.images),
         (
-            "vit_small_patch16_224 (random init)",
+            "ViT-S/16 (random init)",
             load_backbone("vit_small_patch16_224", random_init=True),
             args.vit_images,
         ),
     ]
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     methods = [m for m in args.methods.split(",") if m in GRADIENT_METHODS]
+    rows = []
     for device in devices:
         name = torch.cuda.get_device_name() if device == "cuda" else "CPU"
+        precisions = ["fp32"] + (["bf16"] if native_bf16(device) else [])
         print(f"device {device} ({name}), {torch.get_num_threads()} threads; old = scoring.py@{REFERENCE_COMMIT}")
         for label, backbone, count in setups:
             count = args.images if device == "cuda" else count
             size = backbone.data_config["input_size"][-1]
             print(f"  {label} at {size} px: {count} images x 12 crops, {args.rounds} interleaved round(s)")
             for method in methods:
-                new, old, ratio = compare(backbone, method, count, args.rounds, device, reference)
-                print(f"    {method:<20} new {new:9.1f} crops/s   old {old:9.1f} crops/s   speed-up {ratio:.2f}x")
+                times = compare(backbone, method, count, args.rounds, device, reference, precisions)
+                crops = count * ScoringConfig().crops_per_image
+                old = times["old"]
+                for variant, seconds in times.items():
+                    rate = [crops / t for t in seconds]
+                    ratios = [o / t for o, t in zip(old, seconds)]
+                    print(
+                        f"    {method:<12} {variant:<9} {statistics.median(rate):9.1f} crops/s "
+                        f"({min(rate):.1f}-{max(rate):.1f})   speed-up {statistics.median(ratios):.2f}x "
+                        f"({min(ratios):.2f}-{max(ratios):.2f})"
+                    )
+                    rows.append((device, label, count, method, variant, rate, ratios))
             for method in DATA_FREE_METHODS:
                 seconds = timed(
                     compute_scores,
@@ -113,8 +127,34 @@ def main() -> None:
                     ScoringConfig(method=method),
                     device=device,
                 )
-                print(f"    {method:<20} {1e3 * seconds:9.1f} ms (data-free)")
+                print(f"    {method:<22} {1e3 * seconds:9.1f} ms (data-free)")
             backbone.model.to("cpu")
+    if args.out:
+        write_table(Path(args.out), rows, args)
+
+
+def write_table(path: Path, rows: list, args: argparse.Namespace) -> None:
+    """The figures as a Markdown table (median and min-max over the interleaved rounds), written atomically."""
+    lines = [
+        "# Scoring throughput: today's code vs scoring.py before issue 17",
+        "",
+        f"Command: `python benchmarks/bench_scoring.py --images {args.images} --vit-images {args.vit_images} "
+        f"--rounds {args.rounds} --threads {args.threads} --out {args.out}`; old = `scoring.py@{REFERENCE_COMMIT}` "
+        "in the same process, interleaved rounds, published 2 + 10 crops per image. Median (min-max) over rounds.",
+        "",
+        "| device | backbone | images | method | code | crops/s | speed-up vs old |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for device, label, count, method, variant, rate, ratios in rows:
+        lines.append(
+            f"| {device} | {label} | {count} | {method} | {variant} | {statistics.median(rate):.1f} "
+            f"({min(rate):.1f}-{max(rate):.1f}) | {statistics.median(ratios):.2f}x "
+            f"({min(ratios):.2f}-{max(ratios):.2f}) |"
+        )
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text("\n".join(lines) + "\n")
+    temporary.replace(path)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@ base scores alone and for both searched scores.
     .venv/bin/python benchmarks/bench_search.py [--model embedded] [--scores FILE | --method magnitude]
     .venv/bin/python benchmarks/bench_search.py --fitness-only --model vit_small_patch16_224 --random-init
 
-First, seconds per fitness evaluation (the 4 published pairs on ``eval_images`` images) of today's
-``CandidateFitness`` and of the reference commit's (``search.py`` at REFERENCE_COMMIT), interleaved.
+First, seconds per fitness evaluation (the 4 published pairs on ``eval_images`` images) of the reference
+commit's ``CandidateFitness`` (``search.py`` at REFERENCE_COMMIT) and of today's at fp32 and, on a CPU
+with native bf16, at ``precision="bf16"``, interleaved, with each one's fitness value.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -31,6 +33,7 @@ from snapvit_core.backbones import load_backbone  # noqa: E402
 from snapvit_core.data import load_images, load_knn_splits, preprocess  # noqa: E402
 from snapvit_core.evaluation import KnnEvaluator  # noqa: E402
 from snapvit_core.explorer import Explorer  # noqa: E402
+from snapvit_core.precision import native_bf16  # noqa: E402
 from snapvit_core.scores import ImportanceScores  # noqa: E402
 from snapvit_core.search import CandidateFitness, SearchConfig, initial_mean, run_search  # noqa: E402
 
@@ -59,27 +62,62 @@ def knn_row(backbone, scores: ImportanceScores, evaluator: KnnEvaluator) -> list
     return [explorer.evaluate(mlp, head, ("knn",)).knn_top1 for mlp, head in EVALUATED_PAIRS]
 
 
-def compare_fitness(backbone, scores: ImportanceScores, images: torch.Tensor, rounds: int) -> None:
-    """Seconds per fitness evaluation, today's code vs the reference commit's, interleaved rounds."""
+def compare_fitness(backbone, scores: ImportanceScores, images: torch.Tensor, args: argparse.Namespace) -> list:
+    """Seconds per fitness evaluation of the reference commit's code and of today's at each precision,
+    interleaved rounds; prints them with the fitness values and returns the table rows."""
     reference = load_reference("search")
-    config = SearchConfig()
     shape = ViTAdapter(backbone.model).shape()
+    config = SearchConfig(eval_images=images.shape[0])
     mean = initial_mean(shape.num_blocks, shape.num_heads, config.mean_ramp)
-    new = CandidateFitness(backbone.model, scores, images, config, torch.device("cpu"))
-    old = reference.CandidateFitness(backbone.model, scores, images, reference.SearchConfig(), torch.device("cpu"))
-    assert new(mean) == old(mean), "fitness values differ from the reference implementation"
-    times = {"new": [], "old": []}
-    for _ in range(rounds):
-        for name, fitness in (("old", old), ("new", new)):
+    cpu = torch.device("cpu")
+    fitness = {"old": reference.CandidateFitness(backbone.model, scores, images, reference.SearchConfig(), cpu)}
+    for name in ["fp32"] + (["bf16"] if native_bf16(cpu) else []):
+        fitness[f"new {name}"] = CandidateFitness(backbone.model, scores, images, replace(config, precision=name), cpu)
+    values = {name: function(mean) for name, function in fitness.items()}  # also the warm-up
+    times = {name: [] for name in fitness}
+    for _ in range(args.rounds):
+        for name, function in fitness.items():
             start = time.perf_counter()
-            fitness(mean)
+            function(mean)
             times[name].append(time.perf_counter() - start)
-    ratio = statistics.median(o / n for o, n in zip(times["old"], times["new"]))
-    print(
-        f"fitness evaluation ({images.shape[0]} images, {len(config.pairs)} pairs): "
-        f"new {statistics.median(times['new']):.3f} s, old (search.py@{REFERENCE_COMMIT}) "
-        f"{statistics.median(times['old']):.3f} s, speed-up {ratio:.2f}x (identical fitness)"
-    )
+    rows = []
+    pairs = len(config.pairs)
+    print(f"fitness evaluation ({images.shape[0]} images, {pairs} pairs), old = search.py@{REFERENCE_COMMIT}")
+    for name, seconds in times.items():
+        ratios = [old / new for old, new in zip(times["old"], seconds)]
+        row = (name, seconds, ratios, values[name], values[name] - values["old"])
+        print(
+            f"  {name:<9} {statistics.median(seconds):.3f} s ({min(seconds):.3f}-{max(seconds):.3f})  speed-up "
+            f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})  fitness {row[3]:.6f} "
+            f"(old {row[4]:+.1e})"
+        )
+        rows.append(row)
+    return rows
+
+
+def write_fitness_table(path: Path, rows: list, args: argparse.Namespace, images: int) -> None:
+    lines = [
+        "# Fitness evaluation: today's code vs search.py before issue 17",
+        "",
+        f"Command: `python benchmarks/bench_search.py --fitness-only --model {args.model}"
+        + (" --random-init" if args.random_init else "")
+        + f" --eval-images {args.eval_images} --rounds {args.rounds} --threads {args.threads} --out {args.out}`; "
+        f"CPU, {images} images, the 4 search pairs, the initial-mean candidate of {args.method} scores; old = "
+        f"`search.py@{REFERENCE_COMMIT}` in the same process, interleaved rounds. Median (min-max) over rounds.",
+        "",
+        "| code | s / evaluation | speed-up vs old | fitness | minus old |",
+        "|---|---|---|---|---|",
+    ]
+    for name, seconds, ratios, value, difference in rows:
+        lines.append(
+            f"| {name} | {statistics.median(seconds):.3f} ({min(seconds):.3f}-{max(seconds):.3f}) | "
+            f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) | {value:.6f} | "
+            f"{difference:+.1e} |"
+        )
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text("\n".join(lines) + "\n")
+    temporary.replace(path)
+    print(f"wrote {path}")
 
 
 def main() -> None:
@@ -94,6 +132,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved fitness rounds (default: 3)")
     parser.add_argument("--fitness-only", action="store_true", help="only the side-by-side fitness timing")
     parser.add_argument("--eval-images", type=int, default=1000, help="fitness images (default: 1000, published)")
+    parser.add_argument("--out", default=None, help="with --fitness-only: also write the table as Markdown here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -103,8 +142,10 @@ def main() -> None:
     print(f"base scores: {args.scores or args.method} ({time.perf_counter() - t0:.1f} s)")
     config = SearchConfig(evaluations=args.evaluations, eval_images=args.eval_images)
     images = preprocess(load_images(args.data, "train", limit=config.eval_images, seed=0).images, backbone.data_config)
-    compare_fitness(backbone, scores, images, args.rounds)
+    rows = compare_fitness(backbone, scores, images, args)
     if args.fitness_only:
+        if args.out:
+            write_fitness_table(Path(args.out), rows, args, images.shape[0])
         return
     splits = load_knn_splits(args.data, backbone.data_config)
     evaluator = KnnEvaluator.from_splits(splits)

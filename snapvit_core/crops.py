@@ -77,14 +77,14 @@ def make_crops(
     mean = torch.tensor(data_config["mean"], dtype=torch.float32).view(3, 1, 1)
     std = torch.tensor(data_config["std"], dtype=torch.float32).view(3, 1, 1)
     scales = [config.global_scale] * config.global_crops + [config.local_scale] * config.local_crops
-    crops = []
-    for image in images:
+    crops = np.empty((len(images) * len(scales), size, size, 3), dtype=np.uint8)  # filled in place: one copy each
+    for position, image in enumerate(images):
         image = image if image.mode == "RGB" else to_rgb(image)
-        for scale in scales:
+        for view, scale in enumerate(scales):
             left, top, crop_w, crop_h = sample_crop_box(image.width, image.height, scale, generator)
             crop = image.resize((size, size), resample, box=(left, top, left + crop_w, top + crop_h))
-            crops.append(torch.from_numpy(np.asarray(crop, dtype=np.uint8).copy()).permute(2, 0, 1))
-    pixels = torch.stack(crops).float().div_(255.0)  # (N * V, 3, S, S) in [0, 1]
+            crops[position * len(scales) + view] = np.asarray(crop)
+    pixels = torch.from_numpy(crops).permute(0, 3, 1, 2).float().div_(255.0)  # (N * V, 3, S, S) in [0, 1]
     return (pixels - mean) / std
 
 

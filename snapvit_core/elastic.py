@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .adapter import ArchitectureShape, ViTAdapter
+from .adapter import ArchitectureShape, ViTAdapter, choose_attention_kernel
 from .errors import SnapViTError
 from .scores import ImportanceScores
 from .surgery import select_units
@@ -155,6 +155,7 @@ class ElasticViT:
         self.full = copy.deepcopy(model).eval()  # reordered original; read-only after __init__
         for parameter in self.full.parameters():
             parameter.requires_grad_(False)
+        choose_attention_kernel(self.full)  # a private copy: the caller's model stays as it is
         self.full_adapter = ViTAdapter(self.full)
         # Descending-score order per block; stable so equal scores keep their original order.
         self.mlp_order = torch.argsort(scores.mlp, dim=1, descending=True, stable=True)  # (B, M)

@@ -38,10 +38,11 @@ from torch import nn
 
 from . import distributed
 from ._atomic import atomic_path
-from .adapter import BlockLayers, ViTAdapter
+from .adapter import BlockLayers, ViTAdapter, choose_attention_kernel
 from .cka import component_cka
 from .elastic import check_scores_fit, check_sparsity, plan_keep_counts
 from .errors import CancelledError, SnapViTError
+from .precision import autocast_context, autocast_dtype, check_precision
 from .presets import SEARCH_FITNESS_PAIRS
 from .scores import ImportanceScores
 from .surgery import select_units
@@ -72,6 +73,7 @@ class SearchConfig:
     seed: int = 0  # seed of the xNES sampler
     population_size: int | None = None  # candidates per generation; None = 4 + floor(3 ln d)
     batch_size: int = 256  # images per forward pass (memory only; not a search setting)
+    precision: str = "auto"  # one of precision.PRECISIONS: auto = bf16 autocast on CUDA, fp32 on the CPU
 
     def to_dict(self) -> dict:
         return {**asdict(self), "pairs": [list(p) for p in self.pairs], "bounds": list(self.bounds)}
@@ -107,6 +109,7 @@ def check_config(config: SearchConfig, dimension: int) -> int:
     low, high = config.bounds
     if not 0.0 <= low < high or not math.isfinite(high):
         raise SnapViTError(f"Search bounds must satisfy 0 <= low < high, got {config.bounds}.")
+    check_precision(config.precision)
     if not config.initial_sigma > 0 or config.pca_components < 1 or config.eval_images < 1 or config.batch_size < 1:
         raise SnapViTError("initial_sigma, pca_components, eval_images and batch_size must be positive.")
     population = config.population_size or default_population_size(dimension)
@@ -154,7 +157,7 @@ class CandidateFitness:
         scores: base importance scores for it.
         images: (N, 3, S, S) preprocessed evaluation images.
         config: pairs, PCA width, batch size.
-        device: where the forward passes run (bf16 autocast on CUDA).
+        device: where the forward passes run (autocast as ``config.precision`` says).
     """
 
     def __init__(
@@ -171,7 +174,9 @@ class CandidateFitness:
         # One module-level copy per search that shares every tensor with `model`; candidates swap in gathers.
         memo = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
         self.working = ViTAdapter(copy.deepcopy(model, memo))
-        teacher = self._embed(self.source)
+        choose_attention_kernel(self.working.model)  # the working copy's own modules: the caller's stay as they are
+        self.dtype = autocast_dtype(config.precision, device)
+        teacher = self._embed(self.working)  # before any candidate's gather the working copy is the model
         self.centre = teacher.mean(dim=0, keepdim=True)
         width = min(config.pca_components, teacher.shape[1], max(1, teacher.shape[0] - 1))
         _, _, vh = torch.linalg.svd(teacher - self.centre, full_matrices=False)
@@ -181,7 +186,7 @@ class CandidateFitness:
     @torch.inference_mode()
     def _embed(self, adapter: ViTAdapter) -> torch.Tensor:
         parts = []
-        with torch.autocast("cuda", torch.bfloat16, enabled=self.device.type == "cuda"):
+        with autocast_context(self.dtype, self.device):
             for start in range(0, self.images.shape[0], self.config.batch_size):
                 parts.append(adapter.embed(self.images[start : start + self.config.batch_size]).float())
         return torch.cat(parts)  # (N, D)
@@ -429,7 +434,7 @@ def run_search(
         shape_matrix = torch.eye(dimension, dtype=torch.float64)  # replaced by the checkpoint's state
     elif config.covariance == "cka":
         t0 = time.perf_counter()
-        with torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda"):
+        with autocast_context(autocast_dtype(config.precision, device), device):
             shape_matrix = component_cka(model, images.to(device)).cpu()
         cka_seconds = time.perf_counter() - t0
         log.info("CKA covariance of %d components in %.1f s", dimension, cka_seconds)

@@ -36,7 +36,7 @@ def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.mark.parametrize("bf16", [False, True])
 def test_scoring_on_cuda_matches_the_cpu(bf16):
     model, images = make_vit(), procedural_images(6, seed=1, size=48)
-    config = ScoringConfig(**FAST, autocast_bf16=bf16)
+    config = ScoringConfig(**FAST, precision="bf16" if bf16 else "fp32")
     cpu = compute_scores(model, images, DATA_CONFIG, config, device="cpu")
     cuda = compute_scores(model, images, DATA_CONFIG, config, device="cuda")
     assert cuda.mlp.device.type == "cpu" and torch.isfinite(cuda.mlp).all()

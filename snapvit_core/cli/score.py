@@ -11,6 +11,8 @@ from ..scoring import METHODS, SQUARED_GRADIENTS
 from ._common import (
     add_json_argument,
     add_model_arguments,
+    add_precision_argument,
+    check_precision_for,
     emit,
     positive_int,
     resolve_device,
@@ -38,6 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"one of {', '.join(SQUARED_GRADIENTS)} (default: accumulated, as DESIGN and the published code; "
         "per-image: mean of each image's squared gradient, the paper's equation; snapvit and cross-entropy only)",
     )
+    add_precision_argument(parser)
     parser.add_argument("--out", required=True, help="scores file to write (.safetensors), replaced atomically")
     add_json_argument(parser)
     parser.set_defaults(run=run)
@@ -75,11 +78,14 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         batch_size=args.batch_size,
         squared_gradients=args.squared_gradients,
+        precision=args.precision,
     )
     out = scores_out_path(args.out)
     if config.needs_images:
         parse_data_spec(args.data)  # a typo fails before the model loads
     device = resolve_device(args.device)
+    if config.needs_images:
+        check_precision_for(config.precision, device)
     backbone = load_backbone(args.model, args.random_init, device)
     broadcast_module(backbone.model)  # torchrun: every rank scores the same weights
     image_set = load_images(args.data, "train", limit=config.samples, seed=config.seed) if config.needs_images else None
@@ -96,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
     payload = {
         "method": config.method,
         "squared_gradients": config.squared_gradients,
+        "precision": config.precision,
         "samples": scores.metadata["samples"],
         "seconds": scores.metadata["seconds"],
         "out": str(path),

@@ -10,6 +10,8 @@ from ..errors import SnapViTError
 from ._common import (
     add_json_argument,
     add_model_arguments,
+    add_precision_argument,
+    check_precision_for,
     emit,
     positive_int,
     resolve_device,
@@ -48,6 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--allow-other-backbone", action="store_true", help="search from --scores recorded for another backbone"
     )
+    add_precision_argument(parser)
     parser.add_argument("--out", required=True, help="scores file to write (.safetensors), replaced atomically")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr (shown by default)")
     add_json_argument(parser)
@@ -92,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         covariance=args.covariance,
         seed=args.seed,
         population_size=args.population_size,
+        precision=args.precision,
     )
     out = scores_out_path(args.out)
     if args.resume and not args.checkpoint:
@@ -102,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
     if warning:
         sys.stderr.write(f"warning: {warning}\n")
     device = resolve_device(args.device)
+    check_precision_for(config.precision, device)
     backbone = load_backbone(args.model, args.random_init, device)
     broadcast_module(backbone.model)  # torchrun: every rank searches the same weights
     image_set = load_images(args.data, "train", limit=args.eval_images, seed=args.seed)
@@ -127,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
         "seconds": result.seconds,
         "cka_seconds": result.cka_seconds,
         "multipliers": result.multipliers.tolist(),
+        "precision": config.precision,
     }
     lines = [
         f"model        {backbone.model_id}" + (" (random init)" if backbone.random_init else ""),
