@@ -8,6 +8,7 @@ path (flat) can be compared with the old in-memory one (linear).
 
     python benchmarks/bench_memory.py --sizes 2000,8000,32000                 # the issue's figures
     python benchmarks/bench_memory.py --sizes 40,80 --ref-commit none         # smoke run
+    python benchmarks/bench_memory.py --command score --sizes 1000,4000       # scoring every image
 """
 
 from __future__ import annotations
@@ -54,10 +55,13 @@ def subset(pool: list[Path], source: Path, folder: Path, count: int) -> Path:
     return folder
 
 
-def peak_rss_mb(code_root: Path, data: Path, model: list[str], threads: int) -> float:
-    """VmHWM (MB) of one ``evaluate`` run of the code at ``code_root``."""
-    command = [sys.executable, "-m", "snapvit_core", "evaluate", *model, "--data", f"folder:{data}"]
-    command += ["--mlp-sparsity", "0.35", "--head-sparsity", "0.2", "--metrics", "knn", "--json"]
+def peak_rss_mb(code_root: Path, data: Path, model: list[str], threads: int, task: str, count: int) -> float:
+    """VmHWM (MB) of one ``evaluate`` (or ``score`` of all ``count`` images) run of the code at ``code_root``."""
+    command = [sys.executable, "-m", "snapvit_core", task, *model, "--data", f"folder:{data}"]
+    if task == "evaluate":
+        command += ["--mlp-sparsity", "0.35", "--head-sparsity", "0.2", "--metrics", "knn", "--json"]
+    else:
+        command += ["--samples", str(count), "--out", str(data / "scores.safetensors"), "--json"]
     env = {**os.environ, "PYTHONPATH": str(code_root), "OMP_NUM_THREADS": str(threads)}
     done = subprocess.run(
         [sys.executable, "-c", MEASURE, *command], cwd=code_root, env=env, capture_output=True, text=True
@@ -76,6 +80,9 @@ def main() -> None:
     parser.add_argument("--ref-commit", default="6f085b9", help="code to compare with, or 'none' (default: 6f085b9)")
     parser.add_argument("--workdir", default=None, help="where images are generated (default: a temp dir)")
     parser.add_argument("--threads", type=int, default=2, help="OMP threads of each run (default: 2)")
+    parser.add_argument(
+        "--command", choices=("evaluate", "score"), default="evaluate", help="what runs (score: all images)"
+    )
     args = parser.parse_args()
     sizes = sorted(int(s) for s in args.sizes.split(","))
     model = ["--model", args.model] + (["--random-init"] if args.random_init else [])
@@ -90,11 +97,12 @@ def main() -> None:
                 archive = subprocess.run(["git", "archive", args.ref_commit], cwd=ROOT, capture_output=True, check=True)
                 subprocess.run(["tar", "-x", "-C", str(reference)], input=archive.stdout, check=True)
             roots[f"commit {args.ref_commit}"] = reference
-        print(f"evaluate --metrics knn, {' '.join(model)}, 224 px JPEGs in {CLASSES} classes, {args.threads} threads")
+        what = "evaluate --metrics knn" if args.command == "evaluate" else "score --samples <images>"
+        print(f"{what}, {' '.join(model)}, 224 px JPEGs in {CLASSES} classes, {args.threads} threads")
         print(f"{'images':>8} " + " ".join(f"{name + ' VmHWM (MB)':>28}" for name in roots))
         for count in sizes:
             data = subset(pool, work / "pool", work / f"n{count}", count)
-            peaks = [peak_rss_mb(root, data, model, args.threads) for root in roots.values()]
+            peaks = [peak_rss_mb(root, data, model, args.threads, args.command, count) for root in roots.values()]
             print(f"{count:>8} " + " ".join(f"{peak:>28.0f}" for peak in peaks), flush=True)
 
 

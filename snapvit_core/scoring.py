@@ -206,7 +206,7 @@ def _select_inputs(
     images: Sequence[Image.Image] | ImageSet | None,
     labels: Sequence[int] | np.ndarray | None,
     config: ScoringConfig,
-) -> tuple[list[Image.Image], torch.Tensor | None]:
+) -> tuple[Sequence[Image.Image], torch.Tensor | None]:
     """The first ``config.samples`` images, and their labels when the method needs them (checked)."""
     if isinstance(images, ImageSet):
         labels = images.labels if labels is None else labels
@@ -216,7 +216,7 @@ def _select_inputs(
             f"The '{config.method}' method needs images, but none were given.",
             "Choose a data source with images (e.g. procedural), or a data-free method (lamp, magnitude, random).",
         )
-    chosen = list(images[: config.samples])
+    chosen = images[: config.samples]  # a list, or a LazyImages sequence that decodes one image at a time
     if len(chosen) < config.samples:
         logger.info("scoring on %d images (fewer than the %d samples asked for)", len(chosen), config.samples)
     if not config.needs_labels:

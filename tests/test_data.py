@@ -226,3 +226,43 @@ def test_streaming_a_file_that_breaks_after_its_header_is_a_clear_error(tmp_path
         for split in (dataset.train, dataset.test):
             for i in range(len(split)):
                 split[i]
+
+
+def test_lazy_folder_images_equal_the_eager_ones_and_decode_only_on_access(tmp_path, monkeypatch):
+    import pickle
+
+    from snapvit_core.data import streaming
+
+    root = _write_class_folder(tmp_path / "pets", per_class=5)
+    (root / "dog" / "broken.jpg").write_bytes(b"\xff\xd8 definitely not a jpeg")
+    Image.new("I;16", (40, 20)).save(root / "cat" / "deep.png")
+    eager = load_images(f"folder:{root}", None, limit=8, seed=3)
+    decoded = []
+    real_open = streaming.open_image
+    monkeypatch.setattr(streaming, "open_image", lambda path: decoded.append(path) or real_open(path))
+    lazy = load_images(f"folder:{root}", None, limit=8, seed=3, lazy=True)
+    assert isinstance(lazy.images, data.LazyImages) and decoded == []  # nothing decoded up front
+    assert lazy.skipped == eager.skipped == {"not readable images": 1}  # still skipped and counted
+    assert np.array_equal(lazy.labels, eager.labels) and len(lazy) == len(eager) == 7
+    for mine, theirs in zip(lazy.images, eager.images):
+        assert np.array_equal(np.asarray(mine), np.asarray(theirs))
+    assert len(decoded) == 7
+    head = lazy.images[:2]
+    assert isinstance(head, data.LazyImages) and len(head) == 2 and len(decoded) == 7  # slicing decodes nothing
+    assert np.array_equal(np.asarray(pickle.loads(pickle.dumps(head))[1]), np.asarray(eager.images[1]))
+
+
+def test_scoring_over_lazy_folder_images_equals_scoring_the_decoded_list(tmp_path):
+    from conftest import make_vit
+
+    from snapvit_core.scoring import ScoringConfig, compute_scores
+
+    root = _write_class_folder(tmp_path / "pets", per_class=3)
+    lazy = load_images(f"folder:{root}", "train", lazy=True)
+    eager = load_images(f"folder:{root}", "train")
+    config = ScoringConfig(samples=4, batch_size=2, local_crops=2)
+    model = make_vit()
+    from_lazy = compute_scores(model, lazy, CONFIG_32, config)
+    from_list = compute_scores(model, eager, CONFIG_32, config)
+    assert torch.equal(from_lazy.mlp, from_list.mlp) and torch.equal(from_lazy.heads, from_list.heads)
+    assert from_lazy.metadata["samples"] == 4

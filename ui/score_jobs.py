@@ -25,7 +25,7 @@ def _score_job(report, cancelled, backbone: Backbone, data: str, config: Scoring
     images, labels = None, None
     if config.needs_images:
         report(0.0, f"loading {config.samples} images from {data}")
-        image_set = load_images(data, "train", limit=config.samples, seed=config.seed)
+        image_set = load_images(data, "train", limit=config.samples, seed=config.seed, lazy=True)
         images, labels = image_set.images, image_set.labels
 
     def progress(fraction: float, images_per_second: float, eta_seconds: float) -> None:

@@ -88,7 +88,9 @@ def run(args: argparse.Namespace) -> int:
         check_precision_for(config.precision, device)
     backbone = load_backbone(args.model, args.random_init, device)
     broadcast_module(backbone.model)  # torchrun: every rank scores the same weights
-    image_set = load_images(args.data, "train", limit=config.samples, seed=config.seed) if config.needs_images else None
+    image_set = None
+    if config.needs_images:  # decoded one at a time while scoring: memory does not grow with --samples
+        image_set = load_images(args.data, "train", limit=config.samples, seed=config.seed, lazy=True)
     scores = compute_scores(
         backbone.model,
         image_set,

@@ -29,7 +29,14 @@ from .loading import build_transform, knn_warnings, load_images, load_knn_splits
 from .procedural import PROCEDURAL_DEFAULT_COUNT, PROCEDURAL_SIZE, procedural_images
 from .sets import ImageSet, KnnSplits
 from .spec import DATA_KINDS, DATA_SPEC_HELP, DEFAULT_TEST_FRACTION, DataSpec, parse_data_spec
-from .streaming import FolderImageDataset, HFImageDataset, TensorImageDataset, make_loader, readable_paths
+from .streaming import (
+    FolderImageDataset,
+    HFImageDataset,
+    LazyImages,
+    TensorImageDataset,
+    make_loader,
+    readable_paths,
+)
 
 __all__ = [
     "DATA_KINDS",
@@ -46,6 +53,7 @@ __all__ = [
     "HFListing",
     "ImageSet",
     "KnnSplits",
+    "LazyImages",
     "TensorImageDataset",
     "build_transform",
     "knn_warnings",

@@ -17,7 +17,7 @@ from .hf import _hf_set, list_hf_split
 from .procedural import PROCEDURAL_DEFAULT_COUNT, procedural_images
 from .sets import ImageSet, KnnSplits
 from .spec import DEFAULT_TEST_FRACTION, DataSpec, _check_limit, parse_data_spec
-from .streaming import FolderImageDataset, HFImageDataset, readable_paths
+from .streaming import FolderImageDataset, HFImageDataset, LazyImages, decode_file, decode_row, readable_paths
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +28,14 @@ def load_images(
     limit: int | None = None,
     seed: int = 0,
     test_fraction: float = DEFAULT_TEST_FRACTION,
+    lazy: bool = False,
 ) -> ImageSet:
     """Images of one split (``"train"``, ``"test"``, or None for everything) of a data source.
 
-    ``limit`` keeps a seeded random subset. Scoring and search use ``split="train"``.
+    ``limit`` keeps a seeded random subset. Scoring and search use ``split="train"``. ``lazy``: folder
+    and hf images are a :class:`LazyImages` sequence decoded on access (scoring holds one at a time);
+    unreadable folder files are still found (header check), skipped and counted up front, while a
+    damaged hf row is an error when it is reached. Embedded and procedural images are small and eager.
     """
     spec = parse_data_spec(spec)
     _check_limit(limit)
@@ -40,11 +44,30 @@ def load_images(
     if spec.kind == "embedded":
         return _embedded_set(split or "train", limit, seed)
     if spec.kind == "folder":
+        if lazy:
+            return _lazy_folder_set(spec.location, split, limit, seed, test_fraction)
         return _folder_set(spec.location, split, limit, seed, test_fraction)
     if spec.kind == "hf":
+        if lazy:
+            listing = list_hf_split(spec.location, split, limit, seed, test_fraction)
+            images = LazyImages([int(row) for row in listing.order], decode_row, listing.table, listing.image_column)
+            labels = None if listing.labels is None else np.asarray(listing.labels, dtype=np.int64)
+            return ImageSet(images, labels, listing.class_names, listing.name)
         return _hf_set(spec.location, split, limit, seed, test_fraction)
     count = limit or PROCEDURAL_DEFAULT_COUNT
     return ImageSet(procedural_images(count, seed + (1 if split == "test" else 0)), None, (), "procedural")
+
+
+def _lazy_folder_set(location: str, split: str | None, limit: int | None, seed: int, test_fraction: float) -> ImageSet:
+    listing = list_folder_split(location, split, limit, seed, test_fraction)
+    kept = readable_paths(listing.paths, listing.skipped)  # headers only: skip and count before any decode
+    if not kept:
+        raise SnapViTError(
+            f"None of the {len(listing.paths)} files in {listing.base} could be read as an image.", "Check the files."
+        )
+    labels = None if listing.labels is None else np.asarray([listing.labels[i] for i in kept], dtype=np.int64)
+    images = LazyImages([listing.paths[i] for i in kept], decode_file)
+    return ImageSet(images, labels, listing.class_names, listing.name, listing.skipped)
 
 
 def build_transform(data_config: dict):

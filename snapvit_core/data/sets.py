@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,9 +15,10 @@ from torch.utils.data import Dataset
 
 @dataclass
 class ImageSet:
-    """Images of one split as RGB PIL images, with int labels when the source has them."""
+    """Images of one split as RGB PIL images (a list, or a ``LazyImages`` sequence decoded on access),
+    with int labels when the source has them."""
 
-    images: list[Image.Image]
+    images: Sequence[Image.Image]
     labels: np.ndarray | None
     class_names: tuple[str, ...]
     name: str

@@ -14,7 +14,7 @@ a file whose header is valid but whose pixels cannot be decoded is a loud error 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -43,6 +43,46 @@ def readable_paths(paths: list[Path], skipped: Counter) -> list[int]:
     return kept
 
 
+def decode_file(path: Path) -> Image.Image:
+    """The RGB image in ``path`` (conversion rules of ``to_rgb``); a file whose header was readable but
+    whose pixels are not is a loud error naming it."""
+    try:
+        return open_image(path)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+        raise SnapViTError(
+            f"{path} has a valid image header but could not be decoded ({type(error).__name__}).",
+            "Remove or replace the damaged file.",
+        ) from None
+
+
+def decode_row(table, row: int, image_column: str) -> Image.Image:
+    """The RGB image of one row of a Hugging Face dataset; a row that cannot be decoded is a loud error."""
+    try:
+        return to_rgb(table[row][image_column])
+    except (OSError, ValueError, AttributeError) as error:
+        raise SnapViTError(
+            f"Row {row} of the Hugging Face dataset could not be decoded ({type(error).__name__}).",
+            "Remove the damaged row (datasets.Dataset.filter) and save the dataset again.",
+        ) from None
+
+
+class LazyImages(Sequence):
+    """RGB PIL images decoded one at a time on access, never kept: what ``load_images(lazy=True)`` returns
+    for folder and hf sources, so scoring over N images holds one image per crop-maker, not N. Slicing
+    gives another lazy sequence; it pickles (for crop-making worker processes)."""
+
+    def __init__(self, keys: Sequence, decode: Callable[..., Image.Image], *context) -> None:
+        self.keys, self.decode, self.context = list(keys), decode, context
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return LazyImages(self.keys[index], self.decode, *self.context)
+        return self.decode(self.keys[index], *self.context)
+
+
 class FolderImageDataset(Dataset):
     """Image files decoded on demand. ``labels`` (one per path) may be None for unlabelled folders."""
 
@@ -54,15 +94,7 @@ class FolderImageDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        path = self.paths[index]
-        try:
-            image = open_image(path)
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
-            raise SnapViTError(
-                f"{path} has a valid image header but could not be decoded ({type(error).__name__}).",
-                "Remove or replace the damaged file.",
-            ) from None
-        return self.transform(image), self.labels[index]
+        return self.transform(decode_file(self.paths[index])), self.labels[index]
 
 
 class HFImageDataset(Dataset):
@@ -77,14 +109,7 @@ class HFImageDataset(Dataset):
         return len(self.order)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        row = self.order[index]
-        try:
-            image = to_rgb(self.table[row][self.image_column])
-        except (OSError, ValueError, AttributeError) as error:
-            raise SnapViTError(
-                f"Row {row} of the Hugging Face dataset could not be decoded ({type(error).__name__}).",
-                "Remove the damaged row (datasets.Dataset.filter) and save the dataset again.",
-            ) from None
+        image = decode_row(self.table, self.order[index], self.image_column)
         return self.transform(image), self.labels[index]
 
 
