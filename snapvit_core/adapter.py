@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 
 import torch
 from timm.models.deit import VisionTransformerDistilled
+from timm.layers.attention import Attention
 from timm.models.eva import Eva, EvaAttention, apply_rot_embed_cat
+from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 from torch.nn import functional as F
 
@@ -376,3 +378,67 @@ def choose_attention_kernel(model: nn.Module) -> None:
     for module in model.modules():
         if hasattr(module, "fused_attn"):
             module.fused_attn = False
+
+
+class ClsOutputBlock(Block):
+    """timm's ``Block`` that computes only the CLS token's output; the other tokens pass through unchanged.
+
+    Used as the last block of private copies whose embedding is the CLS token alone (see
+    :func:`prepare_private_copy`): nothing after it reads the other tokens' outputs, so the queries,
+    attention rows, projection and MLP of N - 1 tokens are skipped (keys and values still come from
+    every token). Same embedding and, in scoring, the same gradients (the skipped rows contribute
+    nothing to the loss). With an attention mask it falls back to timm's forward.
+    """
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
+        if attn_mask is not None or is_causal:
+            return super().forward(x, attn_mask=attn_mask, is_causal=is_causal)
+        attn = self.attn
+        batch, tokens, _ = x.shape
+        heads, head_dim = attn.num_heads, attn.head_dim
+        width = heads * head_dim
+        y = self.norm1(x)
+        weight, bias = attn.qkv.weight, attn.qkv.bias  # rows [q | k | v]; slices keep gradients flowing
+        q = F.linear(y[:, :1], weight[:width], None if bias is None else bias[:width])
+        kv = F.linear(y, weight[width:], None if bias is None else bias[width:])
+        q = q.reshape(batch, 1, heads, head_dim).transpose(1, 2)  # (B, H, 1, d)
+        k, v = kv.reshape(batch, tokens, 2, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, N, d)
+        q, k = attn.q_norm(q), attn.k_norm(k)
+        if attn.fused_attn:
+            out = F.scaled_dot_product_attention(q, k, v)
+        else:
+            out = ((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1) @ v
+        out = attn.proj_drop(attn.proj(attn.norm(out.transpose(1, 2).reshape(batch, 1, width))))
+        cls = x[:, :1] + self.drop_path1(self.ls1(out))
+        cls = cls + self.drop_path2(self.ls2(self.mlp(self.norm2(cls))))
+        return torch.cat([cls, x[:, 1:]], dim=1)
+
+
+def _embedding_is_cls_token(model: nn.Module) -> bool:
+    """Whether the embedding reads the final tokens' CLS row only (timm token pooling, or a CLS family)."""
+    if _uses_cls_embedding(model):
+        return True
+    return (
+        isinstance(model, VisionTransformer)
+        and getattr(model, "global_pool", None) == "token"
+        and getattr(model, "attn_pool", None) is None
+        and getattr(model, "cls_token", None) is not None
+    )
+
+
+def prepare_private_copy(model: nn.Module) -> None:
+    """Make a private copy that only computes embeddings (or logits) faster where it runs, same results
+    to round-off: the attention kernel of :func:`choose_attention_kernel`, and, when the embedding is the
+    CLS token and the last block is timm's plain ``Block``, a last block that computes only the CLS
+    output (:class:`ClsOutputBlock`: the embedded backbone's 6 blocks, ~14 % of a forward; ViT-S/16, ~7 %).
+
+    For the scoring student and the search's working copy only: weight correction reads every token's
+    activations in every block, so ``ElasticViT`` (which is corrected and exported) is not changed.
+    """
+    choose_attention_kernel(model)
+    blocks = getattr(model, "blocks", None)
+    if not blocks or not _embedding_is_cls_token(model):
+        return
+    last = blocks[-1]
+    if type(last) is Block and type(last.attn) is Attention and getattr(last.attn, "gate", None) is None:
+        last.__class__ = ClsOutputBlock

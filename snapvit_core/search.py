@@ -38,7 +38,7 @@ from torch import nn
 
 from . import distributed
 from ._atomic import atomic_path
-from .adapter import BlockLayers, ViTAdapter, choose_attention_kernel
+from .adapter import BlockLayers, ViTAdapter, prepare_private_copy
 from .cka import component_cka
 from .elastic import check_scores_fit, check_sparsity, plan_keep_counts
 from .errors import CancelledError, SnapViTError
@@ -174,7 +174,7 @@ class CandidateFitness:
         # One module-level copy per search that shares every tensor with `model`; candidates swap in gathers.
         memo = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
         self.working = ViTAdapter(copy.deepcopy(model, memo))
-        choose_attention_kernel(self.working.model)  # the working copy's own modules: the caller's stay as they are
+        prepare_private_copy(self.working.model)  # the working copy's own modules: the caller's stay as they are
         self.dtype = autocast_dtype(config.precision, device)
         teacher = self._embed(self.working)  # before any candidate's gather the working copy is the model
         self.centre = teacher.mean(dim=0, keepdim=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from conftest import make_vit
@@ -91,3 +93,52 @@ def test_first_block_call_replays_the_models_own_block_forward(family):
             x = call.replay(block.module, x)
     expected = seen[0][0] if isinstance(seen[0], tuple) else seen[0]
     torch.testing.assert_close(x, expected)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [dict(mlp="standard"), dict(mlp="swiglu", qkv_bias=False), dict(mlp="glu-packed", init_values=0.1)],
+)
+def test_private_copy_with_a_cls_only_last_block_gives_the_same_embedding_and_gradients(options):
+    from snapvit_core.adapter import ClsOutputBlock, prepare_private_copy
+
+    plain = make_vit(**options)
+    fast = copy.deepcopy(plain)
+    prepare_private_copy(fast)
+    assert type(fast.blocks[-1]) is ClsOutputBlock and type(plain.blocks[-1]) is not ClsOutputBlock
+    images = torch.randn(5, 3, 32, 32)
+    for model in (plain, fast):
+        for block in model.blocks:
+            block.attn.qkv.weight.requires_grad_(True)
+            ViTAdapter(model).blocks[-1].fc1.weight.requires_grad_(True)
+    embeddings = [ViTAdapter(model).embed(images) for model in (plain, fast)]
+    torch.testing.assert_close(embeddings[1], embeddings[0], rtol=1e-5, atol=1e-5)
+    for embedding in embeddings:
+        embedding.square().sum().backward()
+    pairs = [(a.qkv.weight.grad, b.qkv.weight.grad) for a, b in zip(ViTAdapter(fast).blocks, ViTAdapter(plain).blocks)]
+    pairs.append(tuple(ViTAdapter(m).blocks[-1].fc1.weight.grad for m in (fast, plain)))
+    for mine, theirs in pairs:  # relative to the largest gradient: fp32 attention kernels differ by up to ~7e-4
+        assert ((mine - theirs).abs().max() / theirs.abs().max()).item() < 2e-3
+    torch.testing.assert_close(fast(images), plain(images), rtol=1e-5, atol=1e-5)  # logits read the CLS token too
+
+
+def test_cls_only_last_block_is_used_only_where_the_embedding_is_the_cls_token():
+    from snapvit_core.adapter import ClsOutputBlock, prepare_private_copy
+
+    pooled = make_vit(global_pool="avg")
+    prepare_private_copy(pooled)
+    assert type(pooled.blocks[-1]) is not ClsOutputBlock  # average pooling reads every token
+
+
+def test_search_fitness_with_the_faster_working_copy_equals_the_plain_one(monkeypatch):
+    import snapvit_core.search as search
+    from snapvit_core.data_free import magnitude_scores
+
+    model = make_vit()
+    scores = magnitude_scores(model)
+    images = torch.randn(12, 3, 32, 32)
+    mean = search.initial_mean(3, 6, (1.2, 0.8))
+    fast = search.CandidateFitness(model, scores, images, search.SearchConfig(), torch.device("cpu"))(mean)
+    monkeypatch.setattr(search, "prepare_private_copy", lambda model: None)
+    plain = search.CandidateFitness(model, scores, images, search.SearchConfig(), torch.device("cpu"))(mean)
+    assert fast == pytest.approx(plain, rel=1e-5, abs=1e-7)

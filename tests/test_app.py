@@ -295,6 +295,21 @@ def test_scores_page_per_image_squared_gradients():
     assert app.session_state["scores_label"] == "snapvit (4 images, per-image squared gradients)"
 
 
+def test_scores_page_refuses_bf16_where_it_would_be_emulated(monkeypatch):
+    import snapvit_core.precision as precision
+
+    monkeypatch.setattr(precision, "native_bf16", lambda device: False)
+    app = start("pages/2_scores.py")
+    {s.label: s for s in app.selectbox}["Precision"].set_value("bf16")
+    next(b for b in app.button if b.label == "Compute scores").click().run()
+    assert not app.exception
+    assert any("no native bfloat16" in e.value and "fp32" in e.value for e in app.error)
+    assert "job_scores" not in app.session_state
+    {s.label: s for s in app.selectbox}["Precision "].set_value("bf16")
+    next(b for b in app.button if b.label == "Run search").click().run()
+    assert not app.exception and "job_scores" not in app.session_state
+
+
 def test_scores_page_runs_a_short_search_with_a_fitness_curve():
     app = start("pages/2_scores.py")
     next(n for n in app.number_input if n.label == "Fitness evaluations").set_value(16)

@@ -306,7 +306,7 @@ def test_scores_equal_the_previous_implementation_on_identical_crops(images, mon
 
     monkeypatch.setattr(crops, "make_crops", fixed_crops)
     monkeypatch.setattr(reference, "make_crops", fixed_crops)
-    monkeypatch.setattr(scoring, "choose_attention_kernel", lambda model: None)  # the old pass's kernel: see below
+    monkeypatch.setattr(scoring, "prepare_private_copy", lambda model: None)  # the old pass's kernels: see below
     model = make_vit()
     labels = LABELS if method == "cross-entropy" else None
     config = ScoringConfig(method=method, **{**FAST, **overrides})
@@ -341,14 +341,14 @@ def test_crop_worker_processes_do_not_change_the_scores(images):
         compute_scores(model, images, DATA_CONFIG, config, workers=-1)
 
 
-def test_explicit_attention_kernel_changes_scores_only_at_round_off(images, monkeypatch):
-    """The scoring student uses the explicit attention path on the CPU for short sequences (faster); the
-    scores stay those of the fused kernel to round-off, relative to the largest score."""
+def test_faster_private_copy_changes_scores_only_at_round_off(images, monkeypatch):
+    """The scoring student uses the explicit attention path on the CPU for short sequences and a CLS-only
+    last block (faster); the scores stay the plain model's to round-off, relative to the largest score."""
     model = make_vit()
     assert all(block.attn.fused_attn for block in model.blocks)
     for method in ("snapvit", "snip-magnitude-dino"):
         explicit = score(model, images, method)
-        monkeypatch.setattr(scoring, "choose_attention_kernel", lambda model: None)
+        monkeypatch.setattr(scoring, "prepare_private_copy", lambda model: None)
         fused = score(model, images, method)
         monkeypatch.undo()
         for new, old in ((explicit.mlp, fused.mlp), (explicit.heads, fused.heads)):

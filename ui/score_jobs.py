@@ -13,6 +13,7 @@ import streamlit as st
 from snapvit_core.backbones import Backbone
 from snapvit_core.data import load_images, preprocess
 from snapvit_core.errors import CancelledError, SnapViTError
+from snapvit_core.precision import PRECISIONS, autocast_dtype
 from snapvit_core.scoring import METHODS, SQUARED_GRADIENTS, ScoringConfig, compute_scores
 from snapvit_core.search import SearchConfig, run_search
 from ui import charts, session
@@ -87,6 +88,13 @@ def _running(job: Job | None) -> bool:
     return job is not None and job.running
 
 
+PRECISION_HELP = (
+    "auto: bf16 autocast on CUDA, fp32 on the CPU (reproducible, equal to the published code). "
+    "bf16: also on a CPU with native bf16 (AVX512-BF16 / AMX), about 2x faster there; results differ at "
+    "bf16 round-off. fp32: float32 everywhere."
+)
+
+
 def render_jobs(backbone: Backbone) -> None:
     """Scoring and search forms plus the progress panel of the session's current job."""
     job: Job | None = st.session_state.get(JOB_KEY)
@@ -106,6 +114,7 @@ def render_jobs(backbone: Backbone) -> None:
             help="accumulated: square of the gradient summed over the pass (DESIGN, the published code). "
             "per-image: mean of each image's squared gradient (the paper's equation; snapvit and cross-entropy).",
         )
+        score_precision = left.selectbox("Precision", PRECISIONS, help=PRECISION_HELP)
         st.caption(f"Data: `{choice.data}` · 2 global + 10 local crops per image (published defaults) · {device}")
         if st.form_submit_button("Compute scores", type="primary", disabled=busy):
             try:
@@ -115,7 +124,9 @@ def render_jobs(backbone: Backbone) -> None:
                     seed=int(seed),
                     batch_size=int(batch),
                     squared_gradients=squared,
+                    precision=score_precision,
                 )
+                autocast_dtype(config.precision, device)  # bf16 where it would be emulated: say so now
             except SnapViTError as error:
                 session.show_error(error)
             else:
@@ -133,16 +144,26 @@ def render_jobs(backbone: Backbone) -> None:
         eval_images = right.number_input("Evaluation images", min_value=8, max_value=10_000, value=512)
         covariance = left.selectbox("Initial covariance", ["cka", "identity"])
         search_seed = right.number_input("Seed ", min_value=0, value=0, step=1)
+        search_precision = left.selectbox("Precision ", PRECISIONS, help=PRECISION_HELP)
         if st.form_submit_button("Run search", type="primary", disabled=busy):
             config = SearchConfig(
-                evaluations=int(evaluations), eval_images=int(eval_images), covariance=covariance, seed=int(search_seed)
+                evaluations=int(evaluations),
+                eval_images=int(eval_images),
+                covariance=covariance,
+                seed=int(search_seed),
+                precision=search_precision,
             )
-            job = Job(
-                "search",
-                _search_job,
-                {"backbone": backbone, "data": choice.data, "base": scores, "config": config, "device": device},
-            ).start()
-            st.session_state[JOB_KEY] = job
+            try:
+                autocast_dtype(config.precision, device)
+            except SnapViTError as error:
+                session.show_error(error)
+            else:
+                job = Job(
+                    "search",
+                    _search_job,
+                    {"backbone": backbone, "data": choice.data, "base": scores, "config": config, "device": device},
+                ).start()
+                st.session_state[JOB_KEY] = job
     notice = st.session_state.get("job_notice")  # the last finished job stays reported on this page
     if notice is not None:
         getattr(st, notice[0])(notice[1])
