@@ -23,8 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from timm.models.deit import VisionTransformerDistilled
 from timm.layers.attention import Attention
+from timm.models.deit import VisionTransformerDistilled
 from timm.models.eva import Eva, EvaAttention, apply_rot_embed_cat
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
