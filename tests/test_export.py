@@ -52,7 +52,9 @@ def test_export_round_trips_through_the_library_and_the_standalone_loader(tmp_pa
     with torch.no_grad():
         expected = ViTAdapter(pruned).embed(images)
         loaded = load_pruned(report.directory)
-        torch.testing.assert_close(ViTAdapter(loaded).embed(images), expected, atol=1e-6, rtol=0)
+        # atol 1e-5: the explorer's CPU copy of this 17-token model uses timm's explicit attention path,
+        # the loaded model timm's default fused kernel (same maths, measured difference 1.8e-6)
+        torch.testing.assert_close(ViTAdapter(loaded).embed(images), expected, atol=1e-5, rtol=0)
     config = json.loads((report.directory / "config.json").read_text())
     assert config["pruning"]["kept_heads"] == [b.num_heads for b in ViTAdapter(pruned).blocks]
     # The standalone loader needs only torch + timm + safetensors (run in a fresh interpreter).
@@ -71,7 +73,7 @@ def test_export_round_trips_through_the_library_and_the_standalone_loader(tmp_pa
         timeout=120,
     )
     assert result.returncode == 0, result.stderr[-1500:]
-    assert float(result.stdout.strip()) < 1e-6
+    assert float(result.stdout.strip()) < 1e-5  # fused kernel vs the explorer copy's explicit path (above)
     assert "import snapvit_core" not in (report.directory / "load_pruned.py").read_text()
 
 
