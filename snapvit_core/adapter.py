@@ -414,10 +414,11 @@ class ClsOutputBlock(Block):
         return torch.cat([cls, x[:, 1:]], dim=1)
 
 
-def _embedding_is_cls_token(model: nn.Module) -> bool:
-    """Whether the embedding reads the final tokens' CLS row only (timm token pooling, or a CLS family)."""
-    if _uses_cls_embedding(model):
-        return True
+def _only_cls_token_is_read(model: nn.Module) -> bool:
+    """Whether the embedding and the logits read only the final CLS row (timm token pooling). Not DeiT
+    distilled: its logits average the CLS and distillation heads."""
+    if isinstance(model, VisionTransformerDistilled):
+        return False
     return (
         isinstance(model, VisionTransformer)
         and getattr(model, "global_pool", None) == "token"
@@ -428,16 +429,17 @@ def _embedding_is_cls_token(model: nn.Module) -> bool:
 
 def prepare_private_copy(model: nn.Module) -> None:
     """Make a private copy that only computes embeddings (or logits) faster where it runs, same results
-    to round-off: the attention kernel of :func:`choose_attention_kernel`, and, when the embedding is the
-    CLS token and the last block is timm's plain ``Block``, a last block that computes only the CLS
-    output (:class:`ClsOutputBlock`: the embedded backbone's 6 blocks, ~14 % of a forward; ViT-S/16, ~7 %).
+    to round-off: the attention kernel of :func:`choose_attention_kernel`, and, when the embedding and the
+    logits are the CLS token's (timm token pooling) and the last block is timm's plain ``Block``, a last
+    block that computes only the CLS output (:class:`ClsOutputBlock`: the embedded backbone's 6 blocks,
+    ~14 % of a forward; ViT-S/16, ~7 %).
 
     For the scoring student and the search's working copy only: weight correction reads every token's
     activations in every block, so ``ElasticViT`` (which is corrected and exported) is not changed.
     """
     choose_attention_kernel(model)
     blocks = getattr(model, "blocks", None)
-    if not blocks or not _embedding_is_cls_token(model):
+    if not blocks or not _only_cls_token_is_read(model):
         return
     last = blocks[-1]
     if type(last) is Block and type(last.attn) is Attention and getattr(last.attn, "gate", None) is None:

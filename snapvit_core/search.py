@@ -339,7 +339,8 @@ def _load_checkpoint(path: Path, config: SearchConfig) -> dict:
     problem = _checkpoint_problem(state)
     if problem:
         raise SnapViTError(f"The search checkpoint {path} is damaged: {problem}.", _CHECKPOINT_FIX)
-    if state.get("version") != CHECKPOINT_VERSION or state["config"] != config.to_dict():
+    saved = {"precision": "auto", **state["config"]}  # checkpoints from before the precision setting ran auto
+    if state.get("version") != CHECKPOINT_VERSION or saved != config.to_dict():
         raise SnapViTError(
             f"The search checkpoint {path} was made with other settings.",
             "Resume with the same settings, or start without --resume.",

@@ -128,6 +128,11 @@ def test_cls_only_last_block_is_used_only_where_the_embedding_is_the_cls_token()
     pooled = make_vit(global_pool="avg")
     prepare_private_copy(pooled)
     assert type(pooled.blocks[-1]) is not ClsOutputBlock  # average pooling reads every token
+    from timm.models.deit import VisionTransformerDistilled
+
+    distilled = VisionTransformerDistilled(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=6)
+    prepare_private_copy(distilled)
+    assert type(distilled.blocks[-1]) is not ClsOutputBlock  # its logits read the distillation token too
 
 
 def test_search_fitness_with_the_faster_working_copy_equals_the_plain_one(monkeypatch):

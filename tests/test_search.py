@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -185,3 +186,33 @@ def test_cli_search_writes_loadable_scores(tmp_path, capsys):
     assert loaded.metadata["method"] == "xnes" and loaded.metadata["base_method"] == "magnitude"
     assert main(argv[:-5] + ["--pairs", "0.3,1.5", "--scores", str(base), "--out", str(out)]) == 2
     assert "head sparsity" in capsys.readouterr().err
+
+
+def test_checkpoint_from_before_the_precision_setting_still_resumes(tiny_vit, images, tmp_path):
+    scores = magnitude_scores(tiny_vit)
+    done = []
+    with pytest.raises(CancelledError):
+        run_search(
+            tiny_vit,
+            scores,
+            images,
+            SMALL,
+            progress=lambda *a: done.append(a),
+            cancel=lambda: len(done) >= 20,
+            checkpoint_path=tmp_path / "old.pt",
+        )
+    state = torch.load(tmp_path / "old.pt", weights_only=True)
+    del state["config"]["precision"]  # as written before SearchConfig.precision existed (it ran "auto")
+    torch.save(state, tmp_path / "old.pt")
+    resumed = run_search(tiny_vit, scores, images, SMALL, checkpoint_path=tmp_path / "old.pt", resume=True)
+    assert resumed.fitness_history == run_search(tiny_vit, scores, images, SMALL).fitness_history
+    with pytest.raises(SnapViTError, match="other settings"):  # a different precision is another setting
+        torch.save(state, tmp_path / "old.pt")
+        run_search(
+            tiny_vit,
+            scores,
+            images,
+            replace(SMALL, precision="fp32"),
+            checkpoint_path=tmp_path / "old.pt",
+            resume=True,
+        )
