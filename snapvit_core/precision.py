@@ -1,13 +1,15 @@
-"""Numeric precision of forward passes: the one rule scoring, the search and feature extraction share.
+"""Numeric precision of forward passes: the one rule scoring and the multiplier search share.
 
-``auto`` (the default): bfloat16 autocast on CUDA, float32 on the CPU. CPU results stay reproducible
-and equal to the published implementation's (scores to 6e-7 on identical crops).
+``auto`` (the default): bfloat16 autocast on CUDA GPUs with bf16 (Ampere and later), float32 elsewhere.
+CPU results stay reproducible and equal to the published implementation's (scores to 6e-7 on
+identical crops).
 ``fp32``: float32 everywhere.
-``bf16``: bfloat16 autocast on any device that computes bf16 natively: CUDA GPUs with bf16, and CPUs with
-AVX512-BF16 or AMX (through oneDNN). On such a CPU (AMD EPYC Zen 4, 2 threads) a bf16 matrix product
-runs 2.0-3.3x faster than fp32 and a ViT-S/16 forward 1.8-2.1x. Scores and fitness values then differ
-from fp32 at bf16 round-off (``benchmarks/bench_precision.py`` measures how much that moves the
-results). A device that would emulate bf16, which is slower than fp32, is refused.
+``bf16``: bfloat16 autocast on any device that computes bf16 natively: CUDA GPUs with bf16, and CPUs
+with AVX512-BF16 or AMX (through oneDNN). On such a CPU (AMD EPYC, 2 threads) a bf16 matrix product
+runs 2.0-3.3x faster than fp32, scoring about 2x and a fitness evaluation 1.65-1.9x; scores and
+fitness values then differ from fp32 at bf16 round-off (``results/scale.md``, measured with
+``benchmarks/bench_scoring.py`` and ``benchmarks/bench_search.py --fitness-only``). A device that
+would emulate bf16, which is slower than fp32, is refused.
 """
 
 from __future__ import annotations
@@ -44,8 +46,8 @@ def autocast_dtype(precision: str, device: str | torch.device) -> torch.dtype | 
     check_precision(precision)
     if precision == "fp32":
         return None
-    if precision == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
+    if precision == "auto":  # bf16 on a GPU that has it (a pre-Ampere GPU would emulate it: fp32 there)
+        return torch.bfloat16 if device.type == "cuda" and native_bf16(device) else None
     if not native_bf16(device):
         raise SnapViTError(
             f"precision 'bf16' was asked for on {device}, which has no native bfloat16 support "

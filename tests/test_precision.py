@@ -23,8 +23,12 @@ needs_native_bf16 = pytest.mark.skipif(not NATIVE_BF16, reason="this CPU has no 
 
 def test_precision_names_and_what_they_mean_per_device(monkeypatch):
     assert precision.autocast_dtype("auto", "cpu") is None  # reproducible fp32 on the CPU
-    assert precision.autocast_dtype("auto", "cuda") is torch.bfloat16
     assert precision.autocast_dtype("fp32", "cuda") is None
+    monkeypatch.setattr(precision, "native_bf16", lambda device: torch.device(device).type == "cuda")
+    assert precision.autocast_dtype("auto", "cuda") is torch.bfloat16
+    assert precision.autocast_dtype("auto", "cpu") is None  # even on a CPU with bf16: opt-in only
+    monkeypatch.setattr(precision, "native_bf16", lambda device: False)  # e.g. a pre-Ampere GPU
+    assert precision.autocast_dtype("auto", "cuda") is None
     with pytest.raises(SnapViTError, match="auto, fp32, bf16"):
         precision.check_precision("fp16")
     for config in (lambda: ScoringConfig(precision="half"), lambda: check_config(SearchConfig(precision="x"), 4)):
