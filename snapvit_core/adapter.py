@@ -366,9 +366,10 @@ def choose_attention_kernel(model: nn.Module) -> None:
     off. On the CPU with short token sequences the explicit softmax(q k^T) v path is faster (2 threads,
     AMD EPYC: the embedded backbone's 17 tokens 1.5x forward and 1.4x forward + backward in fp32, 1.3x
     and 3.4x in bf16; ViT-S/16's 197 tokens the same at batch 32 in fp32, 1.1x and 1.3x in bf16, but
-    0.8x for the search's fp32 forwards at batch 256, whose N x N matrices per head no longer fit the
-    caches). So on CUDA, and for sequences over EXPLICIT_ATTENTION_MAX_TOKENS, the model is left as it is. Called on private copies only (the scoring student, the search's working
-    copy, ElasticViT's copies), never on a caller's model.
+    0.8x for the search's fp32 forwards at batch 256: the explicit path holds an N x N matrix per head
+    and image). So on CUDA, and for sequences over EXPLICIT_ATTENTION_MAX_TOKENS, the model is left as
+    it is. Called on private copies only (the scoring student, the search's working copy, ElasticViT's
+    copies), never on a caller's model.
     """
     parameter = next(model.parameters(), None)
     if parameter is None or parameter.device.type != "cpu":
