@@ -23,29 +23,21 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # browser_harness: chromium and app-server plumbing shared with the test
+
+from browser_harness import free_port, launch_chromium, start_app, stop_app  # noqa: E402
 
 from snapvit_core._atomic import write_text_atomic  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TARGETS_MS = {("quiet", "cost"): 150, ("loaded", "cost"): 150, ("quiet", "knn"): 1000, ("loaded", "knn"): 1500}
 
 # Installed once per page: timestamps of the last key press, the first FLOPs change after it, and the
@@ -94,32 +86,6 @@ OBSERVER_JS = """
 """
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def start_server(port: int, log_path: Path) -> subprocess.Popen:
-    log = log_path.open("w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true"],
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).status == 200:
-                return server
-        except OSError:
-            time.sleep(0.5)
-    server.kill()
-    raise SystemExit("streamlit did not start: " + log_path.read_text()[-2000:])
-
-
 def wait_ready(page, timeout_s: float = 600.0) -> None:
     """Latency model calibrated (a number in the latency card) and a kNN result for the sliders."""
     deadline = time.time() + timeout_s
@@ -166,11 +132,13 @@ def main() -> None:
 
     port = free_port()
     log_path = Path(tempfile.gettempdir()) / "bench_browser_slider_streamlit.log"
-    server = start_server(port, log_path)
+    server = start_app(port, log_path)
+    if server is None:
+        raise SystemExit("streamlit did not start: " + log_path.read_text()[-2000:])
     rows, busy = [], []
     try:
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+            browser = launch_chromium(playwright)
             page = browser.new_page(viewport={"width": 1400, "height": 1300})
             page.goto(f"http://127.0.0.1:{port}/explorer")
             page.get_by_text("Speed-up (predicted)").first.wait_for(timeout=300_000)
@@ -198,11 +166,7 @@ def main() -> None:
     finally:
         for process in busy:
             process.kill()
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_app(server)
     names = {"cost": "key press -> cost cards updated", "knn": "key press -> kNN updated"}
     lines = [
         "# Explorer slider in a browser (embedded backbone)",

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import re
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from browser_harness import CHROMIUM, free_port, launch_chromium, start_app, stop_app
 from conftest import ROOT
 
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"
 pytestmark = [
     pytest.mark.browser,
@@ -24,62 +19,16 @@ pytestmark = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app_url():
-    port = _free_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     ARTIFACTS.mkdir(exist_ok=True)
-    # The server's output goes to a file: an unread pipe fills up (64 KB of warnings) and blocks the server.
     log_path = ARTIFACTS / "streamlit.log"
-    log = log_path.open("w")
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            "app.py",
-            "--server.port",
-            str(port),
-            "--server.headless",
-            "true",
-            "--browser.gatherUsageStats",
-            "false",
-            "--server.fileWatcherType",
-            "none",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        server.kill()
-        log.close()
+    port = free_port()
+    server = start_app(port, log_path, timeout_s=90)
+    if server is None:
         pytest.fail("streamlit did not start: " + log_path.read_text()[-4000:])
-    yield url
-    server.terminate()
-    try:  # a slider move still computing on a loaded machine can delay the graceful shutdown
-        server.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait(timeout=30)
-    log.close()
+    yield f"http://127.0.0.1:{port}"
+    stop_app(server)
 
 
 def _wait_until_idle(page, timeout_s: float = 120.0) -> None:
@@ -153,28 +102,13 @@ def app_tracebacks(server_log: str) -> list[str]:
     return [block for block in blocks if "WebSocketDisconnect" not in block and "websockets" not in block]
 
 
-def _browser(playwright):
-    return playwright.chromium.launch(
-        executable_path=CHROMIUM,
-        headless=True,
-        args=[
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-        ],
-    )
-
-
 def test_explorer_held_arrow_key_ends_on_the_final_configuration(app_url):
     from playwright.sync_api import expect, sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
     expected_flops = _expected(0.6, 0.0)[0]
     with sync_playwright() as playwright:
-        browser = _browser(playwright)
+        browser = launch_chromium(playwright)
         page = browser.new_page(viewport={"width": 1400, "height": 1300})
         page.goto(f"{app_url}/")
         page.get_by_text("Unpruned kNN top-1").wait_for(timeout=120_000)
@@ -232,7 +166,7 @@ def test_budget_answer_opens_in_the_explorer_and_every_page_renders(app_url):
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as playwright:
-        browser = _browser(playwright)
+        browser = launch_chromium(playwright)
         page = browser.new_page(viewport={"width": 1400, "height": 1300})
         page.goto(f"{app_url}/compare")
         page.get_by_role("button", name="Find the best configuration").click()

@@ -1,0 +1,87 @@
+"""Real-browser plumbing shared by ``tests/test_browser.py`` and ``benchmarks/bench_browser_slider.py``:
+Debian's chromium under Playwright, and ``streamlit run app.py`` on a free port.
+
+Playwright's own browser download does not work offline, so the system chromium is launched with the
+flags a headless container needs.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def launch_chromium(playwright):
+    """Debian's chromium, headless, through a ``sync_playwright()`` handle."""
+    return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_app(port: int, log_path: Path, timeout_s: float = 120.0) -> subprocess.Popen | None:
+    """``streamlit run app.py`` on ``port``, output to ``log_path`` (an unread pipe fills up with warnings and
+    blocks the server); the server once its health check answers, or None (server killed) after ``timeout_s``."""
+    log = log_path.open("w")
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app.py",
+            "--server.port",
+            str(port),
+            "--server.headless",
+            "true",
+            "--browser.gatherUsageStats",
+            "false",
+            "--server.fileWatcherType",
+            "none",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    log.close()  # the child keeps its own descriptor
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).status == 200:
+                return server
+        except OSError:
+            time.sleep(0.5)
+    server.kill()
+    server.wait(timeout=30)
+    return None
+
+
+def stop_app(server: subprocess.Popen) -> None:
+    """Terminate, then kill if a slider move still computing on a loaded machine delays the shutdown."""
+    server.terminate()
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait(timeout=30)
