@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from reference_code import REFERENCE_COMMIT, load_reference  # noqa: E402
 
+from snapvit_core._atomic import write_text_atomic  # noqa: E402
 from snapvit_core.backbones import Backbone, load_backbone  # noqa: E402
 from snapvit_core.data import procedural_images  # noqa: E402
 from snapvit_core.errors import SnapViTError  # noqa: E402
@@ -151,9 +152,7 @@ def write_table(path: Path, rows: list, args: argparse.Namespace) -> None:
             f"({min(rate):.1f}-{max(rate):.1f}) | {statistics.median(ratios):.2f}x "
             f"({min(ratios):.2f}-{max(ratios):.2f}) |"
         )
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text("\n".join(lines) + "\n")
-    temporary.replace(path)
+    write_text_atomic(path, "\n".join(lines) + "\n")
     print(f"wrote {path}")
 
 

@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from reference_code import REFERENCE_COMMIT, load_reference  # noqa: E402
 
+from snapvit_core._atomic import write_text_atomic  # noqa: E402
 from snapvit_core.adapter import ViTAdapter  # noqa: E402
 from snapvit_core.backbones import load_backbone  # noqa: E402
 from snapvit_core.data import load_images, load_knn_splits, preprocess  # noqa: E402
@@ -114,9 +115,7 @@ def write_fitness_table(path: Path, rows: list, args: argparse.Namespace, images
             f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) | {value:.6f} | "
             f"{difference:+.1e} |"
         )
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text("\n".join(lines) + "\n")
-    temporary.replace(path)
+    write_text_atomic(path, "\n".join(lines) + "\n")
     print(f"wrote {path}")
 
 

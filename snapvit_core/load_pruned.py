@@ -60,7 +60,7 @@ def main(argv):
     size = json.loads((folder / "config.json").read_text())["pretrained_cfg"]["input_size"]
     with torch.no_grad():
         out = loaded.forward_head(loaded.forward_features(torch.zeros(1, *size)), pre_logits=True)
-    print(f"loaded; embedding shape {tuple(out.shape)}")
+    sys.stdout.write(f"loaded; embedding shape {tuple(out.shape)}\n")
 
 
 if __name__ == "__main__":

@@ -119,20 +119,25 @@ def test_cancel_returns_the_best_so_far(tiny_vit, images):
     assert partial.scores.metadata["method"] == "xnes"
 
 
-def test_resume_from_checkpoint_equals_uninterrupted_run(tiny_vit, images, tmp_path):
-    scores = magnitude_scores(tiny_vit)
-    straight = run_search(tiny_vit, scores, images, SMALL, checkpoint_path=tmp_path / "a.pt")
+def _interrupt_search(model, scores, images, checkpoint) -> None:
+    """A SMALL search cancelled mid-way through its second generation, checkpointing to ``checkpoint``."""
     done = []
-    with pytest.raises(CancelledError):  # stop mid-way through the second generation
+    with pytest.raises(CancelledError):
         run_search(
-            tiny_vit,
+            model,
             scores,
             images,
             SMALL,
             progress=lambda *a: done.append(a),
             cancel=lambda: len(done) >= 20,
-            checkpoint_path=tmp_path / "b.pt",
+            checkpoint_path=checkpoint,
         )
+
+
+def test_resume_from_checkpoint_equals_uninterrupted_run(tiny_vit, images, tmp_path):
+    scores = magnitude_scores(tiny_vit)
+    straight = run_search(tiny_vit, scores, images, SMALL, checkpoint_path=tmp_path / "a.pt")
+    _interrupt_search(tiny_vit, scores, images, tmp_path / "b.pt")
     resumed = run_search(tiny_vit, scores, images, SMALL, checkpoint_path=tmp_path / "b.pt", resume=True)
     assert resumed.fitness_history == straight.fitness_history
     assert torch.equal(resumed.multipliers, straight.multipliers)
@@ -190,17 +195,7 @@ def test_cli_search_writes_loadable_scores(tmp_path, capsys):
 
 def test_checkpoint_from_before_the_precision_setting_still_resumes(tiny_vit, images, tmp_path):
     scores = magnitude_scores(tiny_vit)
-    done = []
-    with pytest.raises(CancelledError):
-        run_search(
-            tiny_vit,
-            scores,
-            images,
-            SMALL,
-            progress=lambda *a: done.append(a),
-            cancel=lambda: len(done) >= 20,
-            checkpoint_path=tmp_path / "old.pt",
-        )
+    _interrupt_search(tiny_vit, scores, images, tmp_path / "old.pt")
     state = torch.load(tmp_path / "old.pt", weights_only=True)
     del state["config"]["precision"]  # as written before SearchConfig.precision existed (it ran "auto")
     torch.save(state, tmp_path / "old.pt")

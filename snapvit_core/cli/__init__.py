@@ -55,15 +55,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         with quiet:
             return int(args.run(args) or 0)
     except SnapViTError as error:
-        print(f"error: {error}", file=sys.stderr)
+        sys.stderr.write(f"error: {error}\n")
         return 2
     except KeyboardInterrupt:
-        print("error: interrupted; nothing was written.", file=sys.stderr)
+        sys.stderr.write("error: interrupted; nothing was written.\n")
         return 130
     except Exception as error:  # noqa: BLE001 - the last resort: no traceback reaches the user
         log = _write_crash_log(error)
         where = f"; the traceback is in {log}" if log else ""
-        print(f"error: unexpected {_describe(error)}{where}. Please report it with that file.", file=sys.stderr)
+        sys.stderr.write(f"error: unexpected {_describe(error)}{where}. Please report it with that file.\n")
         return 2
     finally:
         distributed.shutdown()

@@ -74,13 +74,6 @@ def add_precision_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def check_precision_for(precision: str, device: str) -> None:
-    """Refuse an unknown precision, or bf16 on a device without it, before the model loads."""
-    from ..precision import autocast_dtype
-
-    autocast_dtype(precision, device)
-
-
 def add_sparsity_arguments(parser: argparse.ArgumentParser) -> None:
     # Parsed as text and checked by the library, so a bad value gets the library's clear message.
     parser.add_argument("--mlp-sparsity", required=True, help="fraction of MLP neurons removed, in [0, 1)")

@@ -12,7 +12,6 @@ from ._common import (
     add_json_argument,
     add_model_arguments,
     add_precision_argument,
-    check_precision_for,
     emit,
     positive_int,
     resolve_device,
@@ -69,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     from ..backbones import load_backbone
     from ..data import load_images, parse_data_spec
     from ..distributed import broadcast_module, is_main
+    from ..precision import autocast_dtype
     from ..scores_io import save_scores
     from ..scoring import ScoringConfig, compute_scores
 
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         parse_data_spec(args.data)  # a typo fails before the model loads
     device = resolve_device(args.device)
     if config.needs_images:
-        check_precision_for(config.precision, device)
+        autocast_dtype(config.precision, device)  # bf16 where emulated: refused before loading
     backbone = load_backbone(args.model, args.random_init, device)
     broadcast_module(backbone.model)  # torchrun: every rank scores the same weights
     image_set = None

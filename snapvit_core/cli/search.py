@@ -11,7 +11,6 @@ from ._common import (
     add_json_argument,
     add_model_arguments,
     add_precision_argument,
-    check_precision_for,
     emit,
     positive_int,
     resolve_device,
@@ -83,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from ..backbones import load_backbone
     from ..data import load_images, parse_data_spec, preprocess
     from ..distributed import broadcast_module, is_main
+    from ..precision import autocast_dtype
     from ..presets import SEARCH_FITNESS_PAIRS
     from ..scores import check_scores_backbone
     from ..scores_io import load_scores, save_scores
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     if warning:
         sys.stderr.write(f"warning: {warning}\n")
     device = resolve_device(args.device)
-    check_precision_for(config.precision, device)
+    autocast_dtype(config.precision, device)  # bf16 where emulated: refused before loading
     backbone = load_backbone(args.model, args.random_init, device)
     broadcast_module(backbone.model)  # torchrun: every rank searches the same weights
     image_set = load_images(args.data, "train", limit=args.eval_images, seed=args.seed)
