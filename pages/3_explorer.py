@@ -1,6 +1,6 @@
 """Page 3: the elastic explorer. Cost cards and maps follow a slider move at once (from the plan, no
-forward pass); kNN accuracy and embedding similarity follow from a background worker, marked
-"updating…" until they are for the configuration on the sliders."""
+forward pass); kNN accuracy and embedding similarity come from the shared accuracy landscape (exact,
+full test set) or, until it has the configuration, from a quick estimate marked as one."""
 
 from __future__ import annotations
 
@@ -8,22 +8,30 @@ import streamlit as st
 
 from snapvit_core.errors import SnapViTError
 from snapvit_core.explorer import DATA_FREE_METHODS
-from ui import charts, config_state, session
-from ui.explorer_view import accuracy_panel, cost_cards, live_request, measure_now
+from ui import charts, config_state, links, session
+from ui.explorer_view import (
+    accuracy_panel,
+    cost_cards,
+    difference_chart,
+    landscape_chart,
+    landscape_progress,
+    measure_now,
+    selected_configuration,
+)
 from ui.sliders import MAX_SPARSITY, SLIDER_STEP, published_path
 
 st.title("Elastic explorer")
 if session.guarded_backbone() is None:
     st.stop()
 try:
-    explorer = session.explorer()
+    links.restore()
+    state = session.current()
 except SnapViTError as error:
     session.show_error(error)
     st.stop()
-scores, scores_label = session.scores()
-st.caption(
-    f"Backbone `{session.selection().model_id}` · scores: **{scores_label}** · data `{session.selection().data}`"
-)
+shared, scores, scores_label = state.shared, state.scores, state.scores_label
+st.caption(f"Backbone `{state.selection.model_id}` · scores: **{scores_label}** · data `{state.selection.data}`")
+links.show_notes()
 config_state.restore_widgets()
 
 
@@ -37,6 +45,12 @@ def follow_published_path() -> None:
     st.session_state["mlp_sparsity"], st.session_state["head_sparsity"] = mlp, head
 
 
+def move_to_clicked_cell() -> None:
+    clicked = selected_configuration("landscape_chart")
+    if clicked is not None:
+        config_state.set_config(*clicked)
+
+
 slider_args = {"min_value": 0.0, "max_value": MAX_SPARSITY, "step": SLIDER_STEP, "format": "%.2f"}
 overall = st.slider(
     "Overall sparsity (moves both sliders below along the published (MLP, head) path)",
@@ -48,31 +62,40 @@ overall = st.slider(
 left, right = st.columns(2)
 mlp_slider = left.slider("MLP sparsity (fraction of neurons removed)", key="mlp_sparsity", **slider_args)
 head_slider = right.slider("Head sparsity (fraction of heads removed)", key="head_sparsity", **slider_args)
-state = config_state.store_from_widgets(mlp_slider, head_slider, overall)
-mlp_sparsity, head_sparsity = state.pair
-if (mlp_slider, head_slider) != (mlp_sparsity, head_sparsity):
+config = config_state.store_from_widgets(mlp_slider, head_slider, overall).pair
+mlp_sparsity, head_sparsity = config
+if (mlp_slider, head_slider) != config:
     st.caption(f"Configuration from the budget finder: (MLP {mlp_sparsity:.3f}, head {head_sparsity:.3f}).")
-elif (mlp_sparsity, head_sparsity) != published_path(overall):
+elif config != published_path(overall):
     st.caption(
         f"Set by hand: (MLP {mlp_sparsity:.2f}, head {head_sparsity:.2f}). The overall slider reads "
         f"{overall:.2f}, the path point it last set; move it to return to the published path."
     )
+links.publish(config)
 
+explorer = shared.explorer
 cost = explorer.cost(mlp_sparsity, head_sparsity)
-worker = session.live_worker(explorer)
-cost_cards(cost, worker, (mlp_sparsity, head_sparsity))
-measure_now(explorer, (mlp_sparsity, head_sparsity))
-
+cost_cards(cost, shared.latency_status())
 if session.selection().random_init and session.has_labelled_data():
     session.knn_on_random_checkbox()
-request = live_request(explorer, mlp_sparsity, head_sparsity)
-worker.request(request)
-maps, neurons = st.columns(2)
+run_knn = session.run_knn_on_random_weights()
+accuracy_panel(shared, config, run_knn)
+landscape_progress(shared)
+tools = st.columns([1, 1, 3])
+with tools[0]:
+    measure_now(explorer, config)
+with tools[1]:
+    links.share_box(config)
+
+chart_column, maps = st.columns(2)
+with chart_column:
+    if shared.landscape is not None:
+        landscape_chart(shared, config, move_to_clicked_cell)
+        st.caption("Click a cell to move the sliders there. Dotted white: iso-FLOPs (%); orange: iso-latency (ms).")
 maps.plotly_chart(charts.head_map(scores, cost.head_mask.numpy()), key="head_map")
+neurons, heat = st.columns(2)
 neurons.plotly_chart(charts.mlp_kept_chart(cost.kept_neurons, explorer.backbone.shape.mlp_hidden), key="mlp_kept")
-heat, similarity_column = st.columns(2)
 heat.plotly_chart(charts.mlp_score_heatmap(scores, cost.kept_neurons), key="mlp_heatmap")
-accuracy_panel(worker, request, similarity_column, key="main")
 
 st.divider()
 method = st.selectbox(
@@ -82,20 +105,29 @@ method = st.selectbox(
     help="Magnitude, LAMP and random scores need no data; compare their maps and accuracy with the current scores.",
 )
 if method != "(none)":
-    other = session.comparison_explorer(method)
-    other_cost = other.cost(mlp_sparsity, head_sparsity)
-    other_worker = session.live_worker(other, name="comparison")
-    other_request = live_request(other, mlp_sparsity, head_sparsity)
-    other_worker.request(other_request)
+    try:
+        other = session.comparison(method)
+    except SnapViTError as error:
+        session.show_error(error)
+        st.stop()
+    other_cost = other.explorer.cost(mlp_sparsity, head_sparsity)
     mine, theirs = st.columns(2)
-    mine.markdown(f"**{scores_label}**")
-    theirs.markdown(f"**{method} (data-free)**")
-    accuracy_panel(worker, request, None, key="side_main", container=mine, compact=True)
-    accuracy_panel(other_worker, other_request, None, key="side_other", container=theirs, compact=True)
-    mine.plotly_chart(charts.head_map(scores, cost.head_mask.numpy()), key="side_head_map")
-    theirs.plotly_chart(charts.head_map(other.scores, other_cost.head_mask.numpy()), key="side_other_head_map")
-    mine.plotly_chart(charts.mlp_kept_chart(cost.kept_neurons, explorer.backbone.shape.mlp_hidden), key="side_mlp")
-    theirs.plotly_chart(
-        charts.mlp_kept_chart(other_cost.kept_neurons, other.backbone.shape.mlp_hidden), key="side_other_mlp"
-    )
+    with mine:
+        st.markdown(f"**{scores_label}**")
+        accuracy_panel(shared, config, run_knn, compact=True)
+        st.plotly_chart(charts.head_map(scores, cost.head_mask.numpy()), key="side_head_map")
+        st.plotly_chart(
+            charts.mlp_kept_chart(cost.kept_neurons, explorer.backbone.shape.mlp_hidden), key="side_mlp"
+        )
+    with theirs:
+        st.markdown(f"**{method} (data-free)**")
+        accuracy_panel(other, config, run_knn, compact=True)
+        st.plotly_chart(charts.head_map(other.explorer.scores, other_cost.head_mask.numpy()), key="side_other_head_map")
+        st.plotly_chart(
+            charts.mlp_kept_chart(other_cost.kept_neurons, other.explorer.backbone.shape.mlp_hidden),
+            key="side_other_mlp",
+        )
+    if shared.landscape is not None and other.landscape is not None and run_knn:
+        other.filler.start()
+        difference_chart(shared, other, ("these scores", method))
 st.page_link("pages/6_learn.py", label="How to read this page (Learn)", icon=":material/school:")

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import streamlit as st
 
-from snapvit_core.budget import find_best_under_budget
+from snapvit_core.budget import LandscapeGap, best_in_landscape, find_best_under_budget
 from snapvit_core.errors import SnapViTError
 from snapvit_core.explorer import DATA_FREE_METHODS, Explorer, data_free_scores
+from snapvit_core.jobs import Job
 from snapvit_core.presets import PUBLISHED_SPARSITY_PAIRS
 from snapvit_core.scores_io import load_scores
-from snapvit_core.sweep import pareto_mask, sweep
+from snapvit_core.sweep import landscape_table, pareto_mask, sweep
 from ui import charts, config_state, session
-from ui.jobs import Job
 from ui.labels import BUDGET_TARGETS
 from ui.live import live_knn_images
 from ui.long_pass import job_progress, render
@@ -22,11 +22,11 @@ backbone = session.guarded_backbone()
 if backbone is None:
     st.stop()
 try:
-    explorer = session.explorer()
+    state = session.current()
 except SnapViTError as error:
     session.show_error(error)
     st.stop()
-scores, scores_label = session.scores()
+explorer, scores, scores_label = state.explorer, state.scores, state.scores_label
 labelled = session.has_labelled_data() and session.run_knn_on_random_weights()
 knn_images = None
 if labelled:
@@ -80,9 +80,23 @@ def keep_budget(snapshot) -> None:
         st.session_state["budget_error"] = snapshot.error
 
 
+def from_landscape(column: str, limit: float):
+    """The answer read from the shared landscape when it covers the budget's boundary (instant), else None."""
+    if state.shared.landscape is None or not labelled:
+        return None
+    try:
+        return column, limit, best_in_landscape(explorer, state.shared.landscape, column, limit)
+    except LandscapeGap:
+        return None
+
+
 if find:
     running = st.session_state.get("job_budget")
-    if running is not None and running.running:
+    instant = from_landscape(column, float(limit))
+    if instant is not None:
+        st.session_state.pop("budget_error", None)
+        st.session_state["budget_answer"] = instant
+    elif running is not None and running.running:
         st.warning("A budget search is already running; cancel it first.")
     else:
         st.session_state.pop("budget_error", None)
@@ -105,10 +119,15 @@ if found is not None:
             "similarity": f"embedding cosine {answer.accuracy:.4f}",
         }.get(answer.accuracy_kind, "no accuracy (no data)")
         latency = "" if cost.latency is None else f", {cost.latency.ms:.2f} ms predicted"
+        how = (
+            "read from the accuracy landscape (exact kNN on the full test split, 0.05 grid)"
+            if answer.source == "landscape"
+            else "evaluated along the budget's boundary"
+        )
         st.success(
             f"Best within {label} <= {found_limit:.3f}: **MLP {answer.mlp_sparsity:.3f}, heads "
             f"{answer.head_sparsity:.3f}** - {accuracy}, {cost.cost.flops_pct:.1f} % FLOPs{latency}, "
-            f"{cost.cost.params / 1e6:.3f} M parameters (budgeted value {answer.cost:.3f})."
+            f"{cost.cost.params / 1e6:.3f} M parameters (budgeted value {answer.cost:.3f}); {how}."
         )
         open_it, export_it = st.columns(2)
         if open_it.button("Open in the explorer", type="primary"):
@@ -131,8 +150,9 @@ saved = {f"file: {path.name}": path for path in session.shipped_scores_for(sessi
 sources = [CURRENT] + [f"{name} (data-free)" for name in DATA_FREE_METHODS] + list(saved)
 with st.form("sweep_form"):
     chosen = st.multiselect("Scores to compare", sources, default=[CURRENT, "magnitude (data-free)"])
-    grid = st.radio("Configurations", ["published path (7 pairs)", "grid"], horizontal=True)
-    grid_steps = st.select_slider("Grid points per axis (grid only)", options=[3, 4, 5, 6], value=4)
+    grid = st.radio(
+        "Configurations", ["published path (7 pairs)", "whole plane (the accuracy landscape)"], horizontal=True
+    )
     start = st.form_submit_button("Run sweep", type="primary")
 
 
@@ -174,17 +194,54 @@ if start:
         st.error("Choose at least one scores source.")
     elif job is not None and job.running:
         st.warning("A sweep is already running; cancel it first.")
-    else:
-        if grid.startswith("published"):
-            pairs = list(PUBLISHED_SPARSITY_PAIRS)
-        else:
-            values = [round(0.8 * i / (grid_steps - 1), 2) for i in range(grid_steps)]
-            pairs = [(m, h) for m in values for h in values]
+    elif grid.startswith("published"):
         st.session_state.pop("sweep_error", None)
+        st.session_state.pop("sweep_landscapes", None)
         st.session_state["job_sweep"] = Job(
-            "sweep", run_sweep, {"labels": chosen, "pairs": pairs, "selection": session.selection()}
+            "sweep",
+            run_sweep,
+            {"labels": chosen, "pairs": list(PUBLISHED_SPARSITY_PAIRS), "selection": session.selection()},
         ).start()
+    else:
+        st.session_state["sweep_landscapes"] = chosen
+
+
+def landscape_sources(labels: list[str]) -> dict:
+    """label -> (explorer, landscape) of the shared landscapes of the chosen scores (their fillers started)."""
+    sources = {}
+    for label in labels:
+        if label == CURRENT:
+            chosen_scores = scores
+        elif label in saved:
+            chosen_scores = load_scores(saved[label])
+        else:
+            chosen_scores = data_free_scores(label.split(" ")[0], backbone.model)
+        shared = session.shared_explorer(session.selection(), chosen_scores)
+        if shared.landscape is not None:
+            shared.filler.start()
+            sources[label] = (shared.explorer, shared.landscape)
+    return sources
+
+
 render("job_sweep", "Sweeping", keep_sweep)
+if st.session_state.get("sweep_landscapes"):
+    try:
+        sources = landscape_sources(st.session_state["sweep_landscapes"])
+    except SnapViTError as error:
+        session.show_error(error)
+        st.stop()
+    done = sum(len(landscape) for _, landscape in sources.values())
+    total = sum(landscape.size for _, landscape in sources.values())
+    st.session_state["sweep_table"] = landscape_table(sources)
+
+    @st.fragment(run_every=2.0 if done < total else None)
+    def landscape_fill_line() -> None:
+        now = sum(len(landscape) for _, landscape in sources.values())
+        st.caption(f"Whole plane from the accuracy landscapes: {now} of {total} configurations computed.")
+        if now > done:
+            st.rerun()
+
+    landscape_fill_line()
 if st.session_state.get("sweep_error"):
     st.warning(st.session_state["sweep_error"])
 
@@ -193,11 +250,16 @@ if table is None or table.empty:
     st.info("Run a sweep to see accuracy against FLOPs and predicted latency.")
     st.stop()
 pareto_flops = pareto_mask(table["flops_pct"], table["kNN top-1 (%)"])
-pareto_latency = pareto_mask(table["latency_ms"], table["kNN top-1 (%)"])
 left, right = st.columns(2)
 left.plotly_chart(charts.tradeoff_chart(table, "flops_pct", pareto_flops), key="vs_flops")
-right.plotly_chart(charts.tradeoff_chart(table, "latency_ms", pareto_latency), key="vs_latency")
+if table["latency_ms"].notna().all():
+    pareto_latency = pareto_mask(table["latency_ms"], table["kNN top-1 (%)"])
+    right.plotly_chart(charts.tradeoff_chart(table, "latency_ms", pareto_latency), key="vs_latency")
+else:
+    right.caption("Accuracy against latency: waiting for the latency model (it is calibrated on the explorer page).")
 knn_set = "the whole kNN set" if knn_images is None else f"a {knn_images:,}-image kNN subset"
+if st.session_state.get("sweep_landscapes"):
+    knn_set = "the full test split (read from the accuracy landscapes, exact)"
 st.caption(
     f"Latency and speed-up: batch 1, **predicted** by the latency model of this device (`latency_source`), so "
     f"machine load does not change them. Accuracy on {knn_set}."

@@ -13,7 +13,7 @@ if session.guarded_backbone() is None:
     st.stop()
 try:
     explorer = session.explorer()
-    magnitude = session.comparison_explorer("magnitude")
+    magnitude = session.comparison("magnitude").explorer
 except SnapViTError as error:
     session.show_error(error)
     st.stop()

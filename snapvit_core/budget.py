@@ -42,6 +42,7 @@ class BudgetAnswer:
     boundary: pd.DataFrame = field(default_factory=pd.DataFrame)  # every boundary configuration and its cost
     column: str = "flops_pct"
     limit: float = math.inf
+    source: str = "evaluated"  # "landscape": read from the precomputed landscape; "evaluated": forward passes
 
 
 def _axis(step: float) -> np.ndarray:
@@ -141,12 +142,7 @@ def find_best_under_budget(
         images: label-free images for the embedding similarity when the explorer has no kNN data.
         progress: (done, total) accuracy evaluations; cancel: raises CancelledError.
     """
-    try:
-        limit = float(limit)
-    except (TypeError, ValueError):
-        raise SnapViTError(f"The budget limit must be a number, got {limit!r}.", "Enter e.g. 50.") from None
-    if not math.isfinite(limit):
-        raise SnapViTError(f"The budget limit must be finite, got {limit}.", "Enter e.g. 50.")
+    limit = _check_limit(limit)
     if max_evaluations < 1:
         raise SnapViTError(f"max_evaluations must be at least 1, got {max_evaluations}.", "Use e.g. 16.")
     if column == "latency_ms":
@@ -211,3 +207,67 @@ def find_best_under_budget(
         column=column,
         limit=limit,
     )
+
+
+def best_in_landscape(
+    explorer: Explorer, landscape, column: str, limit: float, *, batch: int = 1
+) -> BudgetAnswer | None:
+    """The budget answer read from a landscape, instantly, when it has every boundary configuration.
+
+    Searches the landscape's grid (its step, e.g. 0.05) with exact costs from ``Explorer.cost``, so the
+    answer is never over budget. Returns None when nothing fits; raises ``LandscapeGap`` when a boundary
+    configuration is not computed yet (the caller then evaluates the boundary as ``find_best_under_budget``).
+    """
+    limit = _check_limit(limit)
+    if column == "latency_ms":
+        model = explorer.latency_model
+        if model is None or batch not in model.batches:
+            raise LandscapeGap("the latency model is not ready")
+    grid = cost_grid(explorer, column, batch, landscape.key.grid)
+    boundary = budget_boundary(grid, column, limit)
+    points = [landscape.get(m, h) for m, h in zip(boundary["MLP sparsity"], boundary["head sparsity"])]
+    if any(p is None or p.knn_top1 is None for p in points):
+        missing = sum(p is None for p in points)
+        raise LandscapeGap(f"{missing} of {len(points)} boundary configurations are not computed yet")
+    # Every fitting configuration the landscape has competes (accuracy need not fall monotonically with
+    # sparsity), with its exact cost as Explorer.cost reports it, so the answer is never over budget.
+    fitting = grid[grid[column] <= limit + 1e-9]
+    rows = []
+    for m, h in zip(fitting["MLP sparsity"], fitting["head sparsity"]):
+        point = landscape.get(m, h)
+        if point is None or point.knn_top1 is None:
+            continue
+        cost = _exact_cost(explorer, column, m, h, batch)
+        if cost <= limit:
+            rows.append({"MLP sparsity": m, "head sparsity": h, column: cost, "accuracy": 100.0 * point.knn_top1})
+    if not rows:
+        return None
+    candidates = pd.DataFrame(rows)
+    best = int(candidates.sort_values(["accuracy", column], ascending=[False, True]).index[0])
+    row = candidates.iloc[best]
+    return BudgetAnswer(
+        mlp_sparsity=float(row["MLP sparsity"]),
+        head_sparsity=float(row["head sparsity"]),
+        cost=float(row[column]),
+        accuracy=float(row["accuracy"]),
+        accuracy_kind="knn",
+        candidates=candidates,
+        boundary=boundary,
+        column=column,
+        limit=limit,
+        source="landscape",
+    )
+
+
+class LandscapeGap(Exception):
+    """The landscape does not (yet) cover a budget's boundary."""
+
+
+def _check_limit(limit: object) -> float:
+    try:
+        limit = float(limit)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise SnapViTError(f"The budget limit must be a number, got {limit!r}.", "Enter e.g. 50.") from None
+    if not math.isfinite(limit):
+        raise SnapViTError(f"The budget limit must be finite, got {limit}.", "Enter e.g. 50.")
+    return limit

@@ -75,14 +75,6 @@ class EvaluationResult:
 
 
 @dataclass(frozen=True)
-class Configuration:
-    """A point of the (MLP, head) sparsity plane: what the sliders show."""
-
-    mlp_sparsity: float
-    head_sparsity: float
-
-
-@dataclass(frozen=True)
 class CostResult:
     """What a configuration costs, from the plan alone (no forward pass): instant for a slider move."""
 
@@ -118,7 +110,6 @@ class Explorer:
         self.elastic = ElasticViT(backbone.model, scores, backbone.model_id)
         self.knn: KnnEvaluator | None = None
         self._knn_subsets: dict[int, KnnEvaluator] = {}  # knn_images -> subset evaluator
-        self._unpruned: EvaluationResult | None = None  # unpruned() cache, per instance
         self._reference_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None  # image_similarity cache
         # Re-entrant: evaluate() holds it and calls prune_to() and unpruned_features(), which hold it too.
         self.lock = threading.RLock()
@@ -181,7 +172,6 @@ class Explorer:
         with self.lock:
             self.knn = evaluator
             self._knn_subsets.clear()
-            self._unpruned = None
 
     @property
     def model(self) -> nn.Module:
@@ -386,14 +376,6 @@ class Explorer:
             self.prune_to(mlp_sparsity, head_sparsity)
             pruned = extract_features(self.elastic.model, images, device=self.device, cancel=raising_cancel)
         return [float(v) for v in embedding_similarity(cached[1], pruned)]
-
-    def unpruned(self) -> EvaluationResult:
-        """The unpruned model's metrics (kNN on the whole set when data is attached); cached per instance."""
-        with self.lock:
-            if self._unpruned is None:
-                metrics = ("knn", "flops", "params") if self.knn is not None else ("flops", "params")
-                self._unpruned = self.evaluate(0.0, 0.0, metrics)
-            return self._unpruned
 
     def unpruned_features(
         self,

@@ -87,6 +87,36 @@ def sweep(
     return pd.DataFrame(rows, columns=list(SWEEP_COLUMNS))
 
 
+def landscape_table(sources: dict[str, tuple[Explorer, object]], batch: int = 1) -> pd.DataFrame:
+    """The sweep table of every computed landscape point: scores label -> (explorer, its landscape).
+
+    No forward pass: accuracy is read from the landscapes (exact, full test split), costs from the plan
+    and the latency model (``latency_ms`` None until it is ready).
+    """
+    rows = []
+    for label, (explorer, landscape) in sources.items():
+        for point in landscape.points():
+            cost = explorer.cost(point.mlp_sparsity, point.head_sparsity, batch)
+            latency = cost.latency
+            rows.append(
+                {
+                    "scores": label,
+                    "MLP sparsity": point.mlp_sparsity,
+                    "head sparsity": point.head_sparsity,
+                    "kNN top-1 (%)": None if point.knn_top1 is None else 100.0 * point.knn_top1,
+                    "embedding cosine": point.mean_cosine,
+                    "params": cost.cost.params,
+                    "params_m": cost.cost.params / 1e6,
+                    "GFLOPs": cost.cost.flops / 1e9,
+                    "flops_pct": cost.cost.flops_pct,
+                    "latency_ms": None if latency is None else latency.ms,
+                    "speed-up (x)": None if latency is None else latency.speedup,
+                    "latency_source": None if latency is None else latency.source,
+                }
+            )
+    return pd.DataFrame(rows, columns=list(SWEEP_COLUMNS))
+
+
 def pareto_mask(cost: Iterable[float], accuracy: Iterable[float]) -> np.ndarray:
     """True for configurations no other beats on both axes (lower cost AND higher accuracy)."""
     cost, accuracy = np.asarray(list(cost), float), np.asarray(list(accuracy), float)

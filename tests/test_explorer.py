@@ -108,16 +108,6 @@ def test_stratified_subset():
     assert stratified_subset(labels, 10, seed=1).tolist() != picked.tolist()
 
 
-def test_unpruned_is_cached_per_instance_and_reset_with_new_data():
-    explorer = _explorer()
-    first = explorer.unpruned()
-    assert explorer.unpruned() is first and first.realised_mlp_sparsity == 0.0
-    assert first.knn_top1 == explorer.evaluate(0.0, 0.0).knn_top1
-    explorer.attach_knn(explorer.knn)
-    assert explorer.unpruned() is not first
-    assert _explorer(with_knn=False).unpruned().knn_top1 is None
-
-
 def test_measure_latency_now_is_labelled_measured():
     prediction = _explorer(with_knn=False).measure_latency_now(0.5, 0.5, batch=2)
     assert prediction.source == "measured" and prediction.batch == 2

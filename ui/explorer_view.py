@@ -1,7 +1,9 @@
-"""The explorer page's widgets: instant cost cards, the background accuracy panel, "Measure now".
+"""The explorer page's widgets: instant cost cards, the accuracy panel, the landscape, "Measure now".
 
 Card values are short numbers with the unit in the label (no truncation at 800 px). A number that is
-not for the configuration on the sliders is never shown without saying for which one it is.
+not for the configuration on the sliders is never shown without saying for which one it is. Accuracy
+comes from the shared landscape (exact, on the full test split) when it has the configuration, else
+from a quick estimate on a subset, labelled as one, replaced when the exact value arrives.
 """
 
 from __future__ import annotations
@@ -11,20 +13,14 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from ui import charts, session
+from snapvit_core.landscape import LandscapePoint
+from ui import session
 from ui.labels import CARD_WIDTH, card_row, flops_unit, short_number, sparsity_text, speedup_text
-from ui.live import (
-    LiveRequest,
-    LiveResult,
-    LiveWorker,
-    describe_set,
-    knn_metrics,
-    live_knn_images,
-)
 
-POLL_S = 0.2  # how often a pending accuracy panel looks for its result
+POLL_S = 0.2  # how often a pending accuracy panel looks for its value
 UPDATING = "updating…"
 CALIBRATING = "…"  # latency cards while the latency model is measured (the caption below says so)
+EXACT = "full test set"  # the label of an exact landscape value
 
 
 def _card(row: Any, *args: Any, **kwargs: Any) -> None:
@@ -32,21 +28,7 @@ def _card(row: Any, *args: Any, **kwargs: Any) -> None:
     row.metric(*args, width=CARD_WIDTH, **kwargs)
 
 
-def live_request(explorer: Any, mlp_sparsity: float, head_sparsity: float) -> LiveRequest:
-    """What the worker should evaluate for this slider position (kNN only where it means something).
-
-    The live kNN set is sized from a FLOPs-rate guess (fixed per backbone, so its numbers stay comparable).
-    """
-    has_knn = explorer.knn is not None
-    metrics = knn_metrics(has_knn, session.run_knn_on_random_weights())
-    knn_images = None
-    if "knn" in metrics:
-        unpruned_flops = explorer.cost(0.0, 0.0).unpruned.flops
-        knn_images = live_knn_images(unpruned_flops, session.knn_image_count(), str(explorer.device))
-    return LiveRequest(float(mlp_sparsity), float(head_sparsity), metrics, knn_images)
-
-
-def cost_cards(cost: Any, worker: LiveWorker, config: tuple[float, float]) -> None:
+def cost_cards(cost: Any, latency_status: tuple[str, float]) -> None:
     """Parameters, FLOPs, predicted latency and speed-up: from the plan, instant."""
     unpruned = cost.unpruned
     flops_value, flops_label = flops_unit(cost.cost.flops)
@@ -69,7 +51,7 @@ def cost_cards(cost: Any, worker: LiveWorker, config: tuple[float, float]) -> No
         help=f"analytic FLOPs per image: {cost.cost.flops:,} of {unpruned.flops:,} ({cost.cost.flops_pct:.1f} %)",
     )
     latency = cost.latency
-    state, fraction = worker.latency_status()
+    state, fraction = latency_status
     if latency is not None:
         _card(
             row,
@@ -135,97 +117,166 @@ def measure_now(explorer: Any, config: tuple[float, float]) -> None:
         )
 
 
-def _knn_set_text(outcome: LiveResult) -> str:
-    label = getattr(outcome.result, "knn_set", None)
-    return label or describe_set(outcome.request.knn_images, session.knn_image_count())
+def _test_set_text(shared: session.SharedExplorer) -> str:
+    knn = shared.explorer.knn
+    images = shared.landscape.key.knn_images if shared.landscape is not None else None
+    if images is None:
+        return f"{EXACT} ({len(knn.test_labels):,} test images, exact)"
+    return f"kNN set of {images:,} images (chosen for this backbone), exact"
 
 
-def _describe_skip(request: LiveRequest) -> str:
+def _describe_skip() -> str:
     if session.selection().random_init and session.has_labelled_data():
         return "kNN skipped: random weights make the accuracy meaningless (tick 'Run kNN anyway' to run it)."
     return "kNN needs labelled data: the selected data has none (choose labelled data on the first page)."
 
 
-def _accuracy_cards(worker: LiveWorker, request: LiveRequest, compact: bool) -> bool:
-    """Draw the kNN and similarity cards; True when they show the result for ``request``."""
-    if "knn" not in request.metrics:
-        st.info(_describe_skip(request), icon=":material/info:")
-        return True
-    outcome = worker.result_for(request)
-    baseline = worker.result_for(
-        LiveRequest(0.0, 0.0, request.metrics, request.knn_images)
-    )  # the unpruned reference, same kNN set
+def _exact_cards(shared: session.SharedExplorer, point: LandscapePoint, where: str, compact: bool) -> None:
+    baseline = shared.landscape.get(0.0, 0.0)
     row = card_row()
-    if outcome is None:
-        _card(row, "kNN top-1 (%)", UPDATING, help="computing in the background for the sliders' configuration")
-        _card(row, "Mean cosine", UPDATING, help="embedding similarity to the unpruned model")
-        latest = worker.latest()
-        if latest is not None and latest.result is not None and latest.result.knn_top1 is not None:
-            st.caption(
-                f"{UPDATING.capitalize()} The last finished result was for (MLP {latest.request.mlp_sparsity:.2f}, "
-                f"head {latest.request.head_sparsity:.2f}), not the sliders' configuration: kNN top-1 "
-                f"{100 * latest.result.knn_top1:.2f} %."
-            )
-        return False
-    if outcome.error:
-        st.warning(outcome.error, icon=":material/warning:")
-        return True
-    result = outcome.result
-    knn = 100 * result.knn_top1
-    delta = None
-    if baseline is not None and baseline.result is not None and baseline.result.knn_top1 is not None:
-        delta = f"{knn - 100 * baseline.result.knn_top1:+.2f} pts"
+    knn = 100 * point.knn_top1
+    delta = None if baseline is None else f"{knn - 100 * baseline.knn_top1:+.2f} pts"
     _card(row, "kNN top-1 (%)", f"{knn:.2f}", delta=delta, help="k=20 nearest-neighbour accuracy; delta vs unpruned")
-    cosine = result.embedding_cosine
     _card(
         row,
         "Mean cosine",
-        "n/a" if cosine is None else f"{cosine:.4f}",
+        f"{point.mean_cosine:.4f}",
         help="mean cosine similarity of the pruned to the unpruned test embeddings (1 = unchanged)",
     )
-    where = f"(MLP {sparsity_text(request.mlp_sparsity)}, head {sparsity_text(request.head_sparsity)})"
-    if not compact:
-        st.caption(
-            f"kNN for {where} on {_knn_set_text(outcome)} · computed in {outcome.seconds:.2f} s in the background"
-        )
-    else:
-        st.caption(f"kNN for {where} on {_knn_set_text(outcome)}")
-    return True
+    st.caption(f"kNN for {where} on the {_test_set_text(shared)}" + ("" if compact else " · from the landscape"))
+
+
+def _estimate_cards(shared: session.SharedExplorer, config: tuple[float, float], where: str) -> None:
+    estimate = shared.filler.estimate(*config)
+    row = card_row()
+    if estimate is None:
+        _card(row, "kNN top-1 (%)", UPDATING, help="computing in the background for the sliders' configuration")
+        _card(row, "Mean cosine", UPDATING, help="embedding similarity to the unpruned model")
+        st.caption(f"kNN for {where}: {UPDATING}")
+        return
+    knn = 100 * estimate.knn_top1
+    delta = None if estimate.baseline_top1 is None else f"{knn - 100 * estimate.baseline_top1:+.2f} pts"
+    _card(row, "kNN top-1 (%)", f"{knn:.2f}", delta=delta, help="an ESTIMATE on a subset; the exact value follows")
+    _card(row, "Mean cosine", f"{estimate.mean_cosine:.4f}", help="estimate on the same subset")
+    st.caption(f"Estimate for {where} on {estimate.knn_set}; the exact {EXACT} value replaces it when computed.")
 
 
 def accuracy_panel(
-    worker: LiveWorker,
-    request: LiveRequest,
-    histogram_column: Any | None,
-    key: str,
-    container: Any | None = None,
-    compact: bool = False,
+    shared: session.SharedExplorer, config: tuple[float, float], run_knn: bool, compact: bool = False
 ) -> None:
-    """kNN accuracy and the similarity histogram, polled from the worker while they are pending.
+    """kNN accuracy and mean cosine of ``config``: exact from the landscape, else an estimate, polled until exact."""
+    if shared.landscape is None or not run_knn:
+        st.info(_describe_skip(), icon=":material/info:")
+        return
+    landscape, filler = shared.landscape, shared.filler
+    exact = landscape.get(*config)
+    if exact is None:
+        filler.request(*config)
+    where = f"(MLP {sparsity_text(config[0])}, head {sparsity_text(config[1])})"
 
-    The fragment polls every ``POLL_S`` only while the result is missing; when it arrives it reruns
-    the page once, which redraws the histogram and stops the polling.
-    """
-    pending = worker.pending(request) and "knn" in request.metrics
-
-    @st.fragment(run_every=POLL_S if pending else None)
+    @st.fragment(run_every=None if exact is not None else POLL_S)
     def panel() -> None:
-        done = _accuracy_cards(worker, request, compact)
-        if pending and done:
+        point = landscape.get(*config)
+        if point is not None:
+            _exact_cards(shared, point, where, compact)
+            if exact is None:
+                st.rerun()  # the exact value arrived: redraw the page once (landscape chart too), stop polling
+            return
+        if filler.status().error:
+            st.warning(filler.status().error, icon=":material/warning:")
+            return
+        _estimate_cards(shared, config, where)
+
+    panel()
+
+
+def landscape_progress(shared: session.SharedExplorer) -> None:
+    """One line: how much of the plane is exact, and the time left (a button for heavy backbones)."""
+    if shared.landscape is None:
+        return
+    status = shared.filler.status()
+    if status.done >= status.total:
+        st.caption(f"Accuracy landscape: all {status.total} configurations computed on the {_test_set_text(shared)}.")
+        return
+    eta = status.eta_s
+    left = "" if eta is None or not status.filling else f" · about {_duration(eta)} left"
+    doing = "filling in the background" if status.filling and status.running else "paused"
+    if not status.filling:
+        doing = "not filled by default on this device (one exact point is slow here)"
+    st.caption(
+        f"Accuracy landscape: {status.done} of {status.total} configurations exact ({doing}){left}. "
+        "Others show a quick estimate first."
+    )
+    if shared.heavy and not status.filling:
+        total = session.knn_image_count()
+        options = sorted({n for n in (500, 1000, 2000, 5000) if n < total} | {total})
+        size = st.select_slider("kNN images for the landscape", options=options, value=options[0], key="fill_size")
+        seconds = shared.landscape.size * size * _seconds_per_image(shared)
+        if st.button(f"Fill the landscape on {size:,} images (about {_duration(seconds)})", key="fill_landscape"):
+            shared.fill(None if size >= total else int(size))
             st.rerun()
 
-    with container if container is not None else st.container():
-        panel()
-    if histogram_column is None:
-        return
-    outcome = worker.result_for(request)
-    similarity = None if outcome is None or outcome.result is None else _per_image(outcome.result)
-    with histogram_column:
-        if similarity is not None:
-            st.plotly_chart(charts.similarity_histogram(np.asarray(similarity)), key=f"similarity_{key}")
-        elif "knn" in request.metrics:
-            st.caption(f"Embedding-similarity histogram: {UPDATING}")
+
+def _seconds_per_image(shared: session.SharedExplorer) -> float:
+    from ui.live import seconds_per_image_guess
+
+    return seconds_per_image_guess(shared.explorer.cost(0.0, 0.0).unpruned.flops, str(shared.explorer.device))
 
 
-def _per_image(result: Any) -> list[float] | None:
-    return getattr(result, "per_image_similarity", None)
+def _duration(seconds: float) -> str:
+    if seconds >= 5400:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 90:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds:.0f} s"
+
+
+def _grids(shared: session.SharedExplorer) -> tuple[tuple[float, ...], np.ndarray, np.ndarray | None]:
+    """(axis, FLOPs % grid, predicted batch-1 latency grid or None) over the landscape's (MLP, head) grid."""
+    from snapvit_core.budget import cost_grid
+
+    axis = shared.landscape.axis
+    n = len(axis)
+    step = shared.landscape.key.grid
+    flops = cost_grid(shared.explorer, "flops_pct", step=step)["flops_pct"].to_numpy().reshape(n, n)
+    model = shared.explorer.latency_model
+    latency = None
+    if model is not None and 1 in model.batches:
+        latency = cost_grid(shared.explorer, "latency_ms", batch=1, step=step)["latency_ms"].to_numpy().reshape(n, n)
+    return axis, flops, latency
+
+
+def landscape_chart(shared: session.SharedExplorer, config: tuple[float, float], on_click) -> None:
+    """The landscape heatmap; clicking a cell calls ``on_click`` (the sliders move there)."""
+    from snapvit_core.landscape import published_path
+    from ui.landscape_charts import landscape_heatmap
+
+    axis, flops, latency = _grids(shared)
+    knn = 100 * shared.landscape.matrix("knn_top1")
+    figure = landscape_heatmap(axis, knn, flops, latency, published_path(shared.landscape.key.grid), config)
+    st.plotly_chart(figure, key="landscape_chart", on_select=on_click, selection_mode="points")
+
+
+def difference_chart(first: session.SharedExplorer, second: session.SharedExplorer, labels: tuple[str, str]) -> None:
+    """Where each of two score sources wins (kNN top-1 difference over the plane)."""
+    from ui.landscape_charts import difference_map
+
+    matrix_a = 100 * first.landscape.matrix("knn_top1")
+    matrix_b = 100 * second.landscape.matrix("knn_top1")
+    known = int((~np.isnan(matrix_a - matrix_b)).sum())
+    st.plotly_chart(difference_map(first.landscape.axis, matrix_a, matrix_b, *labels), key="difference_map")
+    if known < first.landscape.size:
+        st.caption(f"{known} of {first.landscape.size} configurations known for both so far.")
+
+
+def selected_configuration(chart_key: str) -> tuple[float, float] | None:
+    """The (MLP, head) configuration of the cell last clicked in a landscape chart, if any."""
+    state = st.session_state.get(chart_key)
+    points = getattr(getattr(state, "selection", None), "points", None) or (state or {}).get("selection", {}).get(
+        "points", []
+    )
+    for point in points:
+        data = point.get("customdata")
+        if data is not None and len(data) == 2:
+            return float(data[0]), float(data[1])
+    return None

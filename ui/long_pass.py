@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from ui.jobs import Job, JobSnapshot
+from snapvit_core.jobs import Job, JobSnapshot
 
 POLL_S = 0.5
 

@@ -13,11 +13,11 @@ import streamlit as st
 from snapvit_core.backbones import Backbone
 from snapvit_core.data import load_images, preprocess
 from snapvit_core.errors import CancelledError, SnapViTError
+from snapvit_core.jobs import Job
 from snapvit_core.precision import PRECISIONS, autocast_dtype
 from snapvit_core.scoring import METHODS, SQUARED_GRADIENTS, ScoringConfig, compute_scores
 from snapvit_core.search import SearchConfig, run_search
 from ui import charts, session
-from ui.jobs import Job
 
 JOB_KEY = "job_scores"
 

@@ -1,14 +1,18 @@
-"""What the pages share: the selected backbone and data, cached resources, the session's scores.
+"""What the pages share: the selected backbone and data, the session's explorer state, server-wide resources.
 
-Shared across sessions (``st.cache_resource``): loaded backbones and preprocessed kNN data. They are
-read-only: every session prunes its own ``Explorer``, which deep-copies the model (ElasticViT), so
-two browser sessions at different sparsities never affect each other.
+Per browser session there is one ``ExplorerSession`` (selection, scores and a handle on the shared
+explorer), replaced as a whole when the backbone, data or scores change; pages get it from
+``current()``. Per server process there is one ``SharedExplorer`` per (selection, scores): the
+explorer (its elastic copy is pruned only under its lock), its accuracy landscape and the one
+background filler, so N viewers cost one computation. Loaded backbones and preprocessed kNN data are
+``st.cache_resource`` entries, read-only.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import streamlit as st
@@ -18,9 +22,11 @@ from snapvit_core.data import KnnSplits, load_knn_splits, parse_data_spec
 from snapvit_core.devices import resolve_device
 from snapvit_core.errors import SnapViTError
 from snapvit_core.evaluation import KnnEvaluator
-from snapvit_core.explorer import Explorer, data_free_scores
+from snapvit_core.explorer import DATA_FREE_METHODS, Explorer, data_free_scores
+from snapvit_core.jobs import Job
+from snapvit_core.landscape import Landscape, landscape_key, open_landscape, scores_digest
+from snapvit_core.landscape_fill import LandscapeFiller
 from snapvit_core.scores import ImportanceScores
-from ui.jobs import Job
 
 ROOT = Path(__file__).resolve().parent.parent
 SCORES_DIR = ROOT / "scores"
@@ -47,24 +53,19 @@ def selection() -> Selection:
 
 def set_selection(choice: Selection) -> None:
     if choice != selection():
-        for key in ("explorer", "explorer_key", "scores", "scores_label", "sweep_table"):
-            st.session_state.pop(key, None)
+        st.session_state.pop("explorer_session", None)
         _forget_dependents()
     st.session_state["selection"] = choice
 
 
 def _forget_dependents() -> None:
-    """Everything computed for the previous backbone or scores: workers, live results, budget answers."""
+    """Everything this session computed for the previous backbone or scores: budget answers, measurements."""
     from ui import config_state
 
-    for worker in st.session_state.get("live_workers", {}).values():
-        worker.stop()
-    st.session_state.pop("job_unpruned_knn", None)  # shared by sessions: left running for the others
     job = st.session_state.pop("job_budget", None)
     if job is not None:
         job.cancel()
     config_state.forget_results()
-    st.session_state["scores_version"] = st.session_state.get("scores_version", 0) + 1
 
 
 @st.cache_resource(max_entries=3, show_spinner=False)
@@ -105,8 +106,11 @@ def shipped_scores_for(model_id: str) -> list[Path]:
     return sorted(p for p in SCORES_DIR.glob(f"{safe}.*.safetensors"))
 
 
-def default_scores() -> tuple[ImportanceScores, str]:
-    """The best scores available without any work: a shipped searched file, else magnitude."""
+def default_scores() -> tuple[ImportanceScores, str, str]:
+    """The best scores available without any work: a shipped searched file, else magnitude.
+
+    Returns (scores, label, scores id); the id names them in a shareable link (``scores_id``).
+    """
     from snapvit_core.scores_io import load_scores
 
     choice = selection()
@@ -115,23 +119,77 @@ def default_scores() -> tuple[ImportanceScores, str]:
         preferred = sorted(shipped, key=lambda p: ("xnes" not in p.name, "snapvit" not in p.name, p.name))
         for path in preferred:
             try:
-                return load_scores(path), f"{path.name} (shipped)"
+                return load_scores(path), f"{path.name} (shipped)", f"file:{path.name}"
             except SnapViTError:
                 continue
-    return data_free_scores("magnitude", backbone().model), "magnitude (data-free)"
+    return data_free_scores("magnitude", backbone().model), "magnitude (data-free)", "method:magnitude"
+
+
+def scores_for_id(scores_id: str) -> tuple[ImportanceScores, str] | None:
+    """Scores this server has under a link's id: a shipped file, a data-free method, or scores a session made."""
+    from snapvit_core.scores_io import load_scores
+
+    kind, _, name = scores_id.partition(":")
+    if kind == "method" and name in DATA_FREE_METHODS:
+        return data_free_scores(name, backbone().model), f"{name} (data-free)"
+    if kind == "file":
+        path = SCORES_DIR / name
+        available = set(shipped_scores_for(selection().model_id)) | set(SCORES_DIR.glob("*.safetensors"))
+        if path.name == name and path in available:
+            return load_scores(path), f"{path.name} (shipped)"
+    if kind == "digest":
+        with _SHARED_LOCK:
+            return _KNOWN_SCORES.get(name)
+    return None
+
+
+@dataclass(frozen=True)
+class ExplorerSession:
+    """A browser session's whole explorer state for one (selection, scores); replaced as a whole when
+    either changes. The explorer, landscape and filler are shared by every session with the same key."""
+
+    selection: Selection
+    scores: ImportanceScores
+    scores_label: str
+    scores_id: str  # how a link names the scores: file:NAME, method:NAME or digest:HEX
+    scores_warning: str | None  # why they may not fit the backbone (allowed anyway), else None
+    shared: SharedExplorer
+
+    @property
+    def explorer(self) -> Explorer:
+        return self.shared.explorer
+
+
+def current() -> ExplorerSession:
+    """THE accessor: the session's explorer state (built on first use; raises SnapViTError when it cannot be)."""
+    state = st.session_state.get("explorer_session")
+    choice = selection()
+    if state is None or state.selection != choice:
+        new_scores, label, scores_id = default_scores()
+        state = _build(choice, new_scores, label, scores_id, None)
+        st.session_state["explorer_session"] = state
+    return state
+
+
+def _build(
+    choice: Selection, new_scores: ImportanceScores, label: str, scores_id: str, warning: str | None
+) -> ExplorerSession:
+    shared = shared_explorer(choice, new_scores)
+    return ExplorerSession(choice, new_scores, label, scores_id, warning, shared)
 
 
 def scores() -> tuple[ImportanceScores, str]:
-    if "scores" not in st.session_state:
-        st.session_state["scores"], st.session_state["scores_label"] = default_scores()
-    return st.session_state["scores"], st.session_state["scores_label"]
+    state = current()
+    return state.scores, state.scores_label
 
 
-def set_scores(new_scores: ImportanceScores, label: str, allow_other_backbone: bool = False) -> None:
+def set_scores(
+    new_scores: ImportanceScores, label: str, allow_other_backbone: bool = False, scores_id: str | None = None
+) -> None:
     """Make ``new_scores`` the session's scores (checked against the backbone first).
 
     Scores recorded for another backbone are refused unless ``allow_other_backbone``; then the
-    warning is kept in ``scores_warning`` and the label says so.
+    warning is kept and the label says so. ``scores_id`` names them in links (default: their digest).
     """
     from snapvit_core.scores import check_scores_backbone
 
@@ -139,15 +197,21 @@ def set_scores(new_scores: ImportanceScores, label: str, allow_other_backbone: b
     Explorer(backbone(), new_scores)  # raises a clear SnapViTError if the shapes do not fit
     if warning:
         label = f"{label} - made for another backbone"
-    st.session_state["scores"], st.session_state["scores_label"] = new_scores, label
-    st.session_state["scores_warning"] = warning
-    st.session_state.pop("explorer", None)
+    digest = scores_digest(new_scores)
+    if scores_id is None:
+        scores_id = f"digest:{digest}"
+        with _SHARED_LOCK:
+            _KNOWN_SCORES[digest] = (new_scores, label)
+            while len(_KNOWN_SCORES) > MAX_KNOWN_SCORES:
+                _KNOWN_SCORES.pop(next(iter(_KNOWN_SCORES)))
+    st.session_state["explorer_session"] = _build(selection(), new_scores, label, scores_id, warning)
     _forget_dependents()
 
 
 def scores_warning() -> str | None:
     """Why the session's scores may not fit its backbone (set when they were allowed anyway)."""
-    return st.session_state.get("scores_warning")
+    state = st.session_state.get("explorer_session")
+    return None if state is None else state.scores_warning
 
 
 def make_knn_evaluator(splits: KnnSplits, device: str) -> KnnEvaluator:
@@ -155,17 +219,104 @@ def make_knn_evaluator(splits: KnnSplits, device: str) -> KnnEvaluator:
 
 
 def explorer() -> Explorer:
-    """The session's private elastic model (rebuilt when backbone, data or scores change)."""
-    current_scores, label = scores()
-    key = (selection(), label, st.session_state.get("scores_version", 0))
-    if st.session_state.get("explorer_key") != key:
-        choice = selection()
-        session_explorer = Explorer(backbone(), current_scores, choice.resolved_device)
-        splits = knn_splits()
-        if splits is not None:
-            session_explorer.attach_knn(make_knn_evaluator(splits, choice.resolved_device))
-        st.session_state["explorer"], st.session_state["explorer_key"] = session_explorer, key
-    return st.session_state["explorer"]
+    """The explorer of the session's backbone, data and scores (shared with sessions of the same key)."""
+    return current().explorer
+
+
+def comparison(method: str) -> SharedExplorer:
+    """The shared explorer of a data-free method's scores, for side-by-side views and difference maps."""
+    choice = selection()
+    return shared_explorer(choice, data_free_scores(method, backbone().model))
+
+
+# ---- what every session shares: one explorer, landscape and filler per (selection, scores) -------------------
+class SharedExplorer:
+    """One explorer per (selection, scores) per server process, with its landscape and its one background
+    worker (the landscape filler; without kNN data a job that only calibrates the latency model)."""
+
+    def __init__(self, explorer: Explorer, landscape: Landscape | None, filler: LandscapeFiller | None, heavy: bool):
+        self.explorer, self.landscape, self.filler = explorer, landscape, filler
+        self.heavy = heavy  # one exact point costs more than HEAVY_POINT_S here: no filling until asked
+        self._latency_job: Job | None = None
+
+    def latency_status(self) -> tuple[str, float]:
+        """('waiting' | 'calibrating' | 'ready' | 'failed', fraction done); starts the calibration when needed."""
+        if self.filler is not None:
+            self.filler.start()
+            return self.filler.latency_status()
+        if self._latency_job is None:
+            self._latency_job = Job("latency", self._calibrate).start()
+        snapshot = self._latency_job.snapshot()
+        state = {"running": "calibrating", "done": "ready"}.get(snapshot.state, "failed")
+        return state, snapshot.fraction
+
+    def _calibrate(self, report, cancelled) -> None:
+        self.explorer.ensure_latency_model(progress=lambda done, total: report(done / max(total, 1)), cancel=cancelled)
+
+    def fill(self, knn_images: int | None) -> None:
+        """Fill the whole plane on a kNN set of ``knn_images`` (train + test; None = all): the heavy-backbone button."""
+        if self.filler is None or self.landscape is None:
+            return
+        key = self.landscape.key
+        if key.knn_images != knn_images:
+            self.filler.stop()
+            self.landscape = open_landscape(replace(key, knn_images=knn_images))
+            self.filler = LandscapeFiller(
+                self.explorer, self.landscape, estimate_images=self.filler.estimate_images, calibrate_latency=True
+            )
+        self.filler.start_fill()
+
+    def stop(self) -> None:
+        if self.filler is not None:
+            self.filler.stop()
+        if self._latency_job is not None:
+            self._latency_job.cancel()
+
+
+_SHARED: OrderedDict[tuple, SharedExplorer] = OrderedDict()
+_KNOWN_SCORES: OrderedDict[str, tuple[ImportanceScores, str]] = OrderedDict()  # digest -> scores a session made
+_SHARED_LOCK = threading.RLock()
+MAX_SHARED = 6  # explorers kept per server (each holds a private copy of its backbone)
+MAX_KNOWN_SCORES = 32
+HEAVY_POINT_S = 3.0  # a full-test-set point costing more than this is not filled by default (CPU ViT-B)
+
+
+def shared_explorer(choice: Selection, chosen_scores: ImportanceScores) -> SharedExplorer:
+    key = (choice, scores_digest(chosen_scores))
+    with _SHARED_LOCK:
+        found = _SHARED.get(key)
+        if found is not None:
+            _SHARED.move_to_end(key)
+            return found
+        made = _make_shared(choice, chosen_scores)
+        _SHARED[key] = made
+        while len(_SHARED) > MAX_SHARED:
+            _, evicted = _SHARED.popitem(last=False)
+            evicted.stop()
+        return made
+
+
+def _make_shared(choice: Selection, chosen_scores: ImportanceScores) -> SharedExplorer:
+    from ui.live import live_knn_images, seconds_per_image_guess
+
+    device = choice.resolved_device
+    model = shared_backbone(choice.model_id, choice.random_init, device)
+    made = Explorer(model, chosen_scores, device)
+    splits = knn_splits()
+    if splits is None:
+        return SharedExplorer(made, None, None, False)
+    made.attach_knn(make_knn_evaluator(splits, device))
+    total = len(splits.train_labels) + len(splits.test_labels)
+    flops = made.cost(0.0, 0.0).unpruned.flops
+    guess = total * seconds_per_image_guess(flops, device)
+    heavy = guess > HEAVY_POINT_S and not device.startswith("cuda")
+    autofill = not heavy and not choice.random_init  # random weights: kNN only when asked, point by point
+    estimate_images = live_knn_images(flops, total, device)
+    landscape = open_landscape(landscape_key(made, choice.data))
+    filler = LandscapeFiller(
+        made, landscape, estimate_images=estimate_images, autofill=autofill, calibrate_latency=True
+    )
+    return SharedExplorer(made, landscape, filler, heavy)
 
 
 # The unpruned model's kNN pass, one per backbone/data selection, shared by all sessions: a page visit
@@ -224,34 +375,6 @@ def knn_image_count() -> int:
     """Images in the kNN data (train + test), 0 without labelled data."""
     splits = knn_splits()
     return 0 if splits is None else len(splits.train_labels) + len(splits.test_labels)
-
-
-def comparison_explorer(method: str) -> Explorer:
-    """A second explorer with a data-free method's scores, for the side-by-side view (one per method)."""
-    key = (selection(), method, st.session_state.get("scores_version", 0))
-    cache = st.session_state.setdefault("live_comparison", {})
-    if key not in cache:
-        choice = selection()
-        other = Explorer(backbone(), data_free_scores(method, backbone().model), choice.resolved_device)
-        splits = knn_splits()
-        if splits is not None:
-            other.attach_knn(make_knn_evaluator(splits, choice.resolved_device))
-        cache.clear()
-        cache[key] = other
-    return cache[key]
-
-
-def live_worker(for_explorer: Explorer, name: str = "main"):
-    """The session's background worker for ``for_explorer`` (a new explorer gets a new worker)."""
-    from ui.live import LiveWorker
-
-    workers = st.session_state.setdefault("live_workers", {})
-    worker = workers.get(name)
-    if worker is None or worker.explorer is not for_explorer:
-        if worker is not None:
-            worker.stop()
-        worker = workers[name] = LiveWorker(for_explorer)
-    return worker
 
 
 def show_error(error: BaseException) -> None:

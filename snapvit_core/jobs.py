@@ -1,4 +1,5 @@
-"""Background jobs for long work (scoring, search, sweeps) so the app never freezes.
+"""Background jobs: the one abstraction for work that runs beside the caller (scoring, search, sweeps,
+budget searches, filling a landscape), so the app never freezes.
 
 A job runs a function in a daemon thread. The function receives ``report(fraction, message, **extra)``
 and ``cancelled() -> bool``; pages poll ``job.snapshot()`` from an auto-refreshing fragment and call

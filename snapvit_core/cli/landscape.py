@@ -1,0 +1,165 @@
+"""``landscape``: evaluate every configuration of the (MLP, head) grid and write them as CSV (resumable)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+import sys
+import time
+
+from ..knn import DEFAULT_K
+from ._common import (
+    add_correction_arguments,
+    add_json_argument,
+    add_model_arguments,
+    add_scores_arguments,
+    batch_size,
+    build_explorer,
+    capped_k,
+    correction_from_args,
+    emit,
+    positive_int,
+    resolve_device,
+)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "landscape", help="kNN, cosine, params, FLOPs and predicted latency at every grid configuration (CSV)"
+    )
+    add_model_arguments(parser)
+    add_scores_arguments(parser)
+    parser.add_argument("--data", default="embedded", help="kNN data: embedded, folder:PATH or hf:NAME")
+    parser.add_argument("--grid", default="0.05", help="grid step on both sparsity axes (default: 0.05, the sliders')")
+    parser.add_argument("--out", required=True, help="the CSV file to write (atomically; rerunning continues)")
+    parser.add_argument("--k", type=positive_int, default=DEFAULT_K, help=f"kNN neighbours (default: {DEFAULT_K})")
+    parser.add_argument("--weighted-vote", action="store_true", help="DINO's weighted vote (T=0.07) instead of uniform")
+    parser.add_argument("--limit", type=positive_int, default=None, help="use at most N images per split")
+    parser.add_argument("--latency-batch", type=batch_size, default=32, help="batch of the latency_batch_ms column")
+    parser.add_argument(
+        "--latency",
+        choices=("model", "none"),
+        default="model",
+        help="latency columns from the device's latency model (calibrated once, cached) or left empty",
+    )
+    parser.add_argument("--cache", default=None, help="landscape cache folder (default: ~/.cache/snapvit/landscapes)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
+    add_correction_arguments(parser)
+    add_json_argument(parser)
+    parser.set_defaults(run=run)
+
+
+def _grid_step(text: str) -> float:
+    from ..errors import SnapViTError
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise SnapViTError(f"--grid must be a number, got {text!r}.", "Use e.g. --grid 0.05.") from None
+    if not math.isfinite(value) or not 0.0 < value <= 0.5:
+        raise SnapViTError(f"--grid must be in (0, 0.5], got {text}.", "Use e.g. --grid 0.05.")
+    return value
+
+
+class _ProgressBar:
+    """A one-line bar on stderr (redrawn in place on a terminal, a line every 5 % otherwise)."""
+
+    def __init__(self, total: int, quiet: bool) -> None:
+        self.total, self.quiet = total, quiet
+        self.start = time.monotonic()
+        self.tty = sys.stderr.isatty()
+        self.last_line = -1
+
+    def update(self, done: int, computed: int) -> None:
+        if self.quiet:
+            return
+        elapsed = time.monotonic() - self.start
+        rate = elapsed / computed if computed else None
+        left = "" if rate is None else f" · {rate:.2f} s/point · {(self.total - done) * rate:.0f} s left"
+        filled = int(30 * done / max(self.total, 1))
+        line = f"landscape [{'#' * filled}{'.' * (30 - filled)}] {done}/{self.total}{left}"
+        if self.tty:
+            sys.stderr.write("\r" + line + ("\n" if done >= self.total else ""))
+            sys.stderr.flush()
+        elif done * 20 // max(self.total, 1) != self.last_line or done >= self.total:
+            self.last_line = done * 20 // max(self.total, 1)
+            sys.stderr.write(line + "\n")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .._atomic import check_writable, write_text_atomic
+    from ..data import load_knn_splits
+    from ..evaluation import KnnEvaluator
+    from ..landscape import CSV_COLUMNS, LandscapePoint, landscape_key, open_landscape
+
+    step = _grid_step(args.grid)
+    out = Path(args.out)
+    check_writable(out, "the landscape CSV")
+    device = resolve_device(args.device)
+    explorer = build_explorer(args, device)
+    splits = load_knn_splits(args.data, explorer.backbone.data_config, limit_per_split=args.limit, stream=True)
+    args.k = capped_k(args.k, len(splits.train_labels))
+    explorer.attach_knn(KnnEvaluator.from_splits(splits, k=args.k, weighted=args.weighted_vote, device=device))
+    correction = correction_from_args(args, explorer.backbone.data_config)
+    key = landscape_key(explorer, args.data, correction=correction, grid=step)
+    landscape = open_landscape(key, cache_dir=args.cache)
+    for warning in landscape.warnings:
+        sys.stderr.write(f"warning: {warning}\n")
+    resumed = len(landscape)
+    bar = _ProgressBar(landscape.size, args.quiet)
+    bar.update(resumed, 0)
+    computed = 0
+    for configuration in landscape.missing():
+        result = explorer.evaluate(
+            configuration[0], configuration[1], ("knn", "flops", "params"), correction=correction
+        )
+        landscape.add(LandscapePoint.from_result(result))
+        computed += 1
+        if computed % 10 == 0:
+            landscape.save()  # resumable: a rerun continues from here
+        bar.update(len(landscape), computed)
+    landscape.save()
+    batches = tuple(sorted({1, args.latency_batch}))
+    latency_model = explorer.ensure_latency_model(batches=batches) if args.latency == "model" else None
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for point in landscape.points():
+        latency, latency_batch = "", ""
+        if latency_model is not None:
+            plan = explorer.plan_for(point.mlp_sparsity, point.head_sparsity)
+            latency = repr(latency_model.predict_plan(plan, 1).ms)
+            latency_batch = repr(latency_model.predict_plan(plan, args.latency_batch).ms)
+        writer.writerow(
+            [
+                repr(point.mlp_sparsity),
+                repr(point.head_sparsity),
+                "" if point.knn_top1 is None else repr(point.knn_top1),
+                "" if point.mean_cosine is None else repr(point.mean_cosine),
+                point.params,
+                point.flops,
+                latency,
+                latency_batch,
+                repr(point.realised_mlp_sparsity),
+                repr(point.realised_head_sparsity),
+            ]
+        )
+    write_text_atomic(out, buffer.getvalue())
+    payload = {
+        "out": str(out),
+        "points": len(landscape),
+        "computed": computed,
+        "resumed": resumed,
+        "cache": str(landscape.path),
+        "key": key.digest,
+        "latency_batch": args.latency_batch,
+        "latency_device": None if latency_model is None else latency_model.key.device,
+    }
+    emit(
+        payload, args.json, [f"wrote {len(landscape)} configurations to {out} ({computed} computed, {resumed} resumed)"]
+    )
+    return 0

@@ -1,0 +1,460 @@
+"""The accuracy landscape: every configuration of the (MLP, head) sparsity grid, evaluated once.
+
+Every number the explorer shows is a fixed function of (backbone weights, scores, data, kNN settings,
+correction, device, dtype, width alignment) and the configuration, and the sliders move on a
+0.05 grid (20 x 20 = 400 configurations). A ``Landscape`` holds, for one ``LandscapeKey``, the
+points computed so far: kNN top-1 on the key's test split, the mean embedding cosine to the unpruned
+model, parameters, FLOPs and the realised sparsities, each exactly what ``Explorer.evaluate`` gives.
+Latency is not stored: it is derived from the device's latency model at read time
+(``Explorer.cost``), so a landscape made on one machine stays valid on another.
+
+Persistence is a small JSON file named by the key's content hash, rewritten atomically (merged with
+what another process wrote meanwhile) as points arrive, so a restart or a second process continues
+where the first stopped. A file that is corrupt, truncated, too large, foreign (another key) or holds
+a value out of range is refused with a warning and recomputed: it is parsed as plain JSON data,
+never executed. ``landscape_fill.py`` owns the background worker that fills a landscape.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import threading
+import weakref
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ._atomic import write_text_atomic
+from .errors import SnapViTError
+from .presets import PUBLISHED_SPARSITY_PAIRS
+
+log = logging.getLogger(__name__)
+
+GRID_STEP = 0.05  # the sliders' step: 20 x 20 = 400 configurations
+MAX_SPARSITY = 0.95  # the sliders' upper end on both axes
+FORMAT = "snapvit-landscape"
+VERSION = 1
+MAX_FILE_BYTES = 4 << 20  # a full 0.05 grid is ~60 KB; anything much larger is not a landscape
+CSV_COLUMNS = (
+    "mlp_sparsity",
+    "head_sparsity",
+    "knn_top1",
+    "mean_cosine",
+    "params",
+    "flops",
+    "latency_ms",
+    "latency_batch_ms",
+    "realised_mlp_sparsity",
+    "realised_head_sparsity",
+)
+
+
+def grid_axis(step: float = GRID_STEP) -> tuple[float, ...]:
+    """Sparsities 0, step, ... up to MAX_SPARSITY (rounded to 6 decimals, so they compare exactly)."""
+    if not (isinstance(step, (int, float)) and math.isfinite(step) and 0.0 < step <= 0.5):
+        raise SnapViTError(f"The landscape grid step must be in (0, 0.5], got {step!r}.", "Use e.g. --grid 0.05.")
+    count = int(math.floor(MAX_SPARSITY / step + 1e-9)) + 1
+    return tuple(round(i * step, 6) for i in range(count))
+
+
+def on_grid(value: float, step: float = GRID_STEP) -> float | None:
+    """``value`` as its grid point when it lies on the grid (to 1e-9), else None."""
+    index = round(float(value) / step)
+    snapped = round(index * step, 6)
+    return snapped if abs(snapped - float(value)) < 1e-9 and 0.0 <= snapped <= MAX_SPARSITY + 1e-9 else None
+
+
+def tensor_digest(tensors: Iterable[torch.Tensor]) -> str:
+    """A content hash of tensors (dtype, shape and bytes), for cache keys."""
+    digest = hashlib.blake2b(digest_size=16)
+    for tensor in tensors:
+        value = tensor.detach().cpu().contiguous()
+        digest.update(f"{value.dtype}{tuple(value.shape)}".encode())
+        digest.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+    return digest.hexdigest()
+
+
+def model_digest(model: torch.nn.Module) -> str:
+    """Content hash of a model's weights (names, shapes, values); seconds for ViT-B, cached by callers."""
+    state = model.state_dict()
+    digest = hashlib.blake2b(digest_size=16)
+    for name in sorted(state):
+        digest.update(name.encode())
+        digest.update(tensor_digest([state[name]]).encode())
+    return digest.hexdigest()
+
+
+def scores_digest(scores) -> str:
+    """Content hash of what decides a plan: the score tensors and the per-block keep floors."""
+    floors = torch.tensor([scores.min_mlp_keep_ratio, scores.min_head_keep_ratio], dtype=torch.float64)
+    return tensor_digest([scores.mlp, scores.heads, floors])
+
+
+def data_digest(splits) -> str:
+    """Content hash of the kNN data: labels and, for in-memory splits, the preprocessed images.
+
+    Streaming splits are identified by their labels, sizes and name (the images are not read here).
+    """
+    parts = [splits.train_labels, splits.test_labels]
+    for images in (splits.train, splits.test):
+        if isinstance(images, torch.Tensor):
+            parts.append(images)
+    digest = hashlib.blake2b(tensor_digest(parts).encode(), digest_size=16)
+    digest.update(f"{splits.name}|{len(splits.train_labels)}|{len(splits.test_labels)}".encode())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class LandscapeKey:
+    """Everything a landscape's values depend on (besides the configuration)."""
+
+    backbone: str  # model id, e.g. "embedded"
+    weights: str  # content hash of the backbone weights (model_digest)
+    scores: str  # content hash of the scores (scores_digest)
+    data: str  # data spec, e.g. "embedded"
+    data_hash: str  # content hash of the kNN splits (data_digest)
+    knn_images: int | None = None  # kNN set size (train + test, stratified); None = the whole split
+    k: int = 20  # kNN neighbours (published: 20)
+    vote: str = "uniform"  # kNN vote (published: uniform)
+    correction: str | None = None  # JSON of the correction settings and calibration hash; None = off
+    device: str = "cpu"
+    dtype: str = "float32"
+    align: int = 1  # kept MLP widths rounded to a multiple of this (1 = as the scores give)
+    grid: float = GRID_STEP
+
+    @property
+    def digest(self) -> str:
+        text = json.dumps(asdict(self), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+    def file_name(self) -> str:
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.backbone)[:40]
+        return f"{safe}.{self.digest}.landscape.json"
+
+
+@dataclass(frozen=True)
+class LandscapePoint:
+    """One evaluated configuration."""
+
+    mlp_sparsity: float  # requested fraction of MLP neurons removed (a grid value)
+    head_sparsity: float  # requested fraction of heads removed (a grid value)
+    knn_top1: float | None  # 0..1 on the key's test split; None without labelled data
+    mean_cosine: float | None  # mean cosine of pruned vs unpruned test embeddings
+    params: int  # embedding-path parameters
+    flops: int  # analytic FLOPs per image
+    realised_mlp_sparsity: float  # fraction actually removed
+    realised_head_sparsity: float
+
+    @classmethod
+    def from_result(cls, result) -> LandscapePoint:
+        """From an ``explorer.EvaluationResult`` with knn, params and flops."""
+        return cls(
+            float(result.mlp_sparsity),
+            float(result.head_sparsity),
+            None if result.knn_top1 is None else float(result.knn_top1),
+            None if result.embedding_cosine is None else float(result.embedding_cosine),
+            int(result.params),
+            int(result.flops),
+            float(result.realised_mlp_sparsity),
+            float(result.realised_head_sparsity),
+        )
+
+    def row(self) -> list:
+        return [getattr(self, f.name) for f in fields(self)]
+
+
+_POINT_FIELDS = tuple(f.name for f in fields(LandscapePoint))
+
+
+def _check_row(row: object, step: float) -> LandscapePoint:
+    """A stored row as a point, or ValueError naming what is wrong (types, ranges, grid)."""
+    if not isinstance(row, list) or len(row) != len(_POINT_FIELDS):
+        raise ValueError(f"a point must be a list of {len(_POINT_FIELDS)} values")
+    values = dict(zip(_POINT_FIELDS, row))
+    for name, value in values.items():
+        optional = name in ("knn_top1", "mean_cosine")
+        if value is None and optional:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{name} is not a finite number")
+    for name in ("mlp_sparsity", "head_sparsity"):
+        if on_grid(values[name], step) is None:
+            raise ValueError(f"{name} {values[name]!r} is not on the {step} grid")
+    for name in ("knn_top1", "realised_mlp_sparsity", "realised_head_sparsity"):
+        if values[name] is not None and not 0.0 <= values[name] <= 1.0:
+            raise ValueError(f"{name} {values[name]!r} is outside 0..1")
+    if values["mean_cosine"] is not None and not -1.0 - 1e-6 <= values["mean_cosine"] <= 1.0 + 1e-6:
+        raise ValueError("mean_cosine is outside -1..1")
+    for name in ("params", "flops"):
+        if not isinstance(values[name], int) or values[name] <= 0:
+            raise ValueError(f"{name} must be a positive whole number")
+    return LandscapePoint(**values)
+
+
+class Landscape:
+    """The evaluated points of one key; thread-safe; optionally backed by a cache file.
+
+    Args:
+        key: what the values depend on.
+        path: the cache file (read now when it exists, rewritten by ``save``); None = memory only.
+        read_only_paths: further files to read points from (e.g. the shipped landscapes); never written.
+    """
+
+    def __init__(self, key: LandscapeKey, path: Path | None = None, read_only_paths: Iterable[Path] = ()) -> None:
+        self.key = key
+        self.path = None if path is None else Path(path)
+        self.axis = grid_axis(key.grid)
+        self._points: dict[tuple[float, float], LandscapePoint] = {}
+        self._lock = threading.Lock()
+        self._unsaved = 0
+        self.warnings: list[str] = []  # files refused, one line each
+        for source in (*read_only_paths, *([self.path] if self.path is not None else [])):
+            if source.exists():
+                self._merge(self._read(source))
+
+    # ---- reading ------------------------------------------------------------------------------
+    def _read(self, source: Path) -> list[LandscapePoint]:
+        """Points of a cache file for this key; [] (with a logged warning) when it is not usable."""
+        try:
+            return read_points(source, self.key)
+        except SnapViTError as error:
+            message = f"{error.problem} {error.fix}"
+            log.warning("%s", message)
+            self.warnings.append(message)
+            return []
+
+    def _merge(self, points: Iterable[LandscapePoint]) -> None:
+        with self._lock:
+            for point in points:
+                self._points.setdefault((point.mlp_sparsity, point.head_sparsity), point)
+
+    # ---- queries ------------------------------------------------------------------------------
+    def get(self, mlp_sparsity: float, head_sparsity: float) -> LandscapePoint | None:
+        """The point at a configuration, or None when it is not computed (or not on the grid)."""
+        mlp, head = on_grid(mlp_sparsity, self.key.grid), on_grid(head_sparsity, self.key.grid)
+        if mlp is None or head is None:
+            return None
+        with self._lock:
+            return self._points.get((mlp, head))
+
+    def __contains__(self, configuration: tuple[float, float]) -> bool:
+        return self.get(*configuration) is not None
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._points)
+
+    @property
+    def size(self) -> int:
+        """Configurations in the full grid."""
+        return len(self.axis) ** 2
+
+    @property
+    def complete(self) -> bool:
+        return len(self) >= self.size
+
+    def configurations(self) -> Iterator[tuple[float, float]]:
+        """Every grid configuration, MLP-major."""
+        return ((m, h) for m in self.axis for h in self.axis)
+
+    def missing(self) -> list[tuple[float, float]]:
+        with self._lock:
+            return [c for c in self.configurations() if c not in self._points]
+
+    def points(self) -> list[LandscapePoint]:
+        with self._lock:
+            return sorted(self._points.values(), key=lambda p: (p.mlp_sparsity, p.head_sparsity))
+
+    def frame(self) -> pd.DataFrame:
+        """The computed points as a table (LandscapePoint fields as columns, MLP-major)."""
+        return pd.DataFrame([p.row() for p in self.points()], columns=list(_POINT_FIELDS))
+
+    def matrix(self, field: str = "knn_top1") -> np.ndarray:
+        """(MLP, head) grid of one field; NaN where not computed. Rows: MLP sparsity, columns: head."""
+        index = {value: i for i, value in enumerate(self.axis)}
+        grid = np.full((len(self.axis), len(self.axis)), np.nan)
+        for point in self.points():
+            value = getattr(point, field)
+            if value is not None:
+                grid[index[point.mlp_sparsity], index[point.head_sparsity]] = value
+        return grid
+
+    # ---- writing ------------------------------------------------------------------------------
+    def add(self, point: LandscapePoint) -> None:
+        mlp, head = on_grid(point.mlp_sparsity, self.key.grid), on_grid(point.head_sparsity, self.key.grid)
+        if mlp is None or head is None:
+            raise SnapViTError(
+                f"({point.mlp_sparsity}, {point.head_sparsity}) is not on the landscape's {self.key.grid} grid.",
+                "Only grid configurations are stored.",
+            )
+        with self._lock:
+            self._points[(mlp, head)] = point
+            self._unsaved += 1
+
+    def save(self) -> bool:
+        """Write the cache file atomically (merged with what is on disk now); False when it cannot be written."""
+        if self.path is None:
+            return False
+        with self._lock:
+            if self._unsaved == 0 and self.path.exists():
+                return True
+        on_disk = self._read(self.path) if self.path.exists() else []
+        self._merge(on_disk)
+        with self._lock:
+            text = dump_points(self.key, self._points.values())
+            self._unsaved = 0
+        try:
+            write_text_atomic(self.path, text)
+        except OSError as error:
+            log.warning("landscape cache %s not written: %s", self.path, error.strerror or error)
+            return False
+        return True
+
+
+def dump_points(key: LandscapeKey, points: Iterable[LandscapePoint]) -> str:
+    rows = sorted((p.row() for p in points), key=lambda row: (row[0], row[1]))
+    document = {"format": FORMAT, "version": VERSION, "digest": key.digest, "key": asdict(key), "fields": _POINT_FIELDS}
+    body = json.dumps(document, sort_keys=True)[:-1]
+    lines = ",\n".join(json.dumps(row) for row in rows)  # one point per line: readable diffs of shipped files
+    return f'{body}, "points": [\n{lines}\n]}}\n'
+
+
+def read_points(source: Path, key: LandscapeKey) -> list[LandscapePoint]:
+    """The points of a cache file made for ``key``; SnapViTError when it is not such a file."""
+    fix = "It is ignored and the landscape recomputed; delete the file to silence this."
+    try:
+        size = source.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise SnapViTError(f"Landscape cache {source} is {size:,} bytes, more than a landscape can be.", fix)
+        with open(source, "rb") as handle:
+            raw = handle.read(MAX_FILE_BYTES + 1)
+        document = json.loads(raw.decode("utf-8"))
+    except SnapViTError:
+        raise
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
+        reason = "truncated or not JSON" if isinstance(error, ValueError) else type(error).__name__
+        raise SnapViTError(f"Landscape cache {source} cannot be read ({reason}).", fix) from None
+    if not isinstance(document, dict) or document.get("format") != FORMAT or document.get("version") != VERSION:
+        raise SnapViTError(f"{source} is not a landscape cache file of this version.", fix)
+    if document.get("key") != asdict(key) or document.get("digest") != key.digest:
+        raise SnapViTError(f"Landscape cache {source} was made for another backbone, scores, data or setting.", fix)
+    if tuple(document.get("fields") or ()) != _POINT_FIELDS or not isinstance(document.get("points"), list):
+        raise SnapViTError(f"Landscape cache {source} has unexpected fields.", fix)
+    points = []
+    for number, row in enumerate(document["points"]):
+        try:
+            points.append(_check_row(row, key.grid))
+        except (ValueError, TypeError) as error:
+            raise SnapViTError(f"Landscape cache {source}: point {number} is invalid ({error}).", fix) from None
+    return points
+
+
+def default_cache_dir() -> Path:
+    """Where computed landscapes are kept: $SNAPVIT_CACHE/landscapes or ~/.cache/snapvit/landscapes."""
+    root = os.environ.get("SNAPVIT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "snapvit")
+    return Path(root) / "landscapes"
+
+
+# ---- fill order -------------------------------------------------------------------------------------
+def neighbours(configuration: tuple[float, float], axis: tuple[float, ...]) -> list[tuple[float, float]]:
+    """The up-to-8 grid neighbours of a grid configuration (nearest first: edges, then corners)."""
+    index = {value: i for i, value in enumerate(axis)}
+    if configuration[0] not in index or configuration[1] not in index:
+        return []
+    i, j = index[configuration[0]], index[configuration[1]]
+    steps = [(-1, 0), (1, 0), (0, -1), (0, 1), (-1, -1), (-1, 1), (1, -1), (1, 1)]
+    return [(axis[i + a], axis[j + b]) for a, b in steps if 0 <= i + a < len(axis) and 0 <= j + b < len(axis)]
+
+
+def published_path(step: float = GRID_STEP) -> list[tuple[float, float]]:
+    """The published (MLP, head) pairs that lie on the grid."""
+    on = [(on_grid(m, step), on_grid(h, step)) for m, h in PUBLISHED_SPARSITY_PAIRS]
+    return [(m, h) for m, h in on if m is not None and h is not None]
+
+
+def fill_order(
+    axis: tuple[float, ...],
+    done: Iterable[tuple[float, float]],
+    requested: Iterable[tuple[float, float]] = (),
+    step: float = GRID_STEP,
+) -> list[tuple[float, float]]:
+    """Configurations still to compute, most wanted first.
+
+    Order: the configurations sessions asked for (``requested``, latest first), their neighbours,
+    the published path, then the rest from the least sparse outwards (what demos reach first).
+    """
+    done = set(done)
+    requested = [c for c in requested if c[0] in axis and c[1] in axis]
+    order: dict[tuple[float, float], None] = {}
+    for configuration in requested:
+        order.setdefault(configuration)
+    for configuration in requested:
+        for neighbour in neighbours(configuration, axis):
+            order.setdefault(neighbour)
+    for configuration in published_path(step):
+        order.setdefault(configuration)
+    for configuration in sorted(((m, h) for m in axis for h in axis), key=lambda c: (c[0] + c[1], c[0])):
+        order.setdefault(configuration)
+    return [c for c in order if c not in done]
+
+
+# ---- keys and files for an explorer ----------------------------------------------------------------
+_WEIGHT_DIGESTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> digest (hashing ViT-B: ~1 s)
+SHIPPED_DIR = Path(__file__).resolve().parent / "assets" / "landscapes"  # precomputed for the default experience
+
+
+def landscape_key(
+    explorer,
+    data: str,
+    *,
+    correction: tuple | None = None,
+    knn_images: int | None = None,
+    grid: float = GRID_STEP,
+) -> LandscapeKey:
+    """The key of ``explorer``'s landscape (an ``Explorer`` with kNN data attached) on data spec ``data``."""
+    knn = explorer.knn
+    if knn is None:
+        raise SnapViTError("A landscape needs labelled data for kNN.", "Choose labelled data (--data).")
+    model = explorer.backbone.model
+    if model not in _WEIGHT_DIGESTS:
+        _WEIGHT_DIGESTS[model] = model_digest(model)
+    corrected = None
+    if correction is not None:
+        config, calibration = correction
+        corrected = json.dumps({"config": asdict(config), "calibration": tensor_digest([calibration])}, sort_keys=True)
+    splits = type("Splits", (), {})()
+    splits.train, splits.test = knn.train, knn.test
+    splits.train_labels, splits.test_labels, splits.name = knn.train_labels, knn.test_labels, data
+    total = len(knn.train_labels) + len(knn.test_labels)
+    return LandscapeKey(
+        backbone=explorer.backbone.model_id,
+        weights=_WEIGHT_DIGESTS[model],
+        scores=scores_digest(explorer.scores),
+        data=data,
+        data_hash=data_digest(splits),
+        knn_images=None if knn_images is None or knn_images >= total else int(knn_images),
+        k=int(knn.k),
+        vote=knn.vote,
+        correction=corrected,
+        device=str(explorer.device),
+        dtype="float32",
+        align=int(getattr(explorer, "align", 1) or 1),
+        grid=float(grid),
+    )
+
+
+def open_landscape(
+    key: LandscapeKey, cache_dir: Path | None = None, shipped_dir: Path | None = SHIPPED_DIR
+) -> Landscape:
+    """The landscape of ``key``: the shipped file's points (read-only) plus the cache file's (written)."""
+    cache_dir = default_cache_dir() if cache_dir is None else Path(cache_dir)
+    shipped = [] if shipped_dir is None else [Path(shipped_dir) / key.file_name()]
+    return Landscape(key, cache_dir / key.file_name(), read_only_paths=shipped)
