@@ -7,17 +7,19 @@ import streamlit as st
 from snapvit_core.errors import SnapViTError
 from ui import charts, config_state, session
 from ui.labels import card, card_row, format_flops
+from ui.learn_view import compare_landscapes, tradeoff_section
 
 st.title("Learn: what the explorer shows")
 if session.guarded_backbone() is None:
     st.stop()
 try:
-    explorer = session.explorer()
-    magnitude = session.comparison("magnitude").explorer
+    state = session.current()
+    magnitude_shared = session.comparison("magnitude")
 except SnapViTError as error:
     session.show_error(error)
     st.stop()
-scores, scores_label = session.scores()
+explorer, magnitude = state.explorer, magnitude_shared.explorer
+scores, scores_label = state.scores, state.scores_label
 shape = explorer.backbone.shape
 mlp_sparsity, head_sparsity = config_state.current().pair
 full = explorer.cost(0.0, 0.0)
@@ -93,8 +95,8 @@ and classifies each test image by a vote of its **k = 20 nearest training images
 If pruning keeps similar images close together, kNN accuracy stays high; if it scrambles the
 embedding, accuracy drops. No weights are trained, so the number reflects only what is left.
 
-The **mean cosine** card and the **similarity histogram** need no labels: they compare each test
-image's pruned embedding with its unpruned one (1 = unchanged). They are what SnapViT's search
+The **mean cosine** card needs no labels: it compares each test image's pruned embedding with its
+unpruned one (1 = unchanged), averaged over the test images. They are what SnapViT's search
 optimises, and what the budget finder ranks by when the data has no labels. Random-weight models
 skip kNN: their embeddings carry no knowledge, so their accuracy is meaningless.
 """
@@ -137,8 +139,11 @@ card(
     help="share of the current scores' kept MLP neurons that magnitude pruning keeps too",
 )
 st.caption("The explorer's 'Side by side' selector shows both methods' maps and kNN accuracy at the same sparsity.")
+compare_landscapes(state.shared, magnitude_shared, scores_label)
 
-st.header("5. How to read every chart")
+tradeoff_section(state.shared, (mlp_sparsity, head_sparsity))
+
+st.header("6. How to read every chart")
 st.markdown(
     """
 - **Attention heads map** (blocks × heads): colour = the head's score percentile (yellow = most
@@ -149,9 +154,11 @@ st.markdown(
 - **MLP neuron scores**: each row is a block with its neurons sorted from most (left) to least
   important; the red bar is where the cut falls, everything to its right is pruned. Hover for the
   score and its rank.
-- **Embedding similarity histogram**: one bar per range of cosine similarity between pruned and
-  unpruned embeddings of the test images; a tall bar near 1 means most images are barely changed.
-  At zero sparsity every image sits at exactly 1.
+- **Accuracy landscape** (explorer): kNN top-1 at every (MLP, head) configuration of the sliders'
+  grid, computed once per backbone and scores and shared by every viewer. Dotted white lines join
+  configurations of equal FLOPs, orange ones equal predicted latency; circles mark the Pareto-optimal
+  configurations, the red line the published path and the star the sliders. Click a cell to go there.
+  A configuration not computed yet shows a quick estimate on a subset first, labelled as such.
 - **Cost cards**: parameters and FLOPs are exact (counted from the plan). Latency and speed-up are
   **predicted** by a latency model measured once on this device; "Measure now" times the pruned
   model directly. Speed-up is 1.00 x at (0, 0) by construction.

@@ -27,12 +27,24 @@ from .errors import CancelledError
 from .knn import DEFAULT_K, DEFAULT_TEMPERATURE, knn_top1
 
 Images = torch.Tensor | Dataset | DataLoader  # (N, 3, S, S), a dataset of (image[, label]), or a loader of those
+TOKENS_PER_BATCH = 1 << 14  # automatic batch: about this many tokens per forward (a small model gets big batches)
+MIN_BATCH, MAX_BATCH = 256, 1024
+
+
+def auto_batch_size(num_tokens: int) -> int:
+    """Images per forward for a model with ``num_tokens`` tokens per image.
+
+    Small models are overhead-bound at 256 images: the embedded ViT (17 tokens) embeds its 1,797 kNN
+    images 1.9x faster at 1,024 per batch (interleaved, 2 CPU threads), with bit-identical features.
+    Large models keep 256 (ViT-B: 197 tokens), which bounds activation memory.
+    """
+    return int(min(MAX_BATCH, max(MIN_BATCH, TOKENS_PER_BATCH // max(num_tokens, 1))))
 
 
 def extract_features(
     model: nn.Module,
     images_or_loader: Images,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
     *,
@@ -46,7 +58,7 @@ def extract_features(
         model: the backbone (put in eval mode).
         images_or_loader: (N, 3, S, S) tensor, a ``Dataset`` yielding ``image`` or ``(image, label)``,
             or a ``DataLoader`` of those (used as given: no sharding across processes).
-        batch_size: images per forward (tensor and dataset input).
+        batch_size: images per forward (tensor and dataset input); None = ``auto_batch_size`` of the model.
         device: where the forward passes run and the features stay.
         dtype: autocast dtype (e.g. ``torch.bfloat16`` on CUDA); None = no autocast.
         progress: called after each batch with (images done, total images).
@@ -56,6 +68,8 @@ def extract_features(
     adapter = ViTAdapter(model)
     device = torch.device(device)
     model.eval()
+    if batch_size is None:
+        batch_size = auto_batch_size(adapter.shape().num_tokens)
     batches, local, total = _batches(images_or_loader, batch_size, device, workers)
     chunks, done = [], 0
     autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
@@ -115,7 +129,7 @@ class KnnEvaluator:
         device: str | torch.device = "cpu",
         cache_size: int = 64,
         bank_dtype: torch.dtype | None = None,
-        batch_size: int = 256,
+        batch_size: int | None = None,
         workers: int = 0,
     ) -> None:
         self.train, self.train_labels = train, train_labels

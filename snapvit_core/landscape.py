@@ -21,7 +21,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import threading
 import weakref
 from collections.abc import Iterable, Iterator
@@ -358,9 +357,10 @@ def read_points(source: Path, key: LandscapeKey) -> list[LandscapePoint]:
 
 
 def default_cache_dir() -> Path:
-    """Where computed landscapes are kept: $SNAPVIT_CACHE/landscapes or ~/.cache/snapvit/landscapes."""
-    root = os.environ.get("SNAPVIT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "snapvit")
-    return Path(root) / "landscapes"
+    """Where computed landscapes are kept: the cache root's landscapes/ folder ($SNAPVIT_CACHE_DIR)."""
+    from .latency_model import cache_root
+
+    return cache_root() / "landscapes"
 
 
 # ---- fill order -------------------------------------------------------------------------------------
@@ -452,9 +452,13 @@ def landscape_key(
 
 
 def open_landscape(
-    key: LandscapeKey, cache_dir: Path | None = None, shipped_dir: Path | None = SHIPPED_DIR
+    key: LandscapeKey, cache_dir: Path | None = None, shipped_dir: Path | None | str = "shipped"
 ) -> Landscape:
-    """The landscape of ``key``: the shipped file's points (read-only) plus the cache file's (written)."""
+    """The landscape of ``key``: the shipped file's points (read-only) plus the cache file's (written).
+
+    ``shipped_dir``: "shipped" = ``SHIPPED_DIR``; None = no shipped points.
+    """
     cache_dir = default_cache_dir() if cache_dir is None else Path(cache_dir)
+    shipped_dir = SHIPPED_DIR if shipped_dir == "shipped" else shipped_dir
     shipped = [] if shipped_dir is None else [Path(shipped_dir) / key.file_name()]
     return Landscape(key, cache_dir / key.file_name(), read_only_paths=shipped)

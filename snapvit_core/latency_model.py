@@ -209,10 +209,14 @@ def calibrate_latency_model(model: nn.Module, image_size: int, *args: object, **
     return calibrate(model, image_size, *args, **kwargs)
 
 
+def cache_root() -> Path:
+    """The project's cache folder: $SNAPVIT_CACHE_DIR, else ~/.cache/snapvit-explorer."""
+    return Path(os.environ.get("SNAPVIT_CACHE_DIR") or Path.home() / ".cache" / "snapvit-explorer")
+
+
 def default_cache_dir() -> Path:
-    """$SNAPVIT_CACHE_DIR, else ~/.cache/snapvit-explorer; latency models go to its latency/ folder."""
-    root = os.environ.get("SNAPVIT_CACHE_DIR") or Path.home() / ".cache" / "snapvit-explorer"
-    return Path(root) / "latency"
+    """Latency models go to the cache root's latency/ folder."""
+    return cache_root() / "latency"
 
 
 def latency_model_key(backbone, device: str | torch.device, threads: int | None = None) -> LatencyModelKey:

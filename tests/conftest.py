@@ -5,12 +5,16 @@ The library is imported as installed (``pip install -e .``, what ``make test`` d
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+# Hermetic caches (latency models, computed landscapes) per test session; subprocesses inherit it.
+os.environ.setdefault("SNAPVIT_CACHE_DIR", tempfile.mkdtemp(prefix="snapvit-test-cache-"))
 
 SHARED_REFERENCE = ROOT.parent / "shared" / "reference"
 

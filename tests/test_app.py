@@ -104,16 +104,32 @@ def test_backbone_page_reports_a_missing_folder_clearly(tmp_path):
     assert any("does not exist" in e.value for e in app.error)
 
 
-def settle(app: AppTest, worker: str = "main") -> AppTest:
-    """Let the session's background worker finish (kNN, latency model), then rerun the page."""
-    live = app.session_state["live_workers"][worker]
-    for _ in range(3):  # a rerun may ask for another kNN set size (measured under load): let that finish too
-        assert live.wait_idle(timeout=TIMEOUT)
-        app.run()
-        assert not app.exception, [e.value for e in app.exception]
-        if live.wait_idle(timeout=0.01):
+def shared_of(app: AppTest):
+    """The session's shared explorer (explorer, landscape, filler)."""
+    return app.session_state["explorer_session"].shared
+
+
+def settle(app: AppTest, shared=None) -> AppTest:
+    """Wait until the landscape has the sliders' configuration and the latency model is not being measured."""
+    import time
+
+    from ui import config_state
+
+    shared = shared or shared_of(app)
+    config = app.session_state[config_state.CONFIG_KEY].pair if config_state.CONFIG_KEY in app.session_state else (0, 0)
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        ready = shared.landscape is None or shared.landscape.get(*config) is not None
+        if ready and shared.latency_status()[0] not in ("waiting", "calibrating"):
             break
+        time.sleep(0.05)
+    app.run()
+    assert not app.exception, [e.value for e in app.exception]
     return app
+
+
+def chart_titles(app: AppTest) -> list[str]:
+    return [json.loads(chart.proto.spec)["layout"]["title"]["text"] for chart in app.get("plotly_chart")]
 
 
 def test_explorer_sliders_change_the_metrics():
@@ -123,25 +139,117 @@ def test_explorer_sliders_change_the_metrics():
     app.slider(key="mlp_sparsity").set_value(0.6).run()
     app.slider(key="head_sparsity").set_value(0.5).run()
     assert not app.exception
-    after = {m.label: m.value for m in app.metric}  # the cost cards follow at once, without the worker
+    after = {m.label: m.value for m in app.metric}  # the cost cards follow at once
     assert after["FLOPs (MFLOPs)"] != before["FLOPs (MFLOPs)"] and after["Params (M)"] != before["Params (M)"]
     assert float(after["FLOPs (MFLOPs)"]) < float(before["FLOPs (MFLOPs)"])
-    titles = [json.loads(chart.proto.spec)["layout"]["title"]["text"] for chart in app.get("plotly_chart")]
-    kept = app.session_state["explorer"].cost(0.6, 0.5).kept_heads
-    assert f"Heads: {sum(kept)} of 36 kept" in titles[0]
-    assert "MLP neurons:" in titles[1]
+    titles = chart_titles(app)
+    kept = shared_of(app).explorer.cost(0.6, 0.5).kept_heads
+    assert titles[0].startswith("kNN top-1 over the (MLP, head) plane")
+    assert any(f"Heads: {sum(kept)} of 36 kept" in t for t in titles)
+    assert any("MLP neurons:" in t for t in titles)
     settle(app)
     final = {m.label: m.value for m in app.metric}
     assert float(final["kNN top-1 (%)"]) < float(before["kNN top-1 (%)"])
-    assert not any("updating" in c.value for c in app.caption)
-    assert len(app.get("plotly_chart")) == 4  # the similarity histogram is back
+    assert any(
+        "kNN for (MLP 0.60, head 0.50) on the full test set (540 test images, exact)" in c.value for c in app.caption
+    )
+    assert not any("updating" in c.value or "Estimate" in c.value for c in app.caption)
+    point = shared_of(app).landscape.get(0.6, 0.5)
+    assert final["kNN top-1 (%)"] == f"{100 * point.knn_top1:.2f}"  # the card shows the landscape's exact value
+
+
+def test_the_shipped_landscape_makes_the_first_open_instant():
+    app = start("pages/3_explorer.py")  # no waiting: the default experience ships its landscape
+    assert float(metric(app, "kNN top-1 (%)")) >= 90.0
+    assert any("Accuracy landscape: all 400 configurations computed" in c.value for c in app.caption)
+    app.slider(key="mlp_sparsity").set_value(0.45).run()
+    app.slider(key="head_sparsity").set_value(0.3).run()
+    assert metric(app, "kNN top-1 (%)") != "updating…"  # every grid configuration is a lookup
+    heatmap = json.loads(app.get("plotly_chart")[0].proto.spec)["data"][0]
+    assert heatmap["type"] == "heatmap" and len(heatmap["z"]) == 20 and len(heatmap["z"][0]) == 20
+
+
+def test_two_sessions_share_one_landscape_and_keep_their_own_configuration():
+    first = start("pages/3_explorer.py")
+    second = start("pages/3_explorer.py")
+    assert shared_of(first) is shared_of(second)  # one explorer, landscape and filler for both
+    first.slider(key="mlp_sparsity").set_value(0.8).run()
+    second.run()
+    first_params = {m.label: m.value for m in first.metric}["Params (M)"]
+    second_params = {m.label: m.value for m in second.metric}["Params (M)"]
+    assert first_params != second_params  # configurations stay per session
+    assert first.session_state["explorer_session"] is not second.session_state["explorer_session"]
+
+
+def test_a_configuration_not_in_the_landscape_shows_an_estimate_then_the_exact_value(monkeypatch, tmp_path):
+    import threading
+    from collections import OrderedDict
+
+    from snapvit_core import landscape
+    from ui import session
+
+    monkeypatch.setattr(landscape, "SHIPPED_DIR", tmp_path)  # nothing shipped: everything is computed
+    monkeypatch.setattr(session, "_SHARED", OrderedDict())
+    release = threading.Event()
+    from snapvit_core.explorer import Explorer
+
+    original = Explorer.evaluate
+
+    def exact_waits(self, *args, knn_images=None, **kwargs):
+        if knn_images is None and args[:2] == (0.4, 0.0):
+            release.wait(timeout=60)  # the exact full-test-set pass of (0.4, 0) is held back
+        return original(self, *args, knn_images=knn_images, **kwargs)
+
+    monkeypatch.setattr(Explorer, "evaluate", exact_waits)
+    app = start("pages/3_explorer.py")
+    app.slider(key="mlp_sparsity").set_value(0.4).run()
+    shared = shared_of(app)
+    import time
+
+    deadline = time.monotonic() + TIMEOUT
+    while shared.filler.estimate(0.4, 0.0) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    app.run()
+    estimate = shared.filler.estimate(0.4, 0.0)
+    assert metric(app, "kNN top-1 (%)") == f"{100 * estimate.knn_top1:.2f}"
+    assert any(c.value.startswith("Estimate for (MLP 0.40, head 0.00) on subset: 700 of 1,797") for c in app.caption)
+    release.set()
+    settle(app)
+    exact = shared.landscape.get(0.4, 0.0)
+    assert metric(app, "kNN top-1 (%)") == f"{100 * exact.knn_top1:.2f}"
+    assert any("on the full test set (540 test images, exact)" in c.value for c in app.caption)
+    assert any("configurations exact" in c.value and "left" in c.value for c in app.caption)  # the progress line
+    shared.filler.stop()
+
+
+def test_a_link_restores_the_configuration_and_the_url_follows_the_sliders():
+    app = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    app.query_params.update({"model": "embedded", "scores": "method:magnitude", "mlp": "0.35", "head": "0.2"})
+    app.switch_page("pages/3_explorer.py").run()
+    assert not app.exception
+    assert app.slider(key="mlp_sparsity").value == pytest.approx(0.35)
+    assert app.slider(key="head_sparsity").value == pytest.approx(0.2)
+    assert app.session_state["explorer_session"].scores_label == "magnitude (data-free)"
+    app.slider(key="mlp_sparsity").set_value(0.5).run()
+    assert app.query_params["mlp"] == ["0.5"] or app.query_params["mlp"] == "0.5"
+    assert any("?model=embedded&scores=method%3Amagnitude&mlp=0.5&head=0.2" in c.value for c in app.code)
+
+
+def test_a_link_to_scores_this_server_lacks_says_so():
+    app = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    app.query_params.update({"scores": "digest:0123456789abcdef", "mlp": "0.3", "head": "oops"})
+    app.switch_page("pages/3_explorer.py").run()
+    assert not app.exception
+    warnings = [w.value for w in app.warning]
+    assert any("does not have the link's scores `digest:0123456789abcdef`" in w for w in warnings)
+    assert any("is not a number" in w for w in warnings)
 
 
 def test_speedup_reads_exactly_one_at_zero_sparsity():
     app = start("pages/3_explorer.py")
     assert metric(app, "Speed-up (predicted)") == "1.00 x"  # before the latency model is ready ...
     settle(app)
-    assert app.session_state["explorer"].latency_model is not None
+    assert shared_of(app).explorer.latency_model is not None
     assert metric(app, "Speed-up (predicted)") == "1.00 x"  # ... and after
     assert float(metric(app, "Latency (ms, predicted)")) > 0
     app.slider(key="mlp_sparsity").set_value(0.6).run()
@@ -157,29 +265,6 @@ def test_cost_cards_stay_short_enough_not_to_be_cut():
     for card in app.metric:
         if card.label in ("Params (M)", "FLOPs (MFLOPs)", "Latency (ms, predicted)", "Speed-up (predicted)"):
             assert len(card.value) <= 9, card
-
-
-def test_a_stale_result_is_marked_as_updating(monkeypatch):
-    from ui import live
-
-    app = settle(start("pages/3_explorer.py"))
-    worker = app.session_state["live_workers"]["main"]
-    release = __import__("threading").Event()
-    original = worker.explorer.evaluate
-
-    def slow_evaluate(*args, **kwargs):
-        release.wait(timeout=60)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(worker.explorer, "evaluate", slow_evaluate)
-    app.slider(key="mlp_sparsity").set_value(0.4).run()
-    assert metric(app, "kNN top-1 (%)") == "updating…"
-    stale = [c.value for c in app.caption if "not the sliders' configuration" in c.value]
-    assert stale and "(MLP 0.00, head 0.00)" in stale[0]
-    release.set()
-    settle(app)
-    assert metric(app, "kNN top-1 (%)") != "updating…"
-    assert isinstance(worker, live.LiveWorker)
 
 
 def test_sliders_survive_page_switches_and_export_uses_them():
@@ -199,23 +284,55 @@ def test_sliders_survive_page_switches_and_export_uses_them():
 
 
 def test_learn_page_runs_with_the_live_model():
+    import re
+
+
     app = start("pages/6_learn.py")
     assert app.title[0].value.startswith("Learn")
-    assert len(app.header) == 5 and len(app.get("plotly_chart")) == 3
+    assert len(app.header) == 6
+    titles = chart_titles(app)
+    assert len(titles) == 5 and any("minus magnitude" in t for t in titles)
+    assert any(t.startswith("kNN top-1 over the (MLP, head) plane") for t in titles)
     assert 0 < float(metric(app, "Half the neurons (% FLOPs)")) < 100
     assert 0 <= float(metric(app, "Heads kept by both (%)")) <= 100
+    measured = next(m.value for m in app.markdown if "Measured on this backbone" in m.value)
+    wins = int(re.search(r"by more than 0.5 points in \*\*(\d+)\*\*", measured).group(1))
+    from ui import session
+
+    mine = shared_of(app).landscape.matrix("knn_top1")
+    other = next(
+        s
+        for s in session._SHARED.values()
+        if s is not shared_of(app) and s.explorer.backbone is shared_of(app).explorer.backbone
+    ).landscape.matrix("knn_top1")
+    assert wins == int((100 * (mine - other) > 0.5).sum())  # the sentence states the measured count
+    assert any("The cheapest configuration within one point of it" in m.value for m in app.markdown)
 
 
-def test_side_by_side_shows_a_second_method():
+def test_side_by_side_shows_a_second_method_and_where_each_wins():
+    from ui import session
+
     app = start("pages/3_explorer.py")
     app.slider(key="mlp_sparsity").set_value(0.5).run()
     app.selectbox(key="side_by_side_method").set_value("magnitude").run()
     settle(app)
-    settle(app, "comparison")
+    other = next(
+        s
+        for s in session._SHARED.values()
+        if s.explorer.scores is not shared_of(app).explorer.scores
+        and s.explorer.backbone is shared_of(app).explorer.backbone
+    )
+    settle(app, other)
     accuracies = [m.value for m in app.metric if m.label == "kNN top-1 (%)"]
     assert len(accuracies) == 3 and "updating…" not in accuracies  # main + both sides
-    titles = [json.loads(chart.proto.spec)["layout"]["title"]["text"] for chart in app.get("plotly_chart")]
+    assert accuracies[2] == f"{100 * other.landscape.get(0.5, 0.0).knn_top1:.2f}"
+    titles = chart_titles(app)
     assert sum(t.startswith("Heads:") for t in titles) == 3
+    difference = next(
+        c for c in app.get("plotly_chart") if "minus magnitude" in json.loads(c.proto.spec)["layout"]["title"]["text"]
+    )
+    trace = json.loads(difference.proto.spec)["data"][0]
+    assert trace["zmid"] == 0.0 and trace["colorscale"][0][1] != trace["colorscale"][-1][1]  # diverging, centred
 
 
 def test_random_weights_skip_knn_by_default():
@@ -229,7 +346,10 @@ def test_random_weights_skip_knn_by_default():
     assert "kNN top-1 (%)" not in [m.label for m in app.metric]
     next(c for c in app.checkbox if c.label.startswith("Run kNN anyway")).check().run()
     settle(app)
-    assert float(metric(app, "kNN top-1 (%)")) >= 0.0
+    knn = metric(app, "kNN top-1 (%)")
+    assert knn == f"{100 * shared_of(app).landscape.get(0.0, 0.0).knn_top1:.2f}"  # the exact value, computed on request
+    assert any("kNN for (MLP 0.00, head 0.00) on the full test set" in c.value for c in app.caption)
+    assert len(shared_of(app).landscape) < 50  # random weights: only what was asked for, not the whole plane
 
 
 def test_overall_slider_follows_the_published_path():
@@ -245,20 +365,6 @@ def test_overall_slider_follows_the_published_path():
     app.slider(key="overall_sparsity").set_value(0.65).run()  # back on the path
     assert (app.slider(key="mlp_sparsity").value, app.slider(key="head_sparsity").value) == pytest.approx((0.65, 0.5))
     assert not any("Set by hand" in c.value for c in app.caption)
-
-
-def test_sessions_are_isolated():
-    first = start("pages/3_explorer.py")
-    second = start("pages/3_explorer.py")
-    first.slider(key="mlp_sparsity").set_value(0.8).run()
-    second.run()
-    assert first.session_state["explorer"] is not second.session_state["explorer"]
-    second_params = {m.label: m.value for m in second.metric}["Params (M)"]
-    first_params = {m.label: m.value for m in first.metric}["Params (M)"]
-    assert second_params != first_params
-    shared = second.session_state["explorer"].backbone.model
-    assert shared is first.session_state["explorer"].backbone.model  # one cached model ...
-    assert shared.blocks[0].mlp.fc1.out_features == 384  # ... that pruning never touched
 
 
 def _finish_job(app: AppTest, key: str) -> None:
@@ -381,20 +487,54 @@ def test_compare_page_sweeps_with_predicted_latency():
     assert titles == ["FLOPs (% of unpruned)", "latency at batch 1 (ms)"]
 
 
+def test_compare_page_whole_plane_comes_from_the_landscapes():
+    app = start("pages/4_compare.py")
+    app.radio[0].set_value("whole plane (the accuracy landscape)")
+    next(b for b in app.button if b.label == "Run sweep").click().run()
+    assert not app.exception and "job_sweep" not in app.session_state  # nothing to compute: shipped
+    table = app.session_state["sweep_table"]
+    assert len(table) == 800 and set(table["scores"]) == {next(iter(table["scores"])), "magnitude (data-free)"}
+    assert any("from the accuracy landscapes: 800 of 800" in c.value for c in app.caption)
+
+
 def _find_budget(app: AppTest, target: str, limit: float):
     app.selectbox[0].set_value(target).run()
     next(n for n in app.number_input if n.label.startswith("Maximum")).set_value(limit)
     next(b for b in app.button if b.label == "Find the best configuration").click().run()
-    _finish_job(app, "job_budget")
+    if "job_budget" in app.session_state:  # not read from the landscape: evaluated in the background
+        _finish_job(app, "job_budget")
     return app.session_state["budget_answer"]
 
 
-@pytest.mark.slow
-def test_budget_finder_searches_the_plane_and_never_exceeds_the_budget():
-    from snapvit_core.presets import PUBLISHED_SPARSITY_PAIRS
-
+def test_budget_finder_reads_the_landscape_instantly_and_never_exceeds_the_budget():
     app = start("pages/4_compare.py")
-    explorer = app.session_state["explorer"]
+    explorer = shared_of(app).explorer
+    landscape = shared_of(app).landscape
+    column, limit, answer = _find_budget(app, "FLOPs (% of unpruned)", 50.0)
+    assert "job_budget" not in app.session_state and answer.source == "landscape"  # no forward pass
+    assert explorer.cost(answer.mlp_sparsity, answer.head_sparsity).cost.flops_pct <= 50.0
+    fitting = [
+        100 * p.knn_top1
+        for p in landscape.points()
+        if explorer.cost(p.mlp_sparsity, p.head_sparsity).cost.flops_pct <= 50
+    ]
+    assert answer.accuracy == pytest.approx(max(fitting))  # the best of every fitting configuration
+    assert any("read from the accuracy landscape" in s.value for s in app.success)
+
+
+@pytest.mark.slow
+def test_budget_finder_searches_the_plane_and_never_exceeds_the_budget(monkeypatch, tmp_path):
+    from collections import OrderedDict
+
+    from snapvit_core import landscape
+    from snapvit_core.presets import PUBLISHED_SPARSITY_PAIRS
+    from ui import session
+
+    monkeypatch.setattr(landscape, "SHIPPED_DIR", tmp_path)  # no landscape: the boundary is evaluated
+    monkeypatch.setattr(session, "_SHARED", OrderedDict())
+    app = start("pages/4_compare.py")
+    shared_of(app).filler.stop()
+    explorer = shared_of(app).explorer
     column, limit, answer = _find_budget(app, "FLOPs (% of unpruned)", 50.0)
     assert (column, limit) == ("flops_pct", 50.0)
     flops_pct = explorer.cost(answer.mlp_sparsity, answer.head_sparsity).cost.flops_pct

@@ -231,7 +231,7 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s"
 
 
-def _grids(shared: session.SharedExplorer) -> tuple[tuple[float, ...], np.ndarray, np.ndarray | None]:
+def cost_grids(shared: session.SharedExplorer) -> tuple[tuple[float, ...], np.ndarray, np.ndarray | None]:
     """(axis, FLOPs % grid, predicted batch-1 latency grid or None) over the landscape's (MLP, head) grid."""
     from snapvit_core.budget import cost_grid
 
@@ -251,7 +251,7 @@ def landscape_chart(shared: session.SharedExplorer, config: tuple[float, float],
     from snapvit_core.landscape import published_path
     from ui.landscape_charts import landscape_heatmap
 
-    axis, flops, latency = _grids(shared)
+    axis, flops, latency = cost_grids(shared)
     knn = 100 * shared.landscape.matrix("knn_top1")
     figure = landscape_heatmap(axis, knn, flops, latency, published_path(shared.landscape.key.grid), config)
     st.plotly_chart(figure, key="landscape_chart", on_select=on_click, selection_mode="points")

@@ -1,0 +1,98 @@
+"""The Learn page's landscape sections: the whole trade-off and the measured SnapViT-vs-magnitude comparison.
+
+Every sentence is computed from the loaded backbone's landscapes; where a landscape is still being
+filled, the text says how much of it the numbers cover.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from ui import session
+from ui.explorer_view import cost_grids, difference_chart
+from ui.landscape_charts import landscape_heatmap
+
+
+def _coverage_note(*shared: session.SharedExplorer) -> str:
+    done = min(len(s.landscape) for s in shared)
+    total = shared[0].landscape.size
+    return "" if done >= total else f" (so far {done} of {total} configurations are computed; this page updates)"
+
+
+def compare_landscapes(mine: session.SharedExplorer, magnitude: session.SharedExplorer, label: str) -> None:
+    """Where the current scores beat magnitude pruning, measured over the whole plane."""
+    if mine.landscape is None or magnitude.landscape is None:
+        st.info("The measured comparison needs labelled data (kNN).", icon=":material/info:")
+        return
+    mine.filler.start()
+    magnitude.filler.start()
+    ours = 100 * mine.landscape.matrix("knn_top1")
+    theirs = 100 * magnitude.landscape.matrix("knn_top1")
+    difference = ours - theirs
+    known = ~np.isnan(difference)
+    if not known.any():
+        st.caption("The measured comparison appears here as both landscapes fill.")
+        return
+    tie = 0.5  # points: about one test image in a few hundred; closer than this is a draw
+    wins, losses = int((difference[known] > tie).sum()), int((difference[known] < -tie).sum())
+    st.markdown(
+        f"""
+**Measured on this backbone** (kNN top-1 on the full test split, {int(known.sum())} configurations
+{_coverage_note(mine, magnitude)}): **{label}** is more accurate than magnitude pruning by more than
+{tie} points in **{wins}** configurations, less accurate in **{losses}**, and within {tie} points in the
+remaining {int(known.sum()) - wins - losses}. The largest gain is {np.nanmax(difference):+.2f} points, the
+largest loss {np.nanmin(difference):+.2f}. Blue cells below are where {label} wins, red where magnitude
+does. Near zero sparsity every method keeps almost everything, so the two agree there.
+"""
+    )
+    difference_chart(mine, magnitude, ("these scores", "magnitude"))
+
+
+def tradeoff_section(shared: session.SharedExplorer, config: tuple[float, float]) -> None:
+    """Section 5: the accuracy landscape and what it says about where accuracy falls off."""
+    st.header("5. The whole trade-off at a glance")
+    if shared.landscape is None:
+        st.info("The accuracy landscape needs labelled data (kNN).", icon=":material/info:")
+        return
+    shared.filler.start()
+    axis, flops, latency = cost_grids(shared)
+    knn = 100 * shared.landscape.matrix("knn_top1")
+    from snapvit_core.landscape import published_path
+
+    figure = landscape_heatmap(axis, knn, flops, latency, published_path(shared.landscape.key.grid), config)
+    unpruned = knn[0, 0]
+    text = ""
+    if not np.isnan(unpruned) and (~np.isnan(knn)).sum() > 1:
+        within = (knn >= unpruned - 1.0) & ~np.isnan(knn)
+        cheapest = np.where(within, flops, np.inf)
+        i, j = np.unravel_index(int(np.argmin(cheapest)), cheapest.shape)
+        mlp_only, heads_only = knn[:, 0], knn[0, :]
+        text = (
+            f"The unpruned model scores **{unpruned:.2f} %**. The cheapest configuration within one point of it is "
+            f"(MLP {axis[i]:.2f}, head {axis[j]:.2f}) at **{flops[i, j]:.1f} % of the FLOPs**. Removing MLP "
+            f"neurons alone, accuracy stays within a point up to MLP sparsity "
+            f"{_last_within(axis, mlp_only, unpruned)}; removing heads alone, up to head sparsity "
+            f"{_last_within(axis, heads_only, unpruned)}{_coverage_note(shared)}."
+        )
+    st.markdown(
+        f"""
+The explorer's sliders move on a grid of {len(axis)} x {len(axis)} configurations. The **accuracy
+landscape** shows kNN top-1 at every one of them, so the whole trade-off is visible at once: where
+accuracy falls off, and which mix of neuron and head pruning reaches a FLOPs or latency budget with
+the least loss. Follow a dotted iso-FLOPs line: every cell on it costs the same, and the brightest
+cell on it is the best use of that budget. {text}
+"""
+    )
+    st.plotly_chart(figure, key="learn_landscape")
+
+
+def _last_within(axis, values: np.ndarray, reference: float) -> str:
+    last = None
+    for value, accuracy in zip(axis, values):
+        if np.isnan(accuracy):
+            return f"{last:.2f} (or beyond: not computed yet)" if last is not None else "(not computed yet)"
+        if accuracy < reference - 1.0:
+            break
+        last = value
+    return "—" if last is None else f"{last:.2f}"
