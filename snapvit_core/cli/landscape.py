@@ -44,7 +44,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="model",
         help="latency columns from the device's latency model (calibrated once, cached) or left empty",
     )
-    parser.add_argument("--cache", default=None, help="landscape cache folder (default: the cache root's landscapes/, $SNAPVIT_CACHE_DIR)")
+    parser.add_argument(
+        "--cache",
+        default=None,
+        help="landscape cache folder (default: the cache root's landscapes/, $SNAPVIT_CACHE_DIR)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     add_correction_arguments(parser)
     add_json_argument(parser)
