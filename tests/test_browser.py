@@ -20,15 +20,20 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def app_url():
+def app_server():
     ARTIFACTS.mkdir(exist_ok=True)
     log_path = ARTIFACTS / "streamlit.log"
     port = free_port()
     server = start_app(port, log_path, timeout_s=90)
     if server is None:
         pytest.fail("streamlit did not start: " + log_path.read_text()[-4000:])
-    yield f"http://127.0.0.1:{port}"
+    yield f"http://127.0.0.1:{port}", server
     stop_app(server)
+
+
+@pytest.fixture(scope="module")
+def app_url(app_server):
+    return app_server[0]
 
 
 def _wait_until_idle(page, timeout_s: float = 120.0) -> None:
@@ -62,7 +67,8 @@ def _page_knn_images(page, config: str) -> int | None:
 
 
 def _expected(mlp_sparsity: float, head_sparsity: float, images: int | None = None) -> tuple[str, str]:
-    """FLOPs card and kNN card values for a configuration, computed here with the library."""
+    """FLOPs card and kNN card values for a configuration, computed here with the library (``images``: the
+    page's estimate set; None = the full test split, what the landscape holds)."""
     from snapvit_core.backbones import load_backbone
     from snapvit_core.data import load_knn_splits
     from snapvit_core.evaluation import KnnEvaluator
@@ -73,11 +79,7 @@ def _expected(mlp_sparsity: float, head_sparsity: float, images: int | None = No
     explorer = Explorer(backbone, load_scores(ROOT / "scores" / "embedded.xnes.safetensors"), "cpu")
     splits = load_knn_splits("embedded", backbone.data_config, limit_per_split=2000)
     explorer.attach_knn(KnnEvaluator.from_splits(splits))
-    from ui.live import live_knn_images
-
     flops = explorer.cost(mlp_sparsity, head_sparsity).cost.flops / 1e6
-    if images is None:  # the page's default size (it shrinks only on a loaded machine; then pass the page's)
-        images = live_knn_images(explorer.cost(0, 0).unpruned.flops, len(splits.train) + len(splits.test), "cpu")
     knn = 100 * explorer.evaluate(mlp_sparsity, head_sparsity, ("knn",), knn_images=images).knn_top1  # as the page
     return f"{flops:.1f}", f"{knn:.2f}"
 
@@ -129,11 +131,14 @@ def test_explorer_held_arrow_key_ends_on_the_final_configuration(app_url):
         _wait_until_idle(page)
         expect(mlp).to_have_attribute("aria-valuetext", "0.60")  # the move sticks
         assert _metric(page, "FLOPs (MFLOPs)") == expected_flops
-        # the set the page used (it shrinks on a loaded machine): the library on that set must agree
-        expected_knn = _expected(0.6, 0.0, _page_knn_images(page, "(MLP 0.60, head 0.00)") or 10**9)[1]
+        # the exact full-test-set value from the shipped landscape: the library must agree
+        assert _page_knn_images(page, "(MLP 0.60, head 0.00)") is None
+        assert page.get_by_text("kNN for (MLP 0.60, head 0.00) on the full test set").count() > 0
+        expected_knn = _expected(0.6, 0.0)[1]
         assert _metric(page, "kNN top-1 (%)") == knn == expected_knn, (knn, expected_knn)
         assert page.get_by_text("updating…").count() == 0
         assert page.locator(".js-plotly-plot .main-svg").count() >= 4  # plotly drew all four charts
+        assert page.get_by_text("Accuracy landscape: all 400 configurations computed").count() > 0
         _hold_arrow_key(page, overall, presses=12)  # the overall slider sets both along the published path
         expect(head).to_have_attribute("aria-valuetext", "0.45", timeout=20_000)
         _wait_for_knn(page, "(MLP 0.60, head 0.45)")
@@ -157,6 +162,53 @@ def test_explorer_held_arrow_key_ends_on_the_final_configuration(app_url):
         for card in narrow.locator('[data-testid="stMetricValue"]').all():  # no value cut off ("23.6 MFL...")
             assert card.evaluate("e => e.scrollWidth <= e.clientWidth + 1"), card.inner_text()
         narrow.close()
+        browser.close()
+    server_log = (ARTIFACTS / "streamlit.log").read_text()
+    assert not app_tracebacks(server_log), server_log[-4000:]
+
+
+def _click_landscape_cell(page, mlp_sparsity: float, head_sparsity: float) -> None:
+    """Hover and click the landscape heatmap's cell of a configuration (plotly's own axis mapping)."""
+    chart = page.locator(".js-plotly-plot", has=page.locator("text=kNN top-1 over the (MLP, head) plane")).first
+    chart.scroll_into_view_if_needed()
+    x, y = chart.evaluate(
+        """(el, [mlp, head]) => {
+            const xa = el._fullLayout.xaxis, ya = el._fullLayout.yaxis, box = el.getBoundingClientRect();
+            return [box.left + xa._offset + xa.d2p(mlp), box.top + ya._offset + ya.d2p(head)];
+        }""",
+        [mlp_sparsity, head_sparsity],
+    )
+    page.mouse.move(x - 3, y - 3)
+    page.mouse.move(x, y)
+    time.sleep(0.3)  # plotly's hover picks the cell's marker; the click then selects it
+    page.mouse.click(x, y)
+
+
+def test_clicking_the_landscape_moves_the_sliders_and_the_link_restores_them(app_url):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        page = browser.new_page(viewport={"width": 1400, "height": 1300})
+        page.goto(f"{app_url}/explorer")
+        page.get_by_text("kNN top-1 over the (MLP, head) plane").first.wait_for(timeout=120_000)
+        _wait_until_idle(page)
+        _click_landscape_cell(page, 0.5, 0.3)
+        mlp = page.get_by_role("slider", name="MLP sparsity (fraction of neurons removed)")
+        head = page.get_by_role("slider", name="Head sparsity (fraction of heads removed)")
+        expect(mlp).to_have_attribute("aria-valuetext", "0.50", timeout=30_000)
+        expect(head).to_have_attribute("aria-valuetext", "0.30", timeout=30_000)
+        knn = _wait_for_knn(page, "(MLP 0.50, head 0.30)")
+        _wait_until_idle(page)
+        assert "mlp=0.5" in page.url and "head=0.3" in page.url  # the URL follows the configuration
+        page.screenshot(path=str(ARTIFACTS / "explorer_landscape_click.png"), full_page=True)
+        shared = browser.new_page(viewport={"width": 1400, "height": 1300})
+        shared.goto(page.url)  # a second viewer opens the link
+        shared.get_by_text("Speed-up (predicted)").first.wait_for(timeout=120_000)
+        expect(shared.get_by_role("slider", name="MLP sparsity (fraction of neurons removed)")).to_have_attribute(
+            "aria-valuetext", "0.50", timeout=30_000
+        )
+        assert _wait_for_knn(shared, "(MLP 0.50, head 0.30)") == knn
         browser.close()
     server_log = (ARTIFACTS / "streamlit.log").read_text()
     assert not app_tracebacks(server_log), server_log[-4000:]
@@ -200,3 +252,44 @@ def test_budget_answer_opens_in_the_explorer_and_every_page_renders(app_url):
         browser.close()
     server_log = (ARTIFACTS / "streamlit.log").read_text()
     assert not app_tracebacks(server_log), server_log[-4000:]
+
+
+def _server_stats(pid: int) -> tuple[float, int]:
+    """(resident MB, threads) of the server process."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["Threads"])
+
+
+@pytest.mark.slow
+def test_closed_sessions_are_released(app_server):
+    """20 viewers open the explorer and leave: threads and memory return to the baseline within 60 s."""
+    from playwright.sync_api import sync_playwright
+
+    url, server = app_server
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        warm = browser.new_page()
+        warm.goto(f"{url}/explorer")
+        warm.get_by_text("kNN top-1 over the (MLP, head) plane").first.wait_for(timeout=120_000)
+        _wait_until_idle(warm)
+        warm.close()
+        time.sleep(40)  # the warm-up session is dropped (disconnectedSessionTTL = 30 s)
+        baseline_mb, baseline_threads = _server_stats(server.pid)
+        for _ in range(20):
+            context = browser.new_context()
+            page = context.new_page()
+            page.goto(f"{url}/explorer")
+            page.get_by_text("kNN top-1 over the (MLP, head) plane").first.wait_for(timeout=120_000)
+            page.get_by_role("slider", name="MLP sparsity (fraction of neurons removed)").focus()
+            page.keyboard.press("ArrowRight")
+            context.close()
+        peak_mb, peak_threads = _server_stats(server.pid)
+        browser.close()
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        memory, threads = _server_stats(server.pid)
+        if memory <= 1.1 * baseline_mb and threads <= baseline_threads:
+            break
+        time.sleep(1)
+    assert threads <= baseline_threads, (threads, baseline_threads, peak_threads)
+    assert memory <= 1.1 * baseline_mb, (memory, baseline_mb, peak_mb)

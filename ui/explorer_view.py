@@ -254,7 +254,9 @@ def landscape_chart(shared: session.SharedExplorer, config: tuple[float, float],
     axis, flops, latency = cost_grids(shared)
     knn = 100 * shared.landscape.matrix("knn_top1")
     figure = landscape_heatmap(axis, knn, flops, latency, published_path(shared.landscape.key.grid), config)
-    st.plotly_chart(figure, key="landscape_chart", on_select=on_click, selection_mode="points")
+    st.plotly_chart(
+        figure, key="landscape_chart", on_select=on_click, selection_mode="points", config={"displayModeBar": False}
+    )
 
 
 def difference_chart(first: session.SharedExplorer, second: session.SharedExplorer, labels: tuple[str, str]) -> None:
@@ -270,13 +272,21 @@ def difference_chart(first: session.SharedExplorer, second: session.SharedExplor
 
 
 def selected_configuration(chart_key: str) -> tuple[float, float] | None:
-    """The (MLP, head) configuration of the cell last clicked in a landscape chart, if any."""
+    """The (MLP, head) grid configuration of the cell last clicked in a landscape chart, if any.
+
+    Every trace of the chart shares its axes (x = MLP sparsity, y = head sparsity), so the clicked
+    point's x and y name the cell whichever trace received the click; values off the grid are ignored.
+    """
+    from snapvit_core.landscape import on_grid
+
     state = st.session_state.get(chart_key)
-    points = getattr(getattr(state, "selection", None), "points", None) or (state or {}).get("selection", {}).get(
-        "points", []
-    )
-    for point in points:
-        data = point.get("customdata")
-        if data is not None and len(data) == 2:
-            return float(data[0]), float(data[1])
+    selection = getattr(state, "selection", None) or (state.get("selection") if isinstance(state, dict) else None)
+    points = getattr(selection, "points", None) or (selection.get("points") if isinstance(selection, dict) else None)
+    for point in points or []:
+        try:
+            mlp, head = on_grid(float(point["x"])), on_grid(float(point["y"]))
+        except (KeyError, TypeError, ValueError):
+            continue
+        if mlp is not None and head is not None:
+            return mlp, head
     return None

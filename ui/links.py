@@ -105,6 +105,6 @@ def share_box(config: tuple[float, float]) -> None:
         base = (st.context.url or "").split("?")[0]
     except Exception:  # noqa: BLE001 - outside a browser session (tests) there is no URL
         base = ""
-    with st.popover("Share this configuration", icon=":material/link:"):
+    with st.popover("Share link", icon=":material/link:"):
         st.caption("Anyone with access to this server opens the explorer at this configuration:")
         st.code(f"{base}?{urlencode(query(config))}", language=None)

@@ -13,6 +13,7 @@ LIVE_KNN_BUDGET_S = 0.6  # target time of one estimate pass; the kNN set shrinks
 MIN_LIVE_KNN_IMAGES = 200
 CPU_FLOPS_PER_S = 30e9  # conservative CPU throughput guess
 GPU_FLOPS_PER_S = 2e12
+HEAVY_POINT_S = 3.0  # a full-test-set point expected to cost more than this is not filled by default
 
 
 def seconds_per_image_guess(flops_per_image: float, device: str) -> float:
@@ -27,6 +28,13 @@ def live_knn_images(flops_per_image: float, total_images: int, device: str) -> i
     if fits >= total_images:
         return None
     return max(min(MIN_LIVE_KNN_IMAGES, total_images), fits // 100 * 100)
+
+
+def fills_by_default(flops_per_image: float, images: int, device: str) -> bool:
+    """Whether a landscape fills without being asked: on CUDA always; on the CPU when one full-test-set
+    point (``images`` embedded) is expected to take at most ``HEAVY_POINT_S`` (the embedded ViT: ~0.1 s by
+    this guess; a CPU ViT-B/16 on 2,000 images: minutes, so a button fills it on a chosen set size)."""
+    return str(device).startswith("cuda") or images * seconds_per_image_guess(flops_per_image, device) <= HEAVY_POINT_S
 
 
 def knn_metrics(has_knn: bool, run_knn: bool) -> tuple[str, ...]:

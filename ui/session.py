@@ -236,7 +236,7 @@ class SharedExplorer:
 
     def __init__(self, explorer: Explorer, landscape: Landscape | None, filler: LandscapeFiller | None, heavy: bool):
         self.explorer, self.landscape, self.filler = explorer, landscape, filler
-        self.heavy = heavy  # one exact point costs more than HEAVY_POINT_S here: no filling until asked
+        self.heavy = heavy  # one exact point is slow on this device (ui.live.fills_by_default): filled on request
         self._latency_job: Job | None = None
 
     def latency_status(self) -> tuple[str, float]:
@@ -278,7 +278,6 @@ _KNOWN_SCORES: OrderedDict[str, tuple[ImportanceScores, str]] = OrderedDict()  #
 _SHARED_LOCK = threading.RLock()
 MAX_SHARED = 6  # explorers kept per server (each holds a private copy of its backbone)
 MAX_KNOWN_SCORES = 32
-HEAVY_POINT_S = 3.0  # a full-test-set point costing more than this is not filled by default (CPU ViT-B)
 
 
 def shared_explorer(choice: Selection, chosen_scores: ImportanceScores) -> SharedExplorer:
@@ -297,7 +296,7 @@ def shared_explorer(choice: Selection, chosen_scores: ImportanceScores) -> Share
 
 
 def _make_shared(choice: Selection, chosen_scores: ImportanceScores) -> SharedExplorer:
-    from ui.live import live_knn_images, seconds_per_image_guess
+    from ui.live import fills_by_default, live_knn_images
 
     device = choice.resolved_device
     model = shared_backbone(choice.model_id, choice.random_init, device)
@@ -308,8 +307,7 @@ def _make_shared(choice: Selection, chosen_scores: ImportanceScores) -> SharedEx
     made.attach_knn(make_knn_evaluator(splits, device))
     total = len(splits.train_labels) + len(splits.test_labels)
     flops = made.cost(0.0, 0.0).unpruned.flops
-    guess = total * seconds_per_image_guess(flops, device)
-    heavy = guess > HEAVY_POINT_S and not device.startswith("cuda")
+    heavy = not fills_by_default(flops, total, device)
     autofill = not heavy and not choice.random_init  # random weights: kNN only when asked, point by point
     estimate_images = live_knn_images(flops, total, device)
     landscape = open_landscape(landscape_key(made, choice.data))
