@@ -7,7 +7,6 @@ import streamlit as st
 from snapvit_core.backbones import EMBEDDED_ID
 from snapvit_core.data import DATA_SPEC_HELP, parse_data_spec
 from snapvit_core.errors import SnapViTError
-from snapvit_core.explorer import data_free_scores
 from snapvit_core.metrics import analytic_flops, count_parameters
 from snapvit_core.presets import BACKBONE_PRESETS
 from ui import session
@@ -151,5 +150,7 @@ with st.expander("Data-free scores for a first look"):
         "first look at a backbone without shipped scores, or to see what SnapViT's search adds."
     )
     if st.button("Use magnitude scores"):
-        session.set_scores(data_free_scores("magnitude", backbone.model), "magnitude (data-free)")
+        session.set_scores(
+            session.data_free(session.selection(), "magnitude"), "magnitude (data-free)", scores_id="method:magnitude"
+        )
         st.success("Magnitude scores selected.")

@@ -35,7 +35,7 @@ with from_dir:
         picked = st.selectbox("From scores/", files, format_func=lambda p: p.name)
         if st.button("Load selected file"):
             try:
-                session.set_scores(load_scores(picked), picked.name, allow_other)
+                session.set_scores(load_scores(picked), picked.name, allow_other, scores_id=f"file:{picked.name}")
                 st.rerun()
             except SnapViTError as error:
                 session.show_error(error)

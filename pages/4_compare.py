@@ -215,7 +215,7 @@ def landscape_sources(labels: list[str]) -> dict:
         elif label in saved:
             chosen_scores = load_scores(saved[label])
         else:
-            chosen_scores = data_free_scores(label.split(" ")[0], backbone.model)
+            chosen_scores = session.data_free(session.selection(), label.split(" ")[0])
         shared = session.shared_explorer(session.selection(), chosen_scores)
         if shared.landscape is not None:
             shared.filler.start()

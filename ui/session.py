@@ -122,7 +122,7 @@ def default_scores() -> tuple[ImportanceScores, str, str]:
                 return load_scores(path), f"{path.name} (shipped)", f"file:{path.name}"
             except SnapViTError:
                 continue
-    return data_free_scores("magnitude", backbone().model), "magnitude (data-free)", "method:magnitude"
+    return data_free(choice, "magnitude"), "magnitude (data-free)", "method:magnitude"
 
 
 def scores_for_id(scores_id: str) -> tuple[ImportanceScores, str] | None:
@@ -131,7 +131,7 @@ def scores_for_id(scores_id: str) -> tuple[ImportanceScores, str] | None:
 
     kind, _, name = scores_id.partition(":")
     if kind == "method" and name in DATA_FREE_METHODS:
-        return data_free_scores(name, backbone().model), f"{name} (data-free)"
+        return data_free(selection(), name), f"{name} (data-free)"
     if kind == "file":
         path = SCORES_DIR / name
         available = set(shipped_scores_for(selection().model_id)) | set(SCORES_DIR.glob("*.safetensors"))
@@ -226,7 +226,22 @@ def explorer() -> Explorer:
 def comparison(method: str) -> SharedExplorer:
     """The shared explorer of a data-free method's scores, for side-by-side views and difference maps."""
     choice = selection()
-    return shared_explorer(choice, data_free_scores(method, backbone().model))
+    return shared_explorer(choice, data_free(choice, method))
+
+
+_DATA_FREE: dict[tuple[Selection, str], ImportanceScores] = {}  # a page rerun must not re-score (LAMP sorts weights)
+
+
+def data_free(choice: Selection, method: str) -> ImportanceScores:
+    """A data-free method's scores for the selected backbone, computed once per server process."""
+    key = (choice, method)
+    with _SHARED_LOCK:
+        if key not in _DATA_FREE:
+            if len(_DATA_FREE) >= 16:
+                _DATA_FREE.pop(next(iter(_DATA_FREE)))
+            model = shared_backbone(choice.model_id, choice.random_init, choice.resolved_device).model
+            _DATA_FREE[key] = data_free_scores(method, model)
+        return _DATA_FREE[key]
 
 
 # ---- what every session shares: one explorer, landscape and filler per (selection, scores) -------------------
