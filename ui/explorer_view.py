@@ -233,17 +233,7 @@ def _duration(seconds: float) -> str:
 
 def cost_grids(shared: session.SharedExplorer) -> tuple[tuple[float, ...], np.ndarray, np.ndarray | None]:
     """(axis, FLOPs % grid, predicted batch-1 latency grid or None) over the landscape's (MLP, head) grid."""
-    from snapvit_core.budget import cost_grid
-
-    axis = shared.landscape.axis
-    n = len(axis)
-    step = shared.landscape.key.grid
-    flops = cost_grid(shared.explorer, "flops_pct", step=step)["flops_pct"].to_numpy().reshape(n, n)
-    model = shared.explorer.latency_model
-    latency = None
-    if model is not None and 1 in model.batches:
-        latency = cost_grid(shared.explorer, "latency_ms", batch=1, step=step)["latency_ms"].to_numpy().reshape(n, n)
-    return axis, flops, latency
+    return shared.cost_grids()
 
 
 def landscape_chart(shared: session.SharedExplorer, config: tuple[float, float], on_click) -> None:

@@ -15,6 +15,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import streamlit as st
 
 from snapvit_core.backbones import Backbone, load_backbone
@@ -253,6 +254,7 @@ class SharedExplorer:
         self.explorer, self.landscape, self.filler = explorer, landscape, filler
         self.heavy = heavy  # one exact point is slow on this device (ui.live.fills_by_default): filled on request
         self._latency_job: Job | None = None
+        self._grids: tuple | None = None  # (key, cost grids) cache of cost_grids()
 
     def latency_status(self) -> tuple[str, float]:
         """('waiting' | 'calibrating' | 'ready' | 'failed', fraction done); starts the calibration when needed."""
@@ -267,6 +269,26 @@ class SharedExplorer:
 
     def _calibrate(self, report, cancelled) -> None:
         self.explorer.ensure_latency_model(progress=lambda done, total: report(done / max(total, 1)), cancel=cancelled)
+
+    def cost_grids(self) -> tuple[tuple[float, ...], np.ndarray, np.ndarray | None]:
+        """(axis, FLOPs % grid, predicted batch-1 latency grid or None) over the landscape's grid.
+
+        Fixed per explorer and latency model, so computed once (a page rerun on every slider move must not).
+        """
+        from snapvit_core.budget import cost_grid
+
+        model = self.explorer.latency_model
+        ready = model is not None and 1 in model.batches
+        key = (self.landscape.key, id(model) if ready else None)
+        if self._grids is None or self._grids[0] != key:
+            axis, step = self.landscape.axis, self.landscape.key.grid
+            n = len(axis)
+            flops = cost_grid(self.explorer, "flops_pct", step=step)["flops_pct"].to_numpy().reshape(n, n)
+            latency = None
+            if ready:
+                latency = cost_grid(self.explorer, "latency_ms", 1, step)["latency_ms"].to_numpy().reshape(n, n)
+            self._grids = (key, (axis, flops, latency))
+        return self._grids[1]
 
     def fill(self, knn_images: int | None) -> None:
         """Fill the whole plane on a kNN set of ``knn_images`` (train + test; None = all): the heavy-backbone button."""
