@@ -67,7 +67,9 @@ class LandscapeFiller:
         landscape: the landscape of exactly this explorer's key.
         correction: optional ``(CorrectionConfig, calibration_images)``, as for ``Explorer.evaluate``.
         estimate_images: kNN set size of the quick estimates (train + test); None = no estimates.
-        autofill: fill the whole plane (else only estimate what is requested).
+        autofill: fill the whole plane (else only what viewers request).
+        exact_requests: without autofill, compute requested configurations exactly too (after their
+            estimate); off for a heavy backbone, where only the estimate is affordable.
         calibrate_latency: load or measure the explorer's latency model in the same thread, after the
             point a viewer waits for and before the rest of the plane (never timed against a fill).
     """
@@ -80,12 +82,14 @@ class LandscapeFiller:
         correction: tuple | None = None,
         estimate_images: int | None = None,
         autofill: bool = True,
+        exact_requests: bool = True,
         calibrate_latency: bool = False,
     ) -> None:
         self.explorer, self.landscape = explorer, landscape
         self.correction = correction
         self.estimate_images = estimate_images
         self._autofill = autofill
+        self.exact_requests = exact_requests
         self._condition = threading.Condition()
         self._requested: list[tuple[float, float]] = []  # latest first
         self._estimates: dict[tuple[float, float], Estimate] = {}
@@ -189,12 +193,12 @@ class LandscapeFiller:
         if self.estimate_images is not None and requested and requested[0] not in self._estimates:
             tasks.append(("estimate", requested[0]))
         order = fill_order(self.landscape.axis, done, requested, self.landscape.key.grid)
-        if not self._autofill:  # only what viewers asked for: an estimate where one is cheaper, else exact
+        if not self._autofill:  # only what viewers asked for: an estimate where one is cheaper, then exact
             for configuration in (c for c in order if c in requested):
-                if self.estimate_images is None:
-                    tasks.append(("exact", configuration))
-                elif configuration not in self._estimates:
+                if self.estimate_images is not None and configuration not in self._estimates:
                     tasks.append(("estimate", configuration))
+                if self.exact_requests:
+                    tasks.append(("exact", configuration))
         else:
             tasks += [("exact", c) for c in order]
         if self._latency == "waiting":  # after the point a viewer waits for, before the rest

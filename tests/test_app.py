@@ -166,7 +166,13 @@ def test_the_shipped_landscape_makes_the_first_open_instant():
     app.slider(key="head_sparsity").set_value(0.3).run()
     assert metric(app, "kNN top-1 (%)") != "updating…"  # every grid configuration is a lookup
     heatmap = json.loads(app.get("plotly_chart")[0].proto.spec)["data"][0]
-    assert heatmap["type"] == "heatmap" and len(heatmap["z"]) == 20 and len(heatmap["z"][0]) == 20
+    import base64
+
+    import numpy as np
+
+    assert heatmap["type"] == "heatmap" and heatmap["z"]["shape"] == "20, 20"  # plotly's binary array encoding
+    values = np.frombuffer(base64.b64decode(heatmap["z"]["bdata"]), dtype=heatmap["z"]["dtype"])
+    assert np.isfinite(values).all() and values.max() >= 90.0  # every cell computed (kNN %)
 
 
 def test_two_sessions_share_one_landscape_and_keep_their_own_configuration():

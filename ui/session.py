@@ -349,7 +349,12 @@ def _make_shared(choice: Selection, chosen_scores: ImportanceScores) -> SharedEx
     estimate_images = live_knn_images(flops, total, device)
     landscape = open_landscape(landscape_key(made, choice.data))
     filler = LandscapeFiller(
-        made, landscape, estimate_images=estimate_images, autofill=autofill, calibrate_latency=True
+        made,
+        landscape,
+        estimate_images=estimate_images,
+        autofill=autofill,
+        exact_requests=not heavy,
+        calibrate_latency=True,
     )
     return SharedExplorer(made, landscape, filler, heavy)
 
