@@ -161,12 +161,17 @@ def test_fill_order_requested_first_then_neighbours_then_published_path():
 def test_filler_serves_the_latest_request_first_with_an_estimate(tmp_path):
     explorer = _explorer()
     landscape = open_landscape(landscape_key(explorer, "random", grid=STEP), tmp_path, None)
-    filler = LandscapeFiller(explorer, landscape, estimate_images=30, autofill=False)
+    filler = LandscapeFiller(explorer, landscape, estimate_images=30, autofill=False, exact_requests=False)
     filler.request(0.75, 0.5)
     assert filler.wait(timeout=60)
     estimate = filler.estimate(0.75, 0.5)
     assert estimate is not None and "subset" in estimate.knn_set and estimate.baseline_top1 is not None
-    assert len(landscape) == 0  # autofill off: estimates only
+    assert len(landscape) == 0  # a heavy backbone: estimates only
+    filler.exact_requests = True  # random weights on a small model: what is asked for, exactly, nothing more
+    filler.request(0.25, 0.25)
+    assert filler.wait(timeout=60)
+    computed = {p[:2] for p in landscape.frame().itertuples(index=False)}
+    assert computed == {(0.25, 0.25), (0.75, 0.5)}  # the two requested, nothing else
     filler.start_fill()
     assert filler.wait(timeout=120) and landscape.complete
     assert filler.estimate(0.75, 0.5) is None or landscape.get(0.75, 0.5) is not None
