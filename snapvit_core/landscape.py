@@ -303,7 +303,7 @@ class Landscape:
         if self.path is None:
             return False
         with self._lock:
-            if self._unsaved == 0 and self.path.exists():
+            if self._unsaved == 0:  # nothing new (shipped points are never copied into the cache)
                 return True
         on_disk = self._read(self.path) if self.path.exists() else []
         self._merge(on_disk)

@@ -195,6 +195,7 @@ def test_a_configuration_not_in_the_landscape_shows_an_estimate_then_the_exact_v
     from ui import session
 
     monkeypatch.setattr(landscape, "SHIPPED_DIR", tmp_path)  # nothing shipped: everything is computed
+    monkeypatch.setenv("SNAPVIT_CACHE_DIR", str(tmp_path / "cache"))  # nor cached by an earlier test
     monkeypatch.setattr(session, "_SHARED", OrderedDict())
     release = threading.Event()
     from snapvit_core.explorer import Explorer
@@ -302,7 +303,7 @@ def test_learn_page_runs_with_the_live_model():
     assert 0 < float(metric(app, "Half the neurons (% FLOPs)")) < 100
     assert 0 <= float(metric(app, "Heads kept by both (%)")) <= 100
     measured = next(m.value for m in app.markdown if "Measured on this backbone" in m.value)
-    wins = int(re.search(r"by more than 0.5 points in \*\*(\d+)\*\*", measured).group(1))
+    wins = int(re.search(r"by more than\s+0.5 points in \*\*(\d+)\*\*", measured).group(1))
     from ui import session
 
     mine = shared_of(app).landscape.matrix("knn_top1")
@@ -386,7 +387,7 @@ def test_scores_page_computes_scores_in_the_background():
     method.set_value("magnitude")
     next(b for b in app.button if b.label == "Compute scores").click().run()
     _finish_job(app, "job_scores")
-    assert app.session_state["scores_label"].startswith("magnitude")
+    assert app.session_state["explorer_session"].scores_label.startswith("magnitude")
     assert any("finished" in s.value for s in app.success)
 
 
@@ -404,7 +405,7 @@ def test_scores_page_per_image_squared_gradients():
     next(n for n in app.number_input if n.label == "Images").set_value(4)
     next(b for b in app.button if b.label == "Compute scores").click().run()
     _finish_job(app, "job_scores")
-    assert app.session_state["scores_label"] == "snapvit (4 images, per-image squared gradients)"
+    assert app.session_state["explorer_session"].scores_label == "snapvit (4 images, per-image squared gradients)"
 
 
 def test_scores_page_refuses_bf16_where_it_would_be_emulated(monkeypatch):
@@ -434,8 +435,8 @@ def test_scores_page_runs_a_short_search_with_a_fitness_curve():
     assert all(b >= a for a, b in zip(snapshot.extra["best"][1:], snapshot.extra["best"]))  # never increases
     app.run()
     app.run()
-    assert app.session_state["scores_label"].startswith("xnes search")
-    assert app.session_state["scores"].metadata["method"] == "xnes"
+    assert app.session_state["explorer_session"].scores_label.startswith("xnes search")
+    assert app.session_state["explorer_session"].scores.metadata["method"] == "xnes"
 
 
 def _hostile_pickle() -> bytes:
@@ -537,6 +538,7 @@ def test_budget_finder_searches_the_plane_and_never_exceeds_the_budget(monkeypat
     from ui import session
 
     monkeypatch.setattr(landscape, "SHIPPED_DIR", tmp_path)  # no landscape: the boundary is evaluated
+    monkeypatch.setenv("SNAPVIT_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(session, "_SHARED", OrderedDict())
     app = start("pages/4_compare.py")
     shared_of(app).filler.stop()

@@ -45,11 +45,11 @@ def test_scores_of_another_backbone_are_refused_then_allowed_with_a_warning():
     _upload(app, "dino.safetensors", _embedded_scores_for("vit_base_patch16_224.dino"))
     assert not app.exception
     assert app.error and "made for 'vit_base_patch16_224.dino'" in app.error[0].value
-    assert "dino.safetensors" not in app.session_state["scores_label"]
+    assert "dino.safetensors" not in app.session_state["explorer_session"].scores_label
     next(c for c in app.checkbox if c.key == "scores_allow_other_backbone").check().run()
     next(b for b in app.button if b.label == "Use uploaded scores").click().run()
     assert not app.exception and not app.error
-    assert "made for another backbone" in app.session_state["scores_label"]
+    assert "made for another backbone" in app.session_state["explorer_session"].scores_label
     assert any("vit_base_patch16_224.dino" in w.value for w in app.warning)
 
 
@@ -57,7 +57,7 @@ def test_scores_of_this_backbone_load_without_a_warning():
     app = _scores_page()
     _upload(app, "mine.safetensors", _embedded_scores_for("embedded"))
     assert not app.exception and not app.error and not app.warning
-    assert app.session_state["scores_label"] == "mine.safetensors (uploaded)"
+    assert app.session_state["explorer_session"].scores_label == "mine.safetensors (uploaded)"
 
 
 def _zip(pickle_bytes: bytes) -> bytes:
@@ -112,4 +112,4 @@ def test_a_finished_job_for_another_backbone_is_reported_not_a_traceback():
     app.run()
     assert not app.exception, [e.value for e in app.exception]
     assert any("not applied" in e.value and "vit_small_patch16_224.dino" in e.value for e in app.error)
-    assert "snapvit (8 images)" not in app.session_state["scores_label"]
+    assert "snapvit (8 images)" not in app.session_state["explorer_session"].scores_label

@@ -289,3 +289,12 @@ def test_cli_landscape_refuses_a_bad_grid(tmp_path):
         timeout=300,
     )
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "--grid" in result.stderr
+
+
+def test_shipped_points_are_read_but_never_copied_into_the_cache(tmp_path):
+    explorer = _explorer()
+    shipped = _fill(explorer, tmp_path / "shipped")
+    key = shipped.key
+    viewer = open_landscape(key, tmp_path / "cache", tmp_path / "shipped")
+    assert viewer.complete and viewer.save()
+    assert not (tmp_path / "cache" / key.file_name()).exists()

@@ -63,6 +63,7 @@ def _forget_dependents() -> None:
     """Everything this session computed for the previous backbone or scores: budget answers, measurements."""
     from ui import config_state
 
+    st.session_state.pop("job_unpruned_knn", None)  # shared by sessions: left running for the others
     job = st.session_state.pop("job_budget", None)
     if job is not None:
         job.cancel()
