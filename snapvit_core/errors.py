@@ -15,9 +15,18 @@ class SnapViTError(Exception):
     """
 
     def __init__(self, problem: str, fix: str = "") -> None:
-        self.problem = problem
-        self.fix = fix
-        super().__init__(f"{problem} {fix}".strip())
+        self.problem = printable(problem)
+        self.fix = printable(fix)
+        super().__init__(f"{self.problem} {self.fix}".strip())
+
+
+def printable(text: object) -> str:
+    """``text`` as one line with no terminal control: control characters (newlines, escape codes,
+    bidi overrides ...) are written as Python escapes (a newline in a file name reads ``\\n``)."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
 
 
 class CancelledError(SnapViTError):
