@@ -365,7 +365,8 @@ def run_search(
         if cancel is not None and cancel():
             evaluate(candidates[0])  # raises CancelledError with the partial result
         shard = distributed.shard_range(len(candidates))
-        local = [fitness(candidates[i].clamp(low, high)) for i in shard]
+        with distributed.shared_failures():  # one rank's failure fails every rank alike
+            local = [fitness(candidates[i].clamp(low, high)) for i in shard]
         values = distributed.all_gather_floats(local, len(candidates))
         for candidate, value in zip(candidates, values):
             history.record(candidate.clamp(low, high), value)
