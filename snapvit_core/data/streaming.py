@@ -50,6 +50,8 @@ def decode_file(path: Path) -> Image.Image:
     whose pixels are not is a loud error naming it."""
     try:
         return open_image(path)
+    except Image.DecompressionBombError as error:  # replaced by a larger image since it was listed
+        raise SnapViTError(f"{path} is too large to decode safely ({error}).", "Remove or shrink the file.") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
         raise SnapViTError(
             f"{path} has a valid image header but could not be decoded ({type(error).__name__}).",
