@@ -15,6 +15,10 @@ class SnapViTError(Exception):
     """
 
     def __init__(self, problem: str, fix: str = "") -> None:
+        if problem.startswith("Caught ") and "\nOriginal Traceback" in problem:
+            # re-raised by a torch DataLoader from a worker process as SnapViTError(its traceback text):
+            # keep the worker's message (the traceback's last line, after the class name)
+            problem = problem.rstrip().rsplit("\n", 1)[-1].split(": ", 1)[-1]
         self.problem = printable(problem)
         self.fix = printable(fix)
         super().__init__(f"{self.problem} {self.fix}".strip())
