@@ -95,13 +95,27 @@ def _load_embedded(random_init: bool) -> Backbone:
     from . import embedded  # deferred: the asset read is only needed for this id
 
     model = embedded.build_embedded_architecture() if random_init else embedded.load_embedded_model()
-    return Backbone(model, EMBEDDED_ID, _data_config(model), random_init)
+    return Backbone(model, EMBEDDED_ID, backbone_data_config(model), random_init)
 
 
-def _data_config(model: nn.Module) -> dict:
+def backbone_data_config(model: nn.Module) -> dict:
+    """How images are fed to a timm ``model``: its pretrained config's mean, std, interpolation and crop,
+    at the size the model itself takes.
+
+    timm resolves ``input_size`` from the pretrained config (224 px for ``vit_*_224``) even when the
+    model was built with another ``img_size`` (e.g. ``model_args.img_size: 32`` in a checkpoint folder's
+    config.json); such a model refuses 224 px images. Every command reads ``Backbone.data_config``,
+    which comes from here (transformers models: ``hf_vit.hf_data_config``).
+    """
     from timm.data import resolve_data_config
 
-    return dict(resolve_data_config({}, model=model))
+    config = dict(resolve_data_config({}, model=model))
+    patch_embed = getattr(model, "patch_embed", None)
+    size = getattr(patch_embed, "img_size", None)
+    if size is not None and not getattr(patch_embed, "dynamic_img_size", False):
+        height, width = (size, size) if isinstance(size, int) else tuple(size)
+        config["input_size"] = (int(config["input_size"][0]), int(height), int(width))
+    return config
 
 
 def _timm_name_known(name: str) -> bool:
@@ -130,7 +144,7 @@ def _load_timm(name: str, random_init: bool) -> Backbone:
             f"Could not load the weights of '{name}': {type(error).__name__}: {error}",
             _predownload_hint(name),
         ) from error
-    return Backbone(model, name, _data_config(model), random_init)
+    return Backbone(model, name, backbone_data_config(model), random_init)
 
 
 def _hub_id(name: str) -> str | None:
@@ -265,7 +279,7 @@ def _load_directory(path: Path, random_init: bool) -> Backbone:
                 f"Could not load {weights}: {error}".splitlines()[0],
                 "The weights must match config.json's architecture; re-export the checkpoint.",
             ) from error
-    return Backbone(model, str(path), _data_config(model), random_init)
+    return Backbone(model, str(path), backbone_data_config(model), random_init)
 
 
 _FIX_CONFIG = "Fix config.json (or re-export the checkpoint with `python -m snapvit_core export`)."

@@ -6,16 +6,25 @@ images and the results are combined with plain collectives - gradient sums for s
 fitness values for the search (``all_gather_floats``). Without an initialised process group (or with one
 process) every helper is the identity, so the single-process path costs nothing.
 
+Failures: a step only one rank runs into (a damaged image in its shard) must not leave the other ranks
+waiting at the next collective until gloo/nccl reports "connection closed by peer". Rank-local steps
+run inside :func:`shared_failures`: on leaving it the ranks agree (one all-reduce) whether any of them
+failed, and then every rank raises the same one-line error.
+
 Backend: ``nccl`` when the process owns a CUDA device, ``gloo`` otherwise (CPU tests run 2 gloo processes).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 
 import torch
 import torch.distributed as dist
+
+from .errors import SnapViTError
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +113,57 @@ def all_gather_floats(values: list[float], total: int) -> list[float]:
     if not is_distributed():
         return list(values)
     local = torch.tensor(values, dtype=torch.float64).reshape(-1, 1)
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
-    return all_gather_rows(local.to(device), total)[:, 0].cpu().tolist()
+    return all_gather_rows(local.to(_collective_device()), total)[:, 0].cpu().tolist()
+
+
+MAX_MESSAGE_BYTES = 2048  # of the error shared with the other ranks
+
+
+def _collective_device() -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+@contextlib.contextmanager
+def shared_failures() -> Iterator[None]:
+    """Run a rank-local step (decoding this rank's images, its share of a computation) so that a failure
+    on any rank becomes the same error on every rank, before anyone reaches the next collective.
+
+    Every rank must enter and leave the block at the same point of the program, and the block must not
+    contain collectives itself. On leaving, one all-reduce finds the lowest failing rank; that rank
+    raises its own exception, every other rank a ``SnapViTError`` with the same text (for a
+    ``SnapViTError``) or naming the failed process (for anything else). Identity without a process group.
+    """
+    if not is_distributed():
+        yield
+        return
+    error: Exception | None = None
+    try:
+        yield
+    except Exception as caught:  # noqa: BLE001 - shared with the other ranks, then raised again below
+        error = caught
+    device = _collective_device()
+    failed = torch.tensor([rank() if error is not None else world_size()], device=device)
+    dist.all_reduce(failed, op=dist.ReduceOp.MIN)
+    source = int(failed.item())
+    if source == world_size():
+        return
+    message = torch.zeros(MAX_MESSAGE_BYTES + 1, dtype=torch.uint8, device=device)  # [kind, utf-8 bytes ...]
+    if source == rank() and error is not None:
+        kind, text = (1, str(error)) if isinstance(error, SnapViTError) else (2, f"{type(error).__name__}: {error}")
+        data = text.encode("utf-8", "replace")[:MAX_MESSAGE_BYTES]
+        message[0] = kind
+        message[1 : 1 + len(data)] = torch.tensor(list(data), dtype=torch.uint8, device=device)
+    dist.broadcast(message, src=source)
+    if source == rank() and error is not None:
+        raise error
+    kind = int(message[0].item())
+    text = bytes(message[1:].cpu().tolist()).rstrip(b"\0").decode("utf-8", "replace")
+    if kind == 1:
+        raise SnapViTError(text)
+    raise SnapViTError(
+        f"Process {source} of {world_size()} failed: unexpected {' '.join(text[:300].split())[:200]}.",
+        "See that process's error line (and its log file).",
+    )
 
 
 def broadcast_module(module: torch.nn.Module) -> torch.nn.Module:

@@ -15,9 +15,22 @@ class SnapViTError(Exception):
     """
 
     def __init__(self, problem: str, fix: str = "") -> None:
-        self.problem = problem
-        self.fix = fix
-        super().__init__(f"{problem} {fix}".strip())
+        if problem.startswith("Caught ") and "\nOriginal Traceback" in problem:
+            # re-raised by a torch DataLoader from a worker process as SnapViTError(its traceback text):
+            # keep the worker's message (the traceback's last line, after the class name)
+            problem = problem.rstrip().rsplit("\n", 1)[-1].split(": ", 1)[-1]
+        self.problem = printable(problem)
+        self.fix = printable(fix)
+        super().__init__(f"{self.problem} {self.fix}".strip())
+
+
+def printable(text: object) -> str:
+    """``text`` as one line with no terminal control: control characters (newlines, escape codes,
+    bidi overrides ...) are written as Python escapes (a newline in a file name reads ``\\n``)."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
 
 
 class CancelledError(SnapViTError):

@@ -73,7 +73,8 @@ def extract_features(
     batches, local, total = _batches(images_or_loader, batch_size, device, workers)
     chunks, done = [], 0
     autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-    with torch.inference_mode(), autocast:
+    # a damaged image in one rank's shard fails every rank alike (not at the gather below)
+    with distributed.shared_failures(), torch.inference_mode(), autocast:
         for batch in batches:
             if cancel is not None and cancel():
                 raise CancelledError("feature extraction")

@@ -12,7 +12,11 @@ Loading (``hf:REPO_OR_PATH``) lives in ``backbones.py``; this module only needs 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import pickle
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -213,24 +217,60 @@ def build_hf_backbone(directory: Path, random_init: bool) -> tuple[HFVisionBackb
     model_class = getattr(transformers, HF_MODEL_CLASSES[model_type])
     kwargs = {"add_pooling_layer": False} if model_type == "vit" else {}
     try:
-        if random_init:
-            config = transformers.AutoConfig.from_pretrained(str(directory), local_files_only=True)
-            model = model_class(config, **kwargs)
-        else:
-            model, info = model_class.from_pretrained(
-                str(directory), local_files_only=True, dtype=torch.float32, output_loading_info=True, **kwargs
-            )
+        with _quiet_transformers():  # its load report, progress bars and prints never reach the user
+            if random_init:
+                config = transformers.AutoConfig.from_pretrained(str(directory), local_files_only=True)
+                model = model_class(config, **kwargs)
+            else:
+                model, info = model_class.from_pretrained(
+                    str(directory),
+                    local_files_only=True,
+                    dtype=torch.float32,
+                    output_loading_info=True,
+                    ignore_mismatched_sizes=True,  # reported in `info`, then refused by _check_loading_info
+                    **kwargs,
+                )
     except Exception as error:  # missing/corrupt weights, config errors
-        raise SnapViTError(
-            f"Could not load the transformers model in '{directory}': {type(error).__name__}: {error}".splitlines()[0],
-            "The directory must hold config.json and the weights written by save_pretrained; "
-            "or pass --random-init to use the architecture without weights.",
-        ) from error
+        raise _load_error(error, directory) from error
     if not random_init:
         _check_loading_info(info, directory)
     model = model.float().eval()
     data_config = hf_data_config(directory, _as_int(model.config.image_size))
     return HFVisionBackbone(model, int(data_config["input_size"][1])), data_config
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """transformers' logging at error level, no progress bars, stdout and stderr prints captured."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _load_error(error: Exception, directory: Path) -> SnapViTError:
+    """One line for a failed transformers load; never torch's advice to unpickle an untrusted file unsafely."""
+    text = str(error)
+    if isinstance(error, pickle.UnpicklingError) or "weights_only" in text or "Weights only load failed" in text:
+        return SnapViTError(
+            f"The weights file in '{directory}' (a pickled pytorch_model.bin) asks to build objects or run code "
+            "that a weights file never needs; it was refused, not loaded.",
+            "Use a model saved as model.safetensors (save_pretrained's default) from a source you trust.",
+        )
+    first = " ".join(text[:300].split("\n", 1)[0].split())[:200]
+    return SnapViTError(
+        f"Could not load the transformers model in '{directory}': {type(error).__name__}: {first}",
+        "The directory must hold config.json and the weights written by save_pretrained; "
+        "or pass --random-init to use the architecture without weights.",
+    )
 
 
 def hf_data_config(directory: Path, default_size: int) -> dict:

@@ -3,9 +3,10 @@
 PIL's own guard (``Image.MAX_IMAGE_PIXELS``) errors only above ~179 megapixels and ignores the
 bytes per pixel: a 329 KB 16-bit 13000 x 13000 PNG passes it and costs ~8 GB once decoded and
 rescaled. Here the cost is estimated from the header (width x height x bytes per decoded pixel,
-counting the float64 working copy that 16-bit and float images need in ``data.to_rgb``) and files
-over ``MAX_DECODE_BYTES`` are refused with ``Image.DecompressionBombError``, which the folder
-reader counts as "too large to decode safely".
+counting the float32 working copy in which ``data.to_rgb`` shrinks 16-bit and float images) and
+images over ``MAX_DECODE_BYTES`` are refused with ``Image.DecompressionBombError``, which the folder
+and Hugging Face readers count as "too large to decode safely". Folder files and ``hf:`` rows (whose
+bytes are read undecoded) get the same check.
 
 JPEG is the exception that can be shrunk instead of refused: ``Image.draft`` makes the decoder
 produce a 1/2, 1/4 or 1/8 scale image directly, so a large photo costs only its reduced size.
@@ -20,7 +21,7 @@ MAX_DECODE_BYTES = 512 << 20  # decoded size of one image, working copies includ
 MAX_PIXELS = 64_000_000  # and at most this many pixels whatever the mode (a 64 MP photo)
 
 # Bytes per pixel of the decoded image plus any working copy to_rgb makes of it.
-_WIDE_MODES = {"I;16": 2 + 8 + 8, "I;16B": 2 + 8 + 8, "I;16L": 2 + 8 + 8, "I": 4 + 8 + 8, "F": 4 + 8 + 8}
+_WIDE_MODES = {"I;16": 2 + 4 + 4, "I;16B": 2 + 4 + 4, "I;16L": 2 + 4 + 4, "I": 4 + 4 + 4, "F": 4 + 4 + 4}
 _DEFAULT_BYTES = 4 + 4  # 8-bit modes: up to RGBA, plus the RGB(A) conversion
 
 

@@ -20,7 +20,9 @@ Robust on a shared machine: every round times all anchors and pieces back to bac
 and each estimate is the fastest of its rounds (load only ever slows a forward down), so a load
 spike in some rounds does not move it; the median round gives the upper end of the spread.
 Calibrated models are cached on disk (JSON, atomic) per backbone / device / dtype / threads /
-image size / architecture.
+image size / architecture. A cache file is checked on load (structure, sizes that fit the model,
+finite times and 0..1 profiles); an invalid, unreadable or unwritable cache is treated as absent: the
+model is recalibrated and a warning is logged once per file, never an error.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import json
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -40,11 +42,14 @@ from torch import nn
 from ._atomic import write_text_atomic
 from .cancel import Cancel, Progress, report
 from .elastic import PruningPlan
-from .errors import SnapViTError
+from .errors import SnapViTError, printable
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2
+MAX_CACHE_BYTES = 1 << 20  # a calibration is a few KB of JSON
+_MAX_UNITS = 1 << 20  # bound on blocks, heads, widths and batch sizes read from a cache file
+_warned: set[str] = set()  # cache files already warned about (once per file and process)
 
 
 @dataclass(frozen=True)
@@ -119,19 +124,79 @@ class BatchTable:
         return max(total, 1e-6)
 
     @classmethod
-    def from_dict(cls, data: dict) -> BatchTable:
-        return cls(
-            full_ms=tuple(data["full_ms"]),
-            attention_span_ms=tuple(data["attention_span_ms"]),
-            mlp_span_ms=tuple(data["mlp_span_ms"]),
-            attention_shape=tuple(float(v) for v in data["attention_shape"]),
-            mlp_widths=tuple(int(w) for w in data["mlp_widths"]),
-            mlp_shape=tuple(float(v) for v in data["mlp_shape"]),
-            blocks=int(data["blocks"]),
-            rounds=int(data["rounds"]),
-            attention_ms=tuple(tuple(row) for row in data.get("attention_ms", ())),
-            mlp_ms=tuple(tuple(row) for row in data.get("mlp_ms", ())),
+    def from_dict(cls, data: dict, blocks: int | None = None, heads: int | None = None, hidden: int | None = None):
+        """A table from its JSON form, checked: with ``blocks``/``heads``/``hidden`` (the model's shape) the
+        profiles must cover it. Raises SnapViTError for anything a prediction could not use."""
+        if not isinstance(data, dict):
+            raise _invalid(f"a batch table is a {type(data).__name__}")
+        widths = tuple(_integer(w, "mlp_widths", 1) for w in _sequence(data.get("mlp_widths"), "mlp_widths"))
+        table = cls(
+            full_ms=_times(data.get("full_ms"), "full_ms", positive=True),
+            attention_span_ms=_times(data.get("attention_span_ms"), "attention_span_ms"),
+            mlp_span_ms=_times(data.get("mlp_span_ms"), "mlp_span_ms"),
+            attention_shape=_profile(data.get("attention_shape"), "attention_shape"),
+            mlp_widths=widths,
+            mlp_shape=_profile(data.get("mlp_shape"), "mlp_shape"),
+            blocks=_integer(data.get("blocks"), "blocks", 1),
+            rounds=_integer(data.get("rounds"), "rounds", 1),
+            attention_ms=tuple(_times(row, "attention_ms") for row in _sequence(data.get("attention_ms", ()), "", 0)),
+            mlp_ms=tuple(_times(row, "mlp_ms") for row in _sequence(data.get("mlp_ms", ()), "", 0)),
         )
+        if list(widths) != sorted(set(widths)) or len(table.mlp_shape) != len(widths):
+            raise _invalid("mlp_widths are not ascending or do not match mlp_shape")
+        if blocks is not None and table.blocks != blocks:
+            raise _invalid(f"a table for {table.blocks} blocks in a model of {blocks}")
+        if heads is not None and len(table.attention_shape) != heads + 1:
+            raise _invalid(f"attention_shape has {len(table.attention_shape)} points for {heads} heads")
+        if hidden is not None and widths[-1] != hidden:
+            raise _invalid(f"mlp_widths end at {widths[-1]}, not the MLP width {hidden}")
+        return table
+
+
+def _invalid(problem: str) -> SnapViTError:
+    return SnapViTError(f"invalid latency model: {problem}.", "Recalibrate.")
+
+
+def _sequence(value: object, name: str, least: int = 1) -> list:
+    if not isinstance(value, (list, tuple)) or not least <= len(value) <= _MAX_UNITS:
+        raise _invalid(f"{name or 'a row'} is not a list of {least} or more values")
+    return list(value)
+
+
+def _number(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _invalid(f"{name} holds a {type(value).__name__}, not a number")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = float("inf")
+    if not np.isfinite(number):
+        raise _invalid(f"{name} holds {value!r:.40}, not a finite number")
+    return number
+
+
+def _integer(value: object, name: str, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= _MAX_UNITS:
+        raise _invalid(f"{name} is {value!r:.40}, not a whole number in [{low}, {_MAX_UNITS}]")
+    return int(value)
+
+
+def _times(value: object, name: str, positive: bool = False) -> tuple[float, float, float]:
+    """(estimate, low, high) in ms: three finite numbers >= 0 (> 0 for a whole forward)."""
+    if not isinstance(value, (list, tuple)) or len(value) != 3:
+        raise _invalid(f"{name} is not three times")
+    times = tuple(_number(v, name) for v in value)
+    if min(times) < 0 or (positive and min(times) <= 0):
+        raise _invalid(f"{name} holds a time that is not {'positive' if positive else '>= 0'}")
+    return times  # type: ignore[return-value]
+
+
+def _profile(value: object, name: str) -> tuple[float, ...]:
+    """A 0..1 profile: at least one finite number, each in [0, 1]."""
+    points = tuple(_number(v, name) for v in _sequence(value, name))
+    if min(points) < 0.0 or max(points) > 1.0:
+        raise _invalid(f"{name} leaves 0..1")
+    return points
 
 
 @dataclass
@@ -187,18 +252,40 @@ class LatencyModel:
 
     @classmethod
     def from_dict(cls, data: dict) -> LatencyModel:
+        """A latency model from its JSON form, checked (SnapViTError for anything a prediction could not use)."""
+        if not isinstance(data, dict):
+            raise _invalid(f"it is a JSON {type(data).__name__}, not an object")
         if data.get("format") != FORMAT_VERSION:
-            raise SnapViTError(f"Latency model format {data.get('format')!r} is not {FORMAT_VERSION}.", "Recalibrate.")
-        tables = {int(batch): BatchTable.from_dict(table) for batch, table in data["tables"].items()}
+            raise SnapViTError(
+                f"Latency model format {data.get('format')!r:.40} is not {FORMAT_VERSION}.", "Recalibrate."
+            )
+        key = data.get("key")
+        if not isinstance(key, dict) or set(key) != {f.name for f in fields(LatencyModelKey)}:
+            raise _invalid("its key is malformed")
+        if not all(isinstance(key[name], int if name in ("threads", "image_size") else str) for name in key):
+            raise _invalid("its key is malformed")
+        key = LatencyModelKey(**key)
+        blocks = _integer(data.get("num_blocks"), "num_blocks", 1)
+        heads = _integer(data.get("num_heads"), "num_heads", 1)
+        hidden = _integer(data.get("mlp_hidden"), "mlp_hidden", 1)
+        raw = data.get("tables")
+        if not isinstance(raw, dict) or not raw:
+            raise _invalid("it holds no batch tables")
+        tables = {}
+        for batch, table in raw.items():
+            if not (isinstance(batch, str) and batch.isdigit() and 0 < int(batch) <= _MAX_UNITS):
+                raise _invalid(f"batch size {batch!r:.20}")
+            tables[int(batch)] = BatchTable.from_dict(table, blocks, heads, hidden)
+        extra = data.get("extra", {})
         return cls(
-            key=LatencyModelKey(**data["key"]),
-            num_blocks=int(data["num_blocks"]),
-            num_heads=int(data["num_heads"]),
-            mlp_hidden=int(data["mlp_hidden"]),
+            key=key,
+            num_blocks=blocks,
+            num_heads=heads,
+            mlp_hidden=hidden,
             tables=tables,
-            seconds=float(data.get("seconds", 0.0)),
-            created=str(data.get("created", "")),
-            extra=dict(data.get("extra", {})),
+            seconds=_number(data.get("seconds", 0.0), "seconds"),
+            created=str(data.get("created", ""))[:100],
+            extra=dict(extra) if isinstance(extra, dict) else {},
         )
 
 
@@ -236,15 +323,25 @@ def cache_path(key: LatencyModelKey, cache_dir: str | os.PathLike | None = None)
     return Path(cache_dir) / f"{key.slug()}.json" if cache_dir else default_cache_dir() / f"{key.slug()}.json"
 
 
+def _warn_once(path: Path, message: str) -> None:
+    if str(path) not in _warned:
+        _warned.add(str(path))
+        log.warning("warning: %s", printable(message))
+
+
 def load_cached_latency_model(key: LatencyModelKey, cache_dir=None, batches: Sequence[int] = ()) -> LatencyModel | None:
-    """The cached model for ``key`` covering ``batches``, or None (missing, stale or unreadable)."""
+    """The cached model for ``key`` covering ``batches``, or None (missing, stale, unreadable or invalid:
+    an invalid file is warned about once and left to be replaced by the next calibration)."""
     path = cache_path(key, cache_dir)
-    if not path.is_file():
-        return None
     try:
+        if not path.is_file():
+            return None
+        if path.stat().st_size > MAX_CACHE_BYTES:
+            raise ValueError(f"it is larger than {MAX_CACHE_BYTES >> 20} MB")
         model = LatencyModel.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError, KeyError, TypeError, SnapViTError) as error:
-        log.warning("ignoring unreadable latency model cache %s: %s", path, error)
+    except (OSError, ValueError, KeyError, TypeError, RecursionError, SnapViTError) as error:
+        reason = str(error) if isinstance(error, (SnapViTError, ValueError)) else type(error).__name__
+        _warn_once(path, f"ignoring the latency model cache {path} ({reason[:200]}); recalibrating.")
         return None
     if model.key != key or not set(batches) <= set(model.batches):
         return None
@@ -289,5 +386,10 @@ def load_or_calibrate_latency_model(
     )
     if model.key != key:  # the threads changed during calibration: store it under what it measured
         log.info("latency model key changed during calibration: %s -> %s", key, model.key)
-    save_latency_model(model, cache_dir)
+    try:
+        save_latency_model(model, cache_dir)
+    except OSError as error:  # a read-only cache folder, a file where the folder should be, a full disk
+        path = cache_path(model.key, cache_dir)
+        _warn_once(path, f"could not cache the latency model at {path} ({error.strerror or error}); it is "
+                   "recalibrated next time. Set SNAPVIT_CACHE_DIR to a writable folder to keep it.")  # fmt: skip
     return model

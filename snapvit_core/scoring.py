@@ -360,42 +360,43 @@ def _gradient_scores(
         num_workers=crop_workers(workers, device),
         pin_memory=device.type == "cuda",
     )
-    for first_index, crops in loader:  # (n,), (n, V, 3, S, S)
-        if cancel is not None and cancel():
-            raise CancelledError("scoring")
-        indices = range(int(first_index[0]), int(first_index[-1]) + 1)
-        crops = crops.flatten(0, 1).to(device, non_blocking=True)  # (n * V, 3, S, S), image-major
-        weights = (torch.ones(len(indices)) if per_image else _batch_weights(indices, total, config.batch_size)).to(
-            device
-        )
-        crop_weights = weights.repeat_interleave(views)  # (n * V,)
-        if label_free and whole_images:
-            with autocast():
-                embedding = student.embed(crops)
-            normalized = F.normalize(embedding.float(), dim=-1)  # (n * V, D)
-            targets = _targets_from_teacher_probs(F.softmax(normalized.detach(), dim=-1), config)
-            log_probs = F.log_softmax(normalized, dim=-1)
-            ((-(targets * log_probs).sum(dim=-1)) * crop_weights).sum().backward()
-        else:
-            if label_free:
-                targets = _label_free_targets(student, crops, config, micro, autocast)
+    with distributed.shared_failures():  # a damaged image in one rank's shard fails every rank alike
+        for first_index, crops in loader:  # (n,), (n, V, 3, S, S)
+            if cancel is not None and cancel():
+                raise CancelledError("scoring")
+            indices = range(int(first_index[0]), int(first_index[-1]) + 1)
+            crops = crops.flatten(0, 1).to(device, non_blocking=True)  # (n * V, 3, S, S), image-major
+            weights = (torch.ones(len(indices)) if per_image else _batch_weights(indices, total, config.batch_size)).to(
+                device
+            )
+            crop_weights = weights.repeat_interleave(views)  # (n * V,)
+            if label_free and whole_images:
+                with autocast():
+                    embedding = student.embed(crops)
+                normalized = F.normalize(embedding.float(), dim=-1)  # (n * V, D)
+                targets = _targets_from_teacher_probs(F.softmax(normalized.detach(), dim=-1), config)
+                log_probs = F.log_softmax(normalized, dim=-1)
+                ((-(targets * log_probs).sum(dim=-1)) * crop_weights).sum().backward()
             else:
-                targets = labels[list(indices)].repeat_interleave(views).to(device)  # (n * V,)
-            for chunk in range(0, len(crops), micro):
-                part = slice(chunk, chunk + micro)
                 if label_free:
-                    terms = _label_free_loss(student, crops[part], targets[part], autocast)
+                    targets = _label_free_targets(student, crops, config, micro, autocast)
                 else:
-                    terms = _cross_entropy_loss(student, crops[part], targets[part], views, autocast)
-                (terms * crop_weights[part]).sum().backward()
-        if per_image:  # group is one image: its gradient, squared and reduced
-            mlp, heads = _reduce(student, reduction, config.snip_alpha)
-            mlp_sum, heads_sum = mlp_sum + mlp, heads_sum + heads  # stays on the device: no sync per image
-            student.model.zero_grad(set_to_none=True)
-        if progress is not None:
-            done, elapsed = (indices.stop - shard.start) * total / max(len(shard), 1), time.perf_counter() - start
-            rate = done / max(elapsed, 1e-9)
-            progress(done / total, rate, (total - done) / rate)
+                    targets = labels[list(indices)].repeat_interleave(views).to(device)  # (n * V,)
+                for chunk in range(0, len(crops), micro):
+                    part = slice(chunk, chunk + micro)
+                    if label_free:
+                        terms = _label_free_loss(student, crops[part], targets[part], autocast)
+                    else:
+                        terms = _cross_entropy_loss(student, crops[part], targets[part], views, autocast)
+                    (terms * crop_weights[part]).sum().backward()
+            if per_image:  # group is one image: its gradient, squared and reduced
+                mlp, heads = _reduce(student, reduction, config.snip_alpha)
+                mlp_sum, heads_sum = mlp_sum + mlp, heads_sum + heads  # stays on the device: no sync per image
+                student.model.zero_grad(set_to_none=True)
+            if progress is not None:
+                done, elapsed = (indices.stop - shard.start) * total / max(len(shard), 1), time.perf_counter() - start
+                rate = done / max(elapsed, 1e-9)
+                progress(done / total, rate, (total - done) / rate)
     if per_image:
         mlp_sum, heads_sum = _zeros_if_empty(student, mlp_sum, heads_sum, device)
         distributed.all_reduce_sum(mlp_sum)

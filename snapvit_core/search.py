@@ -25,9 +25,6 @@ import copy
 import itertools
 import logging
 import math
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -37,7 +34,6 @@ import torch
 from torch import nn
 
 from . import distributed
-from ._atomic import atomic_path
 from .adapter import BlockLayers, ViTAdapter, prepare_private_copy
 from .cka import component_cka
 from .elastic import check_scores_fit, check_sparsity, plan_keep_counts
@@ -45,6 +41,14 @@ from .errors import CancelledError, SnapViTError
 from .precision import autocast_context, autocast_dtype, check_precision
 from .presets import SEARCH_FITNESS_PAIRS
 from .scores import ImportanceScores
+from .search_checkpoint import (
+    CHECKPOINT_VERSION,  # noqa: F401 - importable from here as before
+    SearchIdentity,
+    check_checkpoint_writable,
+    load_checkpoint,
+    save_checkpoint,
+    scores_digest,
+)
 from .surgery import select_units
 from .xnes import XNES, default_population_size
 
@@ -52,7 +56,6 @@ log = logging.getLogger(__name__)
 
 PUBLISHED_PAIRS = SEARCH_FITNESS_PAIRS  # the earlier name, kept importable
 COVARIANCES = ("cka", "identity")
-CHECKPOINT_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -267,114 +270,6 @@ def _build_result(
     )
 
 
-_CHECKPOINT_FIX = "Delete it (or pass another --checkpoint) and start without --resume."
-
-
-def check_checkpoint_writable(path: Path, dimension: int) -> None:
-    """Refuse, before the search starts, a checkpoint that could not be written after the first generation."""
-    if path.is_dir():
-        raise SnapViTError(f"The search checkpoint {path} is a folder.", "Name a file, e.g. search.ckpt.pt.")
-    folder = path.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
-        free = shutil.disk_usage(folder).free
-    except OSError as error:
-        raise SnapViTError(
-            f"Cannot write the search checkpoint in {folder}: {error.strerror or error}.",
-            "Choose a writable folder for --checkpoint.",
-        ) from error
-    needed = 3 * dimension * dimension * 8 + (1 << 20)  # xNES shape matrix (float64) + history, with slack
-    if free < needed:
-        raise SnapViTError(
-            f"Not enough disk space for the search checkpoint in {folder}: {free >> 20} MB free, "
-            f"about {needed >> 20} MB needed.",
-            "Free some space or choose another folder for --checkpoint.",
-        )
-
-
-def _save_checkpoint(path: Path, optimizer: XNES, history: _History, config: SearchConfig, cka_seconds: float) -> None:
-    state = {
-        "version": CHECKPOINT_VERSION,
-        "config": config.to_dict(),
-        "optimizer": optimizer.state_dict(),
-        "history": history.state(),
-        "cka_seconds": cka_seconds,
-    }
-    try:
-        with atomic_path(path) as tmp:
-            torch.save(state, tmp)
-    except OSError as error:  # full disk, folder made read-only during the search
-        raise SnapViTError(
-            f"Could not write the search checkpoint {path}: {error.strerror or error}.",
-            "Free some space or choose a writable --checkpoint; the search stopped.",
-        ) from error
-
-
-def _load_checkpoint(path: Path, config: SearchConfig) -> dict:
-    what = "a search checkpoint (a torch file written by `search --checkpoint`)"
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as handle:
-            head = handle.read(4)
-    except OSError as error:
-        raise SnapViTError(
-            f"Could not read the search checkpoint {path}: {error.strerror or error}.", _CHECKPOINT_FIX
-        ) from error
-    if size == 0:
-        raise SnapViTError(
-            f"The search checkpoint {path} is empty (0 bytes): the search was probably killed while writing it.",
-            _CHECKPOINT_FIX,
-        )
-    if head != b"PK\x03\x04":
-        raise SnapViTError(f"{path} is not {what}.", _CHECKPOINT_FIX)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - truncated or foreign: torch raises many types, with advice to load unsafely
-        raise SnapViTError(
-            f"{path} is not {what}, or it is truncated ({type(exc).__name__}).", _CHECKPOINT_FIX
-        ) from exc
-    problem = _checkpoint_problem(state)
-    if problem:
-        raise SnapViTError(f"The search checkpoint {path} is damaged: {problem}.", _CHECKPOINT_FIX)
-    saved = {"precision": "auto", **state["config"]}  # checkpoints from before the precision setting ran auto
-    if state.get("version") != CHECKPOINT_VERSION or saved != config.to_dict():
-        raise SnapViTError(
-            f"The search checkpoint {path} was made with other settings.",
-            "Resume with the same settings, or start without --resume.",
-        )
-    return state
-
-
-def _checkpoint_problem(state: object) -> str | None:
-    """What is missing or mistyped in a loaded checkpoint, or None when it has everything resuming reads."""
-    if not isinstance(state, dict):
-        return f"it holds a {type(state).__name__}, not a dict"
-    expected = {"version": int, "config": dict, "optimizer": dict, "history": dict, "cka_seconds": (int, float)}
-    optimizer = {"mean": torch.Tensor, "sigma": (int, float), "shape": torch.Tensor, "population_size": int}
-    optimizer |= {"generation": int, "generator": torch.Tensor}
-    history = {"fitness": list, "best": list}
-    for where, table, value in (("", expected, state), ("optimizer.", optimizer, state.get("optimizer")),
-                                ("history.", history, state.get("history"))):  # fmt: skip
-        if not isinstance(value, dict):
-            return f"'{where[:-1]}' is missing"
-        for key, kind in table.items():
-            if key not in value:
-                return f"key '{where}{key}' is missing"
-            if not isinstance(value[key], kind) or isinstance(value[key], bool):
-                return f"'{where}{key}' is a {type(value[key]).__name__}"
-    mean, shape = state["optimizer"]["mean"], state["optimizer"]["shape"]
-    if shape.shape != (mean.numel(), mean.numel()):
-        return f"its xNES shape matrix is {list(shape.shape)} for a mean of {mean.numel()}"
-    if state["optimizer"]["generator"].shape != torch.Generator().get_state().shape:
-        return "its random generator state is malformed"
-    if "best_multipliers" not in state["history"]:
-        return "key 'history.best_multipliers' is missing"
-    return None
-
-
 def run_search(
     model: nn.Module,
     scores: ImportanceScores,
@@ -424,7 +319,10 @@ def run_search(
     checkpoint = Path(checkpoint_path) if checkpoint_path else None
     if checkpoint is not None:
         check_checkpoint_writable(checkpoint, dimension)  # issue 16: fail now, not after the first generation
-    state = _load_checkpoint(checkpoint, config) if resume and checkpoint and checkpoint.exists() else None
+        identity = SearchIdentity(
+            config.to_dict(), dimension, population, model_id, shape.describe(), scores_digest(scores)
+        )
+    state = load_checkpoint(checkpoint, identity) if resume and checkpoint and checkpoint.exists() else None
     if resume and state is None:
         log.warning("no search checkpoint at %s; starting a new search", checkpoint)
 
@@ -467,7 +365,8 @@ def run_search(
         if cancel is not None and cancel():
             evaluate(candidates[0])  # raises CancelledError with the partial result
         shard = distributed.shard_range(len(candidates))
-        local = [fitness(candidates[i].clamp(low, high)) for i in shard]
+        with distributed.shared_failures():  # one rank's failure fails every rank alike
+            local = [fitness(candidates[i].clamp(low, high)) for i in shard]
         values = distributed.all_gather_floats(local, len(candidates))
         for candidate, value in zip(candidates, values):
             history.record(candidate.clamp(low, high), value)
@@ -482,7 +381,7 @@ def run_search(
         candidates = optimizer.ask()
         optimizer.tell(evaluate_generation(list(candidates)))
         if checkpoint is not None and distributed.is_main():
-            _save_checkpoint(checkpoint, optimizer, history, config, cka_seconds)
+            save_checkpoint(checkpoint, identity, optimizer.state_dict(), history.state(), cka_seconds)
     if len(history.fitness) < config.evaluations:
         evaluate(optimizer.mean)
     result = _build_result(scores, history, config, cka_seconds, start, model_id)

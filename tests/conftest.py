@@ -6,6 +6,9 @@ The library is imported as installed (``pip install -e .``, what ``make test`` d
 from __future__ import annotations
 
 import os
+import resource
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -57,3 +60,16 @@ def make_vit(
 @pytest.fixture
 def tiny_vit() -> torch.nn.Module:
     return make_vit()
+
+
+def run_limited(argv: list[str], memory_bytes: int, timeout: float = 240) -> subprocess.CompletedProcess:
+    """Run ``python ARGV...`` from the repository root with its address space capped (RLIMIT_AS) at
+    ``memory_bytes``, so a test of a memory bomb fails (MemoryError, killed) instead of exhausting the machine."""
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, preexec_fn=cap
+    )

@@ -92,3 +92,36 @@ def test_bad_checkpoint_directories(tmp_path):
     (corrupt / "model.safetensors").write_bytes(b"\x00\x01garbage")
     with pytest.raises(SnapViTError, match="Could not load"):
         load_backbone(str(corrupt))
+
+
+def test_model_folder_with_its_own_image_size_feeds_that_size_to_every_command(tmp_path, capsys):
+    """Issue 23 item 6: search and evaluate --metrics knn fed 224 px (timm's default) to a 32 px model."""
+    import timm
+    from PIL import Image
+
+    from snapvit_core.backbones import backbone_data_config
+    from snapvit_core.cli import main
+
+    args = {"img_size": 32, "depth": 2}
+    original = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, **args).eval()
+    assert backbone_data_config(original)["input_size"] == (3, 32, 32)
+    _save_checkpoint_dir(tmp_path / "ckpt", original, "vit_tiny_patch16_224", args)
+    assert load_backbone(str(tmp_path / "ckpt")).data_config["input_size"] == (3, 32, 32)
+    for name in ("a", "b"):
+        folder = tmp_path / "data" / name
+        folder.mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (40, 40), (60 * i, 100 if name == "a" else 0, 0)).save(folder / f"{i}.png")
+    model, scores = ["--model", str(tmp_path / "ckpt")], str(tmp_path / "s.safetensors")
+    commands = [
+        ["score", *model, "--data", f"folder:{tmp_path / 'data'}", "--samples", "2", "--out", scores],
+        ["evaluate", *model, "--scores", scores, "--data", f"folder:{tmp_path / 'data'}", "--metrics", "knn",
+         "--k", "2", "--mlp-sparsity", "0.2", "--head-sparsity", "0"],
+        ["search", *model, "--scores", scores, "--data", f"folder:{tmp_path / 'data'}", "--evaluations", "5",
+         "--population-size", "4", "--covariance", "identity", "--eval-images", "4", "--quiet",
+         "--out", str(tmp_path / "searched.safetensors")],
+    ]  # fmt: skip
+    for argv in commands:
+        code = main(argv)
+        err = capsys.readouterr().err
+        assert code == 0, f"{argv[0]}: {err}"

@@ -366,3 +366,20 @@ def test_search_shows_progress_by_default_and_quiet_silences_it(capsys, tmp_path
     assert code == 0 and json.loads(out)["evaluations"] == 6 and "evaluation" not in err
     code, out, err = run_cli(capsys, "-v", *argv)
     assert code == 0 and "evaluation 6/6" in err
+
+
+def test_damaged_image_with_control_characters_in_its_name_is_one_clean_line(capsys, tmp_path):
+    """Issue 23 item 8: a file name holding a newline and a terminal escape made a multi-line, coloured error."""
+    from PIL import Image
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        for i in range(4):
+            Image.new("RGB", (16, 16), (60 * i, 0, 0)).save(tmp_path / name / f"{i}.png")
+    bad = tmp_path / "a" / "bad\n\x1b[31mred\u202e.png"
+    Image.new("RGB", (64, 64), (9, 9, 9)).save(bad, format="PNG")
+    bad.write_bytes(bad.read_bytes()[:60])  # the header is intact, the pixels are cut
+    argv = ["evaluate", "--data", f"folder:{tmp_path}", "--metrics", "knn", "--k", "2"]
+    code, _, err = run_cli(capsys, *argv, "--mlp-sparsity", "0", "--head-sparsity", "0")
+    assert code == 2 and err.count("\n") == 1 and "could not be decoded" in err, err
+    assert "\x1b" not in err and "\u202e" not in err and "bad\\n\\x1b[31mred\\u202e.png" in err

@@ -266,3 +266,17 @@ def test_scoring_over_lazy_folder_images_equals_scoring_the_decoded_list(tmp_pat
     from_list = compute_scores(model, eager, CONFIG_32, config)
     assert torch.equal(from_lazy.mlp, from_list.mlp) and torch.equal(from_lazy.heads, from_list.heads)
     assert from_lazy.metadata["samples"] == 4
+
+
+def test_a_damaged_file_met_in_a_loader_worker_is_still_one_line(tmp_path):
+    """Issue 23: torch's DataLoader re-raises a worker's SnapViTError with its traceback as the message."""
+    root = _write_class_folder(tmp_path / "pets", per_class=3)
+    Image.new("RGB", (64, 64), (9, 9, 9)).save(root / "cat" / "cut.png")
+    (root / "cat" / "cut.png").write_bytes((root / "cat" / "cut.png").read_bytes()[:60])
+    splits = load_knn_splits(f"folder:{root}", CONFIG_32, test_fraction=0.5, stream=True)
+    with pytest.raises(SnapViTError) as info:
+        for split in (splits.train, splits.test):
+            list(data.make_loader(split, batch_size=2, workers=1))
+    message = str(info.value)
+    assert message.startswith(str(root / "cat" / "cut.png")) and "could not be decoded" in message, message
+    assert "Traceback" not in message and "\\n" not in message

@@ -114,3 +114,47 @@ def test_data_config_without_a_processor_file_uses_the_model_size(tmp_path):
 def test_model_type_is_read_from_config_json(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "dinov2"}))
     assert read_model_type(tmp_path) == "dinov2"
+
+
+def _tiny_vit_directory(path):
+    import transformers
+
+    config = transformers.ViTConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32, patch_size=8
+    )
+    transformers.ViTModel(config, add_pooling_layer=False).save_pretrained(path)
+    return path
+
+
+def test_mismatched_weights_are_one_line_without_transformers_report(tmp_path, capfd):
+    """Issue 23 item 8: transformers printed a 31-line load report (and progress bars) before the error."""
+    from snapvit_core.cli import main
+
+    directory = _tiny_vit_directory(tmp_path / "vit")
+    config = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps({**config, "intermediate_size": 128}))
+    capfd.readouterr()
+    assert main(["info", "--model", f"hf:{directory}"]) == 2
+    out, err = capfd.readouterr()
+    assert out == "" and err.count("\n") == 1 and "LOAD REPORT" not in err and "Loading weights" not in err, err
+    assert "do not match its config.json" in err and "mismatched" in err
+
+
+def test_pickled_weights_with_code_never_quote_torchs_unsafe_advice(tmp_path, capfd):
+    """Issue 23 item 8: the refusal quoted torch's 're-run with weights_only=False' for an untrusted file."""
+    import transformers
+
+    from snapvit_core.cli import main
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("ran code",))
+
+    (tmp_path / "bin").mkdir()
+    transformers.ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4).save_pretrained(tmp_path / "bin")
+    torch.save({"x": Payload()}, tmp_path / "bin" / "pytorch_model.bin")
+    capfd.readouterr()
+    assert main(["info", "--model", f"hf:{tmp_path / 'bin'}"]) == 2
+    out, err = capfd.readouterr()
+    assert "ran code" not in out + err and err.count("\n") == 1, err
+    assert "weights_only" not in err and "trust the source" not in err and "refused" in err

@@ -127,3 +127,23 @@ def test_meaningless_knn_is_warned_about(tmp_path, caplog, counts, words):
     with caplog.at_level(logging.WARNING, logger="snapvit_core.data"):
         load_knn_splits(f"folder:{root}", config, test_fraction=0.5)
     assert words in caplog.text, caplog.text
+
+
+def test_class_folder_links_out_of_or_up_the_data_folder_are_skipped(tmp_path, caplog):
+    """Issue 23 item 9: a class folder linking to the data root counted as an extra class (every image twice)."""
+    from snapvit_core.data.folder import LINK_SKIPPED
+
+    root = _folder(tmp_path / "data", {"a": 2, "b": 2})
+    outside = _folder(tmp_path / "elsewhere", {"x": 2})
+    (root / "loop").symlink_to(root, target_is_directory=True)  # back up to the root
+    (root / "b" / "up").symlink_to(root / "b", target_is_directory=True)  # below a class: rglob ignores it
+    (root / "out").symlink_to(outside / "x", target_is_directory=True)  # out of the data folder
+    (root / "dangling").symlink_to(tmp_path / "missing", target_is_directory=True)
+    (root / "a2").symlink_to(root / "a", target_is_directory=True)  # inside the tree: a class like any other
+    with caplog.at_level(logging.WARNING, logger="snapvit_core.data"):
+        images = load_images(f"folder:{root}", split=None)
+    assert images.class_names == ("a", "a2", "b") and len(images) == 6
+    assert images.skipped == {LINK_SKIPPED: 2} and "loop" in caplog.text and "out" in caplog.text
+    (root / "train").mkdir()
+    (root / "test").symlink_to(root, target_is_directory=True)  # not taken as a test split
+    assert load_images(f"folder:{root}", split="test").skipped[LINK_SKIPPED] == 3

@@ -154,3 +154,78 @@ def test_calibration_runs_for_every_family(family):
     full = [shape.num_heads] * shape.num_blocks, [shape.mlp_hidden] * shape.num_blocks
     assert calibrated.predict(*full).speedup == 1.0
     assert calibrated.predict([1] * shape.num_blocks, [1] * shape.num_blocks).speedup >= 1.0
+
+
+def _damaged(table: dict, part: str) -> object:
+    """The JSON text of a cache file damaged the way issue 23 item 4 found."""
+    import json
+
+    first = next(iter(table["tables"]))
+    edits = {
+        "no attention points": ("attention_shape", []),
+        "zero blocks": ("blocks", 0),
+        "no MLP widths": ("mlp_widths", []),
+        "NaN times": ("full_ms", [float("nan")] * 3),
+        "string times": ("mlp_span_ms", ["1", "2", "3"]),
+        "profile beyond 1": ("mlp_shape", [5.0] * len(table["tables"][first]["mlp_shape"])),
+    }
+    if part in edits:
+        name, value = edits[part]
+        table["tables"][first][name] = value
+        return json.dumps(table)
+    return {"JSON list": "[]", "deep nesting": "[" * 200_000 + "]" * 200_000, "not JSON": "{x"}[part]
+
+
+PARTS = ["no attention points", "zero blocks", "no MLP widths", "NaN times", "string times", "profile beyond 1"]
+
+
+@pytest.mark.parametrize("part", [*PARTS, "JSON list", "deep nesting", "not JSON"])
+def test_invalid_cache_file_is_treated_as_absent_and_recalibrated(tiny_model, tmp_path, caplog, part):
+    """Issue 23 item 4: a cache with a valid key but broken values crashed every later prediction."""
+    import copy
+    import logging
+
+    path = save_latency_model(tiny_model, tmp_path)
+    path.write_text(_damaged(copy.deepcopy(tiny_model.to_dict()), part))
+    with caplog.at_level(logging.WARNING, logger="snapvit_core.latency_model"):
+        assert load_cached_latency_model(tiny_model.key, tmp_path) is None
+        assert load_cached_latency_model(tiny_model.key, tmp_path) is None
+    assert caplog.text.count("ignoring the latency model cache") == 1  # warned once
+    backbone = Backbone(make_vit(), "tiny", {"input_size": (3, 32, 32)})
+    path = save_latency_model(dataclasses.replace(tiny_model, key=latency_model_key(backbone, "cpu")), tmp_path)
+    path.write_text(_damaged(copy.deepcopy(tiny_model.to_dict()), part))
+    again = load_or_calibrate_latency_model(backbone, "cpu", (1,), cache_dir=tmp_path, **FAST)
+    assert again.predict([6] * 3, [192] * 3).speedup == 1.0  # recalibrated and written over the bad file
+    assert load_cached_latency_model(again.key, tmp_path, (1,)) is not None
+
+
+def test_unwritable_cache_location_still_gives_a_model(tmp_path, caplog, monkeypatch):
+    """Issue 23 item 4: a read-only cache folder or a file where the folder should be reached the last resort."""
+    import errno
+    import logging
+
+    backbone = Backbone(make_vit(depth=1), "tiny1", {"input_size": (3, 32, 32)})
+    (tmp_path / "file").write_text("a file, not a folder")
+    with caplog.at_level(logging.WARNING, logger="snapvit_core.latency_model"):
+        model = load_or_calibrate_latency_model(backbone, "cpu", (1,), cache_dir=tmp_path / "file", **FAST)
+    assert model.predict([6], [192]).speedup == 1.0 and "could not cache the latency model" in caplog.text
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(lm, "write_text_atomic", read_only)
+    model = load_or_calibrate_latency_model(backbone, "cpu", (1,), cache_dir=tmp_path / "ro", **FAST)
+    assert model.predict([6], [192]).speedup == 1.0 and "Read-only" in caplog.text
+
+
+def test_cli_latency_model_with_an_unusable_cache_is_not_an_error(tmp_path, monkeypatch, capsys):
+    import json
+
+    from snapvit_core.cli import main
+
+    (tmp_path / "cache").write_text("a file where the cache folder should be")
+    monkeypatch.setenv("SNAPVIT_CACHE_DIR", str(tmp_path / "cache"))
+    argv = ["evaluate", "--metrics", "flops", "--latency", "model", "--latency-batch", "2", "--json"]
+    assert main([*argv, "--mlp-sparsity", "0.5", "--head-sparsity", "0"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["latency_source"] == "predicted" and "unexpected" not in err

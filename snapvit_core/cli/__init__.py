@@ -19,7 +19,7 @@ import traceback
 from collections.abc import Sequence
 
 from .. import distributed
-from ..errors import SnapViTError
+from ..errors import SnapViTError, printable
 from . import evaluate, export, info, landscape, plan, score, search
 
 COMMANDS = (info, evaluate, plan, export, score, search, landscape)
@@ -73,7 +73,7 @@ def _describe(error: BaseException) -> str:
     """'TypeName: first line of the message', bounded (str() of arbitrary args could be huge)."""
     first = error.args[0] if error.args else ""
     text = first if isinstance(first, str) else ""
-    text = " ".join(text[:300].split())[:200]
+    text = printable(" ".join(text[:300].split())[:200])
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 

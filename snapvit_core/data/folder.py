@@ -1,7 +1,14 @@
-"""The ``folder:PATH`` source: class sub-folders of image files, optional train/test sub-folders."""
+"""The ``folder:PATH`` source: class sub-folders of image files, optional train/test sub-folders.
+
+A class folder that is a link is followed only when it leads to a folder inside the data folder that
+is not the data folder itself nor one of its parents: a link back up the tree (a "class" that is the
+whole data set again) or out of it is skipped, counted and warned about. Links to folders below a
+class folder are never followed (``Path.rglob`` does not follow them).
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -9,16 +16,53 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import SnapViTError
+from ..errors import SnapViTError, printable
 from .convert import _read_files
 from .sets import ImageSet
 from .spec import _split_indices, _subset
 
+log = logging.getLogger(__name__)
+
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 
 
-def _class_folders(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+LINK_SKIPPED = "folder links leaving the data folder or looping back up"  # the skipped-count reason
+
+
+def _class_folders(root: Path, tree: Path, skipped: Counter | None = None) -> list[Path]:
+    """Sub-folders of ``root`` (not hidden); links leading out of the data folder ``tree`` or back up
+    the tree are left out (counted in ``skipped``)."""
+    folders = []
+    for path in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if path.is_symlink() and not _link_stays_inside(path, tree):
+            if skipped is not None:
+                skipped[LINK_SKIPPED] += 1
+                where = printable(f"{path} -> {_target(path)}")
+                log.warning("warning: skipping the folder link %s: it leads out of the data folder or up it.", where)
+            continue
+        folders.append(path)
+    return folders
+
+
+def _target(path: Path) -> Path | str:
+    try:
+        return path.resolve(strict=True)
+    except (OSError, RuntimeError):  # a dangling link or a link loop
+        return "an unresolvable target"
+
+
+def _link_stays_inside(link: Path, tree: Path) -> bool:
+    """True when ``link`` leads to a folder strictly inside ``tree`` that is not an ancestor of the link."""
+    target = _target(link)
+    if not isinstance(target, Path):
+        return False
+    base = tree.resolve()
+    return target != base and target.is_relative_to(base) and not link.parent.resolve().is_relative_to(target)
+
+
+def _split_folder(path: Path, tree: Path) -> bool:
+    """``path`` is a train/ or test/ folder of the data folder (a link only when it stays inside it)."""
+    return path.is_dir() and (not path.is_symlink() or _link_stays_inside(path, tree))
 
 
 def _readable(folder: Path) -> bool:
@@ -29,9 +73,10 @@ def _readable(folder: Path) -> bool:
         return False
 
 
-def _list_folder(root: Path, skipped: Counter) -> tuple[list[Path], list[int] | None, tuple[str, ...]]:
-    """Image paths under ``root`` with labels from class sub-folders (None when it has none)."""
-    classes = _class_folders(root)
+def _list_folder(root: Path, tree: Path, skipped: Counter) -> tuple[list[Path], list[int] | None, tuple[str, ...]]:
+    """Image paths under ``root`` (in the data folder ``tree``) with labels from class sub-folders (None when
+    it has none)."""
+    classes = _class_folders(root, tree, skipped)
     if classes:
         paths, labels = [], []
         for label, folder in enumerate(classes):
@@ -78,12 +123,12 @@ def list_folder_split(
         )
     skipped: Counter = Counter()
     base = root
-    presplit = split is not None and (root / "train").is_dir() and (root / "test").is_dir()
+    presplit = split is not None and all(_split_folder(root / name, root) for name in ("train", "test"))
     if presplit:
         base = root / split
-    paths, labels, class_names = _list_folder(base, skipped)
+    paths, labels, class_names = _list_folder(base, root, skipped)
     if presplit and split == "test":
-        train_names = tuple(p.name for p in _class_folders(root / "train"))
+        train_names = tuple(p.name for p in _class_folders(root / "train", root))
         if class_names != train_names:
             raise SnapViTError(
                 f"{root}/train and {root}/test have different class folders.",

@@ -13,11 +13,11 @@ from ..errors import SnapViTError
 from .convert import to_rgb
 from .embedded_source import _embedded_knn_splits, _embedded_set, _is_embedded_config
 from .folder import _folder_set, list_folder_split
-from .hf import _hf_set, list_hf_split
+from .hf import _hf_set, decode_row, list_hf_split, readable_listing
 from .procedural import PROCEDURAL_DEFAULT_COUNT, procedural_images
 from .sets import ImageSet, KnnSplits
 from .spec import DEFAULT_TEST_FRACTION, DataSpec, _check_limit, parse_data_spec
-from .streaming import FolderImageDataset, HFImageDataset, LazyImages, decode_file, decode_row, readable_paths
+from .streaming import FolderImageDataset, HFImageDataset, LazyImages, decode_file, readable_paths
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,9 @@ def load_images(
 
     ``limit`` keeps a seeded random subset. Scoring and search use ``split="train"``. ``lazy``: folder
     and hf images are a :class:`LazyImages` sequence decoded on access (scoring holds one at a time);
-    unreadable folder files are still found (header check), skipped and counted up front, while a
-    damaged hf row is an error when it is reached. Embedded and procedural images are small and eager.
+    unreadable or oversized folder files and hf rows are still found (header check), skipped and counted
+    up front, while one whose pixels are damaged behind a valid header is an error when it is reached.
+    Embedded and procedural images are small and eager.
     """
     spec = parse_data_spec(spec)
     _check_limit(limit)
@@ -49,10 +50,10 @@ def load_images(
         return _folder_set(spec.location, split, limit, seed, test_fraction)
     if spec.kind == "hf":
         if lazy:
-            listing = list_hf_split(spec.location, split, limit, seed, test_fraction)
+            listing, skipped = readable_listing(list_hf_split(spec.location, split, limit, seed, test_fraction))
             images = LazyImages([int(row) for row in listing.order], decode_row, listing.table, listing.image_column)
             labels = None if listing.labels is None else np.asarray(listing.labels, dtype=np.int64)
-            return ImageSet(images, labels, listing.class_names, listing.name)
+            return ImageSet(images, labels, listing.class_names, listing.name, skipped)
         return _hf_set(spec.location, split, limit, seed, test_fraction)
     count = limit or PROCEDURAL_DEFAULT_COUNT
     return ImageSet(procedural_images(count, seed + (1 if split == "test" else 0)), None, (), "procedural")
@@ -172,9 +173,11 @@ def _streaming_knn_splits(
         else:
             listing = list_hf_split(spec.location, split, limit, seed, test_fraction)
             _require_labels(spec, split, listing.labels is None)
+            listing, unreadable = readable_listing(listing)  # headers only: skip and count before any decode
             datasets[split] = HFImageDataset(
                 listing.table, listing.image_column, listing.order, listing.labels, transform
             )
+            skipped += unreadable
         class_names = class_names or listing.class_names
     train, test = datasets["train"], datasets["test"]
     _warn_if_meaningless(spec, train.labels, test.labels)

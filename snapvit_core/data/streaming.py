@@ -7,8 +7,9 @@ only the batches in flight and the features computed from them are ever held.
 
 The conversion rules are the eager path's (:func:`~snapvit_core.data.convert.to_rgb`: greyscale,
 alpha, palette, 16-bit, huge images). Files that are not images are found before streaming by a
-header-only check (no decode), skipped and counted, so labels stay aligned with what is streamed;
-a file whose header is valid but whose pixels cannot be decoded is a loud error naming the file.
+header-only check (no decode), skipped and counted, so labels stay aligned with what is streamed
+(Hugging Face rows likewise, ``hf.readable_listing``); a file or row whose header is valid but whose
+pixels cannot be decoded is a loud error naming it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..errors import SnapViTError
 from ..image_limits import check_declared_size
-from .convert import MAX_SIDE, open_image, to_rgb
+from .convert import MAX_SIDE, open_image
+from .hf import decode_row
 
 Transform = Callable[[Image.Image], torch.Tensor]
 
@@ -48,6 +50,8 @@ def decode_file(path: Path) -> Image.Image:
     whose pixels are not is a loud error naming it."""
     try:
         return open_image(path)
+    except Image.DecompressionBombError as error:  # replaced by a larger image since it was listed
+        raise SnapViTError(f"{path} is too large to decode safely ({error}).", "Remove or shrink the file.") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
         raise SnapViTError(
             f"{path} has a valid image header but could not be decoded ({type(error).__name__}).",
@@ -55,21 +59,13 @@ def decode_file(path: Path) -> Image.Image:
         ) from None
 
 
-def decode_row(table, row: int, image_column: str) -> Image.Image:
-    """The RGB image of one row of a Hugging Face dataset; a row that cannot be decoded is a loud error."""
-    try:
-        return to_rgb(table[row][image_column])
-    except (OSError, ValueError, AttributeError) as error:
-        raise SnapViTError(
-            f"Row {row} of the Hugging Face dataset could not be decoded ({type(error).__name__}).",
-            "Remove the damaged row (datasets.Dataset.filter) and save the dataset again.",
-        ) from None
-
-
 class LazyImages(Sequence):
     """RGB PIL images decoded one at a time on access, never kept: what ``load_images(lazy=True)`` returns
     for folder and hf sources, so scoring over N images holds one image per crop-maker, not N. Slicing
-    gives another lazy sequence; it pickles (for crop-making worker processes)."""
+    gives another lazy sequence; it pickles (for crop-making worker processes).
+
+    ``decode(key, *context)`` makes the image of one key: ``decode_file(path)``, ``decode_row(row, table,
+    column)``."""
 
     def __init__(self, keys: Sequence, decode: Callable[..., Image.Image], *context) -> None:
         self.keys, self.decode, self.context = list(keys), decode, context
@@ -109,7 +105,7 @@ class HFImageDataset(Dataset):
         return len(self.order)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = decode_row(self.table, self.order[index], self.image_column)
+        image = decode_row(self.order[index], self.table, self.image_column)
         return self.transform(image), self.labels[index]
 
 
