@@ -7,6 +7,7 @@ import argparse
 from ..explorer import check_metrics
 from ..knn import DEFAULT_K
 from ._common import (
+    add_align_argument,
     add_correction_arguments,
     add_json_argument,
     add_model_arguments,
@@ -30,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_scores_arguments(parser)
     add_sparsity_arguments(parser)
+    add_align_argument(parser)
     parser.add_argument("--metrics", default="knn,flops,params", help="comma-separated: knn,flops,params,latency")
     parser.add_argument(
         "--k", type=positive_int, default=DEFAULT_K, help=f"kNN neighbours (default: {DEFAULT_K}, as published)"
@@ -84,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     payload.pop("per_image_similarity", None)  # one value per test image: for the app, not the CLI
     if args.latency != "model":
         payload.pop("latency_source", None)
+    payload["align"] = explorer.elastic.align
     payload["corrected"] = correction is not None
     if "correction" in extra:
         payload["correction"] = extra["correction"]
@@ -92,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         f"sparsity   MLP {result.mlp_sparsity:.3f} (realised {result.realised_mlp_sparsity:.3f}), "
         f"heads {result.head_sparsity:.3f} (realised {result.realised_head_sparsity:.3f})",
         f"kept heads   {result.kept_heads}",
-        f"kept neurons {result.kept_neurons}",
+        f"kept neurons {result.kept_neurons} (MLP widths aligned to {explorer.elastic.align})",
     ]
     if result.knn_top1 is not None:
         lines.append(

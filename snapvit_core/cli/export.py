@@ -12,6 +12,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _common.add_model_arguments(parser)
     _common.add_scores_arguments(parser)
     _common.add_sparsity_arguments(parser)
+    _common.add_align_argument(parser)
     parser.add_argument("--out", required=True, help="export folder (must not exist or be empty)")
     parser.add_argument("--onnx", action="store_true", help="also write model.onnx, checked against PyTorch")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty export folder")
@@ -43,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
         "source_model": args.model,
         "mlp_sparsity": mlp_sparsity,
         "head_sparsity": head_sparsity,
+        "align": explorer.elastic.align,
         "scores_method": explorer.scores.metadata.get("method", "unknown"),
         "corrected": correction is not None,
     }
