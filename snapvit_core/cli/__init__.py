@@ -20,9 +20,9 @@ from collections.abc import Sequence
 
 from .. import distributed
 from ..errors import SnapViTError
-from . import evaluate, export, info, plan, score, search
+from . import calibrate, evaluate, export, info, plan, score, search
 
-COMMANDS = (info, evaluate, plan, export, score, search)
+COMMANDS = (info, evaluate, plan, export, score, search, calibrate)
 
 
 class _OneLineParser(argparse.ArgumentParser):
