@@ -1,6 +1,7 @@
 """Width alignment (issue 24): speed-up / FLOPs cut and kNN cost of rounding kept MLP widths to N.
 
-    python benchmarks/bench_alignment.py                 # writes results/alignment.md (~30 min on 2 cores)
+    python benchmarks/bench_alignment.py                 # writes results/alignment.md (~30 min on 2 shared cores)
+    python benchmarks/bench_alignment.py --full          # + ViT-B/16 at batch 64, more rounds (a quiet machine)
     python benchmarks/bench_alignment.py --quick         # fewer rounds, ViT-S/16 and the embedded backbone only
 
 For every published (MLP, head) pair and N in ALIGNS, the plan's kept MLP neurons per block are
@@ -21,6 +22,7 @@ import logging
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -43,12 +45,22 @@ from snapvit_core.scores_io import load_scores  # noqa: E402
 
 ALIGNS = (1, 8, 16, 32, 64)
 # model id -> (random init, {batch: rounds}); ViT-B/16 at batch 64 takes ~15 s per forward on 2 cores
+# Rounds and batches were cut to what fits ~30 min on a 2-core machine shared by four jobs (load ~12):
+# ViT-B/16 at batch 64 takes minutes per forward there, so it runs only with --full.
 SPEED_MODELS = {
-    "embedded": ("embedded", False, {1: 15, 64: 9}),
+    "ViT-S/16": ("vit_small_patch16_224", True, {1: 3, 64: 1}),
+    "ViT-B/16": ("vit_base_patch16_224", True, {1: 2}),
+    "embedded": ("embedded", False, {1: 5, 64: 3}),
+}
+FULL_MODELS = {
     "ViT-S/16": ("vit_small_patch16_224", True, {1: 7, 64: 3}),
     "ViT-B/16": ("vit_base_patch16_224", True, {1: 5, 64: 2}),
+    "embedded": ("embedded", False, {1: 15, 64: 9}),
 }
-QUICK_MODELS = {"embedded": ("embedded", False, {1: 7, 64: 3}), "ViT-S/16": ("vit_small_patch16_224", True, {1: 3, 64: 1})}
+QUICK_MODELS = {
+    "embedded": ("embedded", False, {1: 7, 64: 3}),
+    "ViT-S/16": ("vit_small_patch16_224", True, {1: 3, 64: 1}),
+}
 SHIPPED_SCORES = ROOT / "scores" / "embedded.xnes.safetensors"
 NEAR_BEST = 0.02  # an N within 2 % of the best median efficiency is "as fast" (the noise on a shared machine)
 
@@ -68,8 +80,11 @@ def timer_for(model: torch.nn.Module, images: torch.Tensor, threads: int):
     )
 
 
-def speed_rows(label: str, model_id: str, random_init: bool, batches: dict[int, int]) -> list[dict]:
-    """One row per (pair, batch, N): FLOPs cut, median speed-up (with min-max over rounds)."""
+def speed_rows(
+    label: str, model_id: str, random_init: bool, batches: dict[int, int], done: Callable[[list[dict]], None]
+) -> list[dict]:
+    """One row per (pair, batch, N): FLOPs cut, median speed-up (with min-max over rounds); ``done`` gets
+    the rows so far after every pair (partial results survive an interrupted run)."""
     backbone = load_backbone(model_id, random_init)
     elastic = ElasticViT(backbone.model, magnitude_scores(backbone.model), model_id)
     unpruned = _standalone_copy(elastic.prune_to(0.0, 0.0))  # the same attention kernel as the pruned copies
@@ -82,9 +97,9 @@ def speed_rows(label: str, model_id: str, random_init: bool, batches: dict[int, 
         flops = {n: analytic_flops(m) for n, m in models.items()}
         for batch, rounds in batches.items():
             images = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
-            # about 0.2 s of repeats per timing at batch 1; one forward per timing for the big models at 64
+            # about 0.1 s of repeats per timing at batch 1; one forward per timing for the big models at 64
             once = timer_for(unpruned, images, threads).timeit(1).mean
-            number = max(1, int(0.2 / max(once, 1e-6)))
+            number = max(1, int(0.1 / max(once, 1e-6)))
             timers = {"unpruned": timer_for(unpruned, images, threads)}
             timers.update({n: timer_for(m, images, threads) for n, m in models.items()})
             times: dict = {name: [] for name in timers}
@@ -116,6 +131,7 @@ def speed_rows(label: str, model_id: str, random_init: bool, batches: dict[int, 
                 + ", ".join(f"N={r['align']} {r['speedup']:.2f}x/{r['flops_cut']:.2f}x" for r in rows[-len(ALIGNS) :]),
                 flush=True,
             )
+            done(rows)
         del models
     return rows
 
@@ -143,20 +159,21 @@ def knn_rows() -> list[dict]:
     return rows
 
 
-def choose(speed: list[dict], knn: list[dict], model: str) -> tuple[int, str]:
+def choose(speed: list[dict], knn: list[dict], models: tuple[str, ...]) -> tuple[int, str]:
     """The default N for this device: the smallest N whose median efficiency (speed-up / FLOPs cut over
-    the published pairs and batches of ``model``) is within NEAR_BEST of the best N's; a larger N only
+    the published pairs and batches of ``models``) is within NEAR_BEST of the best N's; a larger N only
     pays (kNN, coarser plans) when it is measurably faster."""
     medians = {
-        n: statistics.median(r["efficiency"] for r in speed if r["model"] == model and r["align"] == n) for n in ALIGNS
+        n: statistics.median(r["efficiency"] for r in speed if r["model"] in models and r["align"] == n) for n in ALIGNS
     }
+    model = " and ".join(models)
     best = max(medians.values())
     chosen = min(n for n in ALIGNS if medians[n] >= best * (1 - NEAR_BEST))
     costs = {n: statistics.mean(r["top1"] for r in knn if r["align"] == n) for n in ALIGNS}
     why = (
         f"median speed-up / FLOPs cut on {model} over the published pairs and batches: "
         + ", ".join(f"N={n} {100 * v:.1f} %" for n, v in medians.items())
-        + f"; mean kNN top-1 over the pairs: "
+        + "; mean kNN top-1 over the pairs: "
         + ", ".join(f"N={n} {v:.2f} %" for n, v in costs.items())
         + f"; smallest N within {100 * NEAR_BEST:.0f} % of the best efficiency: {chosen}"
     )
@@ -199,13 +216,22 @@ def report(speed: list[dict], knn: list[dict], chosen: int, why: str, seconds: f
     vit_b = [r for r in speed if r["model"] == "ViT-B/16" and r["align"] == chosen]
     targets = [
         f"- no published pair slower than unpruned at batch >= 64 with N={chosen}: "
-        + ("met" if not slower else "NOT met: " + ", ".join(f"{r['model']} {r['pair']} {r['speedup']:.2f}x" for r in slower)),
+        + (
+            "met"
+            if not slower
+            else "NOT met: " + ", ".join(f"{r['model']} {r['pair']} {r['speedup']:.2f}x" for r in slower)
+        ),
     ]
     if vit_b:
         below = [r for r in vit_b if r["efficiency"] < 0.9]
         targets.append(
             f"- speed-up >= 90 % of the FLOPs cut on ViT-B/16 with N={chosen}: "
-            + ("met" if not below else "NOT met at " + ", ".join(f"{r['pair']} batch {r['batch']} ({100 * r['efficiency']:.0f} %)" for r in below))
+            + (
+                "met"
+                if not below
+                else "NOT met at "
+                + ", ".join(f"{r['pair']} batch {r['batch']} ({100 * r['efficiency']:.0f} %)" for r in below)
+            )
         )
     return "\n\n".join(
         [
@@ -222,7 +248,9 @@ def report(speed: list[dict], knn: list[dict], chosen: int, why: str, seconds: f
             knn_table,
             "## Chosen default",
             f"CPU: N = {chosen}. {why}.",
-            "CUDA: N = " + str(ALIGN_AUTO["cuda"]) + " (not measured here: no GPU; `benchmarks/gpu_check.py` measures it).",
+            "CUDA: N = "
+            + str(ALIGN_AUTO["cuda"])
+            + " (not measured here: no GPU; `benchmarks/gpu_check.py` measures it).",
             "Targets:\n" + "\n".join(targets),
             "",
         ]
@@ -232,21 +260,38 @@ def report(speed: list[dict], knn: list[dict], chosen: int, why: str, seconds: f
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="embedded + ViT-S/16, fewer rounds")
+    parser.add_argument("--full", action="store_true", help="more rounds, and ViT-B/16 at batch 64 (a quiet machine)")
     parser.add_argument("--skip-speed", action="store_true", help="kNN only")
+    parser.add_argument("--reuse-knn", default=None, help="take the kNN rows from an earlier run's .json")
+    parser.add_argument("--report-only", default=None, help="write the report from an earlier (partial) run's .json")
     parser.add_argument("--out", default=str(ROOT / "results" / "alignment.md"))
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    knn = knn_rows()
+    earlier = (
+        json.loads(Path(args.report_only or args.reuse_knn).read_text())
+        if (args.report_only or args.reuse_knn)
+        else None
+    )
+    for row in (earlier or {}).get("knn", []) + (earlier or {}).get("speed", []):
+        row["pair"] = tuple(row["pair"])
+    knn = earlier["knn"] if earlier else knn_rows()
     for r in knn:
         print(f"[alignment] kNN {r['pair']} N={r['align']}: {r['top1']:.2f} % kept {r['kept_neurons']}", flush=True)
-    speed = []
-    raw = Path(args.out).with_suffix(".json")  # every row so far, rewritten after each model
-    if not args.skip_speed:
-        for label, (model_id, random_init, batches) in (QUICK_MODELS if args.quick else SPEED_MODELS).items():
-            speed += speed_rows(label, model_id, random_init, batches)
-            write_text_atomic(raw, json.dumps({"knn": knn, "speed": speed}, indent=1))
-    model = next((m for m in ("ViT-B/16", "ViT-S/16", "embedded") if any(r["model"] == m for r in speed)), None)
-    chosen, why = choose(speed, knn, model) if model else (1, "no speed measured")
+    speed = list(earlier["speed"]) if args.report_only else []
+    raw = Path(args.out).with_suffix(".json")  # every row so far, rewritten after each pair
+
+    def save(rows: list[dict]) -> None:
+        write_text_atomic(raw, json.dumps({"knn": knn, "speed": speed + rows}, indent=1))
+
+    if not args.skip_speed and not args.report_only:
+        for label, (model_id, random_init, batches) in (
+            QUICK_MODELS if args.quick else FULL_MODELS if args.full else SPEED_MODELS
+        ).items():
+            speed += speed_rows(label, model_id, random_init, batches, save)
+            save([])
+    measured = {r["model"] for r in speed}
+    models = tuple(m for m in ("ViT-B/16", "ViT-S/16") if m in measured) or tuple(sorted(measured))
+    chosen, why = choose(speed, knn, models) if models else (1, "no speed measured")
     text = report(speed, knn, chosen, why, time.perf_counter() - start)
     print(text)
     write_text_atomic(args.out, text)

@@ -69,9 +69,7 @@ def check_align(value: object, device: str | torch.device | None = None) -> int:
     return number
 
 
-def align_keep_counts(
-    scores: torch.Tensor, keep: Sequence[int], align: int, min_keep_ratio: float = 0.0
-) -> list[int]:
+def align_keep_counts(scores: torch.Tensor, keep: Sequence[int], align: int, min_keep_ratio: float = 0.0) -> list[int]:
     """Round per-block keep counts to multiples of ``align`` while keeping their total close to ``sum(keep)``.
 
     Each block's count is rounded down to a multiple of ``align`` (a block's allowed counts are the
@@ -135,9 +133,7 @@ def align_keep_counts(
     return counts
 
 
-def plan_keep_counts(
-    scores: torch.Tensor, sparsity: float, min_keep_ratio: float, align: int = 1
-) -> list[int]:
+def plan_keep_counts(scores: torch.Tensor, sparsity: float, min_keep_ratio: float, align: int = 1) -> list[int]:
     """Per-block keep counts for one unit type under a global score threshold.
 
     Args:
@@ -210,9 +206,7 @@ class PruningPlan:
         }
 
 
-def plan_pruning(
-    scores: ImportanceScores, mlp_sparsity: float, head_sparsity: float, align: int = 1
-) -> PruningPlan:
+def plan_pruning(scores: ImportanceScores, mlp_sparsity: float, head_sparsity: float, align: int = 1) -> PruningPlan:
     """Keep counts for both unit types from the scores alone (no model needed).
 
     ``align`` rounds each block's kept MLP neurons to a multiple of it (:func:`align_keep_counts`);

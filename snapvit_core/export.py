@@ -255,10 +255,11 @@ def export_pruned(
         metrics: measurements for the model card (kNN, unpruned params/FLOPs, ``latency``: measured here
             and predicted; see ``model_card``). Parameters and FLOPs of the export are computed here.
     """
-    from .metrics import analytic_flops
-    from .model_card import model_card
     from safetensors import SafetensorError
     from safetensors.torch import save_file
+
+    from .metrics import analytic_flops
+    from .model_card import model_card
 
     target = check_export_destination(directory, overwrite, force)
     model = copy.deepcopy(model).float().cpu().eval()  # the caller's model keeps its device and dtype

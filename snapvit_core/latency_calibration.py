@@ -66,12 +66,15 @@ class _Runners:
             try:
                 import onnxruntime
             except ImportError:
-                raise SnapViTError("The onnxruntime runtime needs onnxruntime.", "pip install onnx onnxruntime") from None
+                raise SnapViTError(
+                    "The onnxruntime runtime needs onnxruntime.", "pip install onnx onnxruntime"
+                ) from None
             self.ort = onnxruntime
             provider = "CUDAExecutionProvider" if device.type == "cuda" else "CPUExecutionProvider"
             if provider not in onnxruntime.get_available_providers():
                 raise SnapViTError(
-                    f"onnxruntime has no {provider} here.", "Calibrate onnxruntime on the CPU, or install onnxruntime-gpu."
+                    f"onnxruntime has no {provider} here.",
+                    "Calibrate onnxruntime on the CPU, or install onnxruntime-gpu.",
                 )
             self.providers = [provider]
             self.folder = tempfile.TemporaryDirectory(prefix="snapvit-calibrate-")
@@ -90,9 +93,7 @@ class _Runners:
     def _session(self, module: nn.Module, example: torch.Tensor) -> Callable[[], object]:
         path = Path(self.folder.name) / f"m{len(list(Path(self.folder.name).iterdir()))}.onnx"
         with torch.no_grad():
-            torch.onnx.export(
-                module.eval(), (example,), str(path), input_names=["x"], opset_version=18, dynamo=False
-            )
+            torch.onnx.export(module.eval(), (example,), str(path), input_names=["x"], opset_version=18, dynamo=False)
         session = self.ort.InferenceSession(str(path), providers=self.providers)
         feed = {"x": example.detach().cpu().numpy()}
         return lambda: session.run(None, feed)

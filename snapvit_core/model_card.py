@@ -52,7 +52,8 @@ def _metrics_lines(metrics: dict) -> list[str]:
         lines.append(f"| parameters (embedding path) | {metrics['params']:,} | {metrics.get('params_unpruned', 0):,} |")
     if metrics.get("flops") is not None:
         lines.append(
-            f"| FLOPs per image (analytic) | {metrics['flops'] / 1e9:.3f} G | {metrics.get('flops_unpruned', 0) / 1e9:.3f} G |"
+            f"| FLOPs per image (analytic) | {metrics['flops'] / 1e9:.3f} G | "
+            f"{metrics.get('flops_unpruned', 0) / 1e9:.3f} G |"
         )
     knn = metrics.get("knn")
     if knn:

@@ -79,8 +79,9 @@ def run(args: argparse.Namespace) -> int:
     explorer = build_explorer(args, device)
     if table is not None:
         table.check_fits(explorer.elastic.shape, explorer.backbone.model_id)
-        table.predict(explorer.elastic.shape.heads_per_block, explorer.elastic.shape.mlp_hidden_per_block,
-                      args.latency_batch)  # fmt: skip  (refuses an uncalibrated batch before any work)
+        table.predict(
+            explorer.elastic.shape.heads_per_block, explorer.elastic.shape.mlp_hidden_per_block, args.latency_batch
+        )  # fmt: skip  (refuses an uncalibrated batch before any work)
     if "knn" in metrics:
         splits = load_knn_splits(args.data, explorer.backbone.data_config, limit_per_split=args.limit, stream=True)
         args.k = capped_k(args.k, len(splits.train_labels))  # say so when k exceeds the bank

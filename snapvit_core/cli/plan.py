@@ -15,7 +15,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--scores", required=True, help="scores file (.safetensors, or a published SnapViT .pt)")
     add_sparsity_arguments(parser)
     add_align_argument(parser)
-    parser.add_argument("--device", default="cpu", help="the device the plan is for: what --align auto picks (default: cpu)")
+    parser.add_argument(
+        "--device", default="cpu", help="the device the plan is for: what --align auto picks (default: cpu)"
+    )
     add_json_argument(parser)
     parser.set_defaults(run=run)
 
