@@ -358,7 +358,8 @@ def load_pruned(directory: str | Path) -> nn.Module:
             import transformers
 
             spec = config["model_args"]
-            hf_config = transformers.AutoConfig.for_model(spec["model_type"], **spec["config"])
+            settings = {k: v for k, v in spec["config"].items() if k != "model_type"}
+            hf_config = transformers.AutoConfig.for_model(spec["model_type"], **settings)
             kwargs = {"add_pooling_layer": False} if spec["model_type"] == "vit" else {}
             hf_model = getattr(transformers, spec["model_class"])(hf_config, **kwargs)
             model = HFVisionBackbone(hf_model, int(spec["image_size"]))

@@ -75,7 +75,8 @@ def _hf_model(config):
     import transformers
 
     spec = config["model_args"]
-    hf_config = transformers.AutoConfig.for_model(spec["model_type"], **spec["config"])
+    settings = {k: v for k, v in spec["config"].items() if k != "model_type"}  # for_model takes it apart
+    hf_config = transformers.AutoConfig.for_model(spec["model_type"], **settings)
     model_class = getattr(transformers, spec["model_class"])
     kwargs = {"add_pooling_layer": False} if spec["model_type"] == "vit" else {}
     model = HFBackbone(model_class(hf_config, **kwargs), spec["image_size"])
