@@ -27,9 +27,13 @@ from .surgery import select_units
 log = logging.getLogger(__name__)
 
 MAX_ALIGN = 4096  # wider than any supported MLP
-# ``align="auto"``: the MLP width alignment per device type, chosen from benchmarks/bench_alignment.py
-# (results/alignment.md, README "Width alignment").
-ALIGN_AUTO: dict[str, int] = {"cpu": 1, "cuda": 1}
+# ``align="auto"``: the MLP width alignment per device type (README "Width alignment", results/alignment.md).
+# CPU 1: benchmarks/bench_alignment.py found no N measurably faster than 1 on the 2-core CPU it ran on
+# (differences within the noise of a shared machine), so nothing is paid for it. CUDA 64: not measured
+# here (no GPU); NVIDIA's GEMM guidance (bf16 tensor cores work on 16-byte multiples, best on 128-byte
+# = 64-element ones) and the embedded backbone's kNN cost of N = 64 (at most two test images, 0.37 points,
+# from N = 1 at any published pair); benchmarks/gpu_check.py measures it on a GPU, and this value should follow it.
+ALIGN_AUTO: dict[str, int] = {"cpu": 1, "cuda": 64}
 
 
 def check_sparsity(value: object, name: str = "sparsity") -> float:
