@@ -23,8 +23,28 @@ class SnapViTModel(PreTrainedModel):
 
     def __init__(self, config: SnapViTConfig) -> None:
         super().__init__(config)
-        self.model = build_pruned(config.to_dict())
+        # Built for real on the CPU even when transformers initialises on the meta device: some backbones
+        # compute non-persistent buffers at construction (timm Eva's RoPE tables) that no weight file holds.
+        with torch.device("cpu"):
+            self.model = build_pruned(config.to_dict())
+        # transformers may re-allocate buffers that are not in the weight file (non-persistent ones, e.g.
+        # timm Eva's RoPE periods) without their values: keep them to restore after loading.
+        self._computed_buffers = {
+            f"{prefix}.{name}" if prefix else name: buffer.detach().clone()
+            for prefix, module in self.model.named_modules()
+            for name, buffer in module._buffers.items()
+            if buffer is not None and name in module._non_persistent_buffers_set
+        }
         self.post_init()
+
+    @classmethod
+    def from_pretrained(cls, *args: object, **kwargs: object):
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        with torch.no_grad():
+            for name, value in model._computed_buffers.items():
+                model.model.get_buffer(name).copy_(value)
+        return loaded
 
     def _init_weights(self, module: torch.nn.Module) -> None:
         """Nothing to initialise: every weight comes from model.safetensors."""
