@@ -252,6 +252,8 @@ def report(speed: list[dict], knn: list[dict], chosen: int, why: str, seconds: f
             "brackets. Random-init ViT-S/16 and ViT-B/16 with magnitude scores; the embedded backbone with "
             "magnitude scores for speed and its shipped scores for kNN.",
             "## Speed-up vs FLOPs cut",
+            f"{len(speed)} rows measured of the {len(ALIGNS) * 6 * 6} planned (3 models x 6 pruned pairs x 2 batches "
+            "x 5 N); a run stopped early keeps the rows it finished (results/alignment.json).",
             speed_table,
             "## kNN top-1, embedded backbone, shipped scores (embedded.xnes)",
             knn_table,
