@@ -222,13 +222,16 @@ def report(speed: list[dict], knn: list[dict], chosen: int, why: str, seconds: f
     )
     slower = [r for r in speed if r["batch"] >= 64 and r["align"] == chosen and r["speedup"] < 1.0]
     vit_b = [r for r in speed if r["model"] == "ViT-B/16" and r["align"] == chosen]
+    checked = sorted({(r["model"], r["pair"]) for r in speed if r["batch"] >= 64 and r["align"] == chosen})
     targets = [
         f"- no published pair slower than unpruned at batch >= 64 with N={chosen}: "
         + (
             "met"
             if not slower
             else "NOT met: " + ", ".join(f"{r['model']} {r['pair']} {r['speedup']:.2f}x" for r in slower)
-        ),
+        )
+        + f", checked on the {len(checked)} (model, pair) rows measured at batch >= 64: "
+        + (", ".join(f"{m} {p}" for m, p in checked) or "none"),
     ]
     if vit_b:
         below = [r for r in vit_b if r["efficiency"] < 0.9]
