@@ -9,7 +9,9 @@ Stages, each timed, with the peak device memory it reached:
   3. a 50-evaluation multiplier search (published pairs) on 1000 images;
   4. weight correction at (0.35, 0.2) on 1000 calibration images;
   5. kNN: features of 10,000 bank + 2,000 query generated images, fp16 bank, chunked top-1;
-  6. speed-up vs FLOPs at the published sparsity pairs, batch 1 and batch 256 (bf16).
+  6. speed-up vs FLOPs at the published sparsity pairs, batch 1 and batch 256 (bf16);
+  7. width alignment (issue 24): speed-up / FLOPs cut at the published pairs with the kept MLP widths
+     rounded to N = 1, 8, 16, 32, 64 (bf16, batch 256), the measurement behind ``ALIGN_AUTO["cuda"]``.
 Any error stops the run with a traceback and a non-zero exit status (nothing is caught); a skipped CUDA
 test counts as a failure on a GPU machine.
 """
@@ -31,10 +33,14 @@ sys.path.insert(0, str(ROOT))
 
 from snapvit_core._atomic import atomic_path  # noqa: E402
 from snapvit_core.backbones import load_backbone  # noqa: E402
-from snapvit_core.correction import CorrectionConfig, correct_elastic  # noqa: E402
+from snapvit_core.correction import (  # noqa: E402
+    CorrectionConfig,
+    _standalone_copy,  # noqa: E402
+    correct_elastic,
+)
 from snapvit_core.data import procedural_images  # noqa: E402
 from snapvit_core.data_free import magnitude_scores  # noqa: E402
-from snapvit_core.elastic import ElasticViT  # noqa: E402
+from snapvit_core.elastic import ALIGN_AUTO, ElasticViT  # noqa: E402
 from snapvit_core.evaluation import extract_features  # noqa: E402
 from snapvit_core.knn import knn_top1, prepare_bank  # noqa: E402
 from snapvit_core.metrics import analytic_flops, measure_latency  # noqa: E402
@@ -131,7 +137,33 @@ def speed_stage(backbone, scores, sizes: dict, device: torch.device, dtype) -> l
     return rows
 
 
-def write_report(path: Path, device_name: str, sizes: dict, stages: Stages, tests: str, top1: float, speed) -> None:
+ALIGNS = (1, 8, 16, 32, 64)
+
+
+def alignment_stage(backbone, scores, sizes: dict, device: torch.device, dtype) -> list[tuple]:
+    """(pair, N, FLOPs cut, batch-N speed-up) per published pair and MLP width alignment N."""
+    elastic = ElasticViT(backbone.model, scores, backbone.model_id)
+    batch, seconds = sizes["latency_batch"], sizes["timing_s"]
+    unpruned = _standalone_copy(elastic.prune_to(0.0, 0.0))
+    base_flops = analytic_flops(unpruned)
+    measure_latency(copy.deepcopy(unpruned), backbone.image_size, batch, device, dtype, min_run_time=seconds)  # warm
+    rows = []
+    for pair in PUBLISHED_SPARSITY_PAIRS[1:]:
+        # the unpruned reference is timed again beside every pair: drift between pairs does not bias a ratio
+        reference = measure_latency(
+            copy.deepcopy(unpruned), backbone.image_size, batch, device, dtype, min_run_time=seconds
+        ).throughput_per_s
+        for n in ALIGNS:
+            model = _standalone_copy(elastic.apply_plan(elastic.plan_for(*pair, align=n)))
+            report = measure_latency(model, backbone.image_size, batch, device, dtype, min_run_time=seconds)
+            rows.append((pair, n, base_flops / analytic_flops(model), report.throughput_per_s / reference))
+    elastic.prune_to(0.0, 0.0)
+    return rows
+
+
+def write_report(
+    path: Path, device_name: str, sizes: dict, stages: Stages, tests: str, top1: float, speed, alignment=()
+) -> None:
     lines = [
         "# GPU check",
         "",
@@ -152,6 +184,13 @@ def write_report(path: Path, device_name: str, sizes: dict, stages: Stages, test
         f"| (MLP, head) sparsity | FLOPs ratio | speed-up batch 1 | speed-up batch {sizes['latency_batch']} |",
         "|---|---:|---:|---:|",
         *(f"| {pair} | {ratio:.2f}x | {b1:.2f}x | {bn:.2f}x |" for pair, ratio, b1, bn in speed),
+        "",
+        f"Width alignment (kept MLP neurons per block rounded to multiples of N; batch {sizes['latency_batch']}; "
+        f"the current CUDA default is N = {ALIGN_AUTO['cuda']}):",
+        "",
+        "| (MLP, head) sparsity | N | FLOPs cut | speed-up | of FLOPs cut |",
+        "|---|---:|---:|---:|---:|",
+        *(f"| {pair} | {n} | {cut:.2f}x | {up:.2f}x | {100 * up / cut:.0f} % |" for pair, n, cut, up in alignment),
         "",
     ]
     with atomic_path(path) as temp:
@@ -224,9 +263,18 @@ def main(argv: list[str] | None = None) -> int:
         device,
         dtype or torch.float32,
     )
+    alignment = stages.run(
+        "width alignment",
+        alignment_stage,
+        backbone,
+        magnitude_scores(backbone.model),
+        sizes,
+        device,
+        dtype or torch.float32,
+    )
     total = time.perf_counter() - start
     stages.rows.append(("total", total, float("nan")))
-    write_report(out, device_name, sizes, stages, tests, top1, speed)
+    write_report(out, device_name, sizes, stages, tests, top1, speed, alignment)
     if not args.dry_run and total > 8 * 60:
         raise SystemExit(f"[gpu_check] took {total:.0f} s, over the 8-minute budget")
     return 0

@@ -33,7 +33,8 @@ plan = explorer.plan_for(mlp_sparsity, head_sparsity)
 st.write(
     f"Configuration from the explorer: **MLP sparsity {sparsity_text(mlp_sparsity)}, "
     f"head sparsity {sparsity_text(head_sparsity)}** "
-    f"(scores: {scores_label}) - kept heads per block {plan.kept_heads}, kept neurons per block {plan.kept_neurons}."
+    f"(scores: {scores_label}) - kept heads per block {plan.kept_heads}, kept neurons per block {plan.kept_neurons}"
+    f" (MLP widths aligned to {plan.align})."
 )
 st.caption("Change the configuration with the sliders on the Elastic explorer page.")
 
@@ -57,6 +58,7 @@ if submitted:
             "source_model": session.selection().model_id,
             "mlp_sparsity": mlp_sparsity,
             "head_sparsity": head_sparsity,
+            "align": explorer.elastic.align,
             "scores_method": scores.metadata.get("method", "unknown"),
             "corrected": bool(correct),
         }
@@ -96,6 +98,11 @@ if report is not None and Path(report.directory).is_dir():
             archive.write(path, f"{Path(report.directory).name}/{path.name}")
     st.download_button("Download as .zip", buffer.getvalue(), f"{Path(report.directory).name}.zip", "application/zip")
     st.markdown(
-        "Load it anywhere with torch + timm + safetensors: `from load_pruned import load_pruned; "
+        "Load it anywhere with transformers: `AutoModel.from_pretrained('path/to/folder', trust_remote_code=True)`, "
+        "or with torch + timm + safetensors: `from load_pruned import load_pruned, embed; "
         "model = load_pruned('path/to/folder')` (the loader script is inside the export)."
     )
+    card = Path(report.directory) / "README.md"
+    if card.is_file():
+        with st.expander("Model card (README.md)"):
+            st.markdown(card.read_text(encoding="utf-8").split("\n---\n", 1)[-1])

@@ -13,6 +13,7 @@ import copy
 import itertools
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +25,15 @@ from .scores import ImportanceScores
 from .surgery import select_units
 
 log = logging.getLogger(__name__)
+
+MAX_ALIGN = 4096  # wider than any supported MLP
+# ``align="auto"``: the MLP width alignment per device type (README "Width alignment", results/alignment.md).
+# CPU 1: benchmarks/bench_alignment.py found no N measurably faster than 1 on the 2-core CPU it ran on
+# (differences within the noise of a shared machine), so nothing is paid for it. CUDA 64: not measured
+# here (no GPU); NVIDIA's GEMM guidance (bf16 tensor cores work on 16-byte multiples, best on 128-byte
+# = 64-element ones) and the embedded backbone's kNN cost of N = 64 (at most two test images, 0.37 points,
+# from N = 1 at any published pair); benchmarks/gpu_check.py measures it on a GPU, and this value should follow it.
+ALIGN_AUTO: dict[str, int] = {"cpu": 1, "cuda": 64}
 
 
 def check_sparsity(value: object, name: str = "sparsity") -> float:
@@ -43,18 +53,110 @@ def check_sparsity(value: object, name: str = "sparsity") -> float:
     return number
 
 
-def plan_keep_counts(scores: torch.Tensor, sparsity: float, min_keep_ratio: float) -> list[int]:
+def check_align(value: object, device: str | torch.device | None = None) -> int:
+    """Return the MLP width alignment ``value`` as an int >= 1; ``"auto"`` picks ALIGN_AUTO for ``device``."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        kind = torch.device(device or "cpu").type
+        return ALIGN_AUTO.get(kind, ALIGN_AUTO["cpu"])
+    text = str(value).strip()
+    if isinstance(value, bool) or not (isinstance(value, int) or (text.isdigit() and len(text) <= 6)):
+        raise SnapViTError(
+            f"align must be a positive integer or 'auto', got {str(value)[:40]!r}.",
+            "Use 1 (no alignment, the published rule), 8, 16, 32, 64 or auto.",
+        )
+    number = int(text)
+    if not 1 <= number <= MAX_ALIGN:
+        raise SnapViTError(
+            f"align must be in 1 .. {MAX_ALIGN}, got {number}.",
+            "Use 1 (no alignment, the published rule), 8, 16, 32, 64 or auto.",
+        )
+    return number
+
+
+def align_keep_counts(scores: torch.Tensor, keep: Sequence[int], align: int, min_keep_ratio: float = 0.0) -> list[int]:
+    """Round per-block keep counts to multiples of ``align`` while keeping their total close to ``sum(keep)``.
+
+    Each block's count is rounded down to a multiple of ``align`` (a block's allowed counts are the
+    multiples of ``align`` up to its width, plus the whole width), but never below its floor: the
+    protected minimum (``floor(U * min_keep_ratio)``) rounded up to a multiple, and at least ``align``
+    units (the whole block when it has fewer), so no block is emptied. Then whole chunks go back,
+    one at a time, to the block whose next chunk has the highest mean score, while that brings the
+    total nearer the request (or, when the floors overshoot it, the lowest-scoring last chunks above
+    a floor are taken away). The result is within ``align / 2`` units of the request unless the
+    floors alone exceed it.
+
+    Args:
+        scores: (B, U) scores, one row per block (the same scores the unaligned counts came from).
+        keep: B unaligned keep counts (``plan_keep_counts``'s rule).
+        align: chunk size N >= 1; 1 returns ``keep`` unchanged.
+        min_keep_ratio: the per-block protection of the unaligned rule.
+    """
+    align = check_align(align)
+    keep = [int(k) for k in keep]
+    if align == 1:
+        return keep
+    num_blocks, units = scores.shape
+    # The engine keeps each block's units in descending-score order, so a chunk is a run of this sort.
+    ordered = scores.detach().to(torch.float64).sort(dim=1, descending=True).values  # (B, U)
+
+    def allowed_floor(count: int) -> int:
+        return units if count >= units else (count // align) * align
+
+    floor = min(units, max(align, math.ceil(int(units * min_keep_ratio) / align) * align))
+    counts = [max(floor, allowed_floor(k)) for k in keep]
+    target = sum(keep)
+
+    def next_chunk(block: int) -> tuple[int, float]:
+        start = counts[block]
+        stop = min(units, start + align)
+        return stop - start, float(ordered[block, start:stop].mean())
+
+    def last_chunk(block: int) -> tuple[int, float]:
+        stop = counts[block]
+        start = max(floor, stop - align if stop % align == 0 else (stop // align) * align)
+        return stop - start, float(ordered[block, start:stop].mean())
+
+    while True:  # give chunks back, best next chunk first, while that moves the total nearer the target
+        open_blocks = [b for b in range(num_blocks) if counts[b] < units]
+        if not open_blocks:
+            break
+        best = max(open_blocks, key=lambda b: (next_chunk(b)[1], -b))
+        size = next_chunk(best)[0]
+        if abs(target - sum(counts) - size) >= abs(target - sum(counts)):
+            break
+        counts[best] += size
+    while True:  # the floors overshot: take back the worst chunks above a floor while that helps
+        shrinkable = [b for b in range(num_blocks) if counts[b] > floor]
+        if not shrinkable:
+            break
+        worst = min(shrinkable, key=lambda b: (last_chunk(b)[1], b))
+        size = last_chunk(worst)[0]
+        if abs(target - sum(counts) + size) >= abs(target - sum(counts)):
+            break
+        counts[worst] -= size
+    return counts
+
+
+def plan_keep_counts(scores: torch.Tensor, sparsity: float, min_keep_ratio: float, align: int = 1) -> list[int]:
     """Per-block keep counts for one unit type under a global score threshold.
 
     Args:
         scores: (B, U) scores, one row per block.
         sparsity: fraction of all B*U units to remove, in [0, 1).
         min_keep_ratio: each block keeps at least floor(U * min_keep_ratio) of its best units.
+        align: round each block's count to a multiple of this (:func:`align_keep_counts`); 1 (the
+            default) is the published rule exactly.
 
     Returns:
         B keep counts. A block keeps its units scoring strictly above the n-th smallest
         (protection-adjusted) score, n = floor(B * U * sparsity); n = 0 keeps everything.
     """
+    keep = _threshold_keep_counts(scores, sparsity, min_keep_ratio)
+    return keep if align == 1 else align_keep_counts(scores, keep, align, min_keep_ratio)
+
+
+def _threshold_keep_counts(scores: torch.Tensor, sparsity: float, min_keep_ratio: float) -> list[int]:
+    """The published rule (DESIGN section 5, step 2)."""
     sparsity = check_sparsity(sparsity)
     num_blocks, units = scores.shape
     total = num_blocks * units
@@ -85,6 +187,7 @@ class PruningPlan:
 
     total_neurons: int = 0  # B * M of the unpruned model
     total_heads: int = 0  # B * H of the unpruned model
+    align: int = 1  # kept MLP neurons per block are multiples of this (or the whole block)
 
     @property
     def realised_mlp_sparsity(self) -> float:
@@ -103,20 +206,27 @@ class PruningPlan:
             "kept_heads": list(self.kept_heads),
             "realised_mlp_sparsity": self.realised_mlp_sparsity,
             "realised_head_sparsity": self.realised_head_sparsity,
+            "align": self.align,
         }
 
 
-def plan_pruning(scores: ImportanceScores, mlp_sparsity: float, head_sparsity: float) -> PruningPlan:
-    """Keep counts for both unit types from the scores alone (no model needed)."""
+def plan_pruning(scores: ImportanceScores, mlp_sparsity: float, head_sparsity: float, align: int = 1) -> PruningPlan:
+    """Keep counts for both unit types from the scores alone (no model needed).
+
+    ``align`` rounds each block's kept MLP neurons to a multiple of it (:func:`align_keep_counts`);
+    heads are never aligned. 1 (the default) is the published rule exactly.
+    """
     mlp_sparsity = check_sparsity(mlp_sparsity, "MLP sparsity")
     head_sparsity = check_sparsity(head_sparsity, "head sparsity")
+    align = check_align(align)
     return PruningPlan(
         mlp_sparsity=mlp_sparsity,
         head_sparsity=head_sparsity,
-        kept_neurons=tuple(plan_keep_counts(scores.mlp, mlp_sparsity, scores.min_mlp_keep_ratio)),
+        kept_neurons=tuple(plan_keep_counts(scores.mlp, mlp_sparsity, scores.min_mlp_keep_ratio, align)),
         kept_heads=tuple(plan_keep_counts(scores.heads, head_sparsity, scores.min_head_keep_ratio)),
         total_neurons=scores.mlp.numel(),
         total_heads=scores.heads.numel(),
+        align=align,
     )
 
 
@@ -147,11 +257,17 @@ class ElasticViT:
         model: the unpruned backbone. It is deep-copied; the caller's model is never touched.
         scores: importance scores for that backbone (checked against its shape).
         model_name: used in error messages.
+        align: every plan's kept MLP neurons per block are a multiple of this (see
+            :func:`align_keep_counts`; 1, the default, is the published rule). ``plan_for`` and
+            ``prune_to`` use it, so costs, latency predictions, correction and exports follow.
     """
 
-    def __init__(self, model: nn.Module, scores: ImportanceScores, model_name: str = "the model") -> None:
+    def __init__(
+        self, model: nn.Module, scores: ImportanceScores, model_name: str = "the model", align: int = 1
+    ) -> None:
         check_scores_fit(scores, ViTAdapter(model).shape(), model_name)
         self.scores = scores
+        self.align = check_align(align)
         self.full = copy.deepcopy(model).eval()  # reordered original; read-only after __init__
         for parameter in self.full.parameters():
             parameter.requires_grad_(False)
@@ -167,14 +283,15 @@ class ElasticViT:
         memo = {id(t): t for t in itertools.chain(self.full.parameters(), self.full.buffers())}
         self.model = copy.deepcopy(self.full, memo)
         self.adapter = ViTAdapter(self.model)
-        self.plan = plan_pruning(scores, 0.0, 0.0)
+        self.plan = plan_pruning(scores, 0.0, 0.0, self.align)
 
     @property
     def shape(self) -> ArchitectureShape:
         return self.full_adapter.shape()
 
-    def plan_for(self, mlp_sparsity: float, head_sparsity: float) -> PruningPlan:
-        return plan_pruning(self.scores, mlp_sparsity, head_sparsity)
+    def plan_for(self, mlp_sparsity: float, head_sparsity: float, align: int | None = None) -> PruningPlan:
+        """The plan of a configuration; ``align`` overrides the engine's alignment for this plan."""
+        return plan_pruning(self.scores, mlp_sparsity, head_sparsity, self.align if align is None else align)
 
     def prune_to(self, mlp_sparsity: float, head_sparsity: float) -> nn.Module:
         """Truncate the working model to the requested sparsity and return it."""

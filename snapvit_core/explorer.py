@@ -101,13 +101,16 @@ class Explorer:
         backbone: the loaded backbone; its model is copied, never mutated.
         scores: importance scores for it (shape-checked).
         device: where evaluation runs.
+        align: kept MLP neurons per block are multiples of this (``ElasticViT``'s ``align``; 1 = published rule).
     """
 
-    def __init__(self, backbone: Backbone, scores: ImportanceScores, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self, backbone: Backbone, scores: ImportanceScores, device: str | torch.device = "cpu", align: int = 1
+    ) -> None:
         self.backbone = backbone
         self.scores = scores
         self.device = torch.device(device)
-        self.elastic = ElasticViT(backbone.model, scores, backbone.model_id)
+        self.elastic = ElasticViT(backbone.model, scores, backbone.model_id, align)
         self.knn: KnnEvaluator | None = None
         self._knn_subsets: dict[int, KnnEvaluator] = {}  # knn_images -> subset evaluator
         self._reference_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None  # image_similarity cache

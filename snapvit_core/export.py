@@ -3,11 +3,20 @@
 The export directory holds::
 
     model.safetensors   the pruned weights (embedding path plus any classification head)
-    config.json         how to rebuild: timm architecture (or VisionTransformer kwargs), data config,
-                        and the per-block kept heads / MLP neurons
-    load_pruned.py      a standalone loader that needs only torch, timm and safetensors
+    config.json         how to rebuild: timm architecture (or VisionTransformer kwargs, or a transformers
+                        config), data config, the per-block kept heads / MLP neurons; plus the
+                        transformers keys (model_type, auto_map) of the custom-code model
+    README.md           the model card: Hugging Face front matter, widths, measurements, how to load
+    load_pruned.py      a standalone loader that needs only torch, timm and safetensors (+ transformers
+                        for its families)
+    configuration_snapvit.py, modeling_snapvit.py
+                        ``transformers.AutoModel.from_pretrained(EXPORT, trust_remote_code=True)``
     scores.safetensors  the importance scores used (optional)
     model.onnx          the embedding model in ONNX (optional; checked against PyTorch)
+
+``timm.create_model("local-dir:EXPORT")`` cannot rebuild pruned widths: config.json's ``architecture``
+(the key timm reads) is a sentence naming the supported ways to load, which timm's "Unknown model"
+error repeats.
 
 Rebuilding is: create the unpruned architecture with timm, shrink each block's qkv/proj/fc1/fc2 to
 the kept widths (:func:`shrink_to_plan`), load the state dict strictly. Every file is written to a
@@ -34,12 +43,21 @@ from .errors import SnapViTError
 from .surgery import resize_model, widths
 
 FORMAT_NAME = "snapvit-pruned-vit"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # readers accept format 1 exports without the keys added since (timm_architecture ...)
+HF_ARCHITECTURE = "transformers"  # architecture_spec's name for the transformers families
+TIMM_REFUSAL = (
+    "snapvit-pruned-vit export, not a timm architecture: load it with load_pruned.py in this folder, "
+    "snapvit_core.export.load_pruned(folder), or transformers AutoModel.from_pretrained(folder, "
+    "trust_remote_code=True)"
+)
 ONNX_TOLERANCE = 1e-4  # max |onnxruntime - torch| accepted for the exported embedding
 
-# The standalone loader every export carries: a real module of this package, copied verbatim.
+# The standalone loader and the transformers custom code every export carries: real modules of this
+# package, copied verbatim.
 LOADER_PATH = Path(__file__).with_name("load_pruned.py")
 LOADER_SOURCE = LOADER_PATH.read_text(encoding="utf-8")
+CARRIED_FILES = ("load_pruned.py", "configuration_snapvit.py", "modeling_snapvit.py")
+AUTO_MAP = {"AutoConfig": "configuration_snapvit.SnapViTConfig", "AutoModel": "modeling_snapvit.SnapViTModel"}
 
 
 @dataclass
@@ -53,9 +71,11 @@ class ExportReport:
     kept_neurons: list[int]
     onnx_max_abs_diff: float | None = None
     notes: list[str] = field(default_factory=list)
+    latency: dict | None = None  # measured here beside the latency model's prediction (see export_pruned)
 
     def to_dict(self) -> dict:
         return {
+            "latency": self.latency,
             "directory": str(self.directory),
             "files": self.files,
             "params": self.params,
@@ -69,13 +89,23 @@ class ExportReport:
 def architecture_spec(backbone) -> tuple[str | None, dict]:
     """(timm architecture name or None, constructor kwargs) that rebuild ``backbone``'s model unpruned.
 
-    ``None`` means ``timm.models.vision_transformer.VisionTransformer(**kwargs)`` (the embedded ViT).
+    ``None`` means ``timm.models.vision_transformer.VisionTransformer(**kwargs)`` (the embedded ViT);
+    ``HF_ARCHITECTURE`` a transformers ViT / DINOv2 (kwargs: model type, class, config, image size).
     """
     from . import embedded
+    from .hf_vit import HF_MODEL_CLASSES, HFVisionBackbone
 
     if backbone.model_id == embedded.EMBEDDED_MODEL_ID:
         return None, dict(embedded.read_embedded_config()["architecture"])
     model = backbone.model
+    if isinstance(model, HFVisionBackbone):
+        config = json.loads(model.hf.config.to_json_string(use_diff=False))
+        return HF_ARCHITECTURE, {
+            "model_type": model.model_type,
+            "model_class": HF_MODEL_CLASSES[model.model_type],
+            "config": config,
+            "image_size": model.image_size,
+        }
     cfg = getattr(model, "pretrained_cfg", {}) or {}
     architecture = cfg.get("architecture")
     if not architecture:
@@ -208,6 +238,7 @@ def export_pruned(
     onnx: bool = False,
     overwrite: bool = False,
     force: bool = False,
+    metrics: dict | None = None,
 ) -> ExportReport:
     """Write ``model`` (already pruned, and corrected if wanted) as a self-describing directory.
 
@@ -221,18 +252,26 @@ def export_pruned(
         onnx: also export ONNX and check it numerically (raises if it differs by > ONNX_TOLERANCE).
         overwrite: replace an existing export (a folder holding this format's config.json).
         force: with ``overwrite``, also replace a non-empty folder that does not look like an export.
+        metrics: measurements for the model card (kNN, unpruned params/FLOPs, ``latency``: measured here
+            and predicted; see ``model_card``). Parameters and FLOPs of the export are computed here.
     """
     from safetensors import SafetensorError
     from safetensors.torch import save_file
+
+    from .metrics import analytic_flops
+    from .model_card import model_card
 
     target = check_export_destination(directory, overwrite, force)
     model = copy.deepcopy(model).float().cpu().eval()  # the caller's model keeps its device and dtype
     heads, neurons = kept_widths(model)
     adapter = ViTAdapter(model)
+    family = "hf" if architecture == HF_ARCHITECTURE else "timm"
     config = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
-        "architecture": architecture,
+        "architecture": TIMM_REFUSAL,  # what timm's local-dir loader reads: it cannot rebuild pruned widths
+        "timm_architecture": None if family == "hf" else architecture,
+        "family": family,
         "model_args": model_args,
         "num_classes": int(getattr(model, "num_classes", 0)),
         "pretrained_cfg": {k: (list(v) if isinstance(v, tuple) else v) for k, v in data_config.items()},
@@ -243,7 +282,15 @@ def export_pruned(
             "head_dim": adapter.blocks[0].head_dim,
             "mlp_kind": adapter.blocks[0].mlp_kind,
         },
-        "embedding": "model.forward_head(model.forward_features(x), pre_logits=True)",
+        "embedding": "load_pruned.embed(model, x)",
+        "model_type": "snapvit",  # transformers: AutoModel.from_pretrained(folder, trust_remote_code=True)
+        "architectures": ["SnapViTModel"],
+        "auto_map": AUTO_MAP,
+    }
+    card_metrics = {
+        **(metrics or {}),
+        "params": sum(p.numel() for p in model.parameters()),
+        "flops": analytic_flops(model),
     }
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -256,8 +303,13 @@ def export_pruned(
         state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
         save_file(state, str(staging / "model.safetensors"), metadata={"format": "pt"})
         (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        (staging / "load_pruned.py").write_text(LOADER_SOURCE, encoding="utf-8")
+        for name in CARRIED_FILES:
+            source = LOADER_SOURCE if name == "load_pruned.py" else LOADER_PATH.with_name(name).read_text("utf-8")
+            (staging / name).write_text(source, encoding="utf-8")
+        card = model_card(config, card_metrics, getattr(scores, "metadata", None), target.name)
+        (staging / "README.md").write_text(card, encoding="utf-8")
         report = ExportReport(target, [], sum(p.numel() for p in model.parameters()), heads, neurons)
+        report.latency = (metrics or {}).get("latency")
         if scores is not None:
             from .scores_io import save_scores
 
@@ -291,6 +343,8 @@ def load_pruned(directory: str | Path) -> nn.Module:
     from safetensors.torch import load_file
     from timm.models.vision_transformer import VisionTransformer
 
+    from .hf_vit import HFVisionBackbone
+
     path = Path(directory).expanduser()
     config_path = path / "config.json"
     if not config_path.is_file():
@@ -298,8 +352,19 @@ def load_pruned(directory: str | Path) -> nn.Module:
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
         pruning = config["pruning"]
-        if config["architecture"]:
-            model = timm.create_model(config["architecture"], pretrained=False, **config["model_args"])
+        # format 1 exports before the transformers keys named the timm architecture "architecture"
+        architecture = config["timm_architecture"] if "timm_architecture" in config else config["architecture"]
+        if config.get("family") == "hf":
+            import transformers
+
+            spec = config["model_args"]
+            settings = {k: v for k, v in spec["config"].items() if k != "model_type"}
+            hf_config = transformers.AutoConfig.for_model(spec["model_type"], **settings)
+            kwargs = {"add_pooling_layer": False} if spec["model_type"] == "vit" else {}
+            hf_model = getattr(transformers, spec["model_class"])(hf_config, **kwargs)
+            model = HFVisionBackbone(hf_model, int(spec["image_size"]))
+        elif architecture:
+            model = timm.create_model(architecture, pretrained=False, **config["model_args"])
         else:
             model = VisionTransformer(**config["model_args"])
         shrink_to_plan(model, pruning["kept_heads"], pruning["kept_neurons"])

@@ -13,6 +13,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,6 +22,7 @@ from torch import nn
 from .adapter import ViTAdapter
 from .cancel import Cancel, Progress, check_cancel, report
 from .elastic import ElasticViT, PruningPlan
+from .errors import SnapViTError
 from .latency_model import BatchTable, LatencyModel, LatencyModelKey
 from .scores import ImportanceScores
 
@@ -31,6 +33,74 @@ MLP_GRID_POINTS = 9  # kept-width grid of the MLP piece (linear interpolation be
 # reported with it runs from that minimum to the median round.
 POINT_QUANTILE, HIGH_QUANTILE = 0.0, 0.5
 MIN_PIECE_S = 1e-3  # a piece's timing repeats its call until it lasts about this long
+RUNTIMES = ("torch", "onnxruntime")  # what executes the timed forwards
+
+
+class _Embedding(nn.Module):
+    """The embedding forward as a module (what the ONNX runtime runs for a whole model)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return ViTAdapter(self.model).embed(images)
+
+
+class _Runners:
+    """Callables running one forward of a module on fixed inputs, with torch or onnxruntime.
+
+    onnxruntime: each module is exported once to ONNX (opset 18, in a private temporary folder) and
+    run by an InferenceSession on the CPU (or CUDA) execution provider, so the table times what an
+    onnxruntime deployment runs.
+    """
+
+    def __init__(self, runtime: str, device: torch.device) -> None:
+        if runtime not in RUNTIMES:
+            raise SnapViTError(f"Unknown runtime '{runtime}'.", f"Use one of {', '.join(RUNTIMES)}.")
+        self.runtime, self.device = runtime, device
+        self.folder = None
+        if runtime == "onnxruntime":
+            import tempfile
+
+            try:
+                import onnxruntime
+            except ImportError:
+                raise SnapViTError(
+                    "The onnxruntime runtime needs onnxruntime.", "pip install onnx onnxruntime"
+                ) from None
+            self.ort = onnxruntime
+            provider = "CUDAExecutionProvider" if device.type == "cuda" else "CPUExecutionProvider"
+            if provider not in onnxruntime.get_available_providers():
+                raise SnapViTError(
+                    f"onnxruntime has no {provider} here.",
+                    "Calibrate onnxruntime on the CPU, or install onnxruntime-gpu.",
+                )
+            self.providers = [provider]
+            self.folder = tempfile.TemporaryDirectory(prefix="snapvit-calibrate-")
+
+    def whole(self, model: nn.Module, images: torch.Tensor) -> Callable[[], object]:
+        if self.runtime == "torch":
+            adapter = ViTAdapter(model)
+            return lambda: adapter.embed(images)
+        return self._session(_Embedding(model), images)
+
+    def piece(self, module: nn.Module, tokens: torch.Tensor) -> Callable[[], object]:
+        if self.runtime == "torch":
+            return lambda: module(tokens)
+        return self._session(module, tokens)
+
+    def _session(self, module: nn.Module, example: torch.Tensor) -> Callable[[], object]:
+        path = Path(self.folder.name) / f"m{len(list(Path(self.folder.name).iterdir()))}.onnx"
+        with torch.no_grad():
+            torch.onnx.export(module.eval(), (example,), str(path), input_names=["x"], opset_version=18, dynamo=False)
+        session = self.ort.InferenceSession(str(path), providers=self.providers)
+        feed = {"x": example.detach().cpu().numpy()}
+        return lambda: session.run(None, feed)
+
+    def close(self) -> None:
+        if self.folder is not None:
+            self.folder.cleanup()
 
 
 def _spans(full, one_head, narrow, minimal) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -158,10 +228,13 @@ def calibrate_latency_model(
     max_rounds: int = 21,
     progress: Progress | None = None,
     cancel: Cancel | None = None,
+    runtime: str = "torch",
 ) -> LatencyModel:
     """Time the pieces of ``model`` (unpruned) at each batch size and return the latency model.
 
     Args:
+        runtime: "torch" (the model's own forward) or "onnxruntime" (each timed module exported to
+            ONNX and run by onnxruntime); recorded in ``extra["runtime"]``.
         budget_s: timing time per batch size: rounds grow from ``min_rounds`` up to ``max_rounds``
             while they fit (a small backbone gets many rounds, ViT-B on a CPU ``min_rounds``).
         progress: called with (done, total) timed rounds over all batch sizes.
@@ -175,21 +248,49 @@ def calibrate_latency_model(
     shape = pieces.shape
     blocks, heads, hidden = shape.num_blocks, shape.num_heads, shape.mlp_hidden
     tables: dict[int, BatchTable] = {}
+    runners = _Runners(runtime, device)
+    try:
+        _calibrate_batches(
+            adapter, pieces, runners, batches, image_size, device, dtype, tables, budget_s, min_rounds, max_rounds,
+            progress, cancel,
+        )  # fmt: skip
+    finally:
+        runners.close()
+    key = LatencyModelKey(
+        backbone=backbone_id,
+        device=str(device),
+        dtype=str(dtype).removeprefix("torch."),
+        threads=torch.get_num_threads(),
+        image_size=int(image_size),
+        architecture=shape.describe(),
+    )
+    seconds = time.perf_counter() - started
+    log.info("latency model of %s calibrated in %.1f s (batches %s)", backbone_id, seconds, list(batches))
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    extra = {} if runtime == "torch" else {"runtime": runtime}  # torch models keep today's cache files
+    return LatencyModel(key, blocks, heads, hidden, tables, seconds, created, extra)
+
+
+def _calibrate_batches(
+    adapter, pieces, runners, batches, image_size, device, dtype, tables, budget_s, min_rounds, max_rounds,
+    progress, cancel,
+) -> None:  # fmt: skip
+    """The timing rounds of ``calibrate_latency_model``, per batch size (fills ``tables``)."""
+    shape = pieces.shape
+    blocks, heads = shape.num_blocks, shape.num_heads
     total, done = len(batches) * min_rounds, 0
     for batch_index, batch in enumerate(batches):
         check_cancel(cancel, "latency calibration")
         images = torch.randn(batch, 3, image_size, image_size, device=device, dtype=dtype)
         tokens = torch.randn(batch, shape.num_tokens, shape.embed_dim, device=device, dtype=dtype)
         timers = {
-            "full": _timer(lambda x=images: adapter.embed(x), device),
-            "one_head": _timer(lambda a=ViTAdapter(pieces.one_head), x=images: a.embed(x), device),
-            "narrow_mlp": _timer(lambda a=ViTAdapter(pieces.narrow_mlp), x=images: a.embed(x), device),
-            "minimal": _timer(lambda a=ViTAdapter(pieces.minimal), x=images: a.embed(x), device),
+            "full": _timer(runners.whole(adapter.model, images), device),
+            "one_head": _timer(runners.whole(pieces.one_head, images), device),
+            "narrow_mlp": _timer(runners.whole(pieces.narrow_mlp, images), device),
+            "minimal": _timer(runners.whole(pieces.minimal, images), device),
         }
-        timers.update(
-            {("attention", h): _timer(lambda m=m, x=tokens: m(x), device) for h, m in pieces.attention.items()}
-        )
-        timers.update({("mlp", w): _timer(lambda m=m, x=tokens: m(x), device) for w, m in pieces.mlp.items()})
+        timers.update({("attention", h): _timer(runners.piece(m, tokens), device) for h, m in pieces.attention.items()})
+        timers.update({("mlp", w): _timer(runners.piece(m, tokens), device) for w, m in pieces.mlp.items()})
         samples: dict = {name: [] for name in timers}
         rounds, index = min_rounds, 0
         while index < rounds:
@@ -221,14 +322,3 @@ def calibrate_latency_model(
             attention_ms=tuple(attention),
             mlp_ms=tuple(mlp),
         )
-    key = LatencyModelKey(
-        backbone=backbone_id,
-        device=str(device),
-        dtype=str(dtype).removeprefix("torch."),
-        threads=torch.get_num_threads(),
-        image_size=int(image_size),
-        architecture=shape.describe(),
-    )
-    seconds = time.perf_counter() - started
-    log.info("latency model of %s calibrated in %.1f s (batches %s)", backbone_id, seconds, list(batches))
-    return LatencyModel(key, blocks, heads, hidden, tables, seconds, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))

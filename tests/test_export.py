@@ -41,10 +41,13 @@ def _export_embedded(tmp_path, onnx=False, name="out"):
 def test_export_round_trips_through_the_library_and_the_standalone_loader(tmp_path):
     pruned, report = _export_embedded(tmp_path, onnx=True)
     assert set(report.files) == {
+        "README.md",
         "config.json",
+        "configuration_snapvit.py",
         "load_pruned.py",
         "model.onnx",
         "model.safetensors",
+        "modeling_snapvit.py",
         "scores.safetensors",
     }
     assert report.onnx_max_abs_diff is not None and report.onnx_max_abs_diff < 1e-4

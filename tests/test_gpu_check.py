@@ -30,10 +30,12 @@ def test_dry_run_reports_every_stage(tmp_path):
         "search, 6 evaluations",
         "correction on 16",
         "kNN 64 / 16",
+        "width alignment",
         "total",
     ):
         assert stage in report, stage
     assert report.count("x |") >= 7 * 3  # FLOPs ratio and two speed-ups at each published pair
+    assert report.count(" % |") >= 6 * 5  # alignment: each pruned published pair at N = 1, 8, 16, 32, 64
     assert [p.name for p in tmp_path.iterdir()] == ["gpu.md"]  # written atomically
 
 

@@ -20,9 +20,9 @@ from collections.abc import Sequence
 
 from .. import distributed
 from ..errors import SnapViTError, printable
-from . import evaluate, export, info, landscape, plan, score, search
+from . import calibrate, evaluate, export, info, landscape, plan, score, search
 
-COMMANDS = (info, evaluate, plan, export, score, search, landscape)
+COMMANDS = (info, evaluate, plan, export, score, search, landscape, calibrate)
 
 
 class _OneLineParser(argparse.ArgumentParser):

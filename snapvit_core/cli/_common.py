@@ -80,6 +80,23 @@ def add_sparsity_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--head-sparsity", required=True, help="fraction of attention heads removed, in [0, 1)")
 
 
+def add_align_argument(parser: argparse.ArgumentParser) -> None:
+    # Checked by the library (elastic.check_align) so a bad value gets its message.
+    parser.add_argument(
+        "--align",
+        default="auto",
+        help="round each block's kept MLP neurons to a multiple of N (1 = the published rule exactly); "
+        "auto = the measured default for --device (README 'Width alignment') (default: auto)",
+    )
+
+
+def align_from_args(args: argparse.Namespace, device: str) -> int:
+    """The --align value as an int (``auto`` resolved for ``device``)."""
+    from ..elastic import check_align
+
+    return check_align(getattr(args, "align", 1), device)
+
+
 def add_json_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
@@ -140,7 +157,7 @@ def build_explorer(args: argparse.Namespace, device: str) -> Explorer:
     broadcast_module(backbone.model)  # torchrun: every rank evaluates the same weights
     if scores is None:
         scores = data_free_scores(args.method or "magnitude", backbone.model, args.seed)
-    return Explorer(backbone, scores, device)
+    return Explorer(backbone, scores, device, align_from_args(args, device))
 
 
 def scores_out_path(value: str) -> Path:
@@ -170,11 +187,13 @@ __all__ = [
     "capped_k",
     "positive_int",
     "seed_value",
+    "add_align_argument",
     "add_correction_arguments",
     "add_json_argument",
     "add_model_arguments",
     "add_scores_arguments",
     "add_sparsity_arguments",
+    "align_from_args",
     "build_explorer",
     "correction_from_args",
     "emit",

@@ -7,6 +7,7 @@ import argparse
 from ..explorer import check_metrics
 from ..knn import DEFAULT_K
 from ._common import (
+    add_align_argument,
     add_correction_arguments,
     add_json_argument,
     add_model_arguments,
@@ -30,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_scores_arguments(parser)
     add_sparsity_arguments(parser)
+    add_align_argument(parser)
     parser.add_argument("--metrics", default="knn,flops,params", help="comma-separated: knn,flops,params,latency")
     parser.add_argument(
         "--k", type=positive_int, default=DEFAULT_K, help=f"kNN neighbours (default: {DEFAULT_K}, as published)"
@@ -46,6 +48,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="latency metric: time the pruned model (measured, default) or predict it with the cached "
         "latency model (model; calibrated on first use, adds the latency_source key)",
     )
+    parser.add_argument(
+        "--latency-table",
+        default=None,
+        help="predict latency from a table written by `calibrate` (on the device and runtime it was made on) "
+        "instead of measuring here; implies the latency metric",
+    )
     add_correction_arguments(parser)
     add_json_argument(parser)
     parser.set_defaults(run=run)
@@ -59,10 +67,21 @@ def run(args: argparse.Namespace) -> int:
     metrics = check_metrics(args.metrics.split(","))
     if args.latency == "model" and "latency" not in metrics:  # asking for the model's latency asks for latency
         metrics = (*metrics, "latency")
+    table = None
+    if args.latency_table:  # read and check before the model loads; the latency comes from it, not from here
+        from ..latency_table import load_table
+
+        table = load_table(args.latency_table)
+        metrics = tuple(m for m in metrics if m != "latency") or ("params",)
     mlp_sparsity = check_sparsity(args.mlp_sparsity, "MLP sparsity")
     head_sparsity = check_sparsity(args.head_sparsity, "head sparsity")
     device = resolve_device(args.device)
     explorer = build_explorer(args, device)
+    if table is not None:
+        table.check_fits(explorer.elastic.shape, explorer.backbone.model_id)
+        table.predict(
+            explorer.elastic.shape.heads_per_block, explorer.elastic.shape.mlp_hidden_per_block, args.latency_batch
+        )  # fmt: skip  (refuses an uncalibrated batch before any work)
     if "knn" in metrics:
         splits = load_knn_splits(args.data, explorer.backbone.data_config, limit_per_split=args.limit, stream=True)
         args.k = capped_k(args.k, len(splits.train_labels))  # say so when k exceeds the bank
@@ -82,8 +101,13 @@ def run(args: argparse.Namespace) -> int:
     }
     extra = payload.pop("extra", {})
     payload.pop("per_image_similarity", None)  # one value per test image: for the app, not the CLI
-    if args.latency != "model":
+    if table is not None:
+        report = table.latency_report(explorer.elastic.plan, args.latency_batch)
+        report["table"] = str(args.latency_table)
+        payload.update(latency_ms=report["median_ms"], latency=report, latency_source="predicted")
+    elif args.latency != "model":
         payload.pop("latency_source", None)
+    payload["align"] = explorer.elastic.align
     payload["corrected"] = correction is not None
     if "correction" in extra:
         payload["correction"] = extra["correction"]
@@ -92,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         f"sparsity   MLP {result.mlp_sparsity:.3f} (realised {result.realised_mlp_sparsity:.3f}), "
         f"heads {result.head_sparsity:.3f} (realised {result.realised_head_sparsity:.3f})",
         f"kept heads   {result.kept_heads}",
-        f"kept neurons {result.kept_neurons}",
+        f"kept neurons {result.kept_neurons} (MLP widths aligned to {explorer.elastic.align})",
     ]
     if result.knn_top1 is not None:
         lines.append(
@@ -107,7 +131,14 @@ def run(args: argparse.Namespace) -> int:
         lines.append(f"parameters {result.params:,}")
     if result.flops is not None:
         lines.append(f"FLOPs      {result.flops / 1e9:.4f} GFLOPs per image")
-    if result.latency is not None and result.latency_source == "predicted":
+    if table is not None:
+        report = payload["latency"]
+        lines.append(
+            f"latency    {report['median_ms']:.2f} ms predicted at batch 1 (speed-up {report['speedup']:.2f}x); "
+            f"{report['throughput_per_s']:.0f} img/s at batch {report['batch_size']} "
+            f"on {table.label} (latency table {args.latency_table}, made {table.created})"
+        )
+    elif result.latency is not None and result.latency_source == "predicted":
         report = result.latency
         lines.append(
             f"latency    {report['median_ms']:.2f} ms predicted (spread {report['low_ms']:.2f}-"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..elastic import plan_pruning
-from ._common import add_json_argument, add_sparsity_arguments, emit
+from ._common import add_align_argument, add_json_argument, add_sparsity_arguments, align_from_args, emit
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -14,6 +14,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--scores", required=True, help="scores file (.safetensors, or a published SnapViT .pt)")
     add_sparsity_arguments(parser)
+    add_align_argument(parser)
+    parser.add_argument(
+        "--device", default="cpu", help="the device the plan is for: what --align auto picks (default: cpu)"
+    )
     add_json_argument(parser)
     parser.set_defaults(run=run)
 
@@ -22,12 +26,13 @@ def run(args: argparse.Namespace) -> int:
     from ..scores_io import load_scores
 
     scores = load_scores(args.scores)
-    plan = plan_pruning(scores, args.mlp_sparsity, args.head_sparsity)
+    plan = plan_pruning(scores, args.mlp_sparsity, args.head_sparsity, align_from_args(args, args.device))
     payload = {"scores": args.scores, "shape": scores.shape_summary, **plan.to_dict()}
     lines = [
         f"scores   {args.scores} ({scores.shape_summary})",
         f"request  MLP sparsity {plan.mlp_sparsity:.3f}, head sparsity {plan.head_sparsity:.3f}",
-        f"realised MLP sparsity {plan.realised_mlp_sparsity:.3f}, head sparsity {plan.realised_head_sparsity:.3f}",
+        f"realised MLP sparsity {plan.realised_mlp_sparsity:.3f}, head sparsity {plan.realised_head_sparsity:.3f}"
+        f" (MLP widths aligned to {plan.align})",
         "block  kept heads  kept neurons",
         *(f"{i:5d}  {h:10d}  {n:12d}" for i, (h, n) in enumerate(zip(plan.kept_heads, plan.kept_neurons))),
     ]
