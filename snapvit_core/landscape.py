@@ -446,7 +446,7 @@ def landscape_key(
         correction=corrected,
         device=str(explorer.device),
         dtype="float32",
-        align=int(getattr(explorer, "align", 1) or 1),
+        align=int(explorer.elastic.align),
         grid=float(grid),
     )
 

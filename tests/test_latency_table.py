@@ -176,3 +176,49 @@ def test_onnxruntime_calibration_makes_a_table(tmp_path):
     assert loaded.runtime == "onnxruntime" and "onnxruntime" in loaded.label
     prediction = loaded.predict([3, 6], [96, 192], 1)
     assert prediction.ms > 0 and prediction.speedup >= 1.0 - 1e-9
+
+
+def test_landscape_predicts_latency_from_a_table_and_follows_the_alignment(table_path, capsys, tmp_path):
+    import csv
+    import json
+
+    out = tmp_path / "plane.csv"
+    common = [
+        "landscape",
+        "--model",
+        "embedded",
+        "--method",
+        "magnitude",
+        "--grid",
+        "0.5",
+        "--limit",
+        "40",
+        "--cache",
+        str(tmp_path / "cache"),
+        "--latency-batch",
+        "4",
+        "--json",
+    ]
+    code, printed, err = _cli(capsys, *common, "--out", str(out), "--latency-table", str(table_path))
+    assert code == 0, err
+    report = json.loads(printed)
+    assert report["latency_table"]["made_on"] == load_table(table_path).label and report["align"] == 1
+    rows = list(csv.DictReader(out.open()))
+    model = load_table(table_path).model
+    explorer = Explorer(load_backbone("embedded"), magnitude_scores(load_backbone("embedded").model))
+    for row in rows:
+        plan = explorer.plan_for(float(row["mlp_sparsity"]), float(row["head_sparsity"]))
+        assert float(row["latency_ms"]) == model.predict_plan(plan, 1).ms  # the table's device, not this one
+        assert float(row["latency_batch_ms"]) == model.predict_plan(plan, 4).ms
+    aligned = tmp_path / "aligned.csv"
+    code, printed, err = _cli(capsys, *common, "--out", str(aligned), "--align", "32", "--latency", "none")
+    assert code == 0 and json.loads(printed)["align"] == 32 and json.loads(printed)["key"] != report["key"]
+    widths = Explorer(load_backbone("embedded"), magnitude_scores(load_backbone("embedded").model), align=32)
+    for row in csv.DictReader(aligned.open()):
+        kept = widths.plan_for(float(row["mlp_sparsity"]), 0.0).kept_neurons
+        assert all(k % 32 == 0 for k in kept)
+        assert int(row["params"]) == widths.cost(float(row["mlp_sparsity"]), float(row["head_sparsity"])).cost.params
+    code, _, err = _cli(
+        capsys, *common, "--out", str(tmp_path / "x.csv"), "--latency-table", str(table_path), "--latency-batch", "7"
+    )
+    assert code == 2 and "no batch 7" in err

@@ -11,6 +11,7 @@ import time
 
 from ..knn import DEFAULT_K
 from ._common import (
+    add_align_argument,
     add_correction_arguments,
     add_json_argument,
     add_model_arguments,
@@ -44,6 +45,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="model",
         help="latency columns from the device's latency model (calibrated once, cached) or left empty",
     )
+    parser.add_argument(
+        "--latency-table",
+        default=None,
+        help="predict the latency columns for another device from a table made by `calibrate` (labelled in --json)",
+    )
+    add_align_argument(parser)
     parser.add_argument(
         "--cache",
         default=None,
@@ -103,8 +110,23 @@ def run(args: argparse.Namespace) -> int:
     step = _grid_step(args.grid)
     out = Path(args.out)
     check_writable(out, "the landscape CSV")
+    table = None
+    if args.latency_table:  # read and check before the model loads
+        from ..latency_table import load_table
+
+        table = load_table(args.latency_table)
     device = resolve_device(args.device)
     explorer = build_explorer(args, device)
+    if table is not None:  # refused now (another architecture, a missing batch), not after the fill
+        from ..errors import SnapViTError
+        from ..latency_table import use_table
+
+        use_table(explorer, table)
+        if args.latency_batch not in table.batches:
+            raise SnapViTError(
+                f"The latency table has no batch {args.latency_batch}.",
+                f"Use --latency-batch with one of {list(table.batches)}, or calibrate with --batch.",
+            )
     splits = load_knn_splits(args.data, explorer.backbone.data_config, limit_per_split=args.limit, stream=True)
     args.k = capped_k(args.k, len(splits.train_labels))
     explorer.attach_knn(KnnEvaluator.from_splits(splits, k=args.k, weighted=args.weighted_vote, device=device))
@@ -128,7 +150,9 @@ def run(args: argparse.Namespace) -> int:
         bar.update(len(landscape), computed)
     landscape.save()
     batches = tuple(sorted({1, args.latency_batch}))
-    latency_model = explorer.ensure_latency_model(batches=batches) if args.latency == "model" else None
+    latency_model = explorer.latency_model if table is not None else None
+    if table is None and args.latency == "model":
+        latency_model = explorer.ensure_latency_model(batches=batches)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
@@ -162,6 +186,8 @@ def run(args: argparse.Namespace) -> int:
         "key": key.digest,
         "latency_batch": args.latency_batch,
         "latency_device": None if latency_model is None else latency_model.key.device,
+        "latency_table": None if table is None else {"path": str(args.latency_table), "made_on": table.label},
+        "align": key.align,
     }
     emit(
         payload, args.json, [f"wrote {len(landscape)} configurations to {out} ({computed} computed, {resumed} resumed)"]
