@@ -72,6 +72,19 @@ elif config != published_path(overall):
         f"{overall:.2f}, the path point it last set; move it to return to the published path."
     )
 links.publish(config)
+ALIGNMENTS = (1, 8, 16, 32, 64)
+align = st.selectbox(
+    "MLP width alignment (kept neurons per block rounded to a multiple of)",
+    ALIGNMENTS,
+    index=ALIGNMENTS.index(state.align) if state.align in ALIGNMENTS else 0,
+    key="align_choice",
+    help="Matrix kernels run fastest on widths that are multiples of 8-64; the global neuron count stays as "
+    "close as possible to the MLP sparsity. 1 = the widths the scores give (the published rule). The default "
+    "is the measured one for this device (README 'Width alignment'); each alignment has its own landscape.",
+)
+if align != state.align:
+    session.set_align(int(align))
+    st.rerun()
 
 explorer = shared.explorer
 cost = explorer.cost(mlp_sparsity, head_sparsity)

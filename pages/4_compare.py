@@ -216,7 +216,7 @@ def landscape_sources(labels: list[str]) -> dict:
             chosen_scores = load_scores(saved[label])
         else:
             chosen_scores = session.data_free(session.selection(), label.split(" ")[0])
-        shared = session.shared_explorer(session.selection(), chosen_scores)
+        shared = session.shared_explorer(session.selection(), chosen_scores, state.align)
         if shared.landscape is not None:
             shared.filler.start()
             sources[label] = (shared.explorer, shared.landscape)

@@ -156,6 +156,7 @@ class ExplorerSession:
     scores_id: str  # how a link names the scores: file:NAME, method:NAME or digest:HEX
     scores_warning: str | None  # why they may not fit the backbone (allowed anyway), else None
     shared: SharedExplorer
+    align: int = 1  # kept MLP widths rounded to multiples of this (1 = the published rule)
 
     @property
     def explorer(self) -> Explorer:
@@ -168,16 +169,37 @@ def current() -> ExplorerSession:
     choice = selection()
     if state is None or state.selection != choice:
         new_scores, label, scores_id = default_scores()
-        state = _build(choice, new_scores, label, scores_id, None)
+        state = _build(choice, new_scores, label, scores_id, None, default_align(choice))
         st.session_state["explorer_session"] = state
     return state
 
 
+def default_align(choice: Selection) -> int:
+    """The measured default MLP width alignment for the selected device (README 'Width alignment')."""
+    from snapvit_core.elastic import check_align
+
+    return check_align("auto", choice.resolved_device)
+
+
+def set_align(align: int) -> None:
+    """Round kept MLP widths to multiples of ``align`` from now on (a new session state, its own landscape)."""
+    state = current()
+    if align != state.align:
+        st.session_state["explorer_session"] = _build(
+            state.selection, state.scores, state.scores_label, state.scores_id, state.scores_warning, align
+        )
+
+
 def _build(
-    choice: Selection, new_scores: ImportanceScores, label: str, scores_id: str, warning: str | None
+    choice: Selection,
+    new_scores: ImportanceScores,
+    label: str,
+    scores_id: str,
+    warning: str | None,
+    align: int = 1,
 ) -> ExplorerSession:
-    shared = shared_explorer(choice, new_scores)
-    return ExplorerSession(choice, new_scores, label, scores_id, warning, shared)
+    shared = shared_explorer(choice, new_scores, align)
+    return ExplorerSession(choice, new_scores, label, scores_id, warning, shared, align)
 
 
 def scores() -> tuple[ImportanceScores, str]:
@@ -206,7 +228,8 @@ def set_scores(
             _KNOWN_SCORES[digest] = (new_scores, label)
             while len(_KNOWN_SCORES) > MAX_KNOWN_SCORES:
                 _KNOWN_SCORES.pop(next(iter(_KNOWN_SCORES)))
-    st.session_state["explorer_session"] = _build(selection(), new_scores, label, scores_id, warning)
+    align = current().align if "explorer_session" in st.session_state else default_align(selection())
+    st.session_state["explorer_session"] = _build(selection(), new_scores, label, scores_id, warning, align)
     _forget_dependents()
 
 
@@ -226,9 +249,9 @@ def explorer() -> Explorer:
 
 
 def comparison(method: str) -> SharedExplorer:
-    """The shared explorer of a data-free method's scores, for side-by-side views and difference maps."""
+    """The shared explorer of a data-free method's scores (same alignment), for side-by-side and difference maps."""
     choice = selection()
-    return shared_explorer(choice, data_free(choice, method))
+    return shared_explorer(choice, data_free(choice, method), current().align)
 
 
 _DATA_FREE: dict[tuple[Selection, str], ImportanceScores] = {}  # a page rerun must not re-score (LAMP sorts weights)
@@ -318,14 +341,14 @@ MAX_SHARED = 6  # explorers kept per server (each holds a private copy of its ba
 MAX_KNOWN_SCORES = 32
 
 
-def shared_explorer(choice: Selection, chosen_scores: ImportanceScores) -> SharedExplorer:
-    key = (choice, scores_digest(chosen_scores))
+def shared_explorer(choice: Selection, chosen_scores: ImportanceScores, align: int = 1) -> SharedExplorer:
+    key = (choice, scores_digest(chosen_scores), align)
     with _SHARED_LOCK:
         found = _SHARED.get(key)
         if found is not None:
             _SHARED.move_to_end(key)
             return found
-        made = _make_shared(choice, chosen_scores)
+        made = _make_shared(choice, chosen_scores, align)
         _SHARED[key] = made
         while len(_SHARED) > MAX_SHARED:
             _, evicted = _SHARED.popitem(last=False)
@@ -333,12 +356,12 @@ def shared_explorer(choice: Selection, chosen_scores: ImportanceScores) -> Share
         return made
 
 
-def _make_shared(choice: Selection, chosen_scores: ImportanceScores) -> SharedExplorer:
+def _make_shared(choice: Selection, chosen_scores: ImportanceScores, align: int) -> SharedExplorer:
     from ui.live import fills_by_default, live_knn_images
 
     device = choice.resolved_device
     model = shared_backbone(choice.model_id, choice.random_init, device)
-    made = Explorer(model, chosen_scores, device)
+    made = Explorer(model, chosen_scores, device, align)
     splits = knn_splits()
     if splits is None:
         return SharedExplorer(made, None, None, False)
