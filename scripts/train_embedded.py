@@ -124,8 +124,11 @@ def knn_accuracy(model: torch.nn.Module, splits: dict, config: dict) -> float:
     return knn_top1(embed(model, train_x, config), train_y, embed(model, test_x, config), test_y, k=20)
 
 
-def train(cfg: TrainConfig, architecture: dict, asset_config: dict, log_every: int = 10) -> torch.nn.Module:
-    """Train a fresh model; ``asset_config`` supplies the input normalisation."""
+def train(
+    cfg: TrainConfig, architecture: dict, asset_config: dict, log_every: int = 10, max_steps: int | None = None
+) -> torch.nn.Module:
+    """Train a fresh model; ``asset_config`` supplies the input normalisation. ``max_steps`` stops
+    early (quick reproducibility tests; the schedule still spans ``cfg.epochs``)."""
     torch.manual_seed(cfg.seed)
     model = embedded.build_embedded_architecture({**asset_config, "architecture": architecture})
     glyphs, labels = embedded.load_digit_glyphs("train")
@@ -156,6 +159,8 @@ def train(cfg: TrainConfig, architecture: dict, asset_config: dict, log_every: i
             loss_sum += float(loss.detach()) * len(batch)
             correct += int((logits.argmax(1) == labels[batch]).sum())
             step += 1
+            if max_steps is not None and step >= max_steps:
+                return model.eval()
         if (epoch + 1) % log_every == 0 or epoch + 1 == cfg.epochs:
             print(
                 f"epoch {epoch + 1:4d}/{cfg.epochs}  loss {loss_sum / len(labels):.3f}  "
