@@ -207,15 +207,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--objective", choices=OBJECTIVES, default="supervised", help="training objective")
-    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: 150 supervised, 60 dino)")
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: 150 supervised, 6 dino)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="torch + augmentation seed")
     parser.add_argument("--out-dir", type=Path, default=embedded.ASSETS_DIR, help="where the assets go")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 2 supervised, 1 dino)")
     parser.add_argument("--num-heads", type=int, default=ARCHITECTURE["num_heads"], help="heads per block")
     parser.add_argument("--mlp-ratio", type=float, default=ARCHITECTURE["mlp_ratio"], help="MLP width / embed width")
-    parser.add_argument(
-        "--procedural-images", type=int, default=0, help="dino: procedural images mixed into every epoch (default 0)"
-    )
     return parser.parse_args(argv)
 
 
@@ -226,11 +223,9 @@ def training_setup(args: argparse.Namespace) -> tuple[TrainConfig | DinoConfig, 
         epochs = TrainConfig.epochs if args.epochs is None else args.epochs
         threads = TrainConfig.threads if args.threads is None else args.threads
         return TrainConfig(seed=args.seed, epochs=epochs, threads=threads), architecture
-    if args.procedural_images < 0:
-        raise SystemExit("--procedural-images must be >= 0")
     epochs = DinoConfig.epochs if args.epochs is None else args.epochs
     threads = DinoConfig.threads if args.threads is None else args.threads
-    cfg = DinoConfig(seed=args.seed, epochs=epochs, threads=threads, procedural_images=args.procedural_images)
+    cfg = DinoConfig(seed=args.seed, epochs=epochs, threads=threads)
     return cfg, {**architecture, "num_classes": 0}  # no class head: the embedding is the CLS feature
 
 
@@ -269,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
             "render": embedded.render_config_dict(),
             "class_names": list(embedded.EMBEDDED_CLASS_NAMES),
             "training_augmentation": "a fresh render_digits scene of every train digit each epoch"
-            + (", 2 global + local multi-crops with colour jitter (embedded_dino.py); labels never read" if dino else ""),
+            + (", 2 global + local multi-crops, each of its own rendering, colour jitter (embedded_dino.py); no labels"
+               if dino else ""),
         },
         "training": {
             **asdict(cfg),

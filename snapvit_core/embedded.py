@@ -1,6 +1,8 @@
 """The embedded default backbone: a small timm ViT trained on cluttered digits, fully offline.
 
-This module owns the "embedded" model id: its asset files, its architecture, and its dataset.
+This module owns the embedded model ids: "embedded" (the default, trained with labels) and
+"embedded-ssl" (the same size and data, trained label-free by DINO self-distillation), their asset
+files (``EMBEDDED_ASSET_STEMS``), their architecture, and their dataset.
 
 Dataset ("cluttered digits"). The source glyphs are scikit-learn's bundled handwritten digits
 (``sklearn.datasets.load_digits``: 1797 grey 8x8 images, 10 classes, no download). The split is
