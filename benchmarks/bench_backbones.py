@@ -167,7 +167,9 @@ def report(results: dict, settings: str) -> str:
             for row, runs in entry["rows"].items():
                 if runs is not None and kind not in runs:
                     continue
-                lines.append(f"| {label} | {row} | " + " | ".join(cell(runs and runs[kind], i) for i in range(6)) + " |")
+                lines.append(
+                    f"| {label} | {row} | " + " | ".join(cell(runs and runs[kind], i) for i in range(6)) + " |"
+                )
         if len(lines) > 2:
             parts += [f"## kNN top-1 (%) {title}", "\n".join(lines)]
     lines = ["| backbone | kind | " + " | ".join(header[2:]) + " |", "|---|---|" + "---|" * len(PAIRS)]
@@ -195,6 +197,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--correct", action="store_true", help="also measure with the weight correction")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="raw results, merged per label")
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="with --report: also read these raw files (runs merged per label)",
+    )
     parser.add_argument("--report", action="store_true", help="print (and with --out write) the Markdown report")
     parser.add_argument("--settings", default="", help="with --report: the settings paragraph")
     parser.add_argument("--out", type=Path, default=None)
@@ -206,12 +215,29 @@ def main(argv: list[str] | None = None) -> None:
         start = time.perf_counter()
         entry = measure(label, spec, args)
         entry["wall_seconds"] = round(time.perf_counter() - start, 1)
-        entry["settings"] = {k: getattr(args, k) for k in ("seeds", "samples", "evaluations", "eval_images",
-                                                          "calibration", "correct", "threads")}
+        entry["settings"] = {
+            k: getattr(args, k)
+            for k in ("seeds", "samples", "evaluations", "eval_images", "calibration", "correct", "threads")
+        }
         results[label] = entry
         write_text_atomic(args.json, json.dumps(results, indent=1) + "\n")
         print(f"[{label}] done in {entry['wall_seconds']:.0f} s", flush=True)
     if args.report:
+        for path in args.merge:
+            for label, entry in json.loads(path.read_text()).items():
+                if label in results:  # rows measured by another process (other rows, or other seeds: appended)
+                    rows = results[label]["rows"]
+                    for row, runs in entry["rows"].items():
+                        if rows.get(row) and runs:
+                            for kind in rows[row]:
+                                rows[row][kind] += runs[kind]
+                        else:
+                            rows[row] = runs
+                else:
+                    results[label] = entry
+        results = {
+            label: {**e, "rows": {r: e["rows"][r] for r in ROWS if r in e["rows"]}} for label, e in results.items()
+        }
         text = report(results, args.settings)
         print(text)
         if args.out:

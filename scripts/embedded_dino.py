@@ -164,7 +164,9 @@ def multi_crop(
     views = []
     for size, scale in specs:
         background = embedded.render_digits(empty, g, render).float() / 255.0  # (N, 3, S, S) fresh clutter
-        dark = render.dark_range[0] + (render.dark_range[1] - render.dark_range[0]) * torch.rand(n, 3, 1, 1, generator=g)
+        dark = render.dark_range[0] + (render.dark_range[1] - render.dark_range[0]) * torch.rand(
+            n, 3, 1, 1, generator=g
+        )
         grey = dark.mean(dim=1, keepdim=True)
         colour = grey + render.saturation * (dark - grey)  # muted dark ink, as render_digits paints it
         scene = background * (1 - ink) + colour * ink
@@ -172,8 +174,12 @@ def multi_crop(
     return views
 
 
-def dino_loss(student: list[torch.Tensor], teacher: list[torch.Tensor], center: torch.Tensor, cfg: DinoConfig,
-              ) -> torch.Tensor:
+def dino_loss(
+    student: list[torch.Tensor],
+    teacher: list[torch.Tensor],
+    center: torch.Tensor,
+    cfg: DinoConfig,
+) -> torch.Tensor:
     """Mean over (teacher global view t, student view s != t) of the batch-mean cross-entropy."""
     targets = [F.softmax((t - center) / cfg.teacher_temp, dim=-1) for t in teacher]
     log_probs = [F.log_softmax(s / cfg.student_temp, dim=-1) for s in student]
@@ -198,8 +204,15 @@ def _schedule(step: int, total: int, warmup: int, peak: float, floor: float) -> 
     return floor + 0.5 * (peak - floor) * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
-def train_dino(cfg: DinoConfig, architecture: dict, asset_config: dict, param_groups, log_every: int = 5,
-               max_steps: int | None = None, monitor=None) -> nn.Module:
+def train_dino(
+    cfg: DinoConfig,
+    architecture: dict,
+    asset_config: dict,
+    param_groups,
+    log_every: int = 5,
+    max_steps: int | None = None,
+    monitor=None,
+) -> nn.Module:
     """Train a fresh student / teacher pair; returns the teacher backbone in eval mode.
 
     ``param_groups(module, weight_decay)`` splits parameters into decayed / undecayed groups;

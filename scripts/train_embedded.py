@@ -264,8 +264,11 @@ def main(argv: list[str] | None = None) -> int:
             "render": embedded.render_config_dict(),
             "class_names": list(embedded.EMBEDDED_CLASS_NAMES),
             "training_augmentation": "a fresh render_digits scene of every train digit each epoch"
-            + (", 2 global + local multi-crops, each of its own rendering, colour jitter (embedded_dino.py); no labels"
-               if dino else ""),
+            + (
+                ", 2 global + local multi-crops, each of its own rendering, colour jitter (embedded_dino.py); no labels"
+                if dino
+                else ""
+            ),
         },
         "training": {
             **asdict(cfg),

@@ -93,7 +93,9 @@ def test_multi_crop_views_and_local_embedding_shapes():
     assert len(views) == 2 + cfg.local_crops
     assert [tuple(v.shape) for v in views[:2]] == [(5, 3, 24, 24)] * 2
     assert all(tuple(v.shape) == (5, 3, cfg.local_size, cfg.local_size) for v in views[2:])
-    model = embedded.build_embedded_architecture({**config, "architecture": {**config["architecture"], "num_classes": 0}})
+    model = embedded.build_embedded_architecture(
+        {**config, "architecture": {**config["architecture"], "num_classes": 0}}
+    )
     with torch.no_grad():
         full = embedded_dino.embed_views(model, views[0])
         assert torch.equal(full, model.forward_head(model.forward_features(views[0]), pre_logits=True))
@@ -109,4 +111,6 @@ def test_dino_loss_is_lowest_when_student_matches_the_sharpened_teacher():
     matching = [torch.tensor([[1.0, -1, -1, -1, -1, -1, -1, -1]])] * 4
     other = [torch.tensor([[-1.0, 1, -1, -1, -1, -1, -1, -1]])] * 4
     center = torch.zeros(1, 8)
-    assert embedded_dino.dino_loss(matching, teacher, center, cfg) < embedded_dino.dino_loss(other, teacher, center, cfg)
+    assert embedded_dino.dino_loss(matching, teacher, center, cfg) < embedded_dino.dino_loss(
+        other, teacher, center, cfg
+    )
