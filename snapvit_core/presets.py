@@ -15,7 +15,7 @@ EMBEDDED_MODEL_IDS: tuple[str, ...] = (EMBEDDED_MODEL_ID, EMBEDDED_SSL_MODEL_ID)
 
 BACKBONE_PRESETS: dict[str, str] = {
     "Embedded digits ViT (offline default)": EMBEDDED_MODEL_ID,
-    "Embedded digits ViT, self-supervised DINO (offline)": EMBEDDED_SSL_MODEL_ID,
+    "Embedded digits ViT, self-supervised DINO (experimental, offline)": EMBEDDED_SSL_MODEL_ID,
     "DINO ViT-S/16": "vit_small_patch16_224.dino",
     "DINO ViT-B/16": "vit_base_patch16_224.dino",
     "DeiT ViT-B/16": "deit_base_patch16_224.fb_in1k",
