@@ -213,6 +213,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 2 supervised, 1 dino)")
     parser.add_argument("--num-heads", type=int, default=ARCHITECTURE["num_heads"], help="heads per block")
     parser.add_argument("--mlp-ratio", type=float, default=ARCHITECTURE["mlp_ratio"], help="MLP width / embed width")
+    parser.add_argument("--teacher-temp", type=float, default=None, help="dino: teacher temperature (default 0.04)")
     return parser.parse_args(argv)
 
 
@@ -226,6 +227,8 @@ def training_setup(args: argparse.Namespace) -> tuple[TrainConfig | DinoConfig, 
     epochs = DinoConfig.epochs if args.epochs is None else args.epochs
     threads = DinoConfig.threads if args.threads is None else args.threads
     cfg = DinoConfig(seed=args.seed, epochs=epochs, threads=threads)
+    if args.teacher_temp is not None:
+        cfg = dataclasses.replace(cfg, teacher_temp=args.teacher_temp)
     return cfg, {**architecture, "num_classes": 0}  # no class head: the embedding is the CLS feature
 
 
