@@ -137,11 +137,13 @@ def verdict(entry: dict, kind: str) -> tuple[int, list[str]]:
     marks, wins = [], 0
     for i in range(len(PAIRS)):
         values = [run[i] for run in searched[kind]]
-        margin = statistics.fmean(values) - magnitude[kind][0][i]
-        spread = max(values) - min(values)
-        win = margin > spread
+        margin = round(statistics.fmean(values) - magnitude[kind][0][i], 2)  # rounded: 0.00 is a tie
+        spread = round(max(values) - min(values), 2)
+        win = margin > spread and len(values) > 1  # one seed has no spread to beat
         wins += win
-        marks.append(f"{margin:+.2f} vs {spread:.2f} {'yes' if win else 'no'}")
+        marks.append(
+            f"{margin:+.2f} vs {spread:.2f} {'yes' if win else 'no'}" + ("" if len(values) > 1 else " (1 seed)")
+        )
     return wins, marks
 
 
