@@ -88,8 +88,8 @@ def test_write_assets_names_files_by_model_id(tmp_path):
 def test_multi_crop_views_and_local_embedding_shapes():
     cfg = embedded_dino.DinoConfig()
     config = embedded.read_embedded_config()
-    images, _ = embedded.load_embedded_split("test")
-    views = embedded_dino.multi_crop(images[:5], torch.Generator().manual_seed(0), cfg, config)
+    glyphs, _ = embedded.load_digit_glyphs("test")
+    views = embedded_dino.multi_crop(glyphs[:5], torch.Generator().manual_seed(0), cfg, config)
     assert len(views) == 2 + cfg.local_crops
     assert [tuple(v.shape) for v in views[:2]] == [(5, 3, 24, 24)] * 2
     assert all(tuple(v.shape) == (5, 3, cfg.local_size, cfg.local_size) for v in views[2:])
