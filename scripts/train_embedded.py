@@ -1,8 +1,14 @@
-"""Train the embedded default ViT on cluttered digits and write it to snapvit_core/assets/ (CPU, ~5 min).
+"""Train an embedded ViT on cluttered digits and write it to snapvit_core/assets/ (CPU).
 
-Reproduce the shipped asset with::
+Reproduce the shipped assets with::
 
-    python scripts/train_embedded.py
+    python scripts/train_embedded.py                     # "embedded": supervised, ~7 min on 2 cores
+    python scripts/train_embedded.py --objective dino    # "embedded-ssl": label-free DINO (embedded_dino.py)
+
+``--objective dino`` trains the same backbone by DINO self-distillation (student + EMA teacher,
+multi-crop, projection head, centering and sharpening; no labels; see ``scripts/embedded_dino.py``)
+and writes ``embedded_ssl_vit.safetensors`` / ``.json`` (the teacher backbone, no class head), never
+the supervised files.
 
 Every epoch draws a fresh rendering of each of the 1257 train digits (``render_digits`` with a
 generator seeded from ``--seed``); the test digits are never seen. The backbone is trained with a
@@ -39,6 +45,9 @@ from snapvit_core.data_free import magnitude_scores  # noqa: E402
 from snapvit_core.elastic import ElasticViT  # noqa: E402
 from snapvit_core.knn import knn_top1  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling embedded_dino module
+from embedded_dino import DinoConfig, train_dino  # noqa: E402
+
 ARCHITECTURE = {
     "img_size": embedded.RENDER.image_size,  # 24 px images
     "patch_size": 6,  # 4 x 4 = 16 patch tokens + CLS: keeps a full-split forward well under 1 s
@@ -53,6 +62,8 @@ ARCHITECTURE = {
     "qkv_bias": True,
 }
 PRUNING_POINTS = ((0.35, 0.2), (0.65, 0.5))  # (MLP sparsity, head sparsity) reported in the JSON
+OBJECTIVES = ("supervised", "dino")  # --objective: cross-entropy with labels, or label-free DINO
+MODEL_IDS = {"supervised": embedded.EMBEDDED_MODEL_ID, "dino": embedded.EMBEDDED_SSL_MODEL_ID}
 
 
 @dataclass(frozen=True)
@@ -113,8 +124,11 @@ def knn_accuracy(model: torch.nn.Module, splits: dict, config: dict) -> float:
     return knn_top1(embed(model, train_x, config), train_y, embed(model, test_x, config), test_y, k=20)
 
 
-def train(cfg: TrainConfig, architecture: dict, asset_config: dict, log_every: int = 10) -> torch.nn.Module:
-    """Train a fresh model; ``asset_config`` supplies the input normalisation."""
+def train(
+    cfg: TrainConfig, architecture: dict, asset_config: dict, log_every: int = 10, max_steps: int | None = None
+) -> torch.nn.Module:
+    """Train a fresh model; ``asset_config`` supplies the input normalisation. ``max_steps`` stops
+    early (quick reproducibility tests; the schedule still spans ``cfg.epochs``)."""
     torch.manual_seed(cfg.seed)
     model = embedded.build_embedded_architecture({**asset_config, "architecture": architecture})
     glyphs, labels = embedded.load_digit_glyphs("train")
@@ -145,6 +159,8 @@ def train(cfg: TrainConfig, architecture: dict, asset_config: dict, log_every: i
             loss_sum += float(loss.detach()) * len(batch)
             correct += int((logits.argmax(1) == labels[batch]).sum())
             step += 1
+            if max_steps is not None and step >= max_steps:
+                return model.eval()
         if (epoch + 1) % log_every == 0 or epoch + 1 == cfg.epochs:
             print(
                 f"epoch {epoch + 1:4d}/{cfg.epochs}  loss {loss_sum / len(labels):.3f}  "
@@ -176,12 +192,13 @@ def time_forward(model: torch.nn.Module, splits: dict, config: dict, repeats: in
 
 
 def write_assets(model: torch.nn.Module, config: dict, out_dir: Path) -> tuple[Path, Path]:
-    """Write the weights and the JSON config atomically (temp file + rename in ``out_dir``)."""
-    weights_path = out_dir / embedded.WEIGHTS_FILENAME
-    config_path = out_dir / embedded.CONFIG_FILENAME
+    """Write the weights and the JSON config of ``config["model_id"]`` atomically (temp file + rename)."""
+    stem = embedded.EMBEDDED_ASSET_STEMS[config["model_id"]]
+    weights_path = out_dir / f"{stem}.safetensors"
+    config_path = out_dir / f"{stem}.json"
     state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
     with atomic_path(weights_path) as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt", "model_id": embedded.EMBEDDED_MODEL_ID})
+        save_file(state, str(tmp), metadata={"format": "pt", "model_id": config["model_id"]})
     write_text_atomic(config_path, json.dumps(config, indent=2) + "\n")
     return weights_path, config_path
 
@@ -189,16 +206,36 @@ def write_assets(model: torch.nn.Module, config: dict, out_dir: Path) -> tuple[P
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="training epochs")
+    parser.add_argument("--objective", choices=OBJECTIVES, default="supervised", help="training objective")
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: 150 supervised, 6 dino)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="torch + augmentation seed")
     parser.add_argument("--out-dir", type=Path, default=embedded.ASSETS_DIR, help="where the assets go")
-    parser.add_argument("--threads", type=int, default=defaults.threads, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 2 supervised, 1 dino)")
+    parser.add_argument("--num-heads", type=int, default=ARCHITECTURE["num_heads"], help="heads per block")
+    parser.add_argument("--mlp-ratio", type=float, default=ARCHITECTURE["mlp_ratio"], help="MLP width / embed width")
+    parser.add_argument("--teacher-temp", type=float, default=None, help="dino: teacher temperature (default 0.04)")
     return parser.parse_args(argv)
+
+
+def training_setup(args: argparse.Namespace) -> tuple[TrainConfig | DinoConfig, dict]:
+    """(optimisation settings, VisionTransformer kwargs) for ``args``; the supervised defaults are the shipped ones."""
+    architecture = {**ARCHITECTURE, "num_heads": args.num_heads, "mlp_ratio": args.mlp_ratio}
+    if args.objective == "supervised":
+        epochs = TrainConfig.epochs if args.epochs is None else args.epochs
+        threads = TrainConfig.threads if args.threads is None else args.threads
+        return TrainConfig(seed=args.seed, epochs=epochs, threads=threads), architecture
+    epochs = DinoConfig.epochs if args.epochs is None else args.epochs
+    threads = DinoConfig.threads if args.threads is None else args.threads
+    cfg = DinoConfig(seed=args.seed, epochs=epochs, threads=threads)
+    if args.teacher_temp is not None:
+        cfg = dataclasses.replace(cfg, teacher_temp=args.teacher_temp)
+    return cfg, {**architecture, "num_classes": 0}  # no class head: the embedding is the CLS feature
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    cfg = TrainConfig(seed=args.seed, epochs=args.epochs, threads=args.threads)
+    cfg, architecture = training_setup(args)
+    dino = isinstance(cfg, DinoConfig)
     torch.set_num_threads(cfg.threads)
     torch.use_deterministic_algorithms(True)
     wall_start = time.perf_counter()
@@ -207,10 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     mean, std = input_stats(splits["train"][0])
     config = {
         "format_version": 1,
-        "model_id": embedded.EMBEDDED_MODEL_ID,
-        "architecture": ARCHITECTURE,
+        "model_id": MODEL_IDS[args.objective],
+        "architecture": architecture,
         "preprocessing": {
-            "input_size": [3, ARCHITECTURE["img_size"], ARCHITECTURE["img_size"]],
+            "input_size": [3, architecture["img_size"], architecture["img_size"]],
             "scale": "uint8 / 255, then (x - mean) / std",
             "mean": [round(v, 4) for v in mean],
             "std": [round(v, 4) for v in std],
@@ -229,14 +266,33 @@ def main(argv: list[str] | None = None) -> int:
             "render_seeds": embedded.SPLIT_RENDER_SEEDS,
             "render": embedded.render_config_dict(),
             "class_names": list(embedded.EMBEDDED_CLASS_NAMES),
-            "training_augmentation": "a fresh render_digits scene of every train digit each epoch",
+            "training_augmentation": "a fresh render_digits scene of every train digit each epoch"
+            + (
+                ", 2 global + local multi-crops, each of its own rendering, colour jitter (embedded_dino.py); no labels"
+                if dino
+                else ""
+            ),
         },
-        "training": {**asdict(cfg), "optimizer": "AdamW", "loss": "cross-entropy on the 10-way head"},
+        "training": {
+            **asdict(cfg),
+            "objective": args.objective,
+            "optimizer": "AdamW",
+            "loss": (
+                "DINO self-distillation (student vs EMA teacher, centering + sharpening); teacher backbone shipped"
+                if dino
+                else "cross-entropy on the 10-way head"
+            ),
+        },
     }
+    if dino:
+        config["embedding"] += " of the EMA teacher backbone (no class head)"
 
-    print(f"Training {ARCHITECTURE} on {config['dataset']['sizes']} images, {cfg}", flush=True)
+    print(f"Training ({args.objective}) {architecture} on {config['dataset']['sizes']} images, {cfg}", flush=True)
     train_start = time.perf_counter()
-    model = train(cfg, ARCHITECTURE, config)
+    if dino:
+        model = train_dino(cfg, architecture, config, param_groups)
+    else:
+        model = train(cfg, architecture, config)
     train_seconds = time.perf_counter() - train_start
 
     unpruned = knn_accuracy(model, splits, config)

@@ -23,7 +23,7 @@ from torch import nn
 
 from .adapter import ArchitectureShape, ViTAdapter
 from .errors import SnapViTError
-from .presets import BACKBONE_PRESETS, EMBEDDED_MODEL_ID
+from .presets import BACKBONE_PRESETS, EMBEDDED_MODEL_ID, EMBEDDED_MODEL_IDS
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +73,8 @@ def load_backbone(model_id: str, random_init: bool = False, device: str | torch.
     model_id = (model_id or "").strip()
     if not model_id:
         raise SnapViTError("No model id given.", f"Use {describe_model_ids()}.")
-    if model_id == EMBEDDED_ID:
-        backbone = _load_embedded(random_init)
+    if model_id in EMBEDDED_MODEL_IDS:
+        backbone = _load_embedded(model_id, random_init)
     elif model_id.startswith(HF_PREFIX):
         backbone = _load_hf(model_id[len(HF_PREFIX) :].strip(), random_init)
     elif Path(model_id).expanduser().is_dir():
@@ -91,11 +91,14 @@ def load_backbone(model_id: str, random_init: bool = False, device: str | torch.
     return backbone
 
 
-def _load_embedded(random_init: bool) -> Backbone:
-    from . import embedded  # deferred: the asset read is only needed for this id
+def _load_embedded(model_id: str, random_init: bool) -> Backbone:
+    from . import embedded  # deferred: the asset read is only needed for these ids
 
-    model = embedded.build_embedded_architecture() if random_init else embedded.load_embedded_model()
-    return Backbone(model, EMBEDDED_ID, backbone_data_config(model), random_init)
+    if random_init:
+        model = embedded.build_embedded_architecture(model_id=model_id)
+    else:
+        model = embedded.load_embedded_model(model_id)
+    return Backbone(model, model_id, backbone_data_config(model), random_init)
 
 
 def backbone_data_config(model: nn.Module) -> dict:

@@ -1,6 +1,8 @@
 """The embedded default backbone: a small timm ViT trained on cluttered digits, fully offline.
 
-This module owns the "embedded" model id: its asset files, its architecture, and its dataset.
+This module owns the embedded model ids: "embedded" (the default, trained with labels) and
+"embedded-ssl" (the same size and data, trained label-free by DINO self-distillation), their asset
+files (``EMBEDDED_ASSET_STEMS``), their architecture, and their dataset.
 
 Dataset ("cluttered digits"). The source glyphs are scikit-learn's bundled handwritten digits
 (``sklearn.datasets.load_digits``: 1797 grey 8x8 images, 10 classes, no download). The split is
@@ -42,21 +44,29 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 
 from .errors import SnapViTError
-from .presets import EMBEDDED_MODEL_ID
+from .presets import EMBEDDED_MODEL_ID, EMBEDDED_SSL_MODEL_ID
 
 log = logging.getLogger(__name__)
 
 # The repository keeps the assets at the top level (assets/); snapvit_core/assets is a symlink to them so
 # that they are also package data, copied into a wheel. Not resolved: the path must stay inside the package.
 ASSETS_DIR: Path = Path(__file__).parent / "assets"
-WEIGHTS_FILENAME = "embedded_vit.safetensors"
+WEIGHTS_FILENAME = "embedded_vit.safetensors"  # the default (supervised) embedded model
 CONFIG_FILENAME = "embedded_vit.json"
+# Model id -> asset file stem in ASSETS_DIR ({stem}.safetensors + {stem}.json). Both are trained by
+# scripts/train_embedded.py on the same data: "embedded" with labels (--objective supervised),
+# "embedded-ssl" label-free by DINO self-distillation (--objective dino; the teacher backbone ships).
+EMBEDDED_ASSET_STEMS: dict[str, str] = {
+    EMBEDDED_MODEL_ID: "embedded_vit",
+    EMBEDDED_SSL_MODEL_ID: "embedded_ssl_vit",
+}
 EMBEDDED_CLASS_NAMES: tuple[str, ...] = tuple(str(d) for d in range(10))
 SPLITS = ("train", "test")
 SPLIT_TEST_SIZE = 0.3  # fraction of the 1797 sklearn digits held out as kNN queries
 SPLIT_RANDOM_STATE = 0  # sklearn train_test_split seed (stratified by class)
 SPLIT_RENDER_SEEDS = {"train": 1001, "test": 2002}  # torch seeds of the fixed renderings
 RETRAIN_FIX = "Recreate it with `python scripts/train_embedded.py` (about 10 min on 2 CPU cores)."
+RETRAIN_SSL_FIX = "Recreate it with `python scripts/train_embedded.py --objective dino` (see its docstring)."
 
 
 @dataclass(frozen=True)
@@ -261,16 +271,31 @@ def normalize_images(images: torch.Tensor, config: dict[str, Any] | None = None)
     return (images.float() / 255.0 - mean) / std
 
 
-def read_embedded_config() -> dict[str, Any]:
-    """The JSON config of the shipped model (architecture, preprocessing, provenance, metrics)."""
-    path = ASSETS_DIR / CONFIG_FILENAME
+def asset_paths(model_id: str = EMBEDDED_MODEL_ID) -> tuple[Path, Path]:
+    """(weights, config) paths of an embedded model id (see ``EMBEDDED_ASSET_STEMS``)."""
+    stem = EMBEDDED_ASSET_STEMS.get(model_id)
+    if stem is None:
+        raise SnapViTError(
+            f"'{model_id}' is not an embedded model id.", f"Use one of: {', '.join(EMBEDDED_ASSET_STEMS)}."
+        )
+    return ASSETS_DIR / f"{stem}.safetensors", ASSETS_DIR / f"{stem}.json"
+
+
+def _retrain_fix(model_id: str) -> str:
+    return RETRAIN_SSL_FIX if model_id == EMBEDDED_SSL_MODEL_ID else RETRAIN_FIX
+
+
+def read_embedded_config(model_id: str = EMBEDDED_MODEL_ID) -> dict[str, Any]:
+    """The JSON config of a shipped embedded model (architecture, preprocessing, provenance, metrics)."""
+    _, path = asset_paths(model_id)
+    fix = _retrain_fix(model_id)
     if not path.is_file():
-        raise SnapViTError(f"The embedded model config {path} is missing.", RETRAIN_FIX)
+        raise SnapViTError(f"The embedded model config {path} is missing.", fix)
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
         config["architecture"], config["preprocessing"]  # noqa: B018 - required sections
     except (ValueError, KeyError, TypeError) as error:
-        raise SnapViTError(f"The embedded model config {path} is corrupt ({error}).", RETRAIN_FIX) from None
+        raise SnapViTError(f"The embedded model config {path} is corrupt ({error}).", fix) from None
     return config
 
 
@@ -288,37 +313,40 @@ def pretrained_cfg_from(config: dict[str, Any]) -> dict[str, Any]:
         "num_classes": int(config["architecture"].get("num_classes", 10)),
         "first_conv": "patch_embed.proj",
         "classifier": "head",
-        "architecture": EMBEDDED_MODEL_ID,
+        "architecture": config.get("model_id", EMBEDDED_MODEL_ID),
     }
 
 
-def build_embedded_architecture(config: dict[str, Any] | None = None) -> VisionTransformer:
-    """The embedded ViT with random weights, built from ``config`` (default: the shipped JSON)."""
-    config = config or read_embedded_config()
+def build_embedded_architecture(
+    config: dict[str, Any] | None = None, model_id: str = EMBEDDED_MODEL_ID
+) -> VisionTransformer:
+    """An embedded ViT with random weights, built from ``config`` (default: ``model_id``'s shipped JSON)."""
+    config = config or read_embedded_config(model_id)
     try:
         model = VisionTransformer(**config["architecture"])
     except (TypeError, ValueError, KeyError) as error:
-        raise SnapViTError(f"The embedded model architecture is invalid ({error}).", RETRAIN_FIX) from None
+        raise SnapViTError(f"The embedded model architecture is invalid ({error}).", _retrain_fix(model_id)) from None
     model.pretrained_cfg = pretrained_cfg_from(config)
     model.default_cfg = model.pretrained_cfg  # older timm helpers read default_cfg
     return model
 
 
-def load_embedded_model() -> VisionTransformer:
-    """The trained embedded ViT on CPU in eval mode (weights loaded strictly from safetensors)."""
+def load_embedded_model(model_id: str = EMBEDDED_MODEL_ID) -> VisionTransformer:
+    """A trained embedded ViT on CPU in eval mode (weights loaded strictly from safetensors)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    model = build_embedded_architecture()
-    path = ASSETS_DIR / WEIGHTS_FILENAME
+    model = build_embedded_architecture(model_id=model_id)
+    path, _ = asset_paths(model_id)
+    fix = _retrain_fix(model_id)
     if not path.is_file():
-        raise SnapViTError(f"The embedded model weights {path} are missing.", RETRAIN_FIX)
+        raise SnapViTError(f"The embedded model weights {path} are missing.", fix)
     try:
         state = load_file(str(path), device="cpu")
         model.load_state_dict(state, strict=True)
     except (SafetensorError, RuntimeError, OSError, ValueError) as error:
         reason = str(error).splitlines()[0][:200]
-        raise SnapViTError(f"The embedded model weights {path} are corrupt ({reason}).", RETRAIN_FIX) from None
+        raise SnapViTError(f"The embedded model weights {path} are corrupt ({reason}).", fix) from None
     return model.eval()
 
 

@@ -1,7 +1,7 @@
 """Backbone presets and the published sparsity pairs. Adding a backbone is one line.
 
 The published SnapViT backbones by their exact timm names; any other timm ViT name, a local
-checkpoint directory or ``embedded`` (``EMBEDDED_MODEL_ID``) work as model ids too. Two lists of
+checkpoint directory, ``embedded`` (``EMBEDDED_MODEL_ID``) and ``embedded-ssl`` work as model ids too. Two lists of
 (MLP, head) sparsity pairs live here, named for what they are used for: ``PUBLISHED_SPARSITY_PAIRS``
 (the evaluation path of the paper's tables and the app's coupled slider) and ``SEARCH_FITNESS_PAIRS``
 (the pairs the published multiplier search averages its fitness over).
@@ -10,6 +10,10 @@ checkpoint directory or ``embedded`` (``EMBEDDED_MODEL_ID``) work as model ids t
 from __future__ import annotations
 
 EMBEDDED_MODEL_ID = "embedded"  # the model id of the ViT shipped in snapvit_core/assets/ (the offline default)
+# The same ViT size and data trained label-free (DINO self-distillation). Not an app preset: its training
+# collapsed (kNN top-1 10.9 %, chance; results/backbones.md), so it only reproduces that table from the CLI.
+EMBEDDED_SSL_MODEL_ID = "embedded-ssl"
+EMBEDDED_MODEL_IDS: tuple[str, ...] = (EMBEDDED_MODEL_ID, EMBEDDED_SSL_MODEL_ID)  # ids served from the assets
 
 BACKBONE_PRESETS: dict[str, str] = {
     "Embedded digits ViT (offline default)": EMBEDDED_MODEL_ID,

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from .errors import SnapViTError
+from .presets import EMBEDDED_MODEL_IDS
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def canonical_model_id(model_id: str) -> str:
     bare = text[len(prefix) :].strip()
     if bare.startswith((".", "~", os.sep)) or Path(bare).expanduser().is_dir():
         return prefix + str(Path(bare).expanduser().resolve())
-    if prefix or text == "embedded":
+    if prefix or text in EMBEDDED_MODEL_IDS:
         return text
     try:
         from timm.models import get_pretrained_cfg

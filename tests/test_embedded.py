@@ -98,3 +98,28 @@ def test_training_script_reproduces_the_asset(tmp_path):
     assert metrics["knn_top1_unpruned"] >= 0.90
     assert metrics["knn_top1_unpruned"] - metrics["knn_top1_magnitude"]["mlp0.65_heads0.5"] >= 0.05
     assert metrics["train_seconds"] < 20 * 60
+
+
+def test_embedded_ssl_works_through_the_cli(capsys):
+    """The DINO-trained backbone: its own assets, no class head, same data; info and evaluate run on it."""
+    from snapvit_core.cli import main
+
+    assert main(["info", "--model", "embedded-ssl", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (info["num_blocks"], info["embed_dim"]) == (6, 96)
+    config = embedded.read_embedded_config("embedded-ssl")
+    assert config["model_id"] == "embedded-ssl" and config["architecture"]["num_classes"] == 0
+    assert config["preprocessing"] == embedded.read_embedded_config()["preprocessing"]  # same inputs, same fast path
+    scores = ROOT / "scores" / "embedded-ssl.xnes.safetensors"
+    argv = ["evaluate", "--model", "embedded-ssl", "--scores", str(scores), "--json"]
+    assert main([*argv, "--mlp-sparsity", "0", "--head-sparsity", "0"]) == 0
+    unpruned = json.loads(capsys.readouterr().out)
+    assert unpruned["knn_top1"] == pytest.approx(config["metrics"]["knn_top1_unpruned"], abs=0.005)
+    assert main([*argv, "--mlp-sparsity", "0.35", "--head-sparsity", "0.2"]) == 0
+    pruned = json.loads(capsys.readouterr().out)
+    assert pruned["params"] < unpruned["params"] and 0.0 <= pruned["knn_top1"] <= 1.0
+
+
+def test_unknown_embedded_id_is_a_clear_error():
+    with pytest.raises(Exception, match="embedded model id"):
+        embedded.asset_paths("embedded-xl")

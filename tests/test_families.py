@@ -200,9 +200,9 @@ def _cli_json(argv: list[str], capsys) -> dict:
 
 @pytest.mark.slow
 def test_cli_info_and_evaluate_for_every_timm_preset(capsys):
-    from snapvit_core.presets import BACKBONE_PRESETS
+    from snapvit_core.presets import BACKBONE_PRESETS, EMBEDDED_MODEL_IDS
 
-    for model_id in (m for m in BACKBONE_PRESETS.values() if m != "embedded"):
+    for model_id in (m for m in BACKBONE_PRESETS.values() if m not in EMBEDDED_MODEL_IDS):
         info = _cli_json(["info", "--model", model_id, "--random-init", "--json"], capsys)
         assert info["num_blocks"] >= 12 and info["params"] > 0 and info["flops"] > 0, model_id
     for model_id in ("deit_base_distilled_patch16_224.fb_in1k", "vit_base_patch16_dinov3.lvd1689m"):
