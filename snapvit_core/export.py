@@ -40,6 +40,7 @@ from torch import nn
 from ._atomic import finish_folder, staging_folder, swap_folder_into_place
 from .adapter import ViTAdapter
 from .errors import SnapViTError
+from .presets import EMBEDDED_MODEL_IDS
 from .surgery import resize_model, widths
 
 FORMAT_NAME = "snapvit-pruned-vit"
@@ -95,8 +96,8 @@ def architecture_spec(backbone) -> tuple[str | None, dict]:
     from . import embedded
     from .hf_vit import HF_MODEL_CLASSES, HFVisionBackbone
 
-    if backbone.model_id == embedded.EMBEDDED_MODEL_ID:
-        return None, dict(embedded.read_embedded_config()["architecture"])
+    if backbone.model_id in EMBEDDED_MODEL_IDS:
+        return None, dict(embedded.read_embedded_config(backbone.model_id)["architecture"])
     model = backbone.model
     if isinstance(model, HFVisionBackbone):
         config = json.loads(model.hf.config.to_json_string(use_diff=False))
