@@ -15,6 +15,7 @@ from ui.explorer_view import (
     difference_chart,
     landscape_chart,
     landscape_progress,
+    latency_watch,
     measure_now,
     selected_configuration,
 )
@@ -89,6 +90,7 @@ if align != state.align:
 explorer = shared.explorer
 cost = explorer.cost(mlp_sparsity, head_sparsity)
 cost_cards(cost, shared.latency_status())
+latency_watch(shared)
 if session.selection().random_init and session.has_labelled_data():
     session.knn_on_random_checkbox()
 run_knn = session.run_knn_on_random_weights()

@@ -280,3 +280,17 @@ def selected_configuration(chart_key: str) -> tuple[float, float] | None:
         if mlp is not None and head is not None:
             return mlp, head
     return None
+
+
+def latency_watch(shared: session.SharedExplorer) -> None:
+    """While the latency model is being calibrated, poll and redraw the page once it is ready (the cards
+    above are drawn by the page run, which nothing else would repeat while the sliders rest)."""
+    if shared.latency_status()[0] not in ("waiting", "calibrating"):
+        return
+
+    @st.fragment(run_every=0.5)
+    def watch() -> None:
+        if shared.latency_status()[0] not in ("waiting", "calibrating"):
+            st.rerun()
+
+    watch()
