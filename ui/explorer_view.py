@@ -242,8 +242,16 @@ def landscape_chart(shared: session.SharedExplorer, config: tuple[float, float],
     from ui.landscape_charts import landscape_heatmap
 
     axis, flops, latency = cost_grids(shared)
-    knn = 100 * shared.landscape.matrix("knn_top1")
-    figure = landscape_heatmap(axis, knn, flops, latency, published_path(shared.landscape.key.grid), config)
+    # The figure changes only when the landscape grows or the latency model arrives; a slider move just
+    # moves the star (rebuilding 400 cells' hover text and the contours took ~16 ms per run).
+    key = (id(shared.landscape), len(shared.landscape), latency is not None)
+    cached = st.session_state.get("landscape_figure")
+    if cached is None or cached[0] != key:
+        knn = 100 * shared.landscape.matrix("knn_top1")
+        figure = landscape_heatmap(axis, knn, flops, latency, published_path(shared.landscape.key.grid), config)
+        st.session_state["landscape_figure"] = cached = (key, figure)
+    figure = cached[1]
+    figure.update_traces(x=[config[0]], y=[config[1]], selector={"name": "current"})
     st.plotly_chart(
         figure, key="landscape_chart", on_select=on_click, selection_mode="points", config={"displayModeBar": False}
     )
