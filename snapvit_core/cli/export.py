@@ -120,7 +120,7 @@ def card_metrics(args, explorer, model, mlp_sparsity: float, head_sparsity: floa
         result = explorer.evaluate(mlp_sparsity, head_sparsity, ("knn",), correction=correction)
         metrics["knn"] = {
             "top1": 100 * result.knn_top1,
-            "unpruned_top1": 100 * explorer.unpruned().knn_top1,
+            "unpruned_top1": 100 * explorer.evaluate(0.0, 0.0, ("knn",)).knn_top1,
             "data": args.data,
             "k": explorer.knn.k,
             "vote": explorer.knn.vote,
