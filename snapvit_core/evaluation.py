@@ -132,8 +132,10 @@ class KnnEvaluator:
         bank_dtype: torch.dtype | None = None,
         batch_size: int | None = None,
         workers: int = 0,
+        source_digest: str | None = None,
     ) -> None:
         self.train, self.train_labels = train, train_labels
+        self.source_digest = source_digest  # the splits' source hash (data.KnnSplits), for cache keys
         self.test, self.test_labels = test, test_labels
         self.k, self.weighted, self.temperature = k, weighted, temperature
         self.device = device
@@ -162,6 +164,7 @@ class KnnEvaluator:
             temperature,
             device,
             **options,
+            source_digest=splits.source_digest,
         )
 
     @property

@@ -101,7 +101,14 @@ def data_digest(splits) -> str:
     """Content hash of the kNN data: labels and, for in-memory splits, the preprocessed images.
 
     Streaming splits are identified by their labels, sizes and name (the images are not read here).
+    Splits whose loader hashed the source images (``source_digest``) are identified by that: the
+    preprocessed floats round differently on different CPUs (AMD and Intel gave two hashes).
     """
+    source = getattr(splits, "source_digest", None)
+    if source is not None:
+        digest = hashlib.blake2b(source.encode(), digest_size=16)
+        digest.update(f"{splits.name}|{len(splits.train_labels)}|{len(splits.test_labels)}".encode())
+        return digest.hexdigest()
     parts = [splits.train_labels, splits.test_labels]
     for images in (splits.train, splits.test):
         if isinstance(images, torch.Tensor):
@@ -433,6 +440,7 @@ def landscape_key(
     splits = type("Splits", (), {})()
     splits.train, splits.test = knn.train, knn.test
     splits.train_labels, splits.test_labels, splits.name = knn.train_labels, knn.test_labels, data
+    splits.source_digest = knn.source_digest
     total = len(knn.train_labels) + len(knn.test_labels)
     return LandscapeKey(
         backbone=explorer.backbone.model_id,

@@ -298,3 +298,28 @@ def test_shipped_points_are_read_but_never_copied_into_the_cache(tmp_path):
     viewer = open_landscape(key, tmp_path / "cache", tmp_path / "shipped")
     assert viewer.complete and viewer.save()
     assert not (tmp_path / "cache" / key.file_name()).exists()
+
+
+def test_embedded_data_key_hashes_the_source_images_not_the_rounded_floats(monkeypatch):
+    """Float preprocessing rounds differently on AMD and Intel CPUs; the shipped landscapes must still be found."""
+    from snapvit_core import embedded
+    from snapvit_core.data import load_knn_splits
+    from snapvit_core.landscape import data_digest
+
+    config = embedded.read_embedded_config()["preprocessing"]
+    data_config = {"input_size": tuple(config["input_size"]), "mean": config["mean"], "std": config["std"]}
+    reference = data_digest(load_knn_splits("embedded", data_config, limit_per_split=50))
+    normalize = embedded.normalize_images
+    monkeypatch.setattr(embedded, "normalize_images", lambda images: torch.nextafter(normalize(images), torch.tensor(9.0)))
+    assert data_digest(load_knn_splits("embedded", data_config, limit_per_split=50)) == reference  # one ulp off
+    load = embedded.load_embedded_split
+
+    def one_pixel_changed(split):
+        images, labels = load(split)
+        images = images.clone()
+        images[:, 0, 0, 0] ^= 1  # one pixel of every image
+        return images, labels
+
+    monkeypatch.setattr(embedded, "load_embedded_split", one_pixel_changed)
+    assert data_digest(load_knn_splits("embedded", data_config, limit_per_split=50)) != reference
+    assert data_digest(load_knn_splits("embedded", data_config, limit_per_split=60)) != reference

@@ -325,7 +325,8 @@ def test_crops_depend_on_seed_and_image_index_only(images, monkeypatch):
     model = make_vit()
     small = score(model, images, batch_size=2, crop_micro_batch=6)  # one image per forward
     large = score(model, images, batch_size=2, crop_micro_batch=64)  # two images per forward
-    torch.testing.assert_close(small.mlp, large.mlp, rtol=1e-5, atol=1e-14)
+    # the same crops; batched matmuls round differently (rel. 2.5e-5 on an Intel CPU), other crops differ by far more
+    torch.testing.assert_close(small.mlp, large.mlp, rtol=1e-4, atol=1e-12)
     from snapvit_core.scoring import crop_generator
 
     draws = {(s, i): torch.rand(3, generator=crop_generator(s, i)) for s in (0, 1) for i in (0, 1, 2)}

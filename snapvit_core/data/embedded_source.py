@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import Counter
 
 import numpy as np
@@ -42,8 +44,20 @@ def _embedded_knn_splits(data_config: dict, limit: int | None, seed: int) -> Knn
     from .. import embedded
 
     tensors = {}
+    digest = hashlib.blake2b(json.dumps(data_config, sort_keys=True, default=str).encode(), digest_size=16)
     for split in ("train", "test"):
         images, labels = embedded.load_embedded_split(split)
         keep = torch.as_tensor(_subset(len(labels), limit, seed))
-        tensors[split] = (embedded.normalize_images(images[keep]), torch.as_tensor(labels)[keep].long())
-    return KnnSplits(*tensors["train"], *tensors["test"], embedded.EMBEDDED_CLASS_NAMES, "embedded", Counter())
+        kept = images[keep].contiguous()
+        digest.update(f"{split}{tuple(kept.shape)}".encode())
+        digest.update(kept.numpy().tobytes())
+        tensors[split] = (embedded.normalize_images(kept), torch.as_tensor(labels)[keep].long())
+        digest.update(tensors[split][1].numpy().tobytes())
+    return KnnSplits(
+        *tensors["train"],
+        *tensors["test"],
+        embedded.EMBEDDED_CLASS_NAMES,
+        "embedded",
+        Counter(),
+        source_digest=digest.hexdigest(),
+    )

@@ -55,6 +55,9 @@ class KnnSplits:
     class_names: tuple[str, ...]
     name: str
     skipped: Counter = field(default_factory=Counter)
+    # A content hash of the source images (before preprocessing), where the loader has one: float
+    # preprocessing rounds differently on different CPUs, so cache keys must not hash its output.
+    source_digest: str | None = None
 
     def describe(self) -> str:
         text = f"{self.name}: {len(self.train_labels)} train / {len(self.test_labels)} test images"
