@@ -60,9 +60,9 @@ OBSERVER_JS = """
   const value = (label) => {
     for (const card of document.querySelectorAll('[data-testid="stMetric"]')) {
       const name = card.querySelector('[data-testid="stMetricLabel"]');
-      if (name && name.innerText.startsWith(label)) {
+      if (name && name.textContent.startsWith(label)) {
         const v = card.querySelector('[data-testid="stMetricValue"]');
-        return v ? v.innerText : null;
+        return v ? v.textContent : null;
       }
     }
     return null;
@@ -80,15 +80,16 @@ OBSERVER_JS = """
         s.getAttribute("aria-valuetext");
       const mlp = Object.entries(shown).find(([k]) => k.startsWith("MLP sparsity"));
       const head = Object.entries(shown).find(([k]) => k.startsWith("Head sparsity"));
-      const text = document.body.innerText;
+      const text = document.body.textContent;
       const knn = value("kNN top-1");
       const where = `(MLP ${mlp && mlp[1]}, head ${head && head[1]})`;
       if (mlp && head && knn !== null && knn !== "updating…" && !text.includes("updating…") &&
           (text.includes(`kNN for ${where}`) || text.includes(`Estimate for ${where}`))) bench.knnAt = now;
     }
   };
+  // textContent, not innerText, and no polling: innerText forces a layout, and polling it every 5 ms
+  // (the first version) slowed the page it measured, ten times over with ten sessions in one browser.
   new MutationObserver(check).observe(document.body, {subtree: true, childList: true, characterData: true});
-  setInterval(check, 5);
   document.addEventListener("keydown", () => {
     bench.flopsBefore = value("FLOPs (");
     bench.costAt = null;

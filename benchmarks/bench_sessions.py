@@ -30,20 +30,18 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from bench_browser_slider import OBSERVER_JS, wait_ready  # noqa: E402
-from browser_harness import free_port, launch_chromium, start_app, stop_app  # noqa: E402
+from browser_harness import (  # noqa: E402
+    free_port,
+    launch_chromium,
+    server_stats,
+    server_stats_at_rest,
+    start_app,
+    stop_app,
+)
 
 from snapvit_core._atomic import write_text_atomic  # noqa: E402
 
 SLIDER = "MLP sparsity (fraction of neurons removed)"
-
-
-def server_stats(pid: int) -> tuple[float, int]:
-    """(resident memory in MB, thread count) of a process, from /proc."""
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        name, _, value = line.partition(":")
-        fields[name] = value.strip()
-    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["Threads"])
 
 
 def open_session(browser, url: str):
@@ -97,7 +95,7 @@ def main() -> None:
             move_all([page])
             context.close()
             time.sleep(45)  # the warm-up session is dropped (disconnectedSessionTTL = 30 s)
-            baseline_mb, baseline_threads = server_stats(server.pid)
+            baseline_mb, baseline_threads = server_stats_at_rest(f"http://127.0.0.1:{port}", server.pid)
             print(f"baseline: {baseline_mb:.0f} MB, {baseline_threads} threads", flush=True)
             sessions = [open_session(browser, url) for _ in range(args.sessions)]
             pages = [page for _, page in sessions]
@@ -118,11 +116,10 @@ def main() -> None:
             closed_at = time.time()
             settled_s = None
             while time.time() - closed_at < args.settle:
-                memory, threads = server_stats(server.pid)
+                memory, threads = server_stats_at_rest(f"http://127.0.0.1:{port}", server.pid)
                 if memory <= 1.1 * baseline_mb and threads <= baseline_threads:
                     settled_s = time.time() - closed_at
                     break
-                time.sleep(1.0)
             final_mb, final_threads = server_stats(server.pid)
             browser.close()
     finally:

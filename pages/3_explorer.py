@@ -8,7 +8,7 @@ import streamlit as st
 
 from snapvit_core.errors import SnapViTError
 from snapvit_core.explorer import DATA_FREE_METHODS
-from ui import charts, config_state, links, session
+from ui import config_state, links, session
 from ui.explorer_view import (
     accuracy_panel,
     cost_cards,
@@ -30,7 +30,7 @@ try:
 except SnapViTError as error:
     session.show_error(error)
     st.stop()
-shared, scores, scores_label = state.shared, state.scores, state.scores_label
+shared, scores_label = state.shared, state.scores_label
 st.caption(f"Backbone `{state.selection.model_id}` · scores: **{scores_label}** · data `{state.selection.data}`")
 links.show_notes()
 config_state.restore_widgets()
@@ -107,10 +107,10 @@ with chart_column:
     if shared.landscape is not None:
         landscape_chart(shared, config, move_to_clicked_cell)
         st.caption("Click a cell to move the sliders there. Dotted white: iso-FLOPs (%); orange: iso-latency (ms).")
-maps.plotly_chart(charts.head_map(scores, cost.head_mask.numpy()), key="head_map")
+maps.plotly_chart(shared.figure("head_map", config), key="head_map")
 neurons, heat = st.columns(2)
-neurons.plotly_chart(charts.mlp_kept_chart(cost.kept_neurons, explorer.backbone.shape.mlp_hidden), key="mlp_kept")
-heat.plotly_chart(charts.mlp_score_heatmap(scores, cost.kept_neurons), key="mlp_heatmap")
+neurons.plotly_chart(shared.figure("mlp_kept", config), key="mlp_kept")
+heat.plotly_chart(shared.figure("mlp_heatmap", config), key="mlp_heatmap")
 
 st.divider()
 method = st.selectbox(
@@ -125,23 +125,17 @@ if method != "(none)":
     except SnapViTError as error:
         session.show_error(error)
         st.stop()
-    other_cost = other.explorer.cost(mlp_sparsity, head_sparsity)
     mine, theirs = st.columns(2)
     with mine:
         st.markdown(f"**{scores_label}**")
         accuracy_panel(shared, config, run_knn, compact=True)
-        st.plotly_chart(charts.head_map(scores, cost.head_mask.numpy()), key="side_head_map")
-        st.plotly_chart(
-            charts.mlp_kept_chart(cost.kept_neurons, explorer.backbone.shape.mlp_hidden), key="side_mlp"
-        )
+        st.plotly_chart(shared.figure("head_map", config), key="side_head_map")
+        st.plotly_chart(shared.figure("mlp_kept", config), key="side_mlp")
     with theirs:
         st.markdown(f"**{method} (data-free)**")
         accuracy_panel(other, config, run_knn, compact=True)
-        st.plotly_chart(charts.head_map(other.explorer.scores, other_cost.head_mask.numpy()), key="side_other_head_map")
-        st.plotly_chart(
-            charts.mlp_kept_chart(other_cost.kept_neurons, other.explorer.backbone.shape.mlp_hidden),
-            key="side_other_mlp",
-        )
+        st.plotly_chart(other.figure("head_map", config), key="side_other_head_map")
+        st.plotly_chart(other.figure("mlp_kept", config), key="side_other_mlp")
     if shared.landscape is not None and other.landscape is not None and run_knn:
         other.filler.start()
         difference_chart(shared, other, ("these scores", method))

@@ -85,3 +85,21 @@ def stop_app(server: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         server.kill()
         server.wait(timeout=30)
+
+
+def server_stats(pid: int) -> tuple[float, int]:
+    """(resident memory in MB, thread count) of a process, from /proc."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["Threads"])
+
+
+def server_stats_at_rest(url: str, pid: int) -> tuple[float, int]:
+    """(resident MB, threads) of the app server after one plain page request.
+
+    The server (uvicorn/starlette under Streamlit) serves files from anyio's worker-thread pool, which
+    keeps idle workers until the next request prunes those idle for 10 s or more; without a request
+    the count measures how busy the server was, not what departed sessions still hold.
+    """
+    urllib.request.urlopen(url.rstrip("/") + "/", timeout=30).read()
+    time.sleep(1.0)
+    return server_stats(pid)

@@ -187,6 +187,35 @@ def test_two_sessions_share_one_landscape_and_keep_their_own_configuration():
     assert first.session_state["explorer_session"] is not second.session_state["explorer_session"]
 
 
+def _mlp_kept_title(app: AppTest) -> str:
+    import json
+
+    for chart in app.get("plotly_chart"):
+        title = json.loads(chart.proto.spec)["layout"].get("title", {}).get("text", "")
+        if title.startswith("MLP neurons:"):
+            return title
+    raise AssertionError("no MLP neurons chart on the page")
+
+
+def test_structure_charts_are_built_once_for_all_viewers_and_follow_each_configuration():
+    first = start("pages/3_explorer.py")
+    second = start("pages/3_explorer.py")
+    for app in (first, second):
+        app.slider(key="mlp_sparsity").set_value(0.5).run()
+    shared = shared_of(first)
+    assert shared.figure("mlp_kept", (0.5, 0.0)) is shared.figure("mlp_kept", (0.5, 0.0))  # one build, all viewers
+    explorer = shared.explorer
+    total = explorer.backbone.shape.mlp_hidden * explorer.backbone.shape.num_blocks
+    half = sum(explorer.cost(0.5, 0.0).kept_neurons)
+    assert half < total
+    for app in (first, second):
+        assert _mlp_kept_title(app) == f"MLP neurons: {half} of {total} kept"
+    second.slider(key="mlp_sparsity").set_value(0.0).run()
+    first.run()
+    assert _mlp_kept_title(second) == f"MLP neurons: {total} of {total} kept"
+    assert _mlp_kept_title(first) == f"MLP neurons: {half} of {total} kept"
+
+
 def test_a_configuration_not_in_the_landscape_shows_an_estimate_then_the_exact_value(monkeypatch, tmp_path):
     import threading
     from collections import OrderedDict
@@ -292,7 +321,6 @@ def test_sliders_survive_page_switches_and_export_uses_them():
 
 def test_learn_page_runs_with_the_live_model():
     import re
-
 
     app = start("pages/6_learn.py")
     assert app.title[0].value.startswith("Learn")

@@ -7,7 +7,15 @@ import time
 from pathlib import Path
 
 import pytest
-from browser_harness import CHROMIUM, free_port, launch_chromium, start_app, stop_app
+from browser_harness import (
+    CHROMIUM,
+    free_port,
+    launch_chromium,
+    server_stats,
+    server_stats_at_rest,
+    start_app,
+    stop_app,
+)
 from conftest import ROOT
 
 ARTIFACTS = ROOT / "test-artifacts"
@@ -254,26 +262,6 @@ def test_budget_answer_opens_in_the_explorer_and_every_page_renders(app_url):
     assert not app_tracebacks(server_log), server_log[-4000:]
 
 
-def _server_stats(pid: int) -> tuple[float, int]:
-    """(resident MB, threads) of the server process."""
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
-    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["Threads"])
-
-
-def _server_stats_at_rest(url: str, pid: int) -> tuple[float, int]:
-    """(resident MB, threads) after one plain page request.
-
-    The server (uvicorn/starlette under Streamlit) serves files from anyio's worker-thread pool, which
-    keeps idle workers until the next request prunes those idle for 10 s or more; without a request
-    the count measures how busy the server was, not what departed sessions still hold.
-    """
-    import urllib.request
-
-    urllib.request.urlopen(url + "/", timeout=30).read()
-    time.sleep(1.0)
-    return _server_stats(pid)
-
-
 @pytest.mark.slow
 def test_closed_sessions_are_released(app_server):
     """20 viewers open the explorer and leave: threads and memory return to the baseline within 60 s."""
@@ -288,7 +276,7 @@ def test_closed_sessions_are_released(app_server):
         _wait_until_idle(warm)
         warm.close()
         time.sleep(40)  # the warm-up session is dropped (disconnectedSessionTTL = 30 s)
-        baseline_mb, baseline_threads = _server_stats_at_rest(url, server.pid)
+        baseline_mb, baseline_threads = server_stats_at_rest(url, server.pid)
         for _ in range(20):
             context = browser.new_context()
             page = context.new_page()
@@ -297,11 +285,11 @@ def test_closed_sessions_are_released(app_server):
             page.get_by_role("slider", name="MLP sparsity (fraction of neurons removed)").focus()
             page.keyboard.press("ArrowRight")
             context.close()
-        peak_mb, peak_threads = _server_stats(server.pid)
+        peak_mb, peak_threads = server_stats(server.pid)
         browser.close()
     deadline = time.time() + 60
     while time.time() < deadline:
-        memory, threads = _server_stats_at_rest(url, server.pid)
+        memory, threads = server_stats_at_rest(url, server.pid)
         if memory <= 1.1 * baseline_mb and threads <= baseline_threads:
             break
     assert threads <= baseline_threads, (threads, baseline_threads, peak_threads)

@@ -310,7 +310,9 @@ def test_embedded_data_key_hashes_the_source_images_not_the_rounded_floats(monke
     data_config = {"input_size": tuple(config["input_size"]), "mean": config["mean"], "std": config["std"]}
     reference = data_digest(load_knn_splits("embedded", data_config, limit_per_split=50))
     normalize = embedded.normalize_images
-    monkeypatch.setattr(embedded, "normalize_images", lambda images: torch.nextafter(normalize(images), torch.tensor(9.0)))
+    monkeypatch.setattr(
+        embedded, "normalize_images", lambda images: torch.nextafter(normalize(images), torch.tensor(9.0))
+    )
     assert data_digest(load_knn_splits("embedded", data_config, limit_per_split=50)) == reference  # one ulp off
     load = embedded.load_embedded_split
 

@@ -14,6 +14,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import streamlit as st
@@ -279,6 +280,38 @@ class SharedExplorer:
         self.heavy = heavy  # one exact point is slow on this device (ui.live.fills_by_default): filled on request
         self._latency_job: Job | None = None
         self._grids: tuple | None = None  # (key, cost grids) cache of cost_grids()
+        self._figures: OrderedDict[tuple, Any] = OrderedDict()  # (kind, config) -> structure chart, all viewers
+        self._figures_lock = threading.Lock()
+
+    FIGURES_KEPT = 120  # structure charts kept per shared explorer (tens of KB each on the embedded backbone)
+
+    def figure(self, kind: str, config: tuple[float, float]):
+        """The structure chart ``kind`` ('head_map' | 'mlp_kept' | 'mlp_heatmap') of ``config``.
+
+        Built once per server for every viewer: a page run on each slider move otherwise spent about a
+        third of its time building these three Plotly figures (profiled). Callers must not mutate it.
+        """
+        from ui import charts
+
+        key = (kind, config)
+        with self._figures_lock:
+            if key in self._figures:
+                self._figures.move_to_end(key)
+                return self._figures[key]
+        explorer, cost = self.explorer, self.explorer.cost(*config)
+        if kind == "head_map":
+            figure = charts.head_map(explorer.scores, cost.head_mask.numpy())
+        elif kind == "mlp_kept":
+            figure = charts.mlp_kept_chart(cost.kept_neurons, explorer.backbone.shape.mlp_hidden)
+        elif kind == "mlp_heatmap":
+            figure = charts.mlp_score_heatmap(explorer.scores, cost.kept_neurons)
+        else:
+            raise ValueError(f"unknown structure chart {kind!r}")
+        with self._figures_lock:
+            self._figures[key] = figure
+            while len(self._figures) > self.FIGURES_KEPT:
+                self._figures.popitem(last=False)
+        return figure
 
     def latency_status(self) -> tuple[str, float]:
         """('waiting' | 'calibrating' | 'ready' | 'failed', fraction done); starts the calibration when needed."""
