@@ -39,7 +39,7 @@ chromium:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "warning: could not install chromium; the browser test will be skipped"
 
 lint: install-dev
-	$(PY) -m ruff check snapvit_core pages app.py tests benchmarks scripts
+	$(PY) -m ruff check snapvit_core app_pages ui app.py tests benchmarks scripts
 
 bench: install-dev chromium
 	$(PY) benchmarks/run_all.py --quick

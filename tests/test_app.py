@@ -133,7 +133,7 @@ def chart_titles(app: AppTest) -> list[str]:
 
 
 def test_explorer_sliders_change_the_metrics():
-    app = settle(start("pages/3_explorer.py"))
+    app = settle(start("app_pages/3_explorer.py"))
     before = {m.label: m.value for m in app.metric}
     assert float(before["kNN top-1 (%)"]) >= 90.0 and len(app.get("plotly_chart")) == 4
     app.slider(key="mlp_sparsity").set_value(0.6).run()
@@ -159,7 +159,7 @@ def test_explorer_sliders_change_the_metrics():
 
 
 def test_the_shipped_landscape_makes_the_first_open_instant():
-    app = start("pages/3_explorer.py")  # no waiting: the default experience ships its landscape
+    app = start("app_pages/3_explorer.py")  # no waiting: the default experience ships its landscape
     assert float(metric(app, "kNN top-1 (%)")) >= 90.0
     assert any("Accuracy landscape: all 400 configurations computed" in c.value for c in app.caption)
     app.slider(key="mlp_sparsity").set_value(0.45).run()
@@ -176,8 +176,8 @@ def test_the_shipped_landscape_makes_the_first_open_instant():
 
 
 def test_two_sessions_share_one_landscape_and_keep_their_own_configuration():
-    first = start("pages/3_explorer.py")
-    second = start("pages/3_explorer.py")
+    first = start("app_pages/3_explorer.py")
+    second = start("app_pages/3_explorer.py")
     assert shared_of(first) is shared_of(second)  # one explorer, landscape and filler for both
     first.slider(key="mlp_sparsity").set_value(0.8).run()
     second.run()
@@ -198,8 +198,8 @@ def _mlp_kept_title(app: AppTest) -> str:
 
 
 def test_structure_charts_are_built_once_for_all_viewers_and_follow_each_configuration():
-    first = start("pages/3_explorer.py")
-    second = start("pages/3_explorer.py")
+    first = start("app_pages/3_explorer.py")
+    second = start("app_pages/3_explorer.py")
     for app in (first, second):
         app.slider(key="mlp_sparsity").set_value(0.5).run()
     shared = shared_of(first)
@@ -214,6 +214,21 @@ def test_structure_charts_are_built_once_for_all_viewers_and_follow_each_configu
     first.run()
     assert _mlp_kept_title(second) == f"MLP neurons: {total} of {total} kept"
     assert _mlp_kept_title(first) == f"MLP neurons: {half} of {total} kept"
+
+
+def test_a_move_leaves_the_charts_it_does_not_change_as_they_were():
+    """The browser redraws a Plotly chart whose element changes; a move that keeps a chart's content must send it
+    identically (same spec, same element id) so that no viewer's browser draws it again."""
+    app = start("app_pages/3_explorer.py")
+    app.slider(key="mlp_sparsity").set_value(0.3).run()
+    before = {chart.proto.id: chart.proto.spec for chart in app.get("plotly_chart")}
+    head_map = next(c for c in app.get("plotly_chart") if '"Heads: ' in c.proto.spec)
+    app.slider(key="mlp_sparsity").set_value(0.35).run()  # an MLP move: the kept heads stay
+    after = {chart.proto.id: chart.proto.spec for chart in app.get("plotly_chart")}
+    assert head_map.proto.id in after and after[head_map.proto.id] == head_map.proto.spec
+    assert len(set(after) - set(before)) == 3  # landscape (the star), kept neurons, neuron scores: redrawn
+    app.slider(key="head_sparsity").set_value(0.3).run()  # a head move changes the head map
+    assert head_map.proto.id not in {chart.proto.id for chart in app.get("plotly_chart")}
 
 
 def test_a_configuration_not_in_the_landscape_shows_an_estimate_then_the_exact_value(monkeypatch, tmp_path):
@@ -237,7 +252,7 @@ def test_a_configuration_not_in_the_landscape_shows_an_estimate_then_the_exact_v
         return original(self, *args, knn_images=knn_images, **kwargs)
 
     monkeypatch.setattr(Explorer, "evaluate", exact_waits)
-    app = start("pages/3_explorer.py")
+    app = start("app_pages/3_explorer.py")
     app.slider(key="mlp_sparsity").set_value(0.4).run()
     shared = shared_of(app)
     import time
@@ -261,7 +276,7 @@ def test_a_configuration_not_in_the_landscape_shows_an_estimate_then_the_exact_v
 def test_a_link_restores_the_configuration_and_the_url_follows_the_sliders():
     app = AppTest.from_file(APP, default_timeout=TIMEOUT)
     app.query_params.update({"model": "embedded", "scores": "method:magnitude", "mlp": "0.35", "head": "0.2"})
-    app.switch_page("pages/3_explorer.py").run()
+    app.switch_page("app_pages/3_explorer.py").run()
     assert not app.exception
     assert app.slider(key="mlp_sparsity").value == pytest.approx(0.35)
     assert app.slider(key="head_sparsity").value == pytest.approx(0.2)
@@ -274,7 +289,7 @@ def test_a_link_restores_the_configuration_and_the_url_follows_the_sliders():
 def test_a_link_to_scores_this_server_lacks_says_so():
     app = AppTest.from_file(APP, default_timeout=TIMEOUT)
     app.query_params.update({"scores": "digest:0123456789abcdef", "mlp": "0.3", "head": "oops"})
-    app.switch_page("pages/3_explorer.py").run()
+    app.switch_page("app_pages/3_explorer.py").run()
     assert not app.exception
     warnings = [w.value for w in app.warning]
     assert any("does not have the link's scores `digest:0123456789abcdef`" in w for w in warnings)
@@ -282,7 +297,7 @@ def test_a_link_to_scores_this_server_lacks_says_so():
 
 
 def test_speedup_reads_exactly_one_at_zero_sparsity():
-    app = start("pages/3_explorer.py")
+    app = start("app_pages/3_explorer.py")
     assert metric(app, "Speed-up (predicted)") == "1.00 x"  # before the latency model is ready ...
     settle(app)
     assert shared_of(app).explorer.latency_model is not None
@@ -297,23 +312,23 @@ def test_speedup_reads_exactly_one_at_zero_sparsity():
 
 
 def test_cost_cards_stay_short_enough_not_to_be_cut():
-    app = start("pages/3_explorer.py")
+    app = start("app_pages/3_explorer.py")
     for card in app.metric:
         if card.label in ("Params (M)", "FLOPs (MFLOPs)", "Latency (ms, predicted)", "Speed-up (predicted)"):
             assert len(card.value) <= 9, card
 
 
 def test_sliders_survive_page_switches_and_export_uses_them():
-    app = start("pages/3_explorer.py")
+    app = start("app_pages/3_explorer.py")
     app.slider(key="mlp_sparsity").set_value(0.35).run()
     app.slider(key="head_sparsity").set_value(0.2).run()
-    app.switch_page("pages/5_export.py").run()
+    app.switch_page("app_pages/5_export.py").run()
     assert not app.exception
     assert any("MLP sparsity 0.35, head sparsity 0.20" in m.value for m in app.markdown)
     name = next(t for t in app.text_input if t.label.startswith("Export folder")).value
     assert name.endswith("m0.35_h0.20")
-    app.switch_page("pages/1_backbone.py").run()
-    app.switch_page("pages/3_explorer.py").run()
+    app.switch_page("app_pages/1_backbone.py").run()
+    app.switch_page("app_pages/3_explorer.py").run()
     assert not app.exception
     assert app.slider(key="mlp_sparsity").value == pytest.approx(0.35)
     assert app.slider(key="head_sparsity").value == pytest.approx(0.2)
@@ -322,7 +337,7 @@ def test_sliders_survive_page_switches_and_export_uses_them():
 def test_learn_page_runs_with_the_live_model():
     import re
 
-    app = start("pages/6_learn.py")
+    app = start("app_pages/6_learn.py")
     assert app.title[0].value.startswith("Learn")
     assert len(app.header) == 6
     titles = chart_titles(app)
@@ -347,7 +362,7 @@ def test_learn_page_runs_with_the_live_model():
 def test_side_by_side_shows_a_second_method_and_where_each_wins():
     from ui import session
 
-    app = start("pages/3_explorer.py")
+    app = start("app_pages/3_explorer.py")
     app.slider(key="mlp_sparsity").set_value(0.5).run()
     app.selectbox(key="side_by_side_method").set_value("magnitude").run()
     settle(app)
@@ -373,7 +388,7 @@ def test_side_by_side_shows_a_second_method_and_where_each_wins():
 def test_random_weights_skip_knn_by_default():
     from ui import session
 
-    app = start("pages/3_explorer.py")
+    app = start("app_pages/3_explorer.py")
     app.session_state["selection"] = session.Selection("embedded", True, "auto", "embedded")
     app.run()
     assert not app.exception
@@ -388,7 +403,7 @@ def test_random_weights_skip_knn_by_default():
 
 
 def test_overall_slider_follows_the_published_path():
-    app = start("pages/3_explorer.py")
+    app = start("app_pages/3_explorer.py")
     app.slider(key="overall_sparsity").set_value(0.35).run()
     assert app.slider(key="mlp_sparsity").value == pytest.approx(0.35)
     assert app.slider(key="head_sparsity").value == pytest.approx(0.2)
@@ -410,7 +425,7 @@ def _finish_job(app: AppTest, key: str) -> None:
 
 
 def test_scores_page_computes_scores_in_the_background():
-    app = start("pages/2_scores.py")
+    app = start("app_pages/2_scores.py")
     method = next(s for s in app.selectbox if s.label == "Method")
     method.set_value("magnitude")
     next(b for b in app.button if b.label == "Compute scores").click().run()
@@ -420,7 +435,7 @@ def test_scores_page_computes_scores_in_the_background():
 
 
 def test_scores_page_per_image_squared_gradients():
-    app = start("pages/2_scores.py")
+    app = start("app_pages/2_scores.py")
     selectbox = {s.label: s for s in app.selectbox}
     selectbox["Method"].set_value("lamp")
     selectbox["Squared gradients"].set_value("per-image")
@@ -440,7 +455,7 @@ def test_scores_page_refuses_bf16_where_it_would_be_emulated(monkeypatch):
     import snapvit_core.precision as precision
 
     monkeypatch.setattr(precision, "native_bf16", lambda device: False)
-    app = start("pages/2_scores.py")
+    app = start("app_pages/2_scores.py")
     {s.label: s for s in app.selectbox}["Precision"].set_value("bf16")
     next(b for b in app.button if b.label == "Compute scores").click().run()
     assert not app.exception
@@ -452,7 +467,7 @@ def test_scores_page_refuses_bf16_where_it_would_be_emulated(monkeypatch):
 
 
 def test_scores_page_runs_a_short_search_with_a_fitness_curve():
-    app = start("pages/2_scores.py")
+    app = start("app_pages/2_scores.py")
     next(n for n in app.number_input if n.label == "Fitness evaluations").set_value(16)
     next(n for n in app.number_input if n.label == "Evaluation images").set_value(32)
     next(b for b in app.button if b.label == "Run search").click().run()
@@ -487,7 +502,7 @@ def _hostile_pickle() -> bytes:
     ids=["garbage", "hostile-pickle"],
 )
 def test_bad_uploads_get_a_clear_message(name, content, message):
-    app = start("pages/2_scores.py")
+    app = start("app_pages/2_scores.py")
     app.file_uploader[0].set_value((name, content, "application/octet-stream")).run()
     next(b for b in app.button if b.label == "Use uploaded scores").click().run()
     assert not app.exception
@@ -502,14 +517,14 @@ def test_scores_for_another_architecture_are_refused_in_the_app(tmp_path):
     from snapvit_core.scores_io import save_scores
 
     path = save_scores(ImportanceScores(torch.rand(12, 1536), torch.rand(12, 6)), tmp_path / "vit_s.safetensors")
-    app = start("pages/2_scores.py")
+    app = start("app_pages/2_scores.py")
     app.file_uploader[0].set_value(("vit_s.safetensors", path.read_bytes(), "application/octet-stream")).run()
     next(b for b in app.button if b.label == "Use uploaded scores").click().run()
     assert not app.exception and "do not fit" in app.error[0].value
 
 
 def test_compare_page_sweeps_with_predicted_latency():
-    app = start("pages/4_compare.py")
+    app = start("app_pages/4_compare.py")
     next(b for b in app.button if b.label == "Run sweep").click().run()
     _finish_job(app, "job_sweep")
     table = app.session_state["sweep_table"]
@@ -523,7 +538,7 @@ def test_compare_page_sweeps_with_predicted_latency():
 
 
 def test_compare_page_whole_plane_comes_from_the_landscapes():
-    app = start("pages/4_compare.py")
+    app = start("app_pages/4_compare.py")
     app.radio[0].set_value("whole plane (the accuracy landscape)")
     next(b for b in app.button if b.label == "Run sweep").click().run()
     assert not app.exception and "job_sweep" not in app.session_state  # nothing to compute: shipped
@@ -542,7 +557,7 @@ def _find_budget(app: AppTest, target: str, limit: float):
 
 
 def test_budget_finder_reads_the_landscape_instantly_and_never_exceeds_the_budget():
-    app = start("pages/4_compare.py")
+    app = start("app_pages/4_compare.py")
     explorer = shared_of(app).explorer
     landscape = shared_of(app).landscape
     column, limit, answer = _find_budget(app, "FLOPs (% of unpruned)", 50.0)
@@ -567,7 +582,7 @@ def test_budget_finder_searches_the_plane_and_never_exceeds_the_budget(monkeypat
 
     monkeypatch.setattr(landscape, "SHIPPED_DIR", tmp_path)  # no landscape: the boundary is evaluated
     monkeypatch.setattr(session, "_SHARED", OrderedDict())
-    app = start("pages/4_compare.py")
+    app = start("app_pages/4_compare.py")
     shared_of(app).filler.stop()
     explorer = shared_of(app).explorer
     assert len(shared_of(app).landscape) < 50  # nothing shipped or cached for these scores
@@ -591,7 +606,7 @@ def test_budget_finder_searches_the_plane_and_never_exceeds_the_budget(monkeypat
 
 
 def test_budget_answer_opens_in_the_explorer_and_exports():
-    app = start("pages/4_compare.py")
+    app = start("app_pages/4_compare.py")
     _, _, answer = _find_budget(app, "FLOPs (% of unpruned)", 60.0)
     next(b for b in app.button if b.label == "Open in the explorer").click().run()
     assert not app.exception
@@ -599,7 +614,7 @@ def test_budget_answer_opens_in_the_explorer_and_exports():
 
     assert app.session_state[config_state.CONFIG_KEY].pair == (answer.mlp_sparsity, answer.head_sparsity)
     assert app.slider(key="mlp_sparsity").value == pytest.approx(round(answer.mlp_sparsity / 0.05) * 0.05)
-    app.switch_page("pages/4_compare.py").run()
+    app.switch_page("app_pages/4_compare.py").run()
     next(b for b in app.button if b.label == "Export it").click().run()
     assert not app.exception
     suffix = next(t for t in app.text_input if t.label.startswith("Export folder")).value.split("_m")[-1]
@@ -607,9 +622,9 @@ def test_budget_answer_opens_in_the_explorer_and_exports():
 
 
 def test_export_page_writes_a_loadable_model(tmp_path, monkeypatch):
-    app = start("pages/3_explorer.py")
+    app = start("app_pages/3_explorer.py")
     app.slider(key="mlp_sparsity").set_value(0.5).run()
-    app.switch_page("pages/5_export.py").run()
+    app.switch_page("app_pages/5_export.py").run()
     next(t for t in app.text_input if t.label.startswith("Export folder")).set_value("test_export_app")
     next(c for c in app.checkbox if c.label.startswith("Replace")).check()
     next(b for b in app.button if b.label == "Export").click().run()
@@ -629,7 +644,7 @@ def test_export_page_writes_a_loadable_model(tmp_path, monkeypatch):
 def test_saving_scores_never_overwrites_silently(monkeypatch, tmp_path):
     from ui import session
 
-    app = start("pages/2_scores.py")
+    app = start("app_pages/2_scores.py")
     name_box = next(t for t in app.text_input if t.label == "File name in scores/")
     existing = tmp_path / "mine.safetensors"
     existing.write_bytes(b"user data")
@@ -640,3 +655,10 @@ def test_saving_scores_never_overwrites_silently(monkeypatch, tmp_path):
     next(t for t in app.text_input if t.label == "File name in scores/").set_value("../escape.safetensors")
     next(b for b in app.button if b.label == "Save to scores/").click().run()
     assert "not a plain file name" in app.error[0].value
+
+
+def test_no_pages_folder_beside_the_entry_script():
+    """A folder named ``pages`` beside app.py switches Streamlit to its old folder-based multipage mode for a
+    link opened first on a fresh server (app.py's navigation and layout skipped): the pages live elsewhere."""
+    assert not (ROOT / "pages").exists(), "rename pages/ (Streamlit's legacy multipage folder) to app_pages/"
+    assert (ROOT / "app_pages" / "3_explorer.py").exists()

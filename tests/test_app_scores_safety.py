@@ -16,7 +16,7 @@ TIMEOUT = 180
 def _scores_page() -> AppTest:
     app = AppTest.from_file(APP, default_timeout=TIMEOUT)
     app.run()
-    app.switch_page("pages/2_scores.py").run()
+    app.switch_page("app_pages/2_scores.py").run()
     assert not app.exception, [e.value for e in app.exception]
     return app
 

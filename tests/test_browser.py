@@ -222,6 +222,40 @@ def test_clicking_the_landscape_moves_the_sliders_and_the_link_restores_them(app
     assert not app_tracebacks(server_log), server_log[-4000:]
 
 
+def test_a_link_opened_first_on_a_fresh_server_gets_the_apps_navigation(tmp_path):
+    """The first viewer of a freshly started server opens a shared explorer link (not the home page).
+
+    With a ``pages/`` folder beside app.py, Streamlit ran that page in its old folder-based multipage
+    mode: app.py's navigation and wide layout were skipped, the sidebar listed file names and an
+    "app" entry, and every later session of that server stayed so until someone opened the home page.
+    """
+    from playwright.sync_api import expect, sync_playwright
+
+    port = free_port()
+    log_path = tmp_path / "streamlit.log"
+    server = start_app(port, log_path, timeout_s=90)
+    if server is None:
+        pytest.fail("streamlit did not start: " + log_path.read_text()[-4000:])
+    try:
+        with sync_playwright() as playwright:
+            browser = launch_chromium(playwright)
+            page = browser.new_page(viewport={"width": 1400, "height": 1300})
+            page.goto(f"http://127.0.0.1:{port}/explorer?mlp=0.35&head=0.1")
+            page.get_by_text("Speed-up (predicted)").first.wait_for(timeout=120_000)
+            _wait_until_idle(page)
+            nav = page.locator('[data-testid="stSidebarNav"]')
+            expect(nav.get_by_text("Elastic explorer")).to_be_visible(timeout=30_000)  # app.py's page titles
+            assert nav.get_by_text("app", exact=True).count() == 0
+            expect(page.get_by_role("slider", name="MLP sparsity (fraction of neurons removed)")).to_have_attribute(
+                "aria-valuetext", "0.35", timeout=30_000
+            )
+            wide = page.locator('[data-testid="stMainBlockContainer"]').evaluate("e => e.clientWidth")
+            assert wide > 900, wide  # app.py's wide layout (the centred one is at most 736 px)
+            browser.close()
+    finally:
+        stop_app(server)
+
+
 def test_budget_answer_opens_in_the_explorer_and_every_page_renders(app_url):
     from playwright.sync_api import expect, sync_playwright
 

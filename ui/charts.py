@@ -14,6 +14,10 @@ import plotly.graph_objects as go
 from snapvit_core.scores import ImportanceScores
 
 KEPT_COLOUR = "#1f77b4"
+# Charts the explorer redraws on every slider move, in every viewer's browser, have fixed margins with
+# room for their colour bar and legend: plotly's auto-expanding margins drew such a figure twice
+# (profiled in chromium: a third of a redraw).
+FIXED_MARGIN = {"l": 60, "r": 80, "t": 50, "b": 110, "autoexpand": False}
 PRUNED_COLOUR = "#d62728"
 PARETO_COLOUR = "#2ca02c"
 
@@ -79,8 +83,8 @@ def head_map(scores: ImportanceScores, kept_heads: np.ndarray) -> go.Figure:
         yaxis_title="block (0 = input side)",
         yaxis={"autorange": "reversed", "dtick": 1},
         xaxis={"dtick": 1},
-        legend={"orientation": "h", "y": -0.2},
-        margin={"t": 50},
+        legend={"orientation": "h", "y": -0.2, "yanchor": "top"},
+        margin=FIXED_MARGIN,
     )
     return figure
 
@@ -101,40 +105,45 @@ def mlp_kept_chart(kept_neurons: Sequence[int], hidden: int) -> go.Figure:
         xaxis_title="block (0 = input side)",
         yaxis_title="hidden neurons (count)",
         xaxis={"dtick": 1},
-        legend={"orientation": "h", "y": -0.2},
+        legend={"orientation": "h", "y": -0.2, "yanchor": "top"},
+        margin=FIXED_MARGIN,
     )
     return figure
 
 
 def mlp_score_heatmap(scores: ImportanceScores, kept_neurons: np.ndarray | None = None) -> go.Figure:
-    """Blocks x neurons, each block's neurons sorted by score (percentile colour); kept boundary marked."""
+    """Blocks x neurons, each block's neurons sorted by score (percentile colour); kept boundary marked.
+
+    The hover data is numeric only (score, rank, the block's kept count), so plotly sends it as typed
+    arrays: the explorer redraws this chart on every MLP move, and a mixed text/number grid of
+    blocks x neurons x 3 values was 120 kB of JSON to build, send and parse each time.
+    """
     mlp = scores.mlp.float().numpy()
     ordered = -np.sort(-mlp, axis=1)
-    ranks = np.broadcast_to(np.arange(1, mlp.shape[1] + 1), mlp.shape)
-    state = np.full(mlp.shape, "", dtype=object)
-    if kept_neurons is not None:
-        state = np.where(ranks <= np.asarray(kept_neurons)[:, None], "kept", "pruned").astype(object)
-    customdata = np.empty((*mlp.shape, 3), dtype=object)  # mixed numbers and words: no string upcast
-    customdata[..., 0], customdata[..., 1], customdata[..., 2] = ordered, ranks, state
+    blocks, hidden = mlp.shape
+    ranks = np.broadcast_to(np.arange(1, hidden + 1, dtype=np.float32), mlp.shape)
+    kept = np.full(blocks, hidden) if kept_neurons is None else np.asarray(kept_neurons)
+    customdata = np.stack(
+        [ordered.astype(np.float32), ranks, np.broadcast_to(kept[:, None], mlp.shape).astype(np.float32)], axis=-1
+    )
+    keeps = "" if kept_neurons is None else "; the block keeps the top %{customdata[2]:.0f}"
     figure = go.Figure(
         go.Heatmap(
-            z=_rank_normalise(ordered),
+            z=_rank_normalise(ordered).astype(np.float32),
             customdata=customdata,
             colorscale="Viridis",
             zmin=0,
             zmax=1,
             colorbar={"title": "score<br>percentile"},
-            hovertemplate="block %{y}, neuron ranked %{customdata[1]}"
-            f" of {mlp.shape[1]} in its block %{{customdata[2]}}<br>score %{{customdata[0]:.3g}}"
-            "<br>percentile in the model %{z:.2f}<extra></extra>",
+            hovertemplate=f"block %{{y}}, neuron ranked %{{customdata[1]:.0f}} of {hidden} in its block{keeps}"
+            "<br>score %{customdata[0]:.3g}<br>percentile in the model %{z:.2f}<extra></extra>",
         )
     )
     if kept_neurons is not None:
-        counts = np.asarray(kept_neurons)
         figure.add_trace(
             go.Scatter(
-                x=counts - 0.5,
-                y=np.arange(len(counts)),
+                x=kept - 0.5,
+                y=np.arange(blocks),
                 mode="markers",
                 marker={"symbol": "line-ns", "size": 16, "line": {"width": 3, "color": PRUNED_COLOUR}},
                 name="keep boundary (neurons to the right are pruned)",
@@ -145,7 +154,8 @@ def mlp_score_heatmap(scores: ImportanceScores, kept_neurons: np.ndarray | None 
         xaxis_title="neuron rank within block (0 = most important)",
         yaxis_title="block (0 = input side)",
         yaxis={"autorange": "reversed", "dtick": 1},
-        legend={"orientation": "h", "y": -0.2},
+        legend={"orientation": "h", "y": -0.2, "yanchor": "top"},
+        margin=FIXED_MARGIN,
     )
     return figure
 

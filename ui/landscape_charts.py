@@ -1,7 +1,15 @@
 """Plotly figures of the accuracy landscape: the (MLP, head) heatmap and the difference of two score sources.
 
 Both put MLP sparsity on x and head sparsity on y. Every grid cell carries an invisible, clickable
-marker whose ``customdata`` is its (MLP, head) configuration, so a click on the heatmap selects it.
+point whose ``customdata`` is its (MLP, head) configuration, so a click on the heatmap selects it.
+
+The explorer redraws the landscape on every slider move (the current point moves), in every viewer's
+browser, so the figure is built to draw fast (profiled in chromium, `benchmarks/bench_sessions.py`):
+the contour labels are placed here rather than by plotly.js (its label placement walked every contour
+path: about 100 ms a draw); the click targets are empty text points, not transparent markers (400
+styled marker paths cost about 65 ms a draw); there is no legend (about 30 ms; ``LANDSCAPE_KEY`` is
+the caption that says what each mark is); and the margins are fixed (an auto-expanding margin made
+plotly draw the figure twice).
 """
 
 from __future__ import annotations
@@ -14,6 +22,11 @@ import plotly.graph_objects as go
 from snapvit_core.sweep import pareto_mask
 
 HEIGHT = 430
+MARGIN = {"l": 55, "r": 75, "t": 40, "b": 50, "autoexpand": False}  # room for the colour bar, no legend
+LANDSCAPE_KEY = (
+    "Dotted white: iso-FLOPs (% of the unpruned model); orange: iso-latency (ms, predicted); red line: the "
+    "published path; white rings: Pareto-optimal configurations (by FLOPs); star: the sliders' configuration."
+)
 
 
 def _click_targets(axis: Sequence[float], text: np.ndarray) -> go.Scatter:
@@ -21,8 +34,8 @@ def _click_targets(axis: Sequence[float], text: np.ndarray) -> go.Scatter:
     return go.Scatter(
         x=mlp.ravel(),
         y=head.ravel(),
-        mode="markers",
-        marker={"size": 14, "color": "rgba(0,0,0,0)", "symbol": "square"},
+        mode="text",  # hover and click find the nearest point; an empty text draws nothing to style
+        text=[""] * mlp.size,
         customdata=np.stack([mlp.ravel(), head.ravel()], axis=1),
         hovertext=text.ravel(),
         hovertemplate="%{hovertext}<extra></extra>",
@@ -31,14 +44,88 @@ def _click_targets(axis: Sequence[float], text: np.ndarray) -> go.Scatter:
     )
 
 
+def nice_levels(values: np.ndarray, count: int = 7) -> np.ndarray:
+    """``count`` to about ``2 * count`` contour levels at a 1-2-5 step strictly inside the range of ``values``."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0 or float(finite.max()) <= float(finite.min()):
+        return np.empty(0)
+    low, high = float(finite.min()), float(finite.max())
+    raw = (high - low) / count
+    magnitude = 10.0 ** np.floor(np.log10(raw))
+    step = max(m * magnitude for m in (1, 2, 5) if m * magnitude <= raw)  # count to about 2 x count levels
+    levels = np.arange(np.floor(low / step) + 1, np.ceil(high / step)) * step
+    return levels[(levels > low) & (levels < high)]
+
+
+def contour_label_points(
+    axis: Sequence[float], grid: np.ndarray, levels: Sequence[float], fraction: float = 0.5
+) -> list[tuple[float, float, float]]:
+    """One (x, y, level) label position on each level's contour line of ``grid`` ((x, y) grid over ``axis``).
+
+    The points where the contour crosses the grid's cell edges (linear interpolation, as the contour
+    itself) are ordered along x; the label sits at ``fraction`` of the way (two families of contours
+    labelled at different fractions keep their labels apart). Levels the grid never crosses get none.
+    """
+    coords = np.asarray(axis, dtype=float)
+    z = np.asarray(grid, dtype=float)
+    labels = []
+    for level in levels:
+        points = []
+        for lo, hi, along_x in ((z[:-1, :], z[1:, :], True), (z[:, :-1], z[:, 1:], False)):
+            crossing = np.isfinite(lo) & np.isfinite(hi) & ((lo - level) * (hi - level) < 0)
+            for i, j in zip(*np.nonzero(crossing)):
+                t = (level - lo[i, j]) / (hi[i, j] - lo[i, j])
+                if along_x:
+                    points.append((coords[i] + t * (coords[i + 1] - coords[i]), coords[j]))
+                else:
+                    points.append((coords[i], coords[j] + t * (coords[j + 1] - coords[j])))
+        if points:
+            points.sort()
+            x, y = points[min(int(fraction * len(points)), len(points) - 1)]
+            labels.append((float(x), float(y), float(level)))
+    return labels
+
+
+def _contours(
+    axis: list[float], grid: np.ndarray, levels: np.ndarray, colour: str, dash: str, name: str, unit: str, where: float
+) -> list:
+    """An unlabelled plotly contour of ``grid`` at ``levels`` and a text trace labelling each line."""
+    if levels.size == 0:
+        return []
+    step = float(levels[1] - levels[0]) if levels.size > 1 else 1.0
+    lines = go.Contour(
+        x=axis,
+        y=axis,
+        z=grid.T,
+        showscale=False,
+        contours={"coloring": "none", "showlabels": False, "start": levels[0], "end": levels[-1], "size": step},
+        line={"color": colour, "width": 1, "dash": dash},
+        hoverinfo="skip",
+        name=name,
+    )
+    digits = max(0, -int(np.floor(np.log10(step)))) if step < 1 else 0
+    placed = contour_label_points(axis, grid, levels, where)
+    text = go.Scatter(
+        x=[x for x, _, _ in placed],
+        y=[y for _, y, _ in placed],
+        text=[f"{level:.{digits}f}{unit}" for _, _, level in placed],
+        mode="text",
+        textfont={"color": colour, "size": 10},
+        hoverinfo="skip",
+        showlegend=False,
+        name=f"{name} labels",
+    )
+    return [lines, text]
+
+
 def _layout(fig: go.Figure, title: str) -> go.Figure:
     fig.update_layout(
         title=title,
         height=HEIGHT,
-        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        margin=MARGIN,
+        showlegend=False,
         xaxis_title="MLP sparsity (fraction of neurons removed)",
         yaxis_title="head sparsity",
-        legend={"orientation": "h", "y": -0.22},
         clickmode="event+select",
         dragmode=False,
     )
@@ -69,40 +156,12 @@ def landscape_heatmap(
             name="kNN top-1",
         )
     )
-    fig.add_trace(
-        go.Contour(
-            x=axis,
-            y=axis,
-            z=flops_pct.T,
-            showscale=False,
-            contours={
-                "coloring": "none",
-                "showlabels": True,
-                "labelfont": {"color": "white", "size": 10},
-                "start": 10,
-                "end": 100,
-                "size": 10,
-            },
-            line={"color": "white", "width": 1, "dash": "dot"},
-            hoverinfo="skip",
-            name="iso-FLOPs (%)",
-            showlegend=True,
-        )
-    )
+    flops_levels = np.arange(10.0, 100.0, 10.0)
+    fig.add_traces(_contours(axis, flops_pct, flops_levels, "white", "dot", "iso-FLOPs (%)", "%", 0.5))
     if latency_ms is not None:
-        fig.add_trace(
-            go.Contour(
-                x=axis,
-                y=axis,
-                z=latency_ms.T,
-                showscale=False,
-                ncontours=8,
-                contours={"coloring": "none", "showlabels": True, "labelfont": {"color": "orange", "size": 10}},
-                line={"color": "orange", "width": 1},
-                hoverinfo="skip",
-                name="iso-latency (ms, predicted)",
-                showlegend=True,
-            )
+        latency_levels = nice_levels(latency_ms, count=5)
+        fig.add_traces(
+            _contours(axis, latency_ms, latency_levels, "orange", "solid", "iso-latency (ms, predicted)", " ms", 0.2)
         )
     fig.add_trace(
         go.Scatter(

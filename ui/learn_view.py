@@ -11,7 +11,7 @@ import streamlit as st
 
 from ui import session
 from ui.explorer_view import cost_grids, difference_chart
-from ui.landscape_charts import landscape_heatmap
+from ui.landscape_charts import LANDSCAPE_KEY, landscape_heatmap
 
 
 def _coverage_note(*shared: session.SharedExplorer) -> str:
@@ -85,6 +85,7 @@ cell on it is the best use of that budget. {text}
 """
     )
     st.plotly_chart(figure, key="learn_landscape")
+    st.caption(LANDSCAPE_KEY)
 
 
 def _last_within(axis, values: np.ndarray, reference: float) -> str:

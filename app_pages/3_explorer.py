@@ -19,6 +19,7 @@ from ui.explorer_view import (
     measure_now,
     selected_configuration,
 )
+from ui.landscape_charts import LANDSCAPE_KEY
 from ui.sliders import MAX_SPARSITY, SLIDER_STEP, published_path
 
 st.title("Elastic explorer")
@@ -106,7 +107,7 @@ chart_column, maps = st.columns(2)
 with chart_column:
     if shared.landscape is not None:
         landscape_chart(shared, config, move_to_clicked_cell)
-        st.caption("Click a cell to move the sliders there. Dotted white: iso-FLOPs (%); orange: iso-latency (ms).")
+        st.caption(f"Click a cell to move the sliders there. {LANDSCAPE_KEY}")
 maps.plotly_chart(shared.figure("head_map", config), key="head_map")
 neurons, heat = st.columns(2)
 neurons.plotly_chart(shared.figure("mlp_kept", config), key="mlp_kept")
@@ -139,4 +140,4 @@ if method != "(none)":
     if shared.landscape is not None and other.landscape is not None and run_knn:
         other.filler.start()
         difference_chart(shared, other, ("these scores", method))
-st.page_link("pages/6_learn.py", label="How to read this page (Learn)", icon=":material/school:")
+st.page_link("app_pages/6_learn.py", label="How to read this page (Learn)", icon=":material/school:")

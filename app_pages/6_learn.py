@@ -84,7 +84,7 @@ heads per block **{now.kept_heads}** and neurons per block **{now.kept_neurons}*
 left, right = st.columns(2)
 left.plotly_chart(charts.head_map(scores, now.head_mask.numpy()), key="learn_head_map")
 right.plotly_chart(charts.mlp_kept_chart(now.kept_neurons, shape.mlp_hidden), key="learn_mlp_kept")
-st.page_link("pages/3_explorer.py", label="Change the configuration in the explorer", icon=":material/tune:")
+st.page_link("app_pages/3_explorer.py", label="Change the configuration in the explorer", icon=":material/tune:")
 
 st.header("3. Why kNN accuracy measures what is left")
 st.markdown(

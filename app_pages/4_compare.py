@@ -132,10 +132,10 @@ if found is not None:
         open_it, export_it = st.columns(2)
         if open_it.button("Open in the explorer", type="primary"):
             config_state.set_config(answer.mlp_sparsity, answer.head_sparsity)
-            st.switch_page("pages/3_explorer.py")
+            st.switch_page("app_pages/3_explorer.py")
         if export_it.button("Export it"):
             config_state.set_config(answer.mlp_sparsity, answer.head_sparsity)
-            st.switch_page("pages/5_export.py")
+            st.switch_page("app_pages/5_export.py")
         st.plotly_chart(charts.budget_chart(answer, label), key="budget_chart")
         with st.expander(f"The {len(answer.candidates)} evaluated candidates"):
             st.dataframe(answer.candidates.round(4), hide_index=True)
