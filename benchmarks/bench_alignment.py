@@ -193,7 +193,7 @@ def table(header: list[str], rows: list[list]) -> str:
     return "\n".join([*lines, *("| " + " | ".join(str(c) for c in row) + " |" for row in rows)])
 
 
-def report(speed: list[dict], knn: list[dict], chosen: int, why: str, seconds: float) -> str:
+def report(speed: list[dict], knn: list[dict], chosen: int, why: str, seconds: float, command: str = "") -> str:
     speed_table = table(
         ["model", "(MLP, head)", "batch", "N", "FLOPs cut", "speed-up (min-max)", "of FLOPs cut", "ms / batch"],
         [
@@ -247,13 +247,13 @@ def report(speed: list[dict], knn: list[dict], chosen: int, why: str, seconds: f
     return "\n\n".join(
         [
             "# Width alignment: speed-up and kNN cost of rounding kept MLP widths to N",
-            f"Command: `python benchmarks/bench_alignment.py`; torch {torch.__version__}, "
+            f"Command: `python benchmarks/bench_alignment.py{command}`; torch {torch.__version__}, "
             f"{torch.get_num_threads()} threads, CPU, fp32, date {time.strftime('%Y-%m-%d')}, process niceness "
             f"{os.nice(0)}, load average {os.getloadavg()[0]:.1f} when the report was written. "
-            "The machine was shared with other jobs (2 cores, 4 users): every figure is the median over "
-            "interleaved rounds (unpruned and the five N timed back to back per round), min-max over rounds in "
-            "brackets. Random-init ViT-S/16 and ViT-B/16 with magnitude scores; the embedded backbone with "
-            "magnitude scores for speed and its shipped scores for kNN.",
+            "Every figure is the median over interleaved rounds (unpruned and the five N timed back to back "
+            "per round, so load on a shared machine slows them alike), min-max over rounds in brackets. "
+            "Random-init ViT-S/16 and ViT-B/16 with magnitude scores; the embedded backbone with magnitude "
+            "scores for speed and its shipped scores for kNN.",
             "## Speed-up vs FLOPs cut",
             f"{len(speed)} rows measured of the {len(ALIGNS) * 6 * 6} planned (3 models x 6 pruned pairs x 2 batches "
             "x 5 N); a run stopped early keeps the rows it finished (results/alignment.json).",
@@ -306,7 +306,8 @@ def main(argv: list[str] | None = None) -> None:
     measured = {r["model"] for r in speed}
     models = tuple(m for m in ("ViT-B/16", "ViT-S/16") if m in measured) or tuple(sorted(measured))
     chosen, why = choose(speed, knn, models) if models else (1, "no speed measured")
-    text = report(speed, knn, chosen, why, time.perf_counter() - start)
+    command = " --full" if args.full else " --quick" if args.quick else ""
+    text = report(speed, knn, chosen, why, time.perf_counter() - start, command)
     print(text)
     write_text_atomic(args.out, text)
     print(f"[alignment] chosen CPU default: align={chosen}; wrote {args.out}")
