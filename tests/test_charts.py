@@ -63,9 +63,7 @@ def test_landscape_figure_shows_contours_labels_path_and_current_point_and_draws
         assert labels["mode"] == "text" and len(labels["text"]) >= 3
     assert traces["iso-FLOPs (%) labels"]["text"] == [f"{level}%" for level in range(20, 100, 10)]  # 14.5-100 %
     assert traces["current"]["x"] == [0.35] and traces["current"]["y"] == [0.2]
-    assert [tuple(p) for p in zip(traces["published path"]["x"], traces["published path"]["y"])] == published_path(
-        0.05
-    )
+    assert [tuple(p) for p in zip(traces["published path"]["x"], traces["published path"]["y"])] == published_path(0.05)
     targets = traces["configurations"]
     assert targets["mode"] == "text" and set(targets["text"]) == {""} and len(targets["text"]) == 400
     layout = spec["layout"]
