@@ -27,15 +27,20 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def app_server():
-    ARTIFACTS.mkdir(exist_ok=True)
-    log_path = ARTIFACTS / "streamlit.log"
+def _start_or_fail(log_path: Path):
+    """(base URL, server process) of ``streamlit run app.py`` on a free port; the test fails if it does not start."""
     port = free_port()
     server = start_app(port, log_path, timeout_s=90)
     if server is None:
         pytest.fail("streamlit did not start: " + log_path.read_text()[-4000:])
-    yield f"http://127.0.0.1:{port}", server
+    return f"http://127.0.0.1:{port}", server
+
+
+@pytest.fixture(scope="module")
+def app_server():
+    ARTIFACTS.mkdir(exist_ok=True)
+    url, server = _start_or_fail(ARTIFACTS / "streamlit.log")
+    yield url, server
     stop_app(server)
 
 
@@ -231,16 +236,12 @@ def test_a_link_opened_first_on_a_fresh_server_gets_the_apps_navigation(tmp_path
     """
     from playwright.sync_api import expect, sync_playwright
 
-    port = free_port()
-    log_path = tmp_path / "streamlit.log"
-    server = start_app(port, log_path, timeout_s=90)
-    if server is None:
-        pytest.fail("streamlit did not start: " + log_path.read_text()[-4000:])
+    url, server = _start_or_fail(tmp_path / "streamlit.log")
     try:
         with sync_playwright() as playwright:
             browser = launch_chromium(playwright)
             page = browser.new_page(viewport={"width": 1400, "height": 1300})
-            page.goto(f"http://127.0.0.1:{port}/explorer?mlp=0.35&head=0.1")
+            page.goto(f"{url}/explorer?mlp=0.35&head=0.1")
             page.get_by_text("Speed-up (predicted)").first.wait_for(timeout=120_000)
             _wait_until_idle(page)
             nav = page.locator('[data-testid="stSidebarNav"]')

@@ -101,14 +101,14 @@ def test_structure_charts_show_the_kept_structure_with_fixed_margins():
     scores = _scores()
     kept_heads = np.ones((3, 4), dtype=bool)
     kept_heads[1, 2] = False
-    head = head_spec = charts.head_map(scores, kept_heads)
+    head = charts.head_map(scores, kept_heads)
     assert head.layout.title.text == "Heads: 11 of 12 kept"
     assert list(head.data[1].x) == [2] and list(head.data[1].y) == [1]  # the crossed-out head
     kept = charts.mlp_kept_chart([16, 10, 4], 16)
     assert list(kept.data[0].y) == [16, 10, 4] and list(kept.data[1].y) == [0, 6, 12]
     heat = charts.mlp_score_heatmap(scores, np.array([16, 10, 4]))
     assert list(heat.data[1].x) == [15.5, 9.5, 3.5]  # the keep boundary of each block
-    for figure in (head_spec, kept, heat):
+    for figure in (head, kept, heat):
         assert figure.layout.margin.autoexpand is False
 
 

@@ -20,9 +20,10 @@ import numpy as np
 import plotly.graph_objects as go
 
 from snapvit_core.sweep import pareto_mask
+from ui.charts import FIXED_MARGIN
 
 HEIGHT = 430
-MARGIN = {"l": 55, "r": 75, "t": 40, "b": 50, "autoexpand": False}  # room for the colour bar, no legend
+MARGIN = {**FIXED_MARGIN, "l": 55, "r": 75, "t": 40, "b": 50}  # room for the colour bar; no legend below
 LANDSCAPE_KEY = (
     "Dotted white: iso-FLOPs (% of the unpruned model); orange: iso-latency (ms, predicted); red line: the "
     "published path; white rings: Pareto-optimal configurations (by FLOPs); star: the sliders' configuration."

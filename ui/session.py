@@ -280,7 +280,7 @@ class SharedExplorer:
         self.heavy = heavy  # one exact point is slow on this device (ui.live.fills_by_default): filled on request
         self._latency_job: Job | None = None
         self._grids: tuple | None = None  # (key, cost grids) cache of cost_grids()
-        self._figures: OrderedDict[tuple, Any] = OrderedDict()  # (kind, what it shows) -> structure chart, all viewers
+        self._figures: OrderedDict[tuple, Any] = OrderedDict()  # (kind, config) -> structure chart, all viewers
         self._figures_lock = threading.Lock()
 
     FIGURES_KEPT = 120  # structure charts kept per shared explorer (tens of KB each on the embedded backbone)
@@ -289,30 +289,26 @@ class SharedExplorer:
         """The structure chart ``kind`` ('head_map' | 'mlp_kept' | 'mlp_heatmap') of ``config``.
 
         Built once per server for every viewer: a page run on each slider move otherwise spent about a
-        third of its time building these three Plotly figures (profiled). Keyed by what the chart shows
-        (the kept heads, or the kept neurons per block), not by the configuration: a move that leaves a
-        chart's content alone gives the very same figure, whose identical spec the browser keeps
-        instead of drawing it again (an MLP move leaves the head map alone). Callers must not mutate it.
+        third of its time building these three Plotly figures (profiled). A chart whose content a move
+        leaves alone (the head map on an MLP move) comes out with an identical spec, which the browser
+        keeps without drawing it again. Callers must not mutate it.
         """
         from ui import charts
 
-        explorer, cost = self.explorer, self.explorer.cost(*config)
-        if kind == "head_map":
-            key: tuple = (kind, cost.head_mask.numpy().tobytes())
-        elif kind in ("mlp_kept", "mlp_heatmap"):
-            key = (kind, tuple(int(n) for n in cost.kept_neurons))
-        else:
-            raise ValueError(f"unknown structure chart {kind!r}")
+        key = (kind, config)
         with self._figures_lock:
             if key in self._figures:
                 self._figures.move_to_end(key)
                 return self._figures[key]
+        explorer, cost = self.explorer, self.explorer.cost(*config)
         if kind == "head_map":
             figure = charts.head_map(explorer.scores, cost.head_mask.numpy())
         elif kind == "mlp_kept":
             figure = charts.mlp_kept_chart(cost.kept_neurons, explorer.backbone.shape.mlp_hidden)
-        else:
+        elif kind == "mlp_heatmap":
             figure = charts.mlp_score_heatmap(explorer.scores, cost.kept_neurons)
+        else:
+            raise ValueError(f"unknown structure chart {kind!r}")
         with self._figures_lock:
             self._figures[key] = figure
             while len(self._figures) > self.FIGURES_KEPT:
