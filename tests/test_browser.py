@@ -181,20 +181,34 @@ def test_explorer_held_arrow_key_ends_on_the_final_configuration(app_url):
 
 
 def _click_landscape_cell(page, mlp_sparsity: float, head_sparsity: float) -> None:
-    """Hover and click the landscape heatmap's cell of a configuration (plotly's own axis mapping)."""
+    """Hover and click the landscape heatmap's cell of a configuration (plotly's own axis mapping).
+
+    The page may still be settling (a caption above the chart goes when the latency model is ready, which
+    moves the chart): the cell's position is taken again after the hover and the click waits until it holds.
+    """
     chart = page.locator(".js-plotly-plot", has=page.locator("text=kNN top-1 over the (MLP, head) plane")).first
     chart.scroll_into_view_if_needed()
-    x, y = chart.evaluate(
-        """(el, [mlp, head]) => {
-            const xa = el._fullLayout.xaxis, ya = el._fullLayout.yaxis, box = el.getBoundingClientRect();
-            return [box.left + xa._offset + xa.d2p(mlp), box.top + ya._offset + ya.d2p(head)];
-        }""",
-        [mlp_sparsity, head_sparsity],
-    )
-    page.mouse.move(x - 3, y - 3)
-    page.mouse.move(x, y)
-    time.sleep(0.3)  # plotly's hover picks the cell's marker; the click then selects it
-    page.mouse.click(x, y)
+
+    def cell_position() -> tuple[float, float]:
+        return tuple(
+            chart.evaluate(
+                """(el, [mlp, head]) => {
+                const xa = el._fullLayout.xaxis, ya = el._fullLayout.yaxis, box = el.getBoundingClientRect();
+                return [box.left + xa._offset + xa.d2p(mlp), box.top + ya._offset + ya.d2p(head)];
+            }""",
+                [mlp_sparsity, head_sparsity],
+            )
+        )
+
+    for _ in range(20):
+        x, y = cell_position()
+        page.mouse.move(x - 3, y - 3)
+        page.mouse.move(x, y)
+        time.sleep(0.3)  # plotly's hover picks the cell's point; the click then reports it
+        if cell_position() == (x, y):
+            page.mouse.click(x, y)
+            return
+    raise AssertionError("the landscape chart kept moving; could not click a cell")
 
 
 def test_clicking_the_landscape_moves_the_sliders_and_the_link_restores_them(app_url):
@@ -222,6 +236,17 @@ def test_clicking_the_landscape_moves_the_sliders_and_the_link_restores_them(app
             "aria-valuetext", "0.50", timeout=30_000
         )
         assert _wait_for_knn(shared, "(MLP 0.50, head 0.30)") == knn
+        # a slider move updates the charts in place (ui.live_chart): the star moves, no chart is built again
+        plots = page.locator(".js-plotly-plot")
+        assert plots.count() == 4
+        plots.evaluate_all("els => els.forEach(el => { el.__drawnOnce = true; })")
+        mlp.focus()
+        page.keyboard.press("ArrowRight")
+        _wait_for_knn(page, "(MLP 0.55, head 0.30)")
+        _wait_until_idle(page)
+        kept = plots.evaluate_all("els => els.map(el => el.__drawnOnce === true)")
+        star = plots.first.evaluate("el => ['x', 'y'].map(a => el.data.find(t => t.name === 'current')[a][0])")
+        assert kept == [True] * 4 and star == [0.55, 0.3], (kept, star)
         browser.close()
     server_log = (ARTIFACTS / "streamlit.log").read_text()
     assert not app_tracebacks(server_log), server_log[-4000:]
