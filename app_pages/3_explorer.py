@@ -20,7 +20,6 @@ from ui.explorer_view import (
     selected_configuration,
 )
 from ui.landscape_charts import LANDSCAPE_KEY
-from ui.live_chart import live_chart
 from ui.sliders import MAX_SPARSITY, SLIDER_STEP, published_path
 
 st.title("Elastic explorer")
@@ -109,13 +108,10 @@ with chart_column:
     if shared.landscape is not None:
         landscape_chart(shared, config, move_to_clicked_cell)
         st.caption(f"Click a cell to move the sliders there. {LANDSCAPE_KEY}")
-with maps:
-    live_chart(shared.chart("head_map", config), key="head_map")
+maps.plotly_chart(shared.figure("head_map", config), key="head_map")
 neurons, heat = st.columns(2)
-with neurons:
-    live_chart(shared.chart("mlp_kept", config), key="mlp_kept")
-with heat:
-    live_chart(shared.chart("mlp_heatmap", config), key="mlp_heatmap")
+neurons.plotly_chart(shared.figure("mlp_kept", config), key="mlp_kept")
+heat.plotly_chart(shared.figure("mlp_heatmap", config), key="mlp_heatmap")
 
 st.divider()
 method = st.selectbox(
@@ -134,13 +130,13 @@ if method != "(none)":
     with mine:
         st.markdown(f"**{scores_label}**")
         accuracy_panel(shared, config, run_knn, compact=True)
-        live_chart(shared.chart("head_map", config), key="side_head_map")
-        live_chart(shared.chart("mlp_kept", config), key="side_mlp")
+        st.plotly_chart(shared.figure("head_map", config), key="side_head_map")
+        st.plotly_chart(shared.figure("mlp_kept", config), key="side_mlp")
     with theirs:
         st.markdown(f"**{method} (data-free)**")
         accuracy_panel(other, config, run_knn, compact=True)
-        live_chart(other.chart("head_map", config), key="side_other_head_map")
-        live_chart(other.chart("mlp_kept", config), key="side_other_mlp")
+        st.plotly_chart(other.figure("head_map", config), key="side_other_head_map")
+        st.plotly_chart(other.figure("mlp_kept", config), key="side_other_mlp")
     if shared.landscape is not None and other.landscape is not None and run_knn:
         other.filler.start()
         difference_chart(shared, other, ("these scores", method))

@@ -239,20 +239,22 @@ def cost_grids(shared: session.SharedExplorer) -> tuple[tuple[float, ...], np.nd
 def landscape_chart(shared: session.SharedExplorer, config: tuple[float, float], on_click) -> None:
     """The landscape heatmap; clicking a cell calls ``on_click`` (the sliders move there)."""
     from snapvit_core.landscape import published_path
-    from ui.landscape_charts import CURRENT_TRACE, landscape_heatmap
-    from ui.live_chart import chart_spec, live_chart
+    from ui.landscape_charts import landscape_heatmap
 
     axis, flops, latency = cost_grids(shared)
     # The figure changes only when the landscape grows or the latency model arrives; a slider move just
-    # moves the star, which the browser restyles in place (rebuilding 400 cells' hover text and the
-    # contours took ~16 ms per run here, and redrawing the whole chart ~50 ms in every viewer's browser).
+    # moves the star (rebuilding 400 cells' hover text and the contours took ~16 ms per run).
     key = (id(shared.landscape), len(shared.landscape), latency is not None)
     cached = st.session_state.get("landscape_figure")
     if cached is None or cached[0] != key:
         knn = 100 * shared.landscape.matrix("knn_top1")
         figure = landscape_heatmap(axis, knn, flops, latency, published_path(shared.landscape.key.grid), config)
-        st.session_state["landscape_figure"] = cached = (key, chart_spec(figure))
-    live_chart(cached[1], key="landscape_chart", markers={CURRENT_TRACE: config}, on_click=on_click)
+        st.session_state["landscape_figure"] = cached = (key, figure)
+    figure = cached[1]
+    figure.update_traces(x=[config[0]], y=[config[1]], selector={"name": "current"})
+    st.plotly_chart(
+        figure, key="landscape_chart", on_select=on_click, selection_mode="points", config={"displayModeBar": False}
+    )
 
 
 def difference_chart(first: session.SharedExplorer, second: session.SharedExplorer, labels: tuple[str, str]) -> None:
@@ -274,13 +276,18 @@ def selected_configuration(chart_key: str) -> tuple[float, float] | None:
     point's x and y name the cell whichever trace received the click; values off the grid are ignored.
     """
     from snapvit_core.landscape import on_grid
-    from ui.live_chart import clicked_point
 
-    point = clicked_point(chart_key)
-    if point is None:
-        return None
-    mlp, head = on_grid(point[0]), on_grid(point[1])
-    return (mlp, head) if mlp is not None and head is not None else None
+    state = st.session_state.get(chart_key)
+    selection = getattr(state, "selection", None) or (state.get("selection") if isinstance(state, dict) else None)
+    points = getattr(selection, "points", None) or (selection.get("points") if isinstance(selection, dict) else None)
+    for point in points or []:
+        try:
+            mlp, head = on_grid(float(point["x"])), on_grid(float(point["y"]))
+        except (KeyError, TypeError, ValueError):
+            continue
+        if mlp is not None and head is not None:
+            return mlp, head
+    return None
 
 
 def latency_watch(shared: session.SharedExplorer) -> None:

@@ -3,9 +3,8 @@
 Both put MLP sparsity on x and head sparsity on y. Every grid cell carries an invisible, clickable
 point whose ``customdata`` is its (MLP, head) configuration, so a click on the heatmap selects it.
 
-Every viewer's browser draws the landscape when it opens the explorer and again whenever the landscape
-grows (a slider move only moves the star, ``CURRENT_TRACE``, in place: ``ui.live_chart``), so the
-figure is built to draw fast (profiled in chromium, `benchmarks/bench_sessions.py`):
+The explorer redraws the landscape on every slider move (the current point moves), in every viewer's
+browser, so the figure is built to draw fast (profiled in chromium, `benchmarks/bench_sessions.py`):
 the contour labels are placed here rather than by plotly.js (its label placement walked every contour
 path: about 100 ms a draw); the click targets are empty text points, not transparent markers (400
 styled marker paths cost about 65 ms a draw); there is no legend (about 30 ms; ``LANDSCAPE_KEY`` is
@@ -24,7 +23,6 @@ from snapvit_core.sweep import pareto_mask
 from ui.charts import FIXED_MARGIN
 
 HEIGHT = 430
-CURRENT_TRACE = "current"  # the star: moved in the browser without redrawing the chart (ui.live_chart)
 MARGIN = {**FIXED_MARGIN, "l": 55, "r": 75, "t": 40, "b": 50}  # room for the colour bar; no legend below
 LANDSCAPE_KEY = (
     "Dotted white: iso-FLOPs (% of the unpruned model); orange: iso-latency (ms, predicted); red line: the "
@@ -196,7 +194,7 @@ def landscape_heatmap(
             x=[current[0]],
             y=[current[1]],
             mode="markers",
-            name=CURRENT_TRACE,
+            name="current",
             marker={"symbol": "star", "size": 16, "color": "#f58518", "line": {"color": "black", "width": 1}},
             hoverinfo="skip",
         )

@@ -285,17 +285,15 @@ class SharedExplorer:
 
     FIGURES_KEPT = 120  # structure charts kept per shared explorer (tens of KB each on the embedded backbone)
 
-    def chart(self, kind: str, config: tuple[float, float]):
-        """The structure chart ``kind`` ('head_map' | 'mlp_kept' | 'mlp_heatmap') of ``config``, serialised
-        for :func:`ui.live_chart.live_chart`.
+    def figure(self, kind: str, config: tuple[float, float]):
+        """The structure chart ``kind`` ('head_map' | 'mlp_kept' | 'mlp_heatmap') of ``config``.
 
         Built once per server for every viewer: a page run on each slider move otherwise spent about a
         third of its time building these three Plotly figures (profiled). A chart whose content a move
-        leaves alone (the head map on an MLP move) comes out with the same id, which the browser keeps
-        without drawing it again.
+        leaves alone (the head map on an MLP move) comes out with an identical spec, which the browser
+        keeps without drawing it again. Callers must not mutate it.
         """
         from ui import charts
-        from ui.live_chart import chart_spec
 
         key = (kind, config)
         with self._figures_lock:
@@ -311,7 +309,6 @@ class SharedExplorer:
             figure = charts.mlp_score_heatmap(explorer.scores, cost.kept_neurons)
         else:
             raise ValueError(f"unknown structure chart {kind!r}")
-        figure = chart_spec(figure)
         with self._figures_lock:
             self._figures[key] = figure
             while len(self._figures) > self.FIGURES_KEPT:
