@@ -49,10 +49,19 @@ def _int(text: str, what: str) -> int:
     return int(digits)
 
 
+def warn(message: str) -> None:
+    """One ``warning: ...`` line on stderr for the person running the command.
+
+    Part of the command line's own output, like its ``error:`` line and progress bars, so it reaches the
+    user whatever the logging level (``logging`` carries the library's messages, shown with --verbose).
+    """
+    sys.stderr.write(f"warning: {message}\n")
+
+
 def capped_k(k: int, bank_size: int) -> int:
     """The k kNN really uses (at most the bank size); warns when it is smaller than asked."""
     if k > bank_size:
-        sys.stderr.write(f"warning: --k {k} is larger than the kNN bank ({bank_size} images); using k={bank_size}.\n")
+        warn(f"--k {k} is larger than the kNN bank ({bank_size} images); using k={bank_size}.")
     return min(k, bank_size)
 
 
@@ -152,7 +161,7 @@ def build_explorer(args: argparse.Namespace, device: str) -> Explorer:
     if scores is not None:  # refuse another backbone's scores (before the model loads) unless allowed
         warning = check_scores_backbone(scores, args.model, args.allow_other_backbone)
         if warning:
-            print(f"warning: {warning}", file=sys.stderr)
+            warn(warning)
     backbone = load_backbone(args.model, args.random_init, device)
     broadcast_module(backbone.model)  # torchrun: every rank evaluates the same weights
     if scores is None:

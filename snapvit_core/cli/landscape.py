@@ -23,6 +23,7 @@ from ._common import (
     emit,
     positive_int,
     resolve_device,
+    warn,
 )
 
 
@@ -134,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     key = landscape_key(explorer, args.data, correction=correction, grid=step)
     landscape = open_landscape(key, cache_dir=args.cache)
     for warning in landscape.warnings:
-        sys.stderr.write(f"warning: {warning}\n")
+        warn(warning)
     resumed = len(landscape)
     bar = _ProgressBar(landscape.size, args.quiet)
     bar.update(resumed, 0)

@@ -16,6 +16,7 @@ from ._common import (
     resolve_device,
     scores_out_path,
     seed_value,
+    warn,
 )
 
 
@@ -104,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     scores = load_scores(args.scores)
     warning = check_scores_backbone(scores, args.model, args.allow_other_backbone)  # issue 16
     if warning:
-        sys.stderr.write(f"warning: {warning}\n")
+        warn(warning)
     device = resolve_device(args.device)
     autocast_dtype(config.precision, device)  # bf16 where emulated: refused before loading
     backbone = load_backbone(args.model, args.random_init, device)
