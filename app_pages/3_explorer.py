@@ -17,6 +17,7 @@ from ui.explorer_view import (
     landscape_progress,
     latency_watch,
     measure_now,
+    neuron_map,
     selected_configuration,
 )
 from ui.landscape_charts import LANDSCAPE_KEY
@@ -111,7 +112,8 @@ with chart_column:
 maps.plotly_chart(shared.figure("head_map", config), key="head_map")
 neurons, heat = st.columns(2)
 neurons.plotly_chart(shared.figure("mlp_kept", config), key="mlp_kept")
-heat.plotly_chart(shared.figure("mlp_heatmap", config), key="mlp_heatmap")
+with heat:
+    neuron_map(shared, config)
 
 st.divider()
 method = st.selectbox(

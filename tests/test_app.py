@@ -226,7 +226,12 @@ def test_a_move_leaves_the_charts_it_does_not_change_as_they_were():
     app.slider(key="mlp_sparsity").set_value(0.35).run()  # an MLP move: the kept heads stay
     after = {chart.proto.id: chart.proto.spec for chart in app.get("plotly_chart")}
     assert head_map.proto.id in after and after[head_map.proto.id] == head_map.proto.spec
-    assert len(set(after) - set(before)) == 3  # landscape (the star), kept neurons, neuron scores: redrawn
+    assert len(set(after) - set(before)) == 1  # the kept neurons: redrawn
+    kept = next(spec for spec in after.values() if '"MLP neurons: ' in spec)
+    assert all(spec in before.values() for spec in after.values() if spec != kept)  # landscape, neuron map as they were
+    overlays = " ".join(m.value for m in app.markdown if "chart-overlay" in m.value)
+    assert 'class="landscape-current" data-x="0.3500" data-y="0.0000"' in overlays  # the star and the keep
+    assert overlays.count('class="keep-boundary"') == 6  # boundaries moved instead (laid over the charts)
     app.slider(key="head_sparsity").set_value(0.3).run()  # a head move changes the head map
     assert head_map.proto.id not in {chart.proto.id for chart in app.get("plotly_chart")}
 

@@ -110,6 +110,36 @@ def _wait_for_knn(page, config: str = "", timeout_s: float = 60.0) -> str:
     raise AssertionError("the kNN card stayed 'updating…'")
 
 
+def _overlay_misplacement(page) -> list[tuple[str, float, float]]:
+    """(mark, dx, dy) px between each mark laid over a chart (ui.chart_overlay) and where plotly draws its
+    data point: a star at its (x, y), a keep boundary at its x and its block's row centre."""
+    return page.evaluate(
+        """() => [...document.querySelectorAll('.chart-overlay > div')].map((mark) => {
+            const plot = mark.closest("[class*='st-key-overlay_box_']").querySelector('.js-plotly-plot');
+            const xa = plot._fullLayout.xaxis, ya = plot._fullLayout.yaxis, box = plot.getBoundingClientRect();
+            const r = mark.getBoundingClientRect();
+            const row = [...mark.parentNode.children].indexOf(mark);
+            const y = mark.dataset.y !== undefined ? parseFloat(mark.dataset.y) : row;
+            const x = parseFloat(mark.dataset.x);
+            return [mark.className, r.left + r.width / 2 - (box.left + xa._offset + xa.d2p(x)),
+                    r.top + r.height / 2 - (box.top + ya._offset + ya.d2p(y))];
+        })"""
+    )
+
+
+def _assert_overlays_in_place(page, config: tuple[float, float]) -> None:
+    marks = _overlay_misplacement(page)
+    blocks = page.locator(".keep-boundary").first.evaluate(
+        "(mark) => Math.round(mark.closest(\"[class*='st-key-overlay_box_']\")"
+        ".querySelector('.js-plotly-plot')._fullLayout.yaxis.range[0] + 0.5)"
+    )
+    assert [name for name, _, _ in marks].count("keep-boundary") == blocks >= 6, marks  # one per block
+    assert [name for name, _, _ in marks].count("landscape-current") == 1, marks
+    assert all(abs(dx) <= 1.5 and abs(dy) <= 1.5 for _, dx, dy in marks), marks
+    star = page.locator(".landscape-current")
+    assert (float(star.get_attribute("data-x")), float(star.get_attribute("data-y"))) == config
+
+
 def app_tracebacks(server_log: str) -> list[str]:
     """Tracebacks in the server log, less the web server's own noise when a browser tab closes mid-send
     (starlette's WebSocketDisconnected, which Streamlit logs with a traceback; not an app error)."""
@@ -151,6 +181,7 @@ def test_explorer_held_arrow_key_ends_on_the_final_configuration(app_url):
         assert _metric(page, "kNN top-1 (%)") == knn == expected_knn, (knn, expected_knn)
         assert page.get_by_text("updating…").count() == 0
         assert page.locator(".js-plotly-plot .main-svg").count() >= 4  # plotly drew all four charts
+        _assert_overlays_in_place(page, (0.6, 0.0))  # the star and the keep boundaries followed the move
         assert page.get_by_text("Accuracy landscape: all 400 configurations computed").count() > 0
         _hold_arrow_key(page, overall, presses=12)  # the overall slider sets both along the published path
         expect(head).to_have_attribute("aria-valuetext", "0.45", timeout=20_000)
@@ -228,7 +259,16 @@ def test_clicking_the_landscape_moves_the_sliders_and_the_link_restores_them(app
         knn = _wait_for_knn(page, "(MLP 0.50, head 0.30)")
         _wait_until_idle(page)
         assert "mlp=0.5" in page.url and "head=0.3" in page.url  # the URL follows the configuration
+        _assert_overlays_in_place(page, (0.5, 0.3))
         page.screenshot(path=str(ARTIFACTS / "explorer_landscape_click.png"), full_page=True)
+        mlp.focus()
+        page.keyboard.press("ArrowRight")  # away by keyboard, then the same cell again: the sliders come back
+        expect(mlp).to_have_attribute("aria-valuetext", "0.55", timeout=30_000)
+        _wait_until_idle(page)
+        _click_landscape_cell(page, 0.5, 0.3)
+        expect(mlp).to_have_attribute("aria-valuetext", "0.50", timeout=30_000)
+        _wait_for_knn(page, "(MLP 0.50, head 0.30)")
+        _wait_until_idle(page)
         shared = browser.new_page(viewport={"width": 1400, "height": 1300})
         shared.goto(page.url)  # a second viewer opens the link
         shared.get_by_text("Speed-up (predicted)").first.wait_for(timeout=120_000)

@@ -12,6 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from snapvit_core.scores import ImportanceScores
+from ui.chart_overlay import PlotArea, overlay_html, vertical_bar
 
 KEPT_COLOUR = "#1f77b4"
 # Charts the explorer redraws on every slider move, in every viewer's browser, have fixed margins with
@@ -111,12 +112,18 @@ def mlp_kept_chart(kept_neurons: Sequence[int], hidden: int) -> go.Figure:
     return figure
 
 
+NEURON_MAP_HEIGHT = 450  # px, fixed: the explorer places the keep boundaries over it (keep_boundary_html)
+KEEP_BOUNDARY_KEY = "Red line per block: the keep boundary (the neurons to its right are pruned)."
+
+
 def mlp_score_heatmap(scores: ImportanceScores, kept_neurons: np.ndarray | None = None) -> go.Figure:
     """Blocks x neurons, each block's neurons sorted by score (percentile colour); kept boundary marked.
 
-    The hover data is numeric only (score, rank, the block's kept count), so plotly sends it as typed
-    arrays: the explorer redraws this chart on every MLP move, and a mixed text/number grid of
-    blocks x neurons x 3 values was 120 kB of JSON to build, send and parse each time.
+    Without ``kept_neurons`` no boundary is drawn: the explorer lays it over the chart instead
+    (``keep_boundary_html``), so an MLP move does not redraw this chart in any viewer's browser. Its
+    geometry is fixed (height, margins, axis ranges) for that. The hover data is numeric only (score,
+    rank, the block's kept count), so plotly sends it as typed arrays (a mixed text/number grid of
+    blocks x neurons x 3 values was 120 kB of JSON to build, send and parse).
     """
     mlp = scores.mlp.float().numpy()
     ordered = -np.sort(-mlp, axis=1)
@@ -151,13 +158,24 @@ def mlp_score_heatmap(scores: ImportanceScores, kept_neurons: np.ndarray | None 
         )
     figure.update_layout(
         title="Neuron scores, sorted per block",
-        xaxis_title="neuron rank within block (0 = most important)",
-        yaxis_title="block (0 = input side)",
-        yaxis={"autorange": "reversed", "dtick": 1},
+        height=NEURON_MAP_HEIGHT,
+        xaxis={"title": "neuron rank within block (0 = most important)", "range": [-0.5, hidden - 0.5]},
+        yaxis={"title": "block (0 = input side)", "range": [blocks - 0.5, -0.5], "dtick": 1},  # block 0 on top
         legend={"orientation": "h", "y": -0.2, "yanchor": "top"},
-        margin=FIXED_MARGIN,
+        margin=FIXED_MARGIN if kept_neurons is not None else {**FIXED_MARGIN, "b": 60},  # no legend below
     )
     return figure
+
+
+def keep_boundary_html(figure: go.Figure, kept_neurons: Sequence[int]) -> str:
+    """Each block's keep boundary as a red line over ``figure``, an ``mlp_score_heatmap`` drawn without
+    ``kept_neurons`` (``ui.chart_overlay``: a move changes these marks, not the figure)."""
+    area = PlotArea.of(figure)
+    marks = [
+        vertical_bar(area, int(kept) - 0.5, block - 0.5, block + 0.5, PRUNED_COLOUR, 3, "keep-boundary")
+        for block, kept in enumerate(kept_neurons)
+    ]
+    return overlay_html(area, marks)
 
 
 def similarity_histogram(similarity: np.ndarray) -> go.Figure:

@@ -15,6 +15,7 @@ import streamlit as st
 
 from snapvit_core.landscape import LandscapePoint
 from ui import session
+from ui.chart_overlay import OVERLAY_CLASS
 from ui.labels import CARD_WIDTH, card_row, flops_unit, short_number, sparsity_text, speedup_text
 
 POLL_S = 0.2  # how often a pending accuracy panel looks for its value
@@ -236,24 +237,70 @@ def cost_grids(shared: session.SharedExplorer) -> tuple[tuple[float, ...], np.nd
     return shared.cost_grids()
 
 
+_OVERLAY_BOX = "overlay_box_"
+# An overlaid chart's container is its marks' positioning box (the marks' own element container,
+# positioned by Streamlit, is made static so it is not); the box's gap would push what follows below
+# the marks' empty element down. Constant, so a move leaves the page's style sheets untouched.
+_OVERLAY_BOX_CSS = (
+    f"<style>[class*='st-key-{_OVERLAY_BOX}'] {{position: relative; gap: 0}} "
+    f"[class*='st-key-{_OVERLAY_BOX}'] .stElementContainer:has(.{OVERLAY_CLASS}) {{position: static}}</style>"
+)
+
+
+def overlaid_chart(figure: Any, key: str, overlay: str, **plotly_kwargs: Any) -> None:
+    """``figure`` with ``overlay`` (``ui.chart_overlay.overlay_html``) laid over it.
+
+    The parts that follow the sliders live in the overlay, so on a move the figure stays the same and no
+    viewer's browser redraws it (a redraw was the largest browser cost of a move with ten viewers on one
+    machine, ``benchmarks/bench_sessions.py``).
+    """
+    st.html(_OVERLAY_BOX_CSS)
+    with st.container(key=_OVERLAY_BOX + key):
+        st.plotly_chart(figure, key=key, **plotly_kwargs)
+        st.markdown(overlay, unsafe_allow_html=True)
+
+
+def neuron_map(shared: session.SharedExplorer, config: tuple[float, float]) -> None:
+    """The neuron-score map, the same figure for every configuration, with ``config``'s keep boundaries."""
+    from ui.charts import KEEP_BOUNDARY_KEY, keep_boundary_html
+
+    figure = shared.figure("neuron_map", config)
+    overlaid_chart(figure, "neuron_map", keep_boundary_html(figure, shared.explorer.cost(*config).kept_neurons))
+    st.caption(KEEP_BOUNDARY_KEY)
+
+
 def landscape_chart(shared: session.SharedExplorer, config: tuple[float, float], on_click) -> None:
-    """The landscape heatmap; clicking a cell calls ``on_click`` (the sliders move there)."""
+    """The landscape heatmap with a star on ``config``; clicking a cell calls ``on_click`` (the sliders move there).
+
+    The star is laid over the chart (``overlaid_chart``). The figure changes when the landscape grows,
+    when the latency model arrives, and after each click (a fresh chart forgets the clicked cell's
+    selection, so a second click on the same cell moves the sliders again).
+    """
     from snapvit_core.landscape import published_path
-    from ui.landscape_charts import landscape_heatmap
+    from ui.landscape_charts import current_point_html, landscape_heatmap
 
     axis, flops, latency = cost_grids(shared)
-    # The figure changes only when the landscape grows or the latency model arrives; a slider move just
-    # moves the star (rebuilding 400 cells' hover text and the contours took ~16 ms per run).
-    key = (id(shared.landscape), len(shared.landscape), latency is not None)
+    clicks = st.session_state.get("landscape_clicks", 0)
+    key = (id(shared.landscape), len(shared.landscape), latency is not None, clicks)
     cached = st.session_state.get("landscape_figure")
     if cached is None or cached[0] != key:
         knn = 100 * shared.landscape.matrix("knn_top1")
-        figure = landscape_heatmap(axis, knn, flops, latency, published_path(shared.landscape.key.grid), config)
+        figure = landscape_heatmap(axis, knn, flops, latency, published_path(shared.landscape.key.grid), None)
+        figure.update_layout(meta={"clicks": clicks})  # a new spec, so the browser draws a fresh chart
         st.session_state["landscape_figure"] = cached = (key, figure)
     figure = cached[1]
-    figure.update_traces(x=[config[0]], y=[config[1]], selector={"name": "current"})
-    st.plotly_chart(
-        figure, key="landscape_chart", on_select=on_click, selection_mode="points", config={"displayModeBar": False}
+
+    def clicked() -> None:
+        st.session_state["landscape_clicks"] = clicks + 1
+        on_click()
+
+    overlaid_chart(
+        figure,
+        "landscape_chart",
+        current_point_html(figure, config),
+        on_select=clicked,
+        selection_mode="points",
+        config={"displayModeBar": False},
     )
 
 

@@ -10,6 +10,10 @@ path: about 100 ms a draw); the click targets are empty text points, not transpa
 styled marker paths cost about 65 ms a draw); there is no legend (about 30 ms; ``LANDSCAPE_KEY`` is
 the caption that says what each mark is); and the margins are fixed (an auto-expanding margin made
 plotly draw the figure twice).
+
+The explorer does not redraw it on a move at all: its star (the sliders' configuration) is an HTML
+mark laid over the plot (``current_point_html``, ``ui.chart_overlay``), placed from the figure's fixed
+size, margins and axis ranges, so the figure itself stays the same and no viewer's browser redraws it.
 """
 
 from __future__ import annotations
@@ -20,10 +24,13 @@ import numpy as np
 import plotly.graph_objects as go
 
 from snapvit_core.sweep import pareto_mask
+from ui.chart_overlay import PlotArea, overlay_html, star_mark
 from ui.charts import FIXED_MARGIN
 
 HEIGHT = 430
 MARGIN = {**FIXED_MARGIN, "l": 55, "r": 75, "t": 40, "b": 50}  # room for the colour bar; no legend below
+STAR_COLOUR = "#f58518"
+STAR_SIZE = 18  # px
 LANDSCAPE_KEY = (
     "Dotted white: iso-FLOPs (% of the unpruned model); orange: iso-latency (ms, predicted); red line: the "
     "published path; white rings: Pareto-optimal configurations (by FLOPs); star: the sliders' configuration."
@@ -119,18 +126,33 @@ def _contours(
     return [lines, text]
 
 
-def _layout(fig: go.Figure, title: str) -> go.Figure:
+def axis_range(axis: Sequence[float]) -> tuple[float, float]:
+    """The plotted range of either axis: the grid's cells, half a step beyond the first and last value."""
+    values = [float(v) for v in axis]
+    half = (values[1] - values[0]) / 2 if len(values) > 1 else 0.5
+    return values[0] - half, values[-1] + half
+
+
+def _layout(fig: go.Figure, title: str, axis: Sequence[float]) -> go.Figure:
+    span = list(axis_range(axis))  # fixed (not autoranged): the explorer's star is placed from it
     fig.update_layout(
         title=title,
         height=HEIGHT,
         margin=MARGIN,
         showlegend=False,
-        xaxis_title="MLP sparsity (fraction of neurons removed)",
-        yaxis_title="head sparsity",
+        xaxis={"title": "MLP sparsity (fraction of neurons removed)", "range": span},
+        yaxis={"title": "head sparsity", "range": span},
         clickmode="event+select",
         dragmode=False,
     )
     return fig
+
+
+def current_point_html(figure: go.Figure, current: tuple[float, float]) -> str:
+    """A star marking ``current`` (MLP, head) over ``figure``, a ``landscape_heatmap`` drawn without its
+    own current point (``ui.chart_overlay``: a move changes this mark, not the figure)."""
+    area = PlotArea.of(figure)
+    return overlay_html(area, [star_mark(area, current[0], current[1], STAR_COLOUR, STAR_SIZE, "landscape-current")])
 
 
 def landscape_heatmap(
@@ -139,11 +161,13 @@ def landscape_heatmap(
     flops_pct: np.ndarray,
     latency_ms: np.ndarray | None,
     path: Sequence[tuple[float, float]],
-    current: tuple[float, float],
+    current: tuple[float, float] | None,
     title: str = "kNN top-1 over the (MLP, head) plane",
 ) -> go.Figure:
     """kNN top-1 (%) heatmap with iso-FLOPs and iso-latency contours, the published path, the Pareto set
-    (by FLOPs) and the current point. Arrays are (MLP, head) grids over ``axis``; NaN = not computed yet."""
+    (by FLOPs) and the current point (none drawn when ``current`` is None: the explorer lays its own
+    star over the chart, ``current_point_html``). Arrays are (MLP, head) grids over ``axis``; NaN = not
+    computed yet."""
     axis = list(axis)
     fig = go.Figure()
     fig.add_trace(
@@ -189,21 +213,22 @@ def landscape_heatmap(
                 hoverinfo="skip",
             )
         )
-    fig.add_trace(
-        go.Scatter(
-            x=[current[0]],
-            y=[current[1]],
-            mode="markers",
-            name="current",
-            marker={"symbol": "star", "size": 16, "color": "#f58518", "line": {"color": "black", "width": 1}},
-            hoverinfo="skip",
+    if current is not None:
+        fig.add_trace(
+            go.Scatter(
+                x=[current[0]],
+                y=[current[1]],
+                mode="markers",
+                name="current",
+                marker={"symbol": "star", "size": 16, "color": STAR_COLOUR, "line": {"color": "black", "width": 1}},
+                hoverinfo="skip",
+            )
         )
-    )
     text = np.vectorize(lambda a, b, k, f: f"MLP {a:.2f}, head {b:.2f}<br>kNN {k}<br>FLOPs {f:.1f} %")(
         mlp, head, np.where(known, np.char.add(np.round(knn, 2).astype(str), " %"), "not computed yet"), flops_pct
     )
     fig.add_trace(_click_targets(axis, text))
-    return _layout(fig, title)
+    return _layout(fig, title, axis)
 
 
 def difference_map(
@@ -233,4 +258,4 @@ def difference_map(
         np.where(np.isnan(difference), "not computed yet", np.char.add(np.round(difference, 2).astype(str), " pts")),
     )
     fig.add_trace(_click_targets(axis, text))
-    return _layout(fig, f"kNN top-1: {first_label} minus {second_label} (blue: {first_label} wins)")
+    return _layout(fig, f"kNN top-1: {first_label} minus {second_label} (blue: {first_label} wins)", axis)

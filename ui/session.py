@@ -286,16 +286,17 @@ class SharedExplorer:
     FIGURES_KEPT = 120  # structure charts kept per shared explorer (tens of KB each on the embedded backbone)
 
     def figure(self, kind: str, config: tuple[float, float]):
-        """The structure chart ``kind`` ('head_map' | 'mlp_kept' | 'mlp_heatmap') of ``config``.
+        """The structure chart ``kind`` ('head_map' | 'mlp_kept' | 'neuron_map') of ``config``.
 
         Built once per server for every viewer: a page run on each slider move otherwise spent about a
         third of its time building these three Plotly figures (profiled). A chart whose content a move
         leaves alone (the head map on an MLP move) comes out with an identical spec, which the browser
-        keeps without drawing it again. Callers must not mutate it.
+        keeps without drawing it again. The neuron map is the same for every configuration (its keep
+        boundaries are laid over it: ``charts.keep_boundary_html``). Callers must not mutate it.
         """
         from ui import charts
 
-        key = (kind, config)
+        key = (kind, None if kind == "neuron_map" else config)
         with self._figures_lock:
             if key in self._figures:
                 self._figures.move_to_end(key)
@@ -305,8 +306,8 @@ class SharedExplorer:
             figure = charts.head_map(explorer.scores, cost.head_mask.numpy())
         elif kind == "mlp_kept":
             figure = charts.mlp_kept_chart(cost.kept_neurons, explorer.backbone.shape.mlp_hidden)
-        elif kind == "mlp_heatmap":
-            figure = charts.mlp_score_heatmap(explorer.scores, cost.kept_neurons)
+        elif kind == "neuron_map":
+            figure = charts.mlp_score_heatmap(explorer.scores)
         else:
             raise ValueError(f"unknown structure chart {kind!r}")
         with self._figures_lock:
