@@ -13,6 +13,8 @@ from ui.explorer_view import (
     accuracy_panel,
     cost_cards,
     difference_chart,
+    head_map,
+    kept_neuron_chart,
     landscape_chart,
     landscape_progress,
     latency_watch,
@@ -54,67 +56,26 @@ def move_to_clicked_cell() -> None:
         config_state.set_config(*clicked)
 
 
-slider_args = {"min_value": 0.0, "max_value": MAX_SPARSITY, "step": SLIDER_STEP, "format": "%.2f"}
-overall = st.slider(
-    "Overall sparsity (moves both sliders below along the published (MLP, head) path)",
-    key="overall_sparsity",
-    on_change=follow_published_path,
-    help="Sets both sliders below along (0,0), (0.15,0), (0.25,0.1) ... (0.65,0.5); its value is the MLP sparsity.",
-    **slider_args,
-)
-left, right = st.columns(2)
-mlp_slider = left.slider("MLP sparsity (fraction of neurons removed)", key="mlp_sparsity", **slider_args)
-head_slider = right.slider("Head sparsity (fraction of heads removed)", key="head_sparsity", **slider_args)
-config = config_state.store_from_widgets(mlp_slider, head_slider, overall).pair
-mlp_sparsity, head_sparsity = config
-if (mlp_slider, head_slider) != config:
-    st.caption(f"Configuration from the budget finder: (MLP {mlp_sparsity:.3f}, head {head_sparsity:.3f}).")
-elif config != published_path(overall):
-    st.caption(
-        f"Set by hand: (MLP {mlp_sparsity:.2f}, head {head_sparsity:.2f}). The overall slider reads "
-        f"{overall:.2f}, the path point it last set; move it to return to the published path."
-    )
-links.publish(config)
-ALIGNMENTS = (1, 8, 16, 32, 64)
-align = st.selectbox(
-    "MLP width alignment (kept neurons per block rounded to a multiple of)",
-    ALIGNMENTS,
-    index=ALIGNMENTS.index(state.align) if state.align in ALIGNMENTS else 0,
-    key="align_choice",
-    help="Matrix kernels run fastest on widths that are multiples of 8-64; the global neuron count stays as "
-    "close as possible to the MLP sparsity. 1 = the widths the scores give (the published rule). The default "
-    "is the measured one for this device (README 'Width alignment'); each alignment has its own landscape.",
-)
-if align != state.align:
-    session.set_align(int(align))
-    st.rerun()
-
-explorer = shared.explorer
-cost = explorer.cost(mlp_sparsity, head_sparsity)
-cost_cards(cost, shared.latency_status())
-latency_watch(shared)
-if session.selection().random_init and session.has_labelled_data():
-    session.knn_on_random_checkbox()
-run_knn = session.run_knn_on_random_weights()
-accuracy_panel(shared, config, run_knn)
-landscape_progress(shared)
-tools = st.columns([1, 1, 3])
-with tools[0]:
-    measure_now(explorer, config)
-with tools[1]:
-    links.share_box(config)
-
+# The page is drawn in two parts. The charts are drawn by page runs only: a slider move changes none
+# of their figures, only the marks laid over them (ui/chart_overlay.py). Everything that follows the
+# sliders is one fragment, whose run on a move redraws only what it draws (sliders, cards, the marks).
+# With ten viewers on one machine, what each browser redraws per move is what the median key press ->
+# kNN waits for (benchmarks/bench_sessions.py). With a side-by-side method chosen, the page runs whole
+# on a move (its accuracy panels poll in fragments of their own, and Streamlit leaves the elements of a
+# fragment nested in another fragment's outside container behind).
+top = st.container()
 chart_column, maps = st.columns(2)
 with chart_column:
-    if shared.landscape is not None:
-        landscape_chart(shared, config, move_to_clicked_cell)
+    star = landscape_chart(shared, move_to_clicked_cell) if shared.landscape is not None else None
+    if star is not None:
         st.caption(f"Click a cell to move the sliders there. {LANDSCAPE_KEY}")
-maps.plotly_chart(shared.figure("head_map", config), key="head_map")
+with maps:
+    pruned_heads = head_map(shared)
 neurons, heat = st.columns(2)
-neurons.plotly_chart(shared.figure("mlp_kept", config), key="mlp_kept")
+with neurons:
+    kept_bars = kept_neuron_chart(shared)
 with heat:
-    neuron_map(shared, config)
-
+    keep_boundaries = neuron_map(shared)
 st.divider()
 method = st.selectbox(
     "Side by side with another method at the same sparsity",
@@ -122,12 +83,79 @@ method = st.selectbox(
     key="side_by_side_method",
     help="Magnitude, LAMP and random scores need no data; compare their maps and accuracy with the current scores.",
 )
-if method != "(none)":
+side_area = st.container()
+ALIGNMENTS = (1, 8, 16, 32, 64)
+
+
+def live() -> None:
+    config, run_knn = sliders_and_cards()
+    for overlay in (star, pruned_heads, kept_bars, keep_boundaries):
+        if overlay is not None:
+            overlay(config)
+    if method != "(none)":
+        with side_area:
+            side_by_side(config, run_knn)
+
+
+def sliders_and_cards() -> tuple[tuple[float, float], bool]:
+    """The sliders, the cost and accuracy cards and the tools; returns (configuration, kNN shown)."""
+    slider_args = {"min_value": 0.0, "max_value": MAX_SPARSITY, "step": SLIDER_STEP, "format": "%.2f"}
+    overall = st.slider(
+        "Overall sparsity (moves both sliders below along the published (MLP, head) path)",
+        key="overall_sparsity",
+        on_change=follow_published_path,
+        help="Sets both sliders below along (0,0), (0.15,0), (0.25,0.1) ... (0.65,0.5); its value is the MLP sparsity.",
+        **slider_args,
+    )
+    left, right = st.columns(2)
+    mlp_slider = left.slider("MLP sparsity (fraction of neurons removed)", key="mlp_sparsity", **slider_args)
+    head_slider = right.slider("Head sparsity (fraction of heads removed)", key="head_sparsity", **slider_args)
+    config = config_state.store_from_widgets(mlp_slider, head_slider, overall).pair
+    mlp_sparsity, head_sparsity = config
+    if (mlp_slider, head_slider) != config:
+        st.caption(f"Configuration from the budget finder: (MLP {mlp_sparsity:.3f}, head {head_sparsity:.3f}).")
+    elif config != published_path(overall):
+        st.caption(
+            f"Set by hand: (MLP {mlp_sparsity:.2f}, head {head_sparsity:.2f}). The overall slider reads "
+            f"{overall:.2f}, the path point it last set; move it to return to the published path."
+        )
+    links.publish(config)
+    align = st.selectbox(
+        "MLP width alignment (kept neurons per block rounded to a multiple of)",
+        ALIGNMENTS,
+        index=ALIGNMENTS.index(state.align) if state.align in ALIGNMENTS else 0,
+        key="align_choice",
+        help="Matrix kernels run fastest on widths that are multiples of 8-64; the global neuron count stays as "
+        "close as possible to the MLP sparsity. 1 = the widths the scores give (the published rule). The "
+        "default is the measured one for this device (README 'Width alignment'); each alignment has its own "
+        "landscape.",
+    )
+    if align != state.align:
+        session.set_align(int(align))
+        st.rerun()  # the whole page: another alignment is another shared explorer and landscape
+
+    explorer = shared.explorer
+    cost_cards(explorer.cost(mlp_sparsity, head_sparsity), shared.latency_status())
+    latency_watch(shared)
+    if session.selection().random_init and session.has_labelled_data():
+        session.knn_on_random_checkbox()
+    run_knn = session.run_knn_on_random_weights()
+    accuracy_panel(shared, config, run_knn)
+    landscape_progress(shared)
+    tools = st.columns([1, 1, 3])
+    with tools[0]:
+        measure_now(explorer, config)
+    with tools[1]:
+        links.share_box(config)
+    return config, run_knn
+
+
+def side_by_side(config: tuple[float, float], run_knn: bool) -> None:
     try:
         other = session.comparison(method)
     except SnapViTError as error:
         session.show_error(error)
-        st.stop()
+        return
     mine, theirs = st.columns(2)
     with mine:
         st.markdown(f"**{scores_label}**")
@@ -142,4 +170,8 @@ if method != "(none)":
     if shared.landscape is not None and other.landscape is not None and run_knn:
         other.filler.start()
         difference_chart(shared, other, ("these scores", method))
+
+
+with top:
+    (st.fragment(live) if method == "(none)" else live)()
 st.page_link("app_pages/6_learn.py", label="How to read this page (Learn)", icon=":material/school:")

@@ -128,8 +128,21 @@ def settle(app: AppTest, shared=None) -> AppTest:
     return app
 
 
+def overlays(app: AppTest) -> str:
+    """The HTML of every mark laid over the page's charts (ui/chart_overlay.py)."""
+    return " ".join(m.value for m in app.markdown if "chart-overlay" in m.value)
+
+
 def chart_titles(app: AppTest) -> list[str]:
-    return [json.loads(chart.proto.spec)["layout"]["title"]["text"] for chart in app.get("plotly_chart")]
+    """Every chart's title: in its figure, or laid over it (a title that follows the sliders)."""
+    import html
+    import re
+
+    drawn = [
+        json.loads(chart.proto.spec)["layout"].get("title", {}).get("text", "") for chart in app.get("plotly_chart")
+    ]
+    laid_over = [html.unescape(t) for t in re.findall(r'class="chart-title"[^>]*>([^<]*)<', overlays(app))]
+    return drawn + laid_over
 
 
 def test_explorer_sliders_change_the_metrics():
@@ -188,10 +201,7 @@ def test_two_sessions_share_one_landscape_and_keep_their_own_configuration():
 
 
 def _mlp_kept_title(app: AppTest) -> str:
-    import json
-
-    for chart in app.get("plotly_chart"):
-        title = json.loads(chart.proto.spec)["layout"].get("title", {}).get("text", "")
+    for title in chart_titles(app):
         if title.startswith("MLP neurons:"):
             return title
     raise AssertionError("no MLP neurons chart on the page")
@@ -204,6 +214,7 @@ def test_structure_charts_are_built_once_for_all_viewers_and_follow_each_configu
         app.slider(key="mlp_sparsity").set_value(0.5).run()
     shared = shared_of(first)
     assert shared.figure("mlp_kept", (0.5, 0.0)) is shared.figure("mlp_kept", (0.5, 0.0))  # one build, all viewers
+    assert shared.figure("kept_axes", (0.5, 0.0)) is shared.figure("kept_axes", (0.0, 0.0))  # for every configuration
     explorer = shared.explorer
     total = explorer.backbone.shape.mlp_hidden * explorer.backbone.shape.num_blocks
     half = sum(explorer.cost(0.5, 0.0).kept_neurons)
@@ -216,24 +227,24 @@ def test_structure_charts_are_built_once_for_all_viewers_and_follow_each_configu
     assert _mlp_kept_title(first) == f"MLP neurons: {half} of {total} kept"
 
 
-def test_a_move_leaves_the_charts_it_does_not_change_as_they_were():
-    """The browser redraws a Plotly chart whose element changes; a move that keeps a chart's content must send it
-    identically (same spec, same element id) so that no viewer's browser draws it again."""
+def test_a_move_changes_the_marks_over_the_charts_not_the_charts():
+    """The browser redraws a Plotly chart whose element changes: a move must send every chart identically (same
+    spec, same element id), and move the marks laid over them instead, so that no viewer's browser redraws one."""
     app = start("app_pages/3_explorer.py")
     app.slider(key="mlp_sparsity").set_value(0.3).run()
-    before = {chart.proto.id: chart.proto.spec for chart in app.get("plotly_chart")}
-    head_map = next(c for c in app.get("plotly_chart") if '"Heads: ' in c.proto.spec)
-    app.slider(key="mlp_sparsity").set_value(0.35).run()  # an MLP move: the kept heads stay
-    after = {chart.proto.id: chart.proto.spec for chart in app.get("plotly_chart")}
-    assert head_map.proto.id in after and after[head_map.proto.id] == head_map.proto.spec
-    assert len(set(after) - set(before)) == 1  # the kept neurons: redrawn
-    kept = next(spec for spec in after.values() if '"MLP neurons: ' in spec)
-    assert all(spec in before.values() for spec in after.values() if spec != kept)  # landscape, neuron map as they were
-    overlays = " ".join(m.value for m in app.markdown if "chart-overlay" in m.value)
-    assert 'class="landscape-current" data-x="0.3500" data-y="0.0000"' in overlays  # the star and the keep
-    assert overlays.count('class="keep-boundary"') == 6  # boundaries moved instead (laid over the charts)
-    app.slider(key="head_sparsity").set_value(0.3).run()  # a head move changes the head map
-    assert head_map.proto.id not in {chart.proto.id for chart in app.get("plotly_chart")}
+    charts = {chart.proto.id: chart.proto.spec for chart in app.get("plotly_chart")}
+    assert len(charts) == 4
+    app.slider(key="mlp_sparsity").set_value(0.35).run()  # an MLP move
+    assert {chart.proto.id: chart.proto.spec for chart in app.get("plotly_chart")} == charts
+    marks = overlays(app)
+    assert 'class="landscape-current" data-x="0.3500" data-y="0.0000"' in marks  # the star,
+    assert marks.count('class="keep-boundary"') == marks.count('class="kept-bar"') == 6  # boundaries, bars
+    kept = sum(shared_of(app).explorer.cost(0.35, 0.0).kept_neurons)
+    assert f"MLP neurons: {kept} of 2304 kept" in marks and marks.count('class="pruned-head"') == 0
+    app.slider(key="head_sparsity").set_value(0.3).run()  # a head move
+    assert {chart.proto.id: chart.proto.spec for chart in app.get("plotly_chart")} == charts
+    pruned = 36 - int(shared_of(app).explorer.cost(0.35, 0.3).head_mask.sum())
+    assert pruned > 0 and overlays(app).count('class="pruned-head"') == pruned  # crossed out over the head map
 
 
 def test_a_configuration_not_in_the_landscape_shows_an_estimate_then_the_exact_value(monkeypatch, tmp_path):
@@ -384,7 +395,9 @@ def test_side_by_side_shows_a_second_method_and_where_each_wins():
     titles = chart_titles(app)
     assert sum(t.startswith("Heads:") for t in titles) == 3
     difference = next(
-        c for c in app.get("plotly_chart") if "minus magnitude" in json.loads(c.proto.spec)["layout"]["title"]["text"]
+        c
+        for c in app.get("plotly_chart")
+        if "minus magnitude" in json.loads(c.proto.spec)["layout"].get("title", {}).get("text", "")
     )
     trace = json.loads(difference.proto.spec)["data"][0]
     assert trace["zmid"] == 0.0 and trace["colorscale"][0][1] != trace["colorscale"][-1][1]  # diverging, centred

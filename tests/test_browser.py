@@ -111,33 +111,42 @@ def _wait_for_knn(page, config: str = "", timeout_s: float = 60.0) -> str:
 
 
 def _overlay_misplacement(page) -> list[tuple[str, float, float]]:
-    """(mark, dx, dy) px between each mark laid over a chart (ui.chart_overlay) and where plotly draws its
-    data point: a star at its (x, y), a keep boundary at its x and its block's row centre."""
+    """(mark, dx, dy) px between each mark laid over a chart (ui/chart_overlay.py) and where plotly draws its
+    data: a star or cross at its (x, y), a keep boundary at its x and its block's row centre, a bar's centre x
+    and its top edge."""
     return page.evaluate(
-        """() => [...document.querySelectorAll('.chart-overlay > div')].map((mark) => {
+        """() => [...document.querySelectorAll('.chart-overlay > [data-x]')].map((mark) => {
             const plot = mark.closest("[class*='st-key-overlay_box_']").querySelector('.js-plotly-plot');
             const xa = plot._fullLayout.xaxis, ya = plot._fullLayout.yaxis, box = plot.getBoundingClientRect();
             const r = mark.getBoundingClientRect();
-            const row = [...mark.parentNode.children].indexOf(mark);
-            const y = mark.dataset.y !== undefined ? parseFloat(mark.dataset.y) : row;
             const x = parseFloat(mark.dataset.x);
-            return [mark.className, r.left + r.width / 2 - (box.left + xa._offset + xa.d2p(x)),
-                    r.top + r.height / 2 - (box.top + ya._offset + ya.d2p(y))];
+            const dx = r.left + r.width / 2 - (box.left + xa._offset + xa.d2p(x));
+            if (mark.dataset.top !== undefined) {
+                return [mark.className, dx, r.top - (box.top + ya._offset + ya.d2p(parseFloat(mark.dataset.top)))];
+            }
+            const row = [...mark.parentNode.querySelectorAll('.' + mark.className)].indexOf(mark);
+            const y = mark.dataset.y !== undefined ? parseFloat(mark.dataset.y) : row;
+            return [mark.className, dx, r.top + r.height / 2 - (box.top + ya._offset + ya.d2p(y))];
         })"""
     )
 
 
-def _assert_overlays_in_place(page, config: tuple[float, float]) -> None:
+def _assert_overlays_in_place(page, config: tuple[float, float]) -> int:
+    """The star, the pruned heads' crosses, the kept/pruned bars and the keep boundaries sit on plotly's own
+    mapping of their data (within 1.5 px), one bar pair and boundary per block, the star on ``config``.
+    Returns the number of crossed-out heads."""
     marks = _overlay_misplacement(page)
+    names = [name for name, _, _ in marks]
     blocks = page.locator(".keep-boundary").first.evaluate(
         "(mark) => Math.round(mark.closest(\"[class*='st-key-overlay_box_']\")"
         ".querySelector('.js-plotly-plot')._fullLayout.yaxis.range[0] + 0.5)"
     )
-    assert [name for name, _, _ in marks].count("keep-boundary") == blocks >= 6, marks  # one per block
-    assert [name for name, _, _ in marks].count("landscape-current") == 1, marks
+    assert names.count("keep-boundary") == names.count("kept-bar") == names.count("pruned-bar") == blocks >= 6, marks
+    assert names.count("landscape-current") == 1, marks
     assert all(abs(dx) <= 1.5 and abs(dy) <= 1.5 for _, dx, dy in marks), marks
     star = page.locator(".landscape-current")
     assert (float(star.get_attribute("data-x")), float(star.get_attribute("data-y"))) == config
+    return names.count("pruned-head")
 
 
 def app_tracebacks(server_log: str) -> list[str]:
@@ -259,7 +268,7 @@ def test_clicking_the_landscape_moves_the_sliders_and_the_link_restores_them(app
         knn = _wait_for_knn(page, "(MLP 0.50, head 0.30)")
         _wait_until_idle(page)
         assert "mlp=0.5" in page.url and "head=0.3" in page.url  # the URL follows the configuration
-        _assert_overlays_in_place(page, (0.5, 0.3))
+        assert _assert_overlays_in_place(page, (0.5, 0.3)) > 0  # heads pruned at head sparsity 0.3: crossed out
         page.screenshot(path=str(ARTIFACTS / "explorer_landscape_click.png"), full_page=True)
         mlp.focus()
         page.keyboard.press("ArrowRight")  # away by keyboard, then the same cell again: the sliders come back

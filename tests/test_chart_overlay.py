@@ -80,3 +80,39 @@ def test_the_neuron_map_is_one_figure_for_every_configuration_with_its_boundarie
     area = PlotArea.of(figure)
     assert [top for _, _, top in bars] == pytest.approx([area.top_px(block - 0.5) for block in range(3)], abs=0.01)
     assert area.top_px(-0.5) == charts.FIXED_MARGIN["t"]  # block 0 at the top, as the heatmap draws it
+
+
+def _structure_scores() -> ImportanceScores:
+    generator = torch.Generator().manual_seed(1)
+    return ImportanceScores(mlp=torch.rand(3, 16, generator=generator), heads=torch.rand(3, 4, generator=generator))
+
+
+def test_the_head_map_crosses_out_the_pruned_heads_over_one_figure():
+    figure = charts.head_map(_structure_scores())
+    assert len(figure.data) == 1 and not figure.layout.title.text  # no crosses, no title: both laid over it
+    kept = np.ones((3, 4), dtype=bool)
+    kept[1, 2] = kept[2, 0] = False
+    html = charts.pruned_heads_html(figure, kept)
+    assert "Heads: 10 of 12 kept" in html
+    crosses = re.findall(r'class="pruned-head" data-x="([\d.]+)" data-y="([\d.]+)"', html)
+    assert sorted((float(x), float(y)) for x, y in crosses) == [(0.0, 2.0), (2.0, 1.0)]  # (head, block)
+    area = PlotArea.of(figure)
+    assert area.top_px(0) < area.top_px(2)  # block 0 on top, as the drawn-in version shows it
+
+
+def test_the_kept_neuron_bars_are_laid_over_fixed_axes():
+    figure = charts.mlp_kept_axes(3, 16)
+    assert tuple(figure.layout.xaxis.range) == (-0.5, 2.5) and figure.layout.yaxis.range[1] >= 16
+    html = charts.kept_bars_html(figure, [16, 10, 4], 16)
+    assert "MLP neurons: 30 of 48 kept" in html
+    assert re.findall(r'class="kept-bar" data-x="([\d.]+)" data-top="([\d.]+)" title="([^"]*)"', html) == [
+        ("0.0000", "16.0000", "block 0: 16 kept"),
+        ("1.0000", "10.0000", "block 1: 10 kept"),
+        ("2.0000", "4.0000", "block 2: 4 kept"),
+    ]
+    assert [top for _, top in re.findall(r'class="pruned-bar" data-x="([\d.]+)" data-top="([\d.]+)"', html)] == [
+        "16.0000"
+    ] * 3  # each stacked up to the block's width
+    area = PlotArea.of(figure)
+    heights = [float(h) for h in re.findall(r'class="kept-bar"[^>]*height:([\d.]+)px', html)]
+    assert heights == pytest.approx([area.top_px(0) - area.top_px(k) for k in (16, 10, 4)], abs=0.01)

@@ -14,6 +14,7 @@ left and right margins, and the figure's height minus the top and bottom ones. N
 
 from __future__ import annotations
 
+import html
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -94,4 +95,43 @@ def vertical_bar(area: PlotArea, x: float, y_from: float, y_to: float, colour: s
         f'<div class="{css_class}" data-x="{float(x):.4f}" style="position:absolute;left:{area.left_css(x)};'
         f"top:{top:.2f}px;width:{width}px;height:{bottom - top:.2f}px;background:{colour};"
         f'transform:translateX(-50%)"></div>'
+    )
+
+
+def box_mark(
+    area: PlotArea, x: tuple[float, float], y: tuple[float, float], colour: str, css_class: str, tooltip: str = ""
+) -> str:
+    """A filled rectangle over data x[0]..x[1], y[0]..y[1] (a bar). With a ``tooltip`` it takes pointer
+    events and shows it on hover (the browser's own tooltip: nothing to redraw)."""
+    low, high = area.x_range
+    width = (float(x[1]) - float(x[0])) / (high - low)
+    upper = min(y, key=area.top_px)  # the data y of its top edge
+    top, bottom = sorted((area.top_px(y[0]), area.top_px(y[1])))
+    hover = f' title="{html.escape(tooltip)}"' if tooltip else ""
+    events = "pointer-events:auto;" if tooltip else ""
+    centre = (float(x[0]) + float(x[1])) / 2
+    return (
+        f'<div class="{css_class}" data-x="{centre:.4f}" data-top="{float(upper):.4f}"{hover} style="position:absolute;'
+        f"{events}left:{area.left_css(x[0])};top:{top:.2f}px;"
+        f"width:calc({width:.6f} * (100% - {area.margin['l'] + area.margin['r']:g}px));height:{bottom - top:.2f}px;"
+        f'background:{colour}"></div>'
+    )
+
+
+def cross_mark(area: PlotArea, x: float, y: float, colour: str, size: int, css_class: str) -> str:
+    """An X centred on data (x, y), ``size`` px across (as plotly's "x" marker)."""
+    return (
+        f'<div class="{css_class}" data-x="{float(x):.4f}" data-y="{float(y):.4f}" style="position:absolute;'
+        f"left:{area.left_css(x)};top:{area.top_px(y):.2f}px;width:{size}px;height:{size}px;"
+        f'transform:translate(-50%,-50%)"><svg width="{size}" height="{size}" viewBox="0 0 14 14">'
+        f'<path d="M2 2L12 12M12 2L2 12" stroke="{colour}" stroke-width="3" stroke-linecap="round"/></svg></div>'
+    )
+
+
+def title_mark(area: PlotArea, text: str, css_class: str) -> str:
+    """A chart's title line that changes with the configuration (e.g. "26 of 36 kept"), at the figure's
+    top left where plotly puts a title."""
+    return (
+        f'<div class="{css_class}" style="position:absolute;left:4px;top:12px;'
+        f'line-height:1.3;font-size:16px;font-weight:600;white-space:nowrap">{html.escape(text)}</div>'
     )

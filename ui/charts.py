@@ -12,7 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from snapvit_core.scores import ImportanceScores
-from ui.chart_overlay import PlotArea, overlay_html, vertical_bar
+from ui.chart_overlay import PlotArea, box_mark, cross_mark, overlay_html, title_mark, vertical_bar
 
 KEPT_COLOUR = "#1f77b4"
 # Charts the explorer redraws on every slider move, in every viewer's browser, have fixed margins with
@@ -31,27 +31,37 @@ def _rank_normalise(values: np.ndarray) -> np.ndarray:
     return ranks.reshape(values.shape)
 
 
-def head_map(scores: ImportanceScores, kept_heads: np.ndarray) -> go.Figure:
+STRUCTURE_HEIGHT = 450  # px, fixed for the charts the explorer lays marks over (ui.chart_overlay)
+OVERLAY_MARGIN = {**FIXED_MARGIN, "b": 60}  # no legend below: the overlay's marks are explained in a caption
+
+
+def head_map(scores: ImportanceScores, kept_heads: np.ndarray | None = None) -> go.Figure:
     """Blocks x heads grid coloured by head-score percentile; pruned heads crossed out.
+
+    Without ``kept_heads`` nothing is crossed out and the title is left to the caller: the explorer lays
+    the crosses and the title over the chart (``pruned_heads_html``), so a head move does not redraw it.
 
     Args:
         scores: the importance scores (heads [B, H]).
-        kept_heads: boolean [B, H] mask in the original head order (True = kept).
+        kept_heads: boolean [B, H] mask in the original head order (True = kept), or None.
     """
     heads = scores.heads.float().numpy()
-    kept = np.asarray(kept_heads, dtype=bool)
     blocks, count = heads.shape
     # Hover: score, rank within its block (1 = most important) and rank in the whole model.
     block_rank = np.argsort(np.argsort(-heads, axis=1, kind="stable"), axis=1, kind="stable") + 1
     model_rank = (np.argsort(np.argsort(-heads.reshape(-1), kind="stable"), kind="stable") + 1).reshape(heads.shape)
-    state = np.where(kept, "kept", "pruned")
-    customdata = np.empty((*heads.shape, 4), dtype=object)  # mixed numbers and words: no string upcast
-    customdata[..., 0], customdata[..., 1], customdata[..., 2], customdata[..., 3] = (
-        heads,
-        block_rank,
-        model_rank,
-        state,
-    )
+    customdata = np.stack([heads, block_rank, model_rank], axis=-1).astype(np.float64)
+    state = ""
+    if kept_heads is not None:
+        kept = np.asarray(kept_heads, dtype=bool)
+        customdata = np.empty((*heads.shape, 4), dtype=object)  # mixed numbers and words: no string upcast
+        customdata[..., 0], customdata[..., 1], customdata[..., 2], customdata[..., 3] = (
+            heads,
+            block_rank,
+            model_rank,
+            np.where(kept, "kept", "pruned"),
+        )
+        state = ": %{customdata[3]}"
     figure = go.Figure(
         go.Heatmap(
             z=_rank_normalise(heads),
@@ -62,11 +72,19 @@ def head_map(scores: ImportanceScores, kept_heads: np.ndarray) -> go.Figure:
             zmin=0,
             zmax=1,
             colorbar={"title": "score<br>percentile"},
-            hovertemplate="block %{y}, head %{x}: %{customdata[3]}<br>score %{customdata[0]:.3g}"
+            hovertemplate=f"block %{{y}}, head %{{x}}{state}<br>score %{{customdata[0]:.3g}}"
             f"<br>rank %{{customdata[1]}} of {count} in its block, %{{customdata[2]}} of {heads.size} overall"
             "<br>percentile %{z:.2f}<extra></extra>",
         )
     )
+    figure.update_layout(
+        xaxis={"title": "head index", "dtick": 1, "range": [-0.5, count - 0.5]},
+        yaxis={"title": "block (0 = input side)", "dtick": 1, "range": [blocks - 0.5, -0.5]},  # block 0 on top
+        height=STRUCTURE_HEIGHT,
+    )
+    if kept_heads is None:
+        figure.update_layout(margin=OVERLAY_MARGIN)
+        return figure
     pruned_y, pruned_x = np.nonzero(~kept)
     figure.add_trace(
         go.Scatter(
@@ -80,14 +98,20 @@ def head_map(scores: ImportanceScores, kept_heads: np.ndarray) -> go.Figure:
     )
     figure.update_layout(
         title=f"Heads: {int(kept.sum())} of {kept.size} kept",
-        xaxis_title="head index",
-        yaxis_title="block (0 = input side)",
-        yaxis={"autorange": "reversed", "dtick": 1},
-        xaxis={"dtick": 1},
         legend={"orientation": "h", "y": -0.2, "yanchor": "top"},
         margin=FIXED_MARGIN,
     )
     return figure
+
+
+def pruned_heads_html(figure: go.Figure, kept_heads: np.ndarray) -> str:
+    """The title and a cross on each pruned head, over ``figure``, a ``head_map`` drawn without
+    ``kept_heads`` (``ui.chart_overlay``: a move changes these marks, not the figure)."""
+    area = PlotArea.of(figure)
+    kept = np.asarray(kept_heads, dtype=bool)
+    marks = [title_mark(area, f"Heads: {int(kept.sum())} of {kept.size} kept", "chart-title")]
+    marks += [cross_mark(area, x, y, PRUNED_COLOUR, 14, "pruned-head") for y, x in zip(*np.nonzero(~kept))]
+    return overlay_html(area, marks)
 
 
 def mlp_kept_chart(kept_neurons: Sequence[int], hidden: int) -> go.Figure:
@@ -112,8 +136,37 @@ def mlp_kept_chart(kept_neurons: Sequence[int], hidden: int) -> go.Figure:
     return figure
 
 
-NEURON_MAP_HEIGHT = 450  # px, fixed: the explorer places the keep boundaries over it (keep_boundary_html)
+def mlp_kept_axes(blocks: int, hidden: int) -> go.Figure:
+    """The axes of ``mlp_kept_chart`` without bars, of fixed geometry: the explorer lays the bars and the
+    title over it (``kept_bars_html``), so an MLP move does not redraw it."""
+    figure = go.Figure(go.Scatter(x=[], y=[], hoverinfo="skip", showlegend=False))
+    figure.update_layout(
+        xaxis={"title": "block (0 = input side)", "dtick": 1, "range": [-0.5, blocks - 0.5], "showgrid": False},
+        yaxis={"title": "hidden neurons (count)", "range": [0, hidden * 1.05]},
+        height=STRUCTURE_HEIGHT,
+        margin=OVERLAY_MARGIN,
+    )
+    return figure
+
+
+def kept_bars_html(figure: go.Figure, kept_neurons: Sequence[int], hidden: int) -> str:
+    """Stacked kept (blue) / pruned (red) bars per block and the title, over ``mlp_kept_axes``; each bar
+    names its block and count on hover."""
+    area = PlotArea.of(figure)
+    kept = [int(k) for k in kept_neurons]
+    marks = [title_mark(area, f"MLP neurons: {sum(kept)} of {hidden * len(kept)} kept", "chart-title")]
+    for block, count in enumerate(kept):
+        x = (block - 0.4, block + 0.4)  # plotly's default bar width (bargap 0.2)
+        marks.append(box_mark(area, x, (0, count), KEPT_COLOUR, "kept-bar", f"block {block}: {count} kept"))
+        marks.append(
+            box_mark(area, x, (count, hidden), PRUNED_COLOUR, "pruned-bar", f"block {block}: {hidden - count} pruned")
+        )
+    return overlay_html(area, marks)
+
+
 KEEP_BOUNDARY_KEY = "Red line per block: the keep boundary (the neurons to its right are pruned)."
+HEAD_MAP_KEY = "Colour: each head's score percentile; red X: a pruned head."
+KEPT_BARS_KEY = "Blue: kept neurons; red: pruned (hover a bar for its count)."
 
 
 def mlp_score_heatmap(scores: ImportanceScores, kept_neurons: np.ndarray | None = None) -> go.Figure:
@@ -158,11 +211,11 @@ def mlp_score_heatmap(scores: ImportanceScores, kept_neurons: np.ndarray | None 
         )
     figure.update_layout(
         title="Neuron scores, sorted per block",
-        height=NEURON_MAP_HEIGHT,
+        height=STRUCTURE_HEIGHT,
         xaxis={"title": "neuron rank within block (0 = most important)", "range": [-0.5, hidden - 0.5]},
         yaxis={"title": "block (0 = input side)", "range": [blocks - 0.5, -0.5], "dtick": 1},  # block 0 on top
         legend={"orientation": "h", "y": -0.2, "yanchor": "top"},
-        margin=FIXED_MARGIN if kept_neurons is not None else {**FIXED_MARGIN, "b": 60},  # no legend below
+        margin=FIXED_MARGIN if kept_neurons is not None else OVERLAY_MARGIN,
     )
     return figure
 

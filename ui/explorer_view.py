@@ -8,6 +8,7 @@ from a quick estimate on a subset, labelled as one, replaced when the exact valu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,6 @@ import streamlit as st
 
 from snapvit_core.landscape import LandscapePoint
 from ui import session
-from ui.chart_overlay import OVERLAY_CLASS
 from ui.labels import CARD_WIDTH, card_row, flops_unit, short_number, sparsity_text, speedup_text
 
 POLL_S = 0.2  # how often a pending accuracy panel looks for its value
@@ -238,17 +238,18 @@ def cost_grids(shared: session.SharedExplorer) -> tuple[tuple[float, ...], np.nd
 
 
 _OVERLAY_BOX = "overlay_box_"
-# An overlaid chart's container is its marks' positioning box (the marks' own element container,
-# positioned by Streamlit, is made static so it is not); the box's gap would push what follows below
-# the marks' empty element down. Constant, so a move leaves the page's style sheets untouched.
+# An overlaid chart's container is its marks' positioning box (the marks' own element container, the
+# box's last child, positioned by Streamlit, is made static so it is not); the box's gap would push what
+# follows below the marks' empty element down. Constant, so a move leaves the page's style sheets alone.
 _OVERLAY_BOX_CSS = (
     f"<style>[class*='st-key-{_OVERLAY_BOX}'] {{position: relative; gap: 0}} "
-    f"[class*='st-key-{_OVERLAY_BOX}'] .stElementContainer:has(.{OVERLAY_CLASS}) {{position: static}}</style>"
+    f"[class*='st-key-{_OVERLAY_BOX}'] > .stElementContainer:last-child {{position: static}}</style>"
 )
+Overlay = Callable[[tuple[float, float]], None]  # draws a chart's marks for a configuration
 
 
-def overlaid_chart(figure: Any, key: str, overlay: str, **plotly_kwargs: Any) -> None:
-    """``figure`` with ``overlay`` (``ui.chart_overlay.overlay_html``) laid over it.
+def overlaid_chart(figure: Any, key: str, **plotly_kwargs: Any) -> Any:
+    """``figure`` with an empty slot laid over it; the caller writes ``ui.chart_overlay.overlay_html`` there.
 
     The parts that follow the sliders live in the overlay, so on a move the figure stays the same and no
     viewer's browser redraws it (a redraw was the largest browser cost of a move with ten viewers on one
@@ -257,35 +258,80 @@ def overlaid_chart(figure: Any, key: str, overlay: str, **plotly_kwargs: Any) ->
     st.html(_OVERLAY_BOX_CSS)
     with st.container(key=_OVERLAY_BOX + key):
         st.plotly_chart(figure, key=key, **plotly_kwargs)
-        st.markdown(overlay, unsafe_allow_html=True)
+        return st.empty()
 
 
-def neuron_map(shared: session.SharedExplorer, config: tuple[float, float]) -> None:
-    """The neuron-score map, the same figure for every configuration, with ``config``'s keep boundaries."""
+def neuron_map(shared: session.SharedExplorer) -> Overlay:
+    """The neuron-score map, the same figure for every configuration; returns what draws a configuration's
+    keep boundaries over it."""
     from ui.charts import KEEP_BOUNDARY_KEY, keep_boundary_html
 
-    figure = shared.figure("neuron_map", config)
-    overlaid_chart(figure, "neuron_map", keep_boundary_html(figure, shared.explorer.cost(*config).kept_neurons))
+    figure = shared.figure("neuron_map")
+    slot = overlaid_chart(figure, "neuron_map")
     st.caption(KEEP_BOUNDARY_KEY)
 
+    def boundaries(config: tuple[float, float]) -> None:
+        kept = shared.explorer.cost(*config).kept_neurons
+        slot.markdown(keep_boundary_html(figure, kept), unsafe_allow_html=True)
 
-def landscape_chart(shared: session.SharedExplorer, config: tuple[float, float], on_click) -> None:
-    """The landscape heatmap with a star on ``config``; clicking a cell calls ``on_click`` (the sliders move there).
+    return boundaries
 
-    The star is laid over the chart (``overlaid_chart``). The figure changes when the landscape grows,
+
+def head_map(shared: session.SharedExplorer) -> Overlay:
+    """The head-score map, the same figure for every configuration; returns what draws a configuration's
+    pruned heads (crossed out) and its title over it."""
+    from ui.charts import HEAD_MAP_KEY, pruned_heads_html
+
+    figure = shared.figure("head_scores")
+    slot = overlaid_chart(figure, "head_map")
+    st.caption(HEAD_MAP_KEY)
+
+    def crosses(config: tuple[float, float]) -> None:
+        kept = shared.explorer.cost(*config).head_mask.numpy()
+        slot.markdown(pruned_heads_html(figure, kept), unsafe_allow_html=True)
+
+    return crosses
+
+
+def kept_neuron_chart(shared: session.SharedExplorer) -> Overlay:
+    """Axes for kept vs pruned MLP neurons per block; returns what draws a configuration's bars over them."""
+    from ui.charts import KEPT_BARS_KEY, kept_bars_html
+
+    figure = shared.figure("kept_axes")
+    slot = overlaid_chart(figure, "mlp_kept")
+    st.caption(KEPT_BARS_KEY)
+    hidden = shared.explorer.backbone.shape.mlp_hidden
+
+    def bars(config: tuple[float, float]) -> None:
+        kept = shared.explorer.cost(*config).kept_neurons
+        slot.markdown(kept_bars_html(figure, kept, hidden), unsafe_allow_html=True)
+
+    return bars
+
+
+LANDSCAPE_POLL_S = 3.0  # while the landscape fills, how often the page looks for new points to draw
+
+
+def landscape_chart(shared: session.SharedExplorer, on_click) -> Overlay:
+    """The landscape heatmap; clicking a cell calls ``on_click`` (the sliders move there). Returns what
+    draws a configuration's star over it.
+
+    The figure changes when the landscape grows (looked for every ``LANDSCAPE_POLL_S`` while it fills),
     when the latency model arrives, and after each click (a fresh chart forgets the clicked cell's
     selection, so a second click on the same cell moves the sliders again).
     """
     from snapvit_core.landscape import published_path
     from ui.landscape_charts import current_point_html, landscape_heatmap
 
+    landscape = shared.landscape
     axis, flops, latency = cost_grids(shared)
     clicks = st.session_state.get("landscape_clicks", 0)
-    key = (id(shared.landscape), len(shared.landscape), latency is not None, clicks)
+    drawn = len(landscape)
+    key = (id(landscape), drawn, latency is not None, clicks)
     cached = st.session_state.get("landscape_figure")
     if cached is None or cached[0] != key:
-        knn = 100 * shared.landscape.matrix("knn_top1")
-        figure = landscape_heatmap(axis, knn, flops, latency, published_path(shared.landscape.key.grid), None)
+        knn = 100 * landscape.matrix("knn_top1")
+        figure = landscape_heatmap(axis, knn, flops, latency, published_path(landscape.key.grid), None)
         figure.update_layout(meta={"clicks": clicks})  # a new spec, so the browser draws a fresh chart
         st.session_state["landscape_figure"] = cached = (key, figure)
     figure = cached[1]
@@ -294,14 +340,18 @@ def landscape_chart(shared: session.SharedExplorer, config: tuple[float, float],
         st.session_state["landscape_clicks"] = clicks + 1
         on_click()
 
-    overlaid_chart(
-        figure,
-        "landscape_chart",
-        current_point_html(figure, config),
-        on_select=clicked,
-        selection_mode="points",
-        config={"displayModeBar": False},
+    slot = overlaid_chart(
+        figure, "landscape_chart", on_select=clicked, selection_mode="points", config={"displayModeBar": False}
     )
+    if drawn < landscape.size and shared.filler.status().filling:
+
+        @st.fragment(run_every=LANDSCAPE_POLL_S)
+        def watch() -> None:
+            if len(landscape) != drawn:
+                st.rerun()  # the whole page: the chart is drawn by page runs, not by the sliders' runs
+
+        watch()
+    return lambda config: slot.markdown(current_point_html(figure, config), unsafe_allow_html=True)
 
 
 def difference_chart(first: session.SharedExplorer, second: session.SharedExplorer, labels: tuple[str, str]) -> None:

@@ -285,29 +285,34 @@ class SharedExplorer:
 
     FIGURES_KEPT = 120  # structure charts kept per shared explorer (tens of KB each on the embedded backbone)
 
-    def figure(self, kind: str, config: tuple[float, float]):
-        """The structure chart ``kind`` ('head_map' | 'mlp_kept' | 'neuron_map') of ``config``.
+    STATIC_FIGURES = ("head_scores", "kept_axes", "neuron_map")  # the same for every configuration
 
-        Built once per server for every viewer: a page run on each slider move otherwise spent about a
-        third of its time building these three Plotly figures (profiled). A chart whose content a move
-        leaves alone (the head map on an MLP move) comes out with an identical spec, which the browser
-        keeps without drawing it again. The neuron map is the same for every configuration (its keep
-        boundaries are laid over it: ``charts.keep_boundary_html``). Callers must not mutate it.
+    def figure(self, kind: str, config: tuple[float, float] | None = None):
+        """The structure chart ``kind`` of ``config``: 'head_map' | 'mlp_kept' (with the configuration's
+        pruning drawn in), or one of ``STATIC_FIGURES`` (the explorer lays the configuration over them).
+
+        Built once per server for every viewer: a page run otherwise spent about a third of its time
+        building these Plotly figures (profiled). Callers must not mutate it.
         """
         from ui import charts
 
-        key = (kind, None if kind == "neuron_map" else config)
+        key = (kind, None if kind in self.STATIC_FIGURES else config)
         with self._figures_lock:
             if key in self._figures:
                 self._figures.move_to_end(key)
                 return self._figures[key]
-        explorer, cost = self.explorer, self.explorer.cost(*config)
-        if kind == "head_map":
-            figure = charts.head_map(explorer.scores, cost.head_mask.numpy())
-        elif kind == "mlp_kept":
-            figure = charts.mlp_kept_chart(cost.kept_neurons, explorer.backbone.shape.mlp_hidden)
+        explorer = self.explorer
+        shape = explorer.backbone.shape
+        if kind == "head_scores":
+            figure = charts.head_map(explorer.scores)
+        elif kind == "kept_axes":
+            figure = charts.mlp_kept_axes(explorer.scores.mlp.shape[0], shape.mlp_hidden)
         elif kind == "neuron_map":
             figure = charts.mlp_score_heatmap(explorer.scores)
+        elif kind == "head_map":
+            figure = charts.head_map(explorer.scores, explorer.cost(*config).head_mask.numpy())
+        elif kind == "mlp_kept":
+            figure = charts.mlp_kept_chart(explorer.cost(*config).kept_neurons, shape.mlp_hidden)
         else:
             raise ValueError(f"unknown structure chart {kind!r}")
         with self._figures_lock:
