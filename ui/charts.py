@@ -15,9 +15,9 @@ from snapvit_core.scores import ImportanceScores
 from ui.chart_overlay import PlotArea, box_mark, cross_mark, overlay_html, title_mark, vertical_bar
 
 KEPT_COLOUR = "#1f77b4"
-# Charts the explorer redraws on every slider move, in every viewer's browser, have fixed margins with
-# room for their colour bar and legend: plotly's auto-expanding margins drew such a figure twice
-# (profiled in chromium: a third of a redraw).
+# Structure charts have fixed margins with room for their colour bar and legend: plotly's auto-expanding
+# margins drew such a figure twice (profiled in chromium: a third of a redraw), and the explorer places
+# the marks it lays over them (ui.chart_overlay) from fixed margins.
 FIXED_MARGIN = {"l": 60, "r": 80, "t": 50, "b": 110, "autoexpand": False}
 PRUNED_COLOUR = "#d62728"
 PARETO_COLOUR = "#2ca02c"
