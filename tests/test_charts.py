@@ -7,6 +7,7 @@ what is tested, next to what the charts show.
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -42,6 +43,21 @@ def test_contour_labels_sit_on_their_contour_line():
     assert contour_label_points(AXIS, grid, [99.0]) == []  # a level the grid never reaches gets no label
     first, later = contour_label_points(AXIS, grid, [1.0], 0.1), contour_label_points(AXIS, grid, [1.0], 0.9)
     assert first[0][0] < later[0][0]  # two contour families labelled at different fractions stay apart
+
+
+def test_contour_labels_of_close_near_parallel_lines_do_not_print_over_each_other():
+    mlp, head = np.meshgrid(AXIS, AXIS, indexing="ij")
+    grid = 20.0 * mlp + 0.5 * head  # near-vertical lines 0.05 apart (iso-latency on a slow CPU looked so)
+    taken: list[tuple[float, float]] = []
+    labels = contour_label_points(AXIS, grid, np.arange(1.0, 19.0), 0.2, taken)
+    others = contour_label_points(AXIS, grid + 0.3, np.arange(1.0, 19.0), 0.5, taken)  # a second family
+    assert len(labels) >= 10 and len(others) >= 3  # labels move along their lines rather than vanish
+    placed = labels + others
+    for (xa, ya, _), (xb, yb, _) in itertools.combinations(placed, 2):
+        assert abs(xa - xb) >= 0.12 or abs(ya - yb) >= 0.04, (xa, ya, xb, yb)  # ~6 characters at 10 px apart
+    for x, y, level in labels:
+        assert 20.0 * x + 0.5 * y == pytest.approx(level, abs=1e-9)  # still on its own line
+    assert taken == [(x, y) for x, y, _ in placed]
 
 
 def test_nice_levels_are_round_steps_inside_the_range():

@@ -65,17 +65,27 @@ def nice_levels(values: np.ndarray, count: int = 7) -> np.ndarray:
     return levels[(levels > low) & (levels < high)]
 
 
+LABEL_BOX = (0.13, 0.045)  # a contour label's extent in axis units (about 6 characters at 10 px on the chart)
+
+
 def contour_label_points(
-    axis: Sequence[float], grid: np.ndarray, levels: Sequence[float], fraction: float = 0.5
+    axis: Sequence[float],
+    grid: np.ndarray,
+    levels: Sequence[float],
+    fraction: float = 0.5,
+    taken: list[tuple[float, float]] | None = None,
 ) -> list[tuple[float, float, float]]:
     """One (x, y, level) label position on each level's contour line of ``grid`` ((x, y) grid over ``axis``).
 
     The points where the contour crosses the grid's cell edges (linear interpolation, as the contour
-    itself) are ordered along x; the label sits at ``fraction`` of the way (two families of contours
-    labelled at different fractions keep their labels apart). Levels the grid never crosses get none.
+    itself) are ordered along x; the label sits at ``fraction`` of the way, or at the nearest crossing
+    from there whose ``LABEL_BOX`` overlaps no label placed before it (this family's and ``taken``,
+    which it extends: close, near-parallel lines otherwise print their labels over each other). A level
+    whose line has no free spot, or that the grid never crosses, gets none.
     """
     coords = np.asarray(axis, dtype=float)
     z = np.asarray(grid, dtype=float)
+    taken = [] if taken is None else taken
     labels = []
     for level in levels:
         points = []
@@ -87,17 +97,33 @@ def contour_label_points(
                     points.append((coords[i] + t * (coords[i + 1] - coords[i]), coords[j]))
                 else:
                     points.append((coords[i], coords[j] + t * (coords[j + 1] - coords[j])))
-        if points:
-            points.sort()
-            x, y = points[min(int(fraction * len(points)), len(points) - 1)]
-            labels.append((float(x), float(y), float(level)))
+        if not points:
+            continue
+        points.sort()
+        start = min(int(fraction * len(points)), len(points) - 1)
+        order = sorted(range(len(points)), key=lambda k: (abs(k - start), k))  # nearest the preferred spot first
+        for k in order:
+            x, y = points[k]
+            if all(abs(x - tx) >= LABEL_BOX[0] or abs(y - ty) >= LABEL_BOX[1] for tx, ty in taken):
+                taken.append((float(x), float(y)))
+                labels.append((float(x), float(y), float(level)))
+                break
     return labels
 
 
 def _contours(
-    axis: list[float], grid: np.ndarray, levels: np.ndarray, colour: str, dash: str, name: str, unit: str, where: float
+    axis: list[float],
+    grid: np.ndarray,
+    levels: np.ndarray,
+    colour: str,
+    dash: str,
+    name: str,
+    unit: str,
+    where: float,
+    taken: list[tuple[float, float]],
 ) -> list:
-    """An unlabelled plotly contour of ``grid`` at ``levels`` and a text trace labelling each line."""
+    """An unlabelled plotly contour of ``grid`` at ``levels`` and a text trace labelling each line (its
+    labels clear of the ``taken`` positions, which it extends)."""
     if levels.size == 0:
         return []
     step = float(levels[1] - levels[0]) if levels.size > 1 else 1.0
@@ -112,7 +138,7 @@ def _contours(
         name=name,
     )
     digits = max(0, -int(np.floor(np.log10(step)))) if step < 1 else 0
-    placed = contour_label_points(axis, grid, levels, where)
+    placed = contour_label_points(axis, grid, levels, where, taken)
     text = go.Scatter(
         x=[x for x, _, _ in placed],
         y=[y for _, y, _ in placed],
@@ -182,12 +208,14 @@ def landscape_heatmap(
         )
     )
     flops_levels = np.arange(10.0, 100.0, 10.0)
-    fig.add_traces(_contours(axis, flops_pct, flops_levels, "white", "dot", "iso-FLOPs (%)", "%", 0.5))
+    taken: list[tuple[float, float]] = []  # label positions so far: the two families' labels keep apart
+    fig.add_traces(_contours(axis, flops_pct, flops_levels, "white", "dot", "iso-FLOPs (%)", "%", 0.5, taken))
     if latency_ms is not None:
         latency_levels = nice_levels(latency_ms, count=5)
-        fig.add_traces(
-            _contours(axis, latency_ms, latency_levels, "orange", "solid", "iso-latency (ms, predicted)", " ms", 0.2)
+        latency = _contours(
+            axis, latency_ms, latency_levels, "orange", "solid", "iso-latency (ms, predicted)", " ms", 0.2, taken
         )
+        fig.add_traces(latency)
     fig.add_trace(
         go.Scatter(
             x=[p[0] for p in path],
