@@ -4,6 +4,8 @@ full test set) or, until it has the configuration, from a quick estimate marked 
 
 from __future__ import annotations
 
+from typing import Any
+
 import streamlit as st
 
 from snapvit_core.errors import SnapViTError
@@ -88,17 +90,17 @@ ALIGNMENTS = (1, 8, 16, 32, 64)
 
 
 def live() -> None:
-    config, run_knn = sliders_and_cards()
+    config, cost, run_knn = sliders_and_cards()
     for overlay in (star, pruned_heads, kept_bars, keep_boundaries):
         if overlay is not None:
-            overlay(config)
+            overlay(config, cost)
     if method != "(none)":
         with side_area:
             side_by_side(config, run_knn)
 
 
-def sliders_and_cards() -> tuple[tuple[float, float], bool]:
-    """The sliders, the cost and accuracy cards and the tools; returns (configuration, kNN shown)."""
+def sliders_and_cards() -> tuple[tuple[float, float], Any, bool]:
+    """The sliders, the cost and accuracy cards and the tools; returns (configuration, its cost, kNN shown)."""
     slider_args = {"min_value": 0.0, "max_value": MAX_SPARSITY, "step": SLIDER_STEP, "format": "%.2f"}
     overall = st.slider(
         "Overall sparsity (moves both sliders below along the published (MLP, head) path)",
@@ -135,7 +137,8 @@ def sliders_and_cards() -> tuple[tuple[float, float], bool]:
         st.rerun()  # the whole page: another alignment is another shared explorer and landscape
 
     explorer = shared.explorer
-    cost_cards(explorer.cost(mlp_sparsity, head_sparsity), shared.latency_status())
+    cost = explorer.cost(mlp_sparsity, head_sparsity)
+    cost_cards(cost, shared.latency_status())
     latency_watch(shared)
     if session.selection().random_init and session.has_labelled_data():
         session.knn_on_random_checkbox()
@@ -147,7 +150,7 @@ def sliders_and_cards() -> tuple[tuple[float, float], bool]:
         measure_now(explorer, config)
     with tools[1]:
         links.share_box(config)
-    return config, run_knn
+    return config, cost, run_knn
 
 
 def side_by_side(config: tuple[float, float], run_knn: bool) -> None:

@@ -4,7 +4,7 @@ With ten viewers of one explorer on one machine, redrawing charts in every brows
 cost of a slider move (``benchmarks/bench_sessions.py``: with no chart redrawn the median key press ->
 kNN met its target, with the charts redrawn it did not). Updating a figure in place costs as much as
 drawing it again (``results/sessions.md``), so the parts that follow the sliders (the landscape's
-star, the neuron map's keep boundaries) are not in the figure at all: they are HTML elements placed
+star, pruned heads' crosses, kept/pruned bars, keep boundaries, count titles) are not in the figure at all: they are HTML elements placed
 over the plot area, and the figure stays the same, so no browser redraws it.
 
 A mark can be placed from the figure alone when its size, margins and axis ranges are fixed (not
@@ -78,14 +78,20 @@ def overlay_html(area: PlotArea, marks: Sequence[str]) -> str:
 _STAR_POINTS = "12,1 15,9 23,9 17,14 19,23 12,18 5,23 7,14 1,9 9,9"
 
 
-def star_mark(area: PlotArea, x: float, y: float, colour: str, size: int, css_class: str) -> str:
-    """A star centred on data (x, y), ``size`` px across, with a black outline."""
+def _centred_svg(area: PlotArea, x: float, y: float, size: int, css_class: str, view: int, shape: str) -> str:
+    """An SVG ``shape`` (drawn in a ``view`` x ``view`` box) ``size`` px across, centred on data (x, y)."""
     return (
         f'<div class="{css_class}" data-x="{float(x):.4f}" data-y="{float(y):.4f}" style="position:absolute;'
         f"left:{area.left_css(x)};top:{area.top_px(y):.2f}px;width:{size}px;height:{size}px;"
-        f'transform:translate(-50%,-50%)"><svg width="{size}" height="{size}" viewBox="0 0 24 24">'
-        f'<polygon points="{_STAR_POINTS}" fill="{colour}" stroke="black" stroke-width="1.2"/></svg></div>'
+        f'transform:translate(-50%,-50%)"><svg width="{size}" height="{size}" viewBox="0 0 {view} {view}">'
+        f"{shape}</svg></div>"
     )
+
+
+def star_mark(area: PlotArea, x: float, y: float, colour: str, size: int, css_class: str) -> str:
+    """A star centred on data (x, y), ``size`` px across, with a black outline."""
+    shape = f'<polygon points="{_STAR_POINTS}" fill="{colour}" stroke="black" stroke-width="1.2"/>'
+    return _centred_svg(area, x, y, size, css_class, 24, shape)
 
 
 def vertical_bar(area: PlotArea, x: float, y_from: float, y_to: float, colour: str, width: int, css_class: str) -> str:
@@ -120,12 +126,8 @@ def box_mark(
 
 def cross_mark(area: PlotArea, x: float, y: float, colour: str, size: int, css_class: str) -> str:
     """An X centred on data (x, y), ``size`` px across (as plotly's "x" marker)."""
-    return (
-        f'<div class="{css_class}" data-x="{float(x):.4f}" data-y="{float(y):.4f}" style="position:absolute;'
-        f"left:{area.left_css(x)};top:{area.top_px(y):.2f}px;width:{size}px;height:{size}px;"
-        f'transform:translate(-50%,-50%)"><svg width="{size}" height="{size}" viewBox="0 0 14 14">'
-        f'<path d="M2 2L12 12M12 2L2 12" stroke="{colour}" stroke-width="3" stroke-linecap="round"/></svg></div>'
-    )
+    shape = f'<path d="M2 2L12 12M12 2L2 12" stroke="{colour}" stroke-width="3" stroke-linecap="round"/>'
+    return _centred_svg(area, x, y, size, css_class, 14, shape)
 
 
 def title_mark(area: PlotArea, text: str, css_class: str) -> str:

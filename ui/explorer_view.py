@@ -245,7 +245,7 @@ _OVERLAY_BOX_CSS = (
     f"<style>[class*='st-key-{_OVERLAY_BOX}'] {{position: relative; gap: 0}} "
     f"[class*='st-key-{_OVERLAY_BOX}'] > .stElementContainer:last-child {{position: static}}</style>"
 )
-Overlay = Callable[[tuple[float, float]], None]  # draws a chart's marks for a configuration
+Overlay = Callable[[tuple[float, float], Any], None]  # draws a chart's marks for (configuration, its cost)
 
 
 def overlaid_chart(figure: Any, key: str, **plotly_kwargs: Any) -> Any:
@@ -261,52 +261,41 @@ def overlaid_chart(figure: Any, key: str, **plotly_kwargs: Any) -> Any:
         return st.empty()
 
 
+def _structure_chart(shared: session.SharedExplorer, kind: str, caption: str, marks: Callable[..., str]) -> Overlay:
+    """The structure chart ``kind`` (``SharedExplorer.STATIC_FIGURES``: the same figure for every
+    configuration) and its caption; returns what lays ``marks(figure, cost)`` of a configuration over it."""
+    figure = shared.figure(kind)
+    slot = overlaid_chart(figure, kind)
+    st.caption(caption)
+    return lambda config, cost: slot.markdown(marks(figure, cost), unsafe_allow_html=True)
+
+
 def neuron_map(shared: session.SharedExplorer) -> Overlay:
-    """The neuron-score map, the same figure for every configuration; returns what draws a configuration's
-    keep boundaries over it."""
+    """The neuron-score map, with a configuration's keep boundaries laid over it."""
     from ui.charts import KEEP_BOUNDARY_KEY, keep_boundary_html
 
-    figure = shared.figure("neuron_map")
-    slot = overlaid_chart(figure, "neuron_map")
-    st.caption(KEEP_BOUNDARY_KEY)
-
-    def boundaries(config: tuple[float, float]) -> None:
-        kept = shared.explorer.cost(*config).kept_neurons
-        slot.markdown(keep_boundary_html(figure, kept), unsafe_allow_html=True)
-
-    return boundaries
+    return _structure_chart(
+        shared, "neuron_map", KEEP_BOUNDARY_KEY, lambda figure, cost: keep_boundary_html(figure, cost.kept_neurons)
+    )
 
 
 def head_map(shared: session.SharedExplorer) -> Overlay:
-    """The head-score map, the same figure for every configuration; returns what draws a configuration's
-    pruned heads (crossed out) and its title over it."""
+    """The head-score map, with a configuration's pruned heads (crossed out) and title laid over it."""
     from ui.charts import HEAD_MAP_KEY, pruned_heads_html
 
-    figure = shared.figure("head_scores")
-    slot = overlaid_chart(figure, "head_map")
-    st.caption(HEAD_MAP_KEY)
-
-    def crosses(config: tuple[float, float]) -> None:
-        kept = shared.explorer.cost(*config).head_mask.numpy()
-        slot.markdown(pruned_heads_html(figure, kept), unsafe_allow_html=True)
-
-    return crosses
+    return _structure_chart(
+        shared, "head_scores", HEAD_MAP_KEY, lambda figure, cost: pruned_heads_html(figure, cost.head_mask.numpy())
+    )
 
 
 def kept_neuron_chart(shared: session.SharedExplorer) -> Overlay:
-    """Axes for kept vs pruned MLP neurons per block; returns what draws a configuration's bars over them."""
+    """Axes for kept vs pruned MLP neurons per block, with a configuration's bars and title laid over them."""
     from ui.charts import KEPT_BARS_KEY, kept_bars_html
 
-    figure = shared.figure("kept_axes")
-    slot = overlaid_chart(figure, "mlp_kept")
-    st.caption(KEPT_BARS_KEY)
     hidden = shared.explorer.backbone.shape.mlp_hidden
-
-    def bars(config: tuple[float, float]) -> None:
-        kept = shared.explorer.cost(*config).kept_neurons
-        slot.markdown(kept_bars_html(figure, kept, hidden), unsafe_allow_html=True)
-
-    return bars
+    return _structure_chart(
+        shared, "kept_axes", KEPT_BARS_KEY, lambda figure, cost: kept_bars_html(figure, cost.kept_neurons, hidden)
+    )
 
 
 LANDSCAPE_POLL_S = 3.0  # while the landscape fills, how often the page looks for new points to draw
@@ -351,7 +340,7 @@ def landscape_chart(shared: session.SharedExplorer, on_click) -> Overlay:
                 st.rerun()  # the whole page: the chart is drawn by page runs, not by the sliders' runs
 
         watch()
-    return lambda config: slot.markdown(current_point_html(figure, config), unsafe_allow_html=True)
+    return lambda config, cost: slot.markdown(current_point_html(figure, config), unsafe_allow_html=True)
 
 
 def difference_chart(first: session.SharedExplorer, second: session.SharedExplorer, labels: tuple[str, str]) -> None:
