@@ -4,8 +4,9 @@ With ten viewers of one explorer on one machine, redrawing charts in every brows
 cost of a slider move (``benchmarks/bench_sessions.py``: with no chart redrawn the median key press ->
 kNN met its target, with the charts redrawn it did not). Updating a figure in place costs as much as
 drawing it again (``results/sessions.md``), so the parts that follow the sliders (the landscape's
-star, pruned heads' crosses, kept/pruned bars, keep boundaries, count titles) are not in the figure at all: they are HTML elements placed
-over the plot area, and the figure stays the same, so no browser redraws it.
+star, pruned heads' crosses, kept/pruned bars, keep boundaries, count titles) are not in the figure
+at all: they are HTML elements placed over the plot area, and the figure stays the same, so no
+browser redraws it.
 
 A mark can be placed from the figure alone when its size, margins and axis ranges are fixed (not
 autoranged, no auto-expanding margin): plotly's plot area then spans the container's width minus the
