@@ -24,8 +24,9 @@ from ui.explorer_view import (
     neuron_map,
     selected_configuration,
 )
+from ui.instant_cards import SliderLink, grid_key, slider_text
 from ui.landscape_charts import LANDSCAPE_KEY
-from ui.sliders import MAX_SPARSITY, SLIDER_STEP, published_path
+from ui.sliders import GRID, MAX_SPARSITY, SLIDER_STEP, published_path
 
 st.title("Elastic explorer")
 if session.guarded_backbone() is None:
@@ -61,8 +62,9 @@ def move_to_clicked_cell() -> None:
 # The page is drawn in two parts. The charts are drawn by page runs only: a slider move changes none
 # of their figures, only the marks laid over them (ui/chart_overlay.py). Everything that follows the
 # sliders is one fragment, whose run on a move redraws only what it draws (sliders, cards, the marks).
-# With ten viewers on one machine, what each browser redraws per move is what the median key press ->
-# kNN waits for (benchmarks/bench_sessions.py). With a side-by-side method chosen, the page runs whole
+# The cards do not wait for it: the browser redraws them from the tables sent with them the moment a
+# slider moves (ui/instant_cards.py); with ten viewers on one 2-core machine, waiting for the run and
+# the browser's re-rendering of the fragment cost about 400 ms (benchmarks/bench_sessions.py). With a side-by-side method chosen, the page runs whole
 # on a move (its accuracy panels poll in fragments of their own, and Streamlit leaves the elements of a
 # fragment nested in another fragment's outside container behind).
 top = st.container()
@@ -89,29 +91,39 @@ side_area = st.container()
 ALIGNMENTS = (1, 8, 16, 32, 64)
 
 
+OVERALL_LABEL = "Overall sparsity (moves both sliders below along the published (MLP, head) path)"
+MLP_LABEL = "MLP sparsity (fraction of neurons removed)"
+HEAD_LABEL = "Head sparsity (fraction of heads removed)"
+PATH_KEYS = {slider_text(overall): grid_key(*published_path(overall)) for overall in GRID}
+
+
 def live() -> None:
-    config, cost, run_knn = sliders_and_cards()
+    config, cost, run_knn, link = sliders_and_cards()
     for overlay in (star, pruned_heads, kept_bars, keep_boundaries):
         if overlay is not None:
             overlay(config, cost)
     if method != "(none)":
         with side_area:
-            side_by_side(config, run_knn)
+            side_by_side(config, run_knn, link)
 
 
-def sliders_and_cards() -> tuple[tuple[float, float], Any, bool]:
-    """The sliders, the cost and accuracy cards and the tools; returns (configuration, its cost, kNN shown)."""
+def sliders_and_cards() -> tuple[tuple[float, float], Any, bool, SliderLink]:
+    """The sliders, the cost and accuracy cards and the tools; returns (configuration, its cost, kNN shown,
+    the sliders' link for the browser's instant cards)."""
     slider_args = {"min_value": 0.0, "max_value": MAX_SPARSITY, "step": SLIDER_STEP, "format": "%.2f"}
     overall = st.slider(
-        "Overall sparsity (moves both sliders below along the published (MLP, head) path)",
+        OVERALL_LABEL,
         key="overall_sparsity",
         on_change=follow_published_path,
         help="Sets both sliders below along (0,0), (0.15,0), (0.25,0.1) ... (0.65,0.5); its value is the MLP sparsity.",
         **slider_args,
     )
     left, right = st.columns(2)
-    mlp_slider = left.slider("MLP sparsity (fraction of neurons removed)", key="mlp_sparsity", **slider_args)
-    head_slider = right.slider("Head sparsity (fraction of heads removed)", key="head_sparsity", **slider_args)
+    mlp_slider = left.slider(MLP_LABEL, key="mlp_sparsity", **slider_args)
+    head_slider = right.slider(HEAD_LABEL, key="head_sparsity", **slider_args)
+    link = SliderLink(
+        (OVERALL_LABEL, MLP_LABEL, HEAD_LABEL), tuple(map(slider_text, (overall, mlp_slider, head_slider))), PATH_KEYS
+    )
     config = config_state.store_from_widgets(mlp_slider, head_slider, overall).pair
     mlp_sparsity, head_sparsity = config
     if (mlp_slider, head_slider) != config:
@@ -138,22 +150,22 @@ def sliders_and_cards() -> tuple[tuple[float, float], Any, bool]:
 
     explorer = shared.explorer
     cost = explorer.cost(mlp_sparsity, head_sparsity)
-    cost_cards(cost, shared.latency_status())
+    cost_cards(shared, cost, link)
     latency_watch(shared)
     if session.selection().random_init and session.has_labelled_data():
         session.knn_on_random_checkbox()
     run_knn = session.run_knn_on_random_weights()
-    accuracy_panel(shared, config, run_knn)
+    accuracy_panel(shared, config, run_knn, link)
     landscape_progress(shared)
     tools = st.columns([1, 1, 3])
     with tools[0]:
         measure_now(explorer, config)
     with tools[1]:
         links.share_box(config)
-    return config, cost, run_knn
+    return config, cost, run_knn, link
 
 
-def side_by_side(config: tuple[float, float], run_knn: bool) -> None:
+def side_by_side(config: tuple[float, float], run_knn: bool, link: SliderLink) -> None:
     try:
         other = session.comparison(method)
     except SnapViTError as error:
@@ -162,12 +174,12 @@ def side_by_side(config: tuple[float, float], run_knn: bool) -> None:
     mine, theirs = st.columns(2)
     with mine:
         st.markdown(f"**{scores_label}**")
-        accuracy_panel(shared, config, run_knn, compact=True)
+        accuracy_panel(shared, config, run_knn, link, compact=True, key="side_knn_cards")
         st.plotly_chart(shared.figure("head_map", config), key="side_head_map")
         st.plotly_chart(shared.figure("mlp_kept", config), key="side_mlp")
     with theirs:
         st.markdown(f"**{method} (data-free)**")
-        accuracy_panel(other, config, run_knn, compact=True)
+        accuracy_panel(other, config, run_knn, link, compact=True, key="side_other_knn_cards")
         st.plotly_chart(other.figure("head_map", config), key="side_other_head_map")
         st.plotly_chart(other.figure("mlp_kept", config), key="side_other_mlp")
     if shared.landscape is not None and other.landscape is not None and run_knn:

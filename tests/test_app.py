@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from app_cards import captions, card_values, cards, instant_data, metric
 from conftest import ROOT
 from streamlit.testing.v1 import AppTest
 
@@ -20,10 +21,6 @@ def start(page: str | None = None) -> AppTest:
         app.run()
     assert not app.exception, [e.value for e in app.exception]
     return app
-
-
-def metric(app: AppTest, label: str) -> str:
-    return next(m.value for m in app.metric if m.label == label)
 
 
 def test_backbone_page_shows_the_embedded_summary():
@@ -147,12 +144,12 @@ def chart_titles(app: AppTest) -> list[str]:
 
 def test_explorer_sliders_change_the_metrics():
     app = settle(start("app_pages/3_explorer.py"))
-    before = {m.label: m.value for m in app.metric}
+    before = card_values(app)
     assert float(before["kNN top-1 (%)"]) >= 90.0 and len(app.get("plotly_chart")) == 4
     app.slider(key="mlp_sparsity").set_value(0.6).run()
     app.slider(key="head_sparsity").set_value(0.5).run()
     assert not app.exception
-    after = {m.label: m.value for m in app.metric}  # the cost cards follow at once
+    after = card_values(app)  # the cost cards follow at once
     assert after["FLOPs (MFLOPs)"] != before["FLOPs (MFLOPs)"] and after["Params (M)"] != before["Params (M)"]
     assert float(after["FLOPs (MFLOPs)"]) < float(before["FLOPs (MFLOPs)"])
     titles = chart_titles(app)
@@ -161,14 +158,43 @@ def test_explorer_sliders_change_the_metrics():
     assert any(f"Heads: {sum(kept)} of 36 kept" in t for t in titles)
     assert any("MLP neurons:" in t for t in titles)
     settle(app)
-    final = {m.label: m.value for m in app.metric}
+    final = card_values(app)
     assert float(final["kNN top-1 (%)"]) < float(before["kNN top-1 (%)"])
     assert any(
-        "kNN for (MLP 0.60, head 0.50) on the full test set (540 test images, exact)" in c.value for c in app.caption
+        "kNN for (MLP 0.60, head 0.50) on the full test set (540 test images, exact)" in c for c in captions(app)
     )
-    assert not any("updating" in c.value or "Estimate" in c.value for c in app.caption)
+    assert not any("updating" in c or "Estimate" in c for c in captions(app))
     point = shared_of(app).landscape.get(0.6, 0.5)
     assert final["kNN top-1 (%)"] == f"{100 * point.knn_top1:.2f}"  # the card shows the landscape's exact value
+
+
+def test_the_browsers_card_tables_hold_what_the_server_draws_at_each_configuration():
+    """The explorer sends its cards with a table of every grid configuration's cards, which the browser
+    shows the moment a slider moves (ui/instant_cards.js); the server's run then draws the same."""
+    from ui.instant_cards import CardView, table_view
+
+    app = settle(start("app_pages/3_explorer.py"))
+    cost, knn = instant_data(app)[:2]
+    assert cost["link"]["shown"] == ["0.00", "0.00", "0.00"] and cost["link"]["path"]["0.30"] == "0.30|0.15"
+    assert len(cost["table"]["views"]) == 400 and len(knn["table"]["views"]) == 400  # the landscape ships
+    assert knn["missing"]["cards"][0]["value"] == "updating…" and "{where}" in knn["missing"]["caption"]
+    for mlp, head in ((0.6, 0.5), (0.15, 0.0), (0.95, 0.95)):
+        app.slider(key="mlp_sparsity").set_value(mlp).run()
+        app.slider(key="head_sparsity").set_value(head).run()
+        settle(app)
+        drawn_cost, drawn_knn = instant_data(app)[:2]
+        key = f"{mlp:.2f}|{head:.2f}"
+        assert drawn_cost["link"]["shown"][1:] == [f"{mlp:.2f}", f"{head:.2f}"]
+        assert table_view(cost["table"], key) == _card_view(drawn_cost["view"])
+        expected = table_view(knn["table"], key)
+        where = f"(MLP {mlp:.2f}, head {head:.2f})"
+        assert CardView(expected.cards, expected.caption.replace("{where}", where)) == _card_view(drawn_knn["view"])
+
+
+def _card_view(data: dict):
+    from ui.instant_cards import Card, CardView
+
+    return CardView(tuple(Card(**card) for card in data["cards"]), data["caption"])
 
 
 def test_the_shipped_landscape_makes_the_first_open_instant():
@@ -194,8 +220,8 @@ def test_two_sessions_share_one_landscape_and_keep_their_own_configuration():
     assert shared_of(first) is shared_of(second)  # one explorer, landscape and filler for both
     first.slider(key="mlp_sparsity").set_value(0.8).run()
     second.run()
-    first_params = {m.label: m.value for m in first.metric}["Params (M)"]
-    second_params = {m.label: m.value for m in second.metric}["Params (M)"]
+    first_params = card_values(first)["Params (M)"]
+    second_params = card_values(second)["Params (M)"]
     assert first_params != second_params  # configurations stay per session
     assert first.session_state["explorer_session"] is not second.session_state["explorer_session"]
 
@@ -279,12 +305,12 @@ def test_a_configuration_not_in_the_landscape_shows_an_estimate_then_the_exact_v
     app.run()
     estimate = shared.filler.estimate(0.4, 0.0)
     assert metric(app, "kNN top-1 (%)") == f"{100 * estimate.knn_top1:.2f}"
-    assert any(c.value.startswith("Estimate for (MLP 0.40, head 0.00) on subset: 700 of 1,797") for c in app.caption)
+    assert any(c.startswith("Estimate for (MLP 0.40, head 0.00) on subset: 700 of 1,797") for c in captions(app))
     release.set()
     settle(app)
     exact = shared.landscape.get(0.4, 0.0)
     assert metric(app, "kNN top-1 (%)") == f"{100 * exact.knn_top1:.2f}"
-    assert any("on the full test set (540 test images, exact)" in c.value for c in app.caption)
+    assert any("on the full test set (540 test images, exact)" in c for c in captions(app))
     assert any("configurations exact" in c.value and "left" in c.value for c in app.caption)  # the progress line
     shared.filler.stop()
 
@@ -329,9 +355,11 @@ def test_speedup_reads_exactly_one_at_zero_sparsity():
 
 def test_cost_cards_stay_short_enough_not_to_be_cut():
     app = start("app_pages/3_explorer.py")
-    for card in app.metric:
-        if card.label in ("Params (M)", "FLOPs (MFLOPs)", "Latency (ms, predicted)", "Speed-up (predicted)"):
-            assert len(card.value) <= 9, card
+    shown = cards(app)
+    assert {"Params (M)", "FLOPs (MFLOPs)", "Latency (ms, predicted)", "Speed-up (predicted)"} <= dict(shown).keys()
+    for label, value in shown:
+        if label in ("Params (M)", "FLOPs (MFLOPs)", "Latency (ms, predicted)", "Speed-up (predicted)"):
+            assert len(value) <= 9, (label, value)
 
 
 def test_sliders_survive_page_switches_and_export_uses_them():
@@ -389,7 +417,7 @@ def test_side_by_side_shows_a_second_method_and_where_each_wins():
         and s.explorer.backbone is shared_of(app).explorer.backbone
     )
     settle(app, other)
-    accuracies = [m.value for m in app.metric if m.label == "kNN top-1 (%)"]
+    accuracies = [value for label, value in cards(app) if label == "kNN top-1 (%)"]
     assert len(accuracies) == 3 and "updating…" not in accuracies  # main + both sides
     assert accuracies[2] == f"{100 * other.landscape.get(0.5, 0.0).knn_top1:.2f}"
     titles = chart_titles(app)
@@ -411,12 +439,12 @@ def test_random_weights_skip_knn_by_default():
     app.run()
     assert not app.exception
     assert any("kNN skipped: random weights" in i.value for i in app.info)
-    assert "kNN top-1 (%)" not in [m.label for m in app.metric]
+    assert "kNN top-1 (%)" not in card_values(app)
     next(c for c in app.checkbox if c.label.startswith("Run kNN anyway")).check().run()
     settle(app)
     knn = metric(app, "kNN top-1 (%)")
     assert knn == f"{100 * shared_of(app).landscape.get(0.0, 0.0).knn_top1:.2f}"  # the exact value, computed on request
-    assert any("kNN for (MLP 0.00, head 0.00) on the full test set" in c.value for c in app.caption)
+    assert any("kNN for (MLP 0.00, head 0.00) on the full test set" in c for c in captions(app))
     assert len(shared_of(app).landscape) < 50  # random weights: only what was asked for, not the whole plane
 
 

@@ -68,8 +68,8 @@ def _hold_arrow_key(page, slider, presses: int) -> None:
 
 
 def _metric(page, label: str) -> str:
-    card = page.locator('[data-testid="stMetric"]', has_text=label).first
-    return card.locator('[data-testid="stMetricValue"]').inner_text()
+    card = page.locator(".svc-card", has=page.locator(".svc-label", has_text=label)).first  # ui/instant_cards
+    return card.locator(".svc-value").inner_text()
 
 
 def _page_knn_images(page, config: str) -> int | None:
@@ -212,7 +212,9 @@ def test_explorer_held_arrow_key_ends_on_the_final_configuration(app_url):
         narrow.get_by_text("Speed-up (predicted)").first.wait_for(timeout=120_000)
         _wait_until_idle(narrow)
         narrow.screenshot(path=str(ARTIFACTS / "explorer_800px.png"))
-        for card in narrow.locator('[data-testid="stMetricValue"]').all():  # no value cut off ("23.6 MFL...")
+        values = narrow.locator('[data-testid="stMetricValue"], .svc-value').all()
+        assert len(values) >= 6  # the cost and kNN cards
+        for card in values:  # no value cut off ("23.6 MFL...")
             assert card.evaluate("e => e.scrollWidth <= e.clientWidth + 1"), card.inner_text()
         narrow.close()
         browser.close()
@@ -285,6 +287,89 @@ def test_clicking_the_landscape_moves_the_sliders_and_the_link_restores_them(app
             "aria-valuetext", "0.50", timeout=30_000
         )
         assert _wait_for_knn(shared, "(MLP 0.50, head 0.30)") == knn
+        browser.close()
+    server_log = (ARTIFACTS / "streamlit.log").read_text()
+    assert not app_tracebacks(server_log), server_log[-4000:]
+
+
+def _card_texts(page) -> dict[str, str]:
+    """label -> value of every instant card (ui/instant_cards.js), and the kNN caption."""
+    return page.evaluate(
+        """() => {
+          const shown = {};
+          for (const card of document.querySelectorAll(".svc-card")) {
+            const label = card.querySelector(".svc-label").firstChild.textContent;
+            if (!(label in shown)) shown[label] = card.querySelector(".svc-value").textContent;
+          }
+          const caption = [...document.querySelectorAll(".svc-caption")].map((c) => c.textContent)
+            .find((t) => t.startsWith("kNN for"));
+          shown.caption = caption || null;
+          return shown;
+        }"""
+    )
+
+
+def test_cards_follow_a_slider_before_the_server_answers(app_url):
+    """With the server's messages held back, a key press still moves the cards to the new configuration
+    (from the table sent with them); released, the server's own cards for it are the same."""
+    from playwright.sync_api import expect, sync_playwright
+
+    held, queued, routes = {"on": False}, [], []
+
+    def hold_server(ws) -> None:
+        server = ws.connect_to_server()  # the page's messages go on to the server unchanged
+        routes.append(ws)
+
+        def from_server(message) -> None:
+            if held["on"]:
+                queued.append(message)
+            else:
+                ws.send(message)
+
+        server.on_message(from_server)
+
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        page = browser.new_page(viewport={"width": 1400, "height": 1300})
+        page.route_web_socket(re.compile(r".*/_stcore/stream$"), hold_server)
+        page.goto(f"{app_url}/explorer")
+        page.get_by_text("Speed-up (predicted)").first.wait_for(timeout=120_000)
+        _wait_for_knn(page, "(MLP 0.00, head 0.00)")
+        page.wait_for_function(  # the latency model is ready: the cost cards' table is sent from then on
+            "() => [...document.querySelectorAll('.svc-card')].some((c) => c.dataset.card.startsWith('Latency') "
+            "&& /[0-9]/.test(c.querySelector('.svc-value').textContent))",
+            timeout=120_000,
+        )
+        _wait_until_idle(page)
+        before = _card_texts(page)
+        star = page.locator(".landscape-current")
+        for slider_name, presses, where in (
+            ("MLP sparsity (fraction of neurons removed)", 4, "(MLP 0.20, head 0.00)"),
+            ("Overall sparsity", 6, "(MLP 0.30, head 0.15)"),  # the published path through (0.25, 0.1), (0.35, 0.2)
+        ):
+            star_at = (star.get_attribute("data-x"), star.get_attribute("data-y"))
+            held["on"] = True
+            page.get_by_role("slider", name=re.compile("^" + re.escape(slider_name))).focus()
+            for _ in range(presses):
+                page.keyboard.press("ArrowRight")
+            page.wait_for_function(
+                "(where) => [...document.querySelectorAll('.svc-caption')].some((c) => c.textContent"
+                ".startsWith(`kNN for ${where}`))",
+                arg=where,
+                timeout=10_000,
+            )
+            instant = _card_texts(page)
+            assert (star.get_attribute("data-x"), star.get_attribute("data-y")) == star_at  # no server answer yet
+            assert instant["FLOPs (MFLOPs)"] != before["FLOPs (MFLOPs)"]
+            assert instant["Mean cosine"] != before["Mean cosine"] and instant["kNN top-1 (%)"] != "updating…"
+            held["on"] = False
+            while queued:
+                routes[-1].send(queued.pop(0))
+            expect(star).to_have_attribute("data-x", f"{float(where[5:9]):.4f}", timeout=30_000)
+            _wait_until_idle(page)
+            served = _card_texts(page)
+            assert served == instant, (served, instant)  # the browser's table held the server's own cards
+            before = served
         browser.close()
     server_log = (ARTIFACTS / "streamlit.log").read_text()
     assert not app_tracebacks(server_log), server_log[-4000:]

@@ -3,7 +3,9 @@
 Card values are short numbers with the unit in the label (no truncation at 800 px). A number that is
 not for the configuration on the sliders is never shown without saying for which one it is. Accuracy
 comes from the shared landscape (exact, on the full test split) when it has the configuration, else
-from a quick estimate on a subset, labelled as one, replaced when the exact value arrives.
+from a quick estimate on a subset, labelled as one, replaced when the exact value arrives. The cards go
+to the browser with a table of every grid configuration's cards (ui/instant_cards.py), so they follow
+a slider move at once, before the server's run.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import numpy as np
 import streamlit as st
 
 from snapvit_core.landscape import LandscapePoint
-from ui import session
-from ui.labels import CARD_WIDTH, card_row, flops_unit, short_number, sparsity_text, speedup_text
+from ui import instant_cards, session
+from ui.instant_cards import Card, CardView, SliderLink, table_json
+from ui.labels import flops_unit, short_number, sparsity_text, speedup_text
+from ui.sliders import GRID
 
 POLL_S = 0.2  # how often a pending accuracy panel looks for its value
 UPDATING = "updating…"
@@ -24,75 +28,87 @@ CALIBRATING = "…"  # latency cards while the latency model is measured (the ca
 EXACT = "full test set"  # the label of an exact landscape value
 
 
-def _card(row: Any, *args: Any, **kwargs: Any) -> None:
-    """One metric card of fixed width in a wrapping row."""
-    row.metric(*args, width=CARD_WIDTH, **kwargs)
-
-
-def cost_cards(cost: Any, latency_status: tuple[str, float]) -> None:
-    """Parameters, FLOPs, predicted latency and speed-up: from the plan, instant."""
+def cost_view(cost: Any, latency_status: tuple[str, float]) -> CardView:
+    """Parameters, FLOPs, predicted latency and speed-up of one configuration's cost, formatted."""
     unpruned = cost.unpruned
     flops_value, flops_label = flops_unit(cost.cost.flops)
     is_unpruned = cost.cost.flops == unpruned.flops and cost.cost.params == unpruned.params
-    row = card_row()  # short values, units in the labels, wrapping row: nothing is cut at 800 px
-    _card(
-        row,
-        "Params (M)",
-        short_number(cost.cost.params / 1e6),
-        delta=None if is_unpruned else f"{cost.cost.params_pct - 100:+.1f} %",
-        delta_color="inverse",
-        help=f"embedding-path parameters: {cost.cost.params:,} of {unpruned.params:,} ({cost.cost.params_pct:.1f} %)",
-    )
-    _card(
-        row,
-        f"FLOPs ({flops_label})",
-        short_number(flops_value),
-        delta=None if is_unpruned else f"{cost.cost.flops_pct - 100:+.1f} %",
-        delta_color="inverse",
-        help=f"analytic FLOPs per image: {cost.cost.flops:,} of {unpruned.flops:,} ({cost.cost.flops_pct:.1f} %)",
-    )
+    flops_ratio = f"FLOPs ratio {unpruned.flops / cost.cost.flops:.2f} x"
+    cards = [
+        Card(
+            "Params (M)",
+            short_number(cost.cost.params / 1e6),
+            None if is_unpruned else f"{cost.cost.params_pct - 100:+.1f} %",
+            "inverse",
+            f"embedding-path parameters (no classifier head); unpruned: {unpruned.params:,}",
+        ),
+        Card(
+            f"FLOPs ({flops_label})",
+            short_number(flops_value),
+            None if is_unpruned else f"{cost.cost.flops_pct - 100:+.1f} %",
+            "inverse",
+            f"analytic FLOPs per image; unpruned: {unpruned.flops:,}",
+        ),
+    ]
     latency = cost.latency
     state, fraction = latency_status
+    caption = None
     if latency is not None:
-        _card(
-            row,
-            "Latency (ms, predicted)",
-            short_number(latency.ms),
-            delta=f"{short_number(latency.low_ms)}–{short_number(latency.high_ms)} ms",
-            delta_color="off",
-            help=f"batch {latency.batch}, predicted by the latency model calibrated on this device; "
-            "the range is the spread of the calibration repeats. 'Measure now' times it directly.",
-        )
-        _card(
-            row,
-            "Speed-up (predicted)",
-            speedup_text(latency.speedup),
-            delta=f"FLOPs ratio {unpruned.flops / cost.cost.flops:.2f} x",
-            delta_color="off",
-            help="predicted unpruned / pruned latency; exactly 1.00 x at (0, 0) by construction",
-        )
+        cards += [
+            Card(
+                "Latency (ms, predicted)",
+                short_number(latency.ms),
+                f"{short_number(latency.low_ms)}–{short_number(latency.high_ms)} ms",
+                "off",
+                f"batch {latency.batch}, predicted by the latency model calibrated on this device; "
+                "the range is the spread of the calibration repeats. 'Measure now' times it directly.",
+            ),
+            Card(
+                "Speed-up (predicted)",
+                speedup_text(latency.speedup),
+                flops_ratio,
+                "off",
+                "predicted unpruned / pruned latency; exactly 1.00 x at (0, 0) by construction",
+            ),
+        ]
     else:
         why = {"calibrating": f"calibrating the latency model ({100 * fraction:.0f} %)", "failed": "unavailable"}
-        _card(
-            row,
-            "Latency (ms, predicted)",
-            CALIBRATING if state in ("waiting", "calibrating") else "n/a",
-            help=f"Latency model: {why.get(state, 'waiting to calibrate')}. It is measured once per "
-            "backbone, device, dtype and thread count and then cached on disk.",
+        cards += [
+            Card(
+                "Latency (ms, predicted)",
+                CALIBRATING if state in ("waiting", "calibrating") else "n/a",
+                help=f"Latency model: {why.get(state, 'waiting to calibrate')}. It is measured once per "
+                "backbone, device, dtype and thread count and then cached on disk.",
+            ),
+            Card(
+                "Speed-up (predicted)",
+                speedup_text(1.0) if is_unpruned else (CALIBRATING if state != "failed" else "n/a"),
+                flops_ratio,
+                "off",
+                "the unpruned model is 1.00 x by definition; other configurations wait for the latency model",
+            ),
+        ]
+        if state in ("waiting", "calibrating"):
+            caption = (
+                f"Latency and speed-up: calibrating the latency model in the background ({100 * fraction:.0f} %); "
+                "once per backbone and device, then cached on disk."
+            )
+    return CardView(tuple(cards), caption)
+
+
+def cost_cards(shared: session.SharedExplorer, cost: Any, link: SliderLink) -> None:
+    """The cost cards of the sliders' configuration; the browser redraws them from a table of every grid
+    configuration's cost while the server's run is on its way (once the latency model has settled)."""
+    status = shared.latency_status()
+    table = None
+    if status[0] in ("ready", "failed"):
+        explorer = shared.explorer
+        table = shared.memo(
+            "cost_cards",
+            (status[0], id(explorer.latency_model)),
+            lambda: table_json(((m, h), cost_view(explorer.cost(m, h), status)) for m in GRID for h in GRID),
         )
-        _card(
-            row,
-            "Speed-up (predicted)",
-            speedup_text(1.0) if is_unpruned else (CALIBRATING if state != "failed" else "n/a"),
-            delta=f"FLOPs ratio {unpruned.flops / cost.cost.flops:.2f} x",
-            delta_color="off",
-            help="the unpruned model is 1.00 x by definition; other configurations wait for the latency model",
-        )
-    if latency is None and state in ("waiting", "calibrating"):
-        st.caption(
-            f"Latency and speed-up: calibrating the latency model in the background ({100 * fraction:.0f} %); "
-            "once per backbone and device, then cached on disk."
-        )
+    instant_cards.show("cost_cards", cost_view(cost, status), link, table)
 
 
 def measure_now(explorer: Any, config: tuple[float, float]) -> None:
@@ -132,40 +148,68 @@ def _describe_skip() -> str:
     return "kNN needs labelled data: the selected data has none (choose labelled data on the first page)."
 
 
-def _exact_cards(shared: session.SharedExplorer, point: LandscapePoint, where: str, compact: bool) -> None:
+def _exact_view(shared: session.SharedExplorer, point: LandscapePoint, where: str, compact: bool) -> CardView:
     baseline = shared.landscape.get(0.0, 0.0)
-    row = card_row()
     knn = 100 * point.knn_top1
     delta = None if baseline is None else f"{knn - 100 * baseline.knn_top1:+.2f} pts"
-    _card(row, "kNN top-1 (%)", f"{knn:.2f}", delta=delta, help="k=20 nearest-neighbour accuracy; delta vs unpruned")
-    _card(
-        row,
-        "Mean cosine",
-        f"{point.mean_cosine:.4f}",
-        help="mean cosine similarity of the pruned to the unpruned test embeddings (1 = unchanged)",
+    cards = (
+        Card("kNN top-1 (%)", f"{knn:.2f}", delta, help="k=20 nearest-neighbour accuracy; delta vs unpruned"),
+        Card(
+            "Mean cosine",
+            f"{point.mean_cosine:.4f}",
+            help="mean cosine similarity of the pruned to the unpruned test embeddings (1 = unchanged)",
+        ),
     )
-    st.caption(f"kNN for {where} on the {_test_set_text(shared)}" + ("" if compact else " · from the landscape"))
+    caption = f"kNN for {where} on the {_test_set_text(shared)}" + ("" if compact else " · from the landscape")
+    return CardView(cards, caption)
 
 
-def _estimate_cards(shared: session.SharedExplorer, config: tuple[float, float], where: str) -> None:
-    estimate = shared.filler.estimate(*config)
-    row = card_row()
-    if estimate is None:
-        _card(row, "kNN top-1 (%)", UPDATING, help="computing in the background for the sliders' configuration")
-        _card(row, "Mean cosine", UPDATING, help="embedding similarity to the unpruned model")
-        st.caption(f"kNN for {where}: {UPDATING}")
-        return
+def _updating_view(where: str) -> CardView:
+    cards = (
+        Card("kNN top-1 (%)", UPDATING, help="computing in the background for the sliders' configuration"),
+        Card("Mean cosine", UPDATING, help="embedding similarity to the unpruned model"),
+    )
+    return CardView(cards, f"kNN for {where}: {UPDATING}")
+
+
+def _estimate_view(shared: session.SharedExplorer, estimate: Any, where: str) -> CardView:
     knn = 100 * estimate.knn_top1
     delta = None if estimate.baseline_top1 is None else f"{knn - 100 * estimate.baseline_top1:+.2f} pts"
-    _card(row, "kNN top-1 (%)", f"{knn:.2f}", delta=delta, help="an ESTIMATE on a subset; the exact value follows")
-    _card(row, "Mean cosine", f"{estimate.mean_cosine:.4f}", help="estimate on the same subset")
-    st.caption(f"Estimate for {where} on {estimate.knn_set}; the exact {EXACT} value replaces it when computed.")
+    cards = (
+        Card("kNN top-1 (%)", f"{knn:.2f}", delta, help="an ESTIMATE on a subset; the exact value follows"),
+        Card("Mean cosine", f"{estimate.mean_cosine:.4f}", help="estimate on the same subset"),
+    )
+    return CardView(
+        cards, f"Estimate for {where} on {estimate.knn_set}; the exact {EXACT} value replaces it when computed."
+    )
+
+
+def _where(config: tuple[float, float]) -> str:
+    return f"(MLP {sparsity_text(config[0])}, head {sparsity_text(config[1])})"
+
+
+def knn_table(shared: session.SharedExplorer, compact: bool) -> dict[str, Any]:
+    """Every exact landscape point's kNN cards (captions name their configuration through '{where}')."""
+    landscape = shared.landscape
+    return shared.memo(
+        f"knn_cards_{compact}",
+        (len(landscape), _test_set_text(shared)),
+        lambda: table_json(
+            ((p.mlp_sparsity, p.head_sparsity), _exact_view(shared, p, "{where}", compact)) for p in landscape.points()
+        ),
+    )
 
 
 def accuracy_panel(
-    shared: session.SharedExplorer, config: tuple[float, float], run_knn: bool, compact: bool = False
+    shared: session.SharedExplorer,
+    config: tuple[float, float],
+    run_knn: bool,
+    link: SliderLink,
+    compact: bool = False,
+    key: str = "knn_cards",
 ) -> None:
-    """kNN accuracy and mean cosine of ``config``: exact from the landscape, else an estimate, polled until exact."""
+    """kNN accuracy and mean cosine of ``config``: exact from the landscape, else an estimate, polled until
+    exact. The browser shows every exact point of the landscape the moment the sliders reach it."""
     if shared.landscape is None or not run_knn:
         st.info(_describe_skip(), icon=":material/info:")
         return
@@ -173,20 +217,22 @@ def accuracy_panel(
     exact = landscape.get(*config)
     if exact is None:
         filler.request(*config)
-    where = f"(MLP {sparsity_text(config[0])}, head {sparsity_text(config[1])})"
+    where = _where(config)
 
     @st.fragment(run_every=None if exact is not None else POLL_S)
     def panel() -> None:
         point = landscape.get(*config)
         if point is not None:
-            _exact_cards(shared, point, where, compact)
-            if exact is None:
-                st.rerun()  # the exact value arrived: redraw the page once (landscape chart too), stop polling
-            return
-        if filler.status().error:
+            view = _exact_view(shared, point, where, compact)
+        elif filler.status().error:
             st.warning(filler.status().error, icon=":material/warning:")
             return
-        _estimate_cards(shared, config, where)
+        else:
+            estimate = filler.estimate(*config)
+            view = _updating_view(where) if estimate is None else _estimate_view(shared, estimate, where)
+        instant_cards.show(key, view, link, knn_table(shared, compact), _updating_view("{where}"))
+        if point is not None and exact is None:
+            st.rerun()  # the exact value arrived: redraw the page once (landscape chart too), stop polling
 
     panel()
 

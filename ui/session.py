@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -279,7 +280,8 @@ class SharedExplorer:
         self.explorer, self.landscape, self.filler = explorer, landscape, filler
         self.heavy = heavy  # one exact point is slow on this device (ui.live.fills_by_default): filled on request
         self._latency_job: Job | None = None
-        self._grids: tuple | None = None  # (key, cost grids) cache of cost_grids()
+        self._memo: dict[str, tuple[Any, Any]] = {}  # name -> (key, value): see memo()
+        self._memo_lock = threading.Lock()
         self._figures: OrderedDict[tuple, Any] = OrderedDict()  # (kind, config) -> structure chart, all viewers
         self._figures_lock = threading.Lock()
 
@@ -344,16 +346,29 @@ class SharedExplorer:
 
         model = self.explorer.latency_model
         ready = model is not None and 1 in model.batches
-        key = (self.landscape.key, id(model) if ready else None)
-        if self._grids is None or self._grids[0] != key:
+
+        def build() -> tuple[tuple[float, ...], np.ndarray, np.ndarray | None]:
             axis, step = self.landscape.axis, self.landscape.key.grid
             n = len(axis)
             flops = cost_grid(self.explorer, "flops_pct", step=step)["flops_pct"].to_numpy().reshape(n, n)
             latency = None
             if ready:
                 latency = cost_grid(self.explorer, "latency_ms", 1, step)["latency_ms"].to_numpy().reshape(n, n)
-            self._grids = (key, (axis, flops, latency))
-        return self._grids[1]
+            return axis, flops, latency
+
+        return self.memo("cost_grids", (self.landscape.key, id(model) if ready else None), build)
+
+    def memo(self, name: str, key: Any, build: Callable[[], Any]) -> Any:
+        """``build()``, kept under ``name`` until ``key`` changes: what every viewer's page run would
+        otherwise recompute (cost grids, the instant cards' tables). Callers must not mutate it."""
+        with self._memo_lock:
+            held = self._memo.get(name)
+        if held is not None and held[0] == key:
+            return held[1]
+        value = build()
+        with self._memo_lock:
+            self._memo[name] = (key, value)
+        return value
 
     def fill(self, knn_images: int | None) -> None:
         """Fill the whole plane on a kNN set of ``knn_images`` (train + test; None = all): the heavy-backbone button."""

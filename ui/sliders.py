@@ -8,6 +8,7 @@ from snapvit_core.presets import PUBLISHED_SPARSITY_PAIRS
 
 SLIDER_STEP = 0.05  # sparsity sliders move in 5% steps
 MAX_SPARSITY = 0.95  # the sliders' upper end
+GRID = tuple(round(i * SLIDER_STEP, 2) for i in range(round(MAX_SPARSITY / SLIDER_STEP) + 1))  # 0, 0.05 ... 0.95
 
 
 def snap(value: float) -> float:

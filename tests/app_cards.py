@@ -1,0 +1,45 @@
+"""What an AppTest run's cards and captions show: ``st.metric`` cards and the explorer's instant cards.
+
+The explorer's cards are a custom component (ui/instant_cards.py), which AppTest lists only as an
+unknown element; its data holds the view the server drew (cards and caption).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def instant_data(app: Any) -> list[dict[str, Any]]:
+    """The data of every instant-card component the run drew, in page order (view, link, table, missing)."""
+    found = []
+    for element in app.get("bidi_component"):
+        data = json.loads(element.proto.json) if element.proto.json else {}
+        if isinstance(data, dict) and "view" in data:
+            found.append(data)
+    return found
+
+
+def instant_views(app: Any) -> list[dict[str, Any]]:
+    """The instant-card views the run drew, in page order."""
+    return [data["view"] for data in instant_data(app)]
+
+
+def cards(app: Any) -> list[tuple[str, str]]:
+    """(label, value) of every card on the page: metrics first, then the instant cards."""
+    shown = [(m.label, m.value) for m in app.metric]
+    return shown + [(card["label"], card["value"]) for view in instant_views(app) for card in view["cards"]]
+
+
+def card_values(app: Any) -> dict[str, str]:
+    """label -> value (the last card of a label wins; use ``cards`` where labels repeat)."""
+    return dict(cards(app))
+
+
+def metric(app: Any, label: str) -> str:
+    return next(value for name, value in cards(app) if name == label)
+
+
+def captions(app: Any) -> list[str]:
+    """Every caption on the page, the instant cards' included."""
+    return [c.value for c in app.caption] + [view["caption"] for view in instant_views(app) if view["caption"]]

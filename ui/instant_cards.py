@@ -1,0 +1,178 @@
+"""Metric cards that follow the explorer's sliders in the browser, before the server answers.
+
+Every number the explorer's cards show for a grid configuration is known in advance: the cost from the
+plan, kNN and cosine from the shared landscape. So the cards go to the browser together with a table
+of what they show at every grid configuration, and a few lines of JavaScript (``instant_cards.js``)
+redraw them from that table the moment a slider's value changes, with no round trip. With ten viewers
+on one 2-core server, a move otherwise waited for the server and for the browser to re-render the
+fragment (benchmarks/bench_sessions.py, results/sessions.md). A configuration the table lacks (not
+yet exact, or off the grid) shows ``missing`` until the server's run draws its own cards.
+
+The cards are a Streamlit custom component (``st.components.v2``: plain DOM in the page, no iframe).
+Python formats every value (this module's ``Card``); the script only chooses which cards to show.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from ui.labels import CARD_WIDTH
+
+HERE = Path(__file__).resolve().parent
+DELTA_COLORS = ("normal", "inverse", "off")
+
+
+@dataclass(frozen=True)
+class Card:
+    """One metric card: a label (with the unit), a short value, an optional delta and a tooltip.
+
+    ``delta_color`` follows ``st.metric``: 'normal' (up is good), 'inverse' (down is good), 'off' (grey,
+    no arrow: a range or a ratio, not a change).
+    """
+
+    label: str
+    value: str
+    delta: str | None = None
+    delta_color: str = "normal"
+    help: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.delta_color not in DELTA_COLORS:
+            raise ValueError(f"delta_color must be one of {DELTA_COLORS}, got {self.delta_color!r}")
+
+
+@dataclass(frozen=True)
+class CardView:
+    """The cards shown for one configuration, and the caption under them."""
+
+    cards: tuple[Card, ...]
+    caption: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"cards": [asdict(card) for card in self.cards], "caption": self.caption}
+
+
+@dataclass(frozen=True)
+class SliderLink:
+    """How the browser reads the configuration from the explorer's sliders.
+
+    ``labels``: the (overall, MLP, head) sliders' labels; ``shown``: their values as the server drew them
+    ('%.2f', as the sliders print them); ``path``: the overall slider's value -> the (MLP, head) grid key
+    it moves both sliders to.
+    """
+
+    labels: tuple[str, str, str]
+    shown: tuple[str, str, str]
+    path: Mapping[str, str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"labels": list(self.labels), "shown": list(self.shown), "path": dict(self.path)}
+
+
+def grid_key(mlp_sparsity: float, head_sparsity: float) -> str:
+    """The table key of a configuration, in the sliders' own format: '0.15|0.25'."""
+    return f"{slider_text(mlp_sparsity)}|{slider_text(head_sparsity)}"
+
+
+def slider_text(value: float) -> str:
+    """A slider value as the slider prints it (format '%.2f')."""
+    return f"{value:.2f}"
+
+
+CARD_FIELDS = ("label", "value", "delta", "delta_color", "help")
+
+
+def table_json(views: Iterable[tuple[tuple[float, float], CardView]]) -> dict[str, Any]:
+    """The browser's table of views: {grid key: view}, compact.
+
+    Sent with every run of the cards (about 40-60 KB for 400 configurations), so what every view
+    shares is sent once: ``common`` holds each card's fields that are equal in every view, ``varying``
+    names the others, and each entry of ``views`` is [[varying values of each card], caption or None].
+    ``caption`` is the caption shared by every view (None when they differ).
+    """
+    views = [(grid_key(*config), view) for config, view in views]
+    if not views:
+        return {"common": [], "varying": [], "caption": None, "views": {}}
+    count = len(views[0][1].cards)
+    if any(len(view.cards) != count for _, view in views):
+        raise ValueError("every view in a table must have the same cards")
+    rows = [[asdict(card) for card in view.cards] for _, view in views]
+    common, varying = [], []
+    for i in range(count):
+        first = rows[0][i]
+        same = {f: first[f] for f in CARD_FIELDS if all(row[i][f] == first[f] for row in rows)}
+        common.append(same)
+        varying.append([f for f in CARD_FIELDS if f not in same])
+    captions = {view.caption for _, view in views}
+    caption = captions.pop() if len(captions) == 1 else None
+    return {
+        "common": common,
+        "varying": varying,
+        "caption": caption,
+        "views": {
+            key: [
+                [[row[i][f] for f in varying[i]] for i in range(count)],
+                None if caption is not None else view.caption,
+            ]
+            for (key, view), row in zip(views, rows)
+        },
+    }
+
+
+def table_view(table: Mapping[str, Any], key: str) -> CardView | None:
+    """The view that ``table`` holds for grid key ``key`` (what the browser shows), or None."""
+    entry = table["views"].get(key)
+    if entry is None:
+        return None
+    cards = []
+    for i, values in enumerate(entry[0]):
+        fields = dict(table["common"][i])
+        fields.update(zip(table["varying"][i], values))
+        cards.append(Card(**fields))
+    return CardView(tuple(cards), table["caption"] if table["caption"] is not None else entry[1])
+
+
+_COMPONENT = None
+
+
+def _component():
+    global _COMPONENT
+    if _COMPONENT is None:
+        _COMPONENT = st.components.v2.component(
+            "snapvit_instant_cards",
+            html="",
+            css=(HERE / "instant_cards.css").read_text(),
+            js=(HERE / "instant_cards.js").read_text(),
+            isolate_styles=False,  # plain DOM: page-wide tests and benchmarks read the cards like any text
+        )
+    return _COMPONENT
+
+
+def show(
+    key: str,
+    view: CardView,
+    link: SliderLink,
+    table: Mapping[str, Any] | None = None,
+    missing: CardView | None = None,
+) -> None:
+    """Draw ``view`` (the server's configuration); in the browser, follow the sliders through ``table``.
+
+    ``missing``: what a configuration that ``table`` lacks shows until the server answers; its caption
+    may contain '{where}', replaced by '(MLP m, head h)'. None = keep the cards but mark them as
+    being updated.
+    """
+    _component()(
+        key=key,
+        data={
+            "view": view.to_json(),
+            "link": link.to_json(),
+            "table": table or table_json(()),
+            "missing": None if missing is None else missing.to_json(),
+            "card_width": CARD_WIDTH,
+        },
+    )
