@@ -86,7 +86,7 @@ OBSERVER_JS = """
       if (mlp && head && knn !== null && knn !== "updating…" && !text.includes("updating…") &&
           (text.includes(`kNN for ${where}`) || text.includes(`Estimate for ${where}`))) bench.knnAt = now;
     }
-    if (bench.knnAt !== null && bench.marksAt === null) {
+    if (bench.marksAt === null) {
       // the marks laid over the charts follow with the server's run: the landscape's star is at the sliders
       const star = document.querySelector(".landscape-current");
       const sliders = [...document.querySelectorAll('input[type="range"]')];
