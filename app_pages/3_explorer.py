@@ -64,9 +64,10 @@ def move_to_clicked_cell() -> None:
 # sliders is one fragment, whose run on a move redraws only what it draws (sliders, cards, the marks).
 # The cards do not wait for it: the browser redraws them from the tables sent with them the moment a
 # slider moves (ui/instant_cards.py); with ten viewers on one 2-core machine, waiting for the run and
-# the browser's re-rendering of the fragment cost about 400 ms (benchmarks/bench_sessions.py). With a side-by-side method chosen, the page runs whole
-# on a move (its accuracy panels poll in fragments of their own, and Streamlit leaves the elements of a
-# fragment nested in another fragment's outside container behind).
+# the browser's re-rendering of the fragment cost about 400 ms (benchmarks/bench_sessions.py). With a
+# side-by-side method chosen, the page runs whole on a move (its accuracy panels poll in fragments of
+# their own, and Streamlit leaves the elements of a fragment nested in another fragment's outside
+# container behind).
 top = st.container()
 chart_column, maps = st.columns(2)
 with chart_column:
