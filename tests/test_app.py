@@ -171,10 +171,15 @@ def test_explorer_sliders_change_the_metrics():
 def test_the_browsers_card_tables_hold_what_the_server_draws_at_each_configuration():
     """The explorer sends its cards with a table of every grid configuration's cards, which the browser
     shows the moment a slider moves (ui/instant_cards.js); the server's run then draws the same."""
-    from ui.instant_cards import CardView, table_view
+    from ui.instant_cards import TABLES_SENT, CardView, table_view
 
-    app = settle(start("app_pages/3_explorer.py"))
+    app = settle(start("app_pages/3_explorer.py")).run()
     cost, knn = instant_data(app)[:2]
+    assert cost["table"] is None and knn["table"] is None  # sent once: later runs send only the ids
+    app.session_state[TABLES_SENT] = {}  # as for a new session
+    app.run()
+    cost, knn = instant_data(app)[:2]
+    assert cost["table"]["id"] == cost["table_id"] and knn["table"]["id"] == knn["table_id"]
     assert cost["link"]["shown"] == ["0.00", "0.00", "0.00"] and cost["link"]["path"]["0.30"] == "0.30|0.15"
     assert len(cost["table"]["views"]) == 400 and len(knn["table"]["views"]) == 400  # the landscape ships
     assert knn["missing"]["cards"][0]["value"] == "updating…" and "{where}" in knn["missing"]["caption"]

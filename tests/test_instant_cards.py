@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ui.instant_cards import Card, CardView, grid_key, slider_text, table_json, table_view
+from ui.instant_cards import Card, CardView, grid_key, must_send_table, slider_text, table_json, table_view
 
 
 def _view(params: str, help_text: str, caption: str | None) -> CardView:
@@ -55,3 +55,17 @@ def test_views_with_different_cards_are_refused_and_an_empty_table_is_empty():
 def test_keys_use_the_sliders_own_format():
     assert grid_key(0.1, 0.35) == "0.10|0.35"  # as the slider prints it (format %.2f, its aria-valuetext)
     assert slider_text(0.15000000000000002) == "0.15"
+
+
+def test_a_table_goes_to_a_session_once_unless_the_browser_says_it_lacks_it():
+    first = table_json([((0.0, 0.0), _view("0.683", "h", None))])
+    second = table_json([((0.0, 0.0), _view("0.5", "h", None))])
+    assert first["id"] != second["id"] and first["id"] == table_json([((0.0, 0.0), _view("0.683", "h", None))])["id"]
+    assert must_send_table(None, first["id"], None)  # never sent
+    assert not must_send_table((first["id"], -1), first["id"], None)  # sent: the browser keeps it
+    assert must_send_table((first["id"], -1), second["id"], None)  # another table
+    lacks = {"lacks": {"id": first["id"], "n": 1}}  # the page lost it (or the send did not arrive)
+    assert must_send_table((first["id"], -1), first["id"], lacks)
+    assert not must_send_table((first["id"], 1), first["id"], lacks)  # that report was answered
+    assert not must_send_table((first["id"], -1), first["id"], {"lacks": {"id": second["id"], "n": 2}})
+    assert not must_send_table((first["id"], -1), first["id"], {"lacks": "garbage"})

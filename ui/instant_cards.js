@@ -2,6 +2,26 @@
 // sliders: when a slider's value changes, the cards of the new configuration come from the table the
 // server sent with them, at once, with no round trip. Python formats every value; this only chooses.
 
+// The tables this page got, by id: the server sends each table to a session once, then only its id
+// (ui/instant_cards.must_send_table). A few are kept (cost and kNN tables, of this and the last scores).
+const TABLES = new Map();
+const TABLES_KEPT = 8;
+let reports = 0; // how often this page said it lacks a table (each report asks for one send)
+
+function tableFor(data, setStateValue) {
+  if (data.table) {
+    TABLES.delete(data.table_id);
+    TABLES.set(data.table_id, data.table);
+    while (TABLES.size > TABLES_KEPT) TABLES.delete(TABLES.keys().next().value);
+    return data.table;
+  }
+  const held = TABLES.get(data.table_id);
+  if (held) return held;
+  reports += 1;
+  setStateValue("lacks", { id: data.table_id, n: reports }); // the next run sends it
+  return null;
+}
+
 const escapeHtml = (text) =>
   String(text).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
 
@@ -29,7 +49,7 @@ function cardHtml(card) {
 
 // One view of the table (ui/instant_cards.table_json): shared card fields plus this view's own.
 function tableView(table, key) {
-  const entry = key === undefined ? undefined : table.views[key];
+  const entry = key === undefined || !table ? undefined : table.views[key];
   if (!entry) return null;
   const cards = table.common.map((shared, i) => {
     const card = { ...shared };
@@ -44,7 +64,7 @@ function viewHtml(view, where) {
   return `<div class="svc-row">${view.cards.map(cardHtml).join("")}</div>${caption}`;
 }
 
-export default function ({ parentElement, data }) {
+export default function ({ parentElement, data, setStateValue }) {
   let root = parentElement.querySelector(":scope > .svc-root");
   if (!root) {
     root = document.createElement("div");
@@ -57,7 +77,8 @@ export default function ({ parentElement, data }) {
   (root.svcObservers || []).forEach((observer) => observer && observer.disconnect());
   const token = {};
   root.svcToken = token; // an older run's observers see a newer token and stop
-  const { view, link, table, missing } = data;
+  const { view, link, missing } = data;
+  const table = tableFor(data, setStateValue);
   const draw = (html, stale) => {
     if (root.svcHtml !== html) {
       root.innerHTML = html;

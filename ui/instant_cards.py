@@ -14,6 +14,8 @@ Python formats every value (this module's ``Card``); the script only chooses whi
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -93,11 +95,11 @@ def table_json(views: Iterable[tuple[tuple[float, float], CardView]]) -> dict[st
     Sent with every run of the cards (about 40-60 KB for 400 configurations), so what every view
     shares is sent once: ``common`` holds each card's fields that are equal in every view, ``varying``
     names the others, and each entry of ``views`` is [[varying values of each card], caption or None].
-    ``caption`` is the caption shared by every view (None when they differ).
+    ``caption`` is the caption shared by every view (None when they differ); ``id`` names the content.
     """
     views = [(grid_key(*config), view) for config, view in views]
     if not views:
-        return {"common": [], "varying": [], "caption": None, "views": {}}
+        return _with_id({"common": [], "varying": [], "caption": None, "views": {}})
     count = len(views[0][1].cards)
     if any(len(view.cards) != count for _, view in views):
         raise ValueError("every view in a table must have the same cards")
@@ -110,18 +112,26 @@ def table_json(views: Iterable[tuple[tuple[float, float], CardView]]) -> dict[st
         varying.append([f for f in CARD_FIELDS if f not in same])
     captions = {view.caption for _, view in views}
     caption = captions.pop() if len(captions) == 1 else None
-    return {
-        "common": common,
-        "varying": varying,
-        "caption": caption,
-        "views": {
-            key: [
-                [[row[i][f] for f in varying[i]] for i in range(count)],
-                None if caption is not None else view.caption,
-            ]
-            for (key, view), row in zip(views, rows)
-        },
-    }
+    return _with_id(
+        {
+            "common": common,
+            "varying": varying,
+            "caption": caption,
+            "views": {
+                key: [
+                    [[row[i][f] for f in varying[i]] for i in range(count)],
+                    None if caption is not None else view.caption,
+                ]
+                for (key, view), row in zip(views, rows)
+            },
+        }
+    )
+
+
+def _with_id(table: dict[str, Any]) -> dict[str, Any]:
+    """The table with ``id``: a digest of its content (the browser keeps tables by it)."""
+    digest = hashlib.sha1(json.dumps(table, sort_keys=True).encode(), usedforsecurity=False).hexdigest()
+    return {**table, "id": digest[:16]}
 
 
 def table_view(table: Mapping[str, Any], key: str) -> CardView | None:
@@ -153,6 +163,32 @@ def _component():
     return _COMPONENT
 
 
+TABLES_SENT = "instant_card_tables"  # session state: component key -> (table id sent, browser report answered)
+
+
+def must_send_table(sent: tuple[str, int] | None, table_id: str, report: Any) -> bool:
+    """Whether a run sends the table itself, not only its id.
+
+    The browser keeps the tables it got by id (instant_cards.js), so each table goes to a session once:
+    about 80 KB a move otherwise. ``sent``: (id, report number) of the last table sent to this
+    component; ``report``: the component's state, where the browser says which table it lacks
+    ({"lacks": id, "n": count}; a page that lost its tables, or a send that did not arrive).
+    """
+    if sent is None or sent[0] != table_id:
+        return True
+    if isinstance(report, Mapping) and isinstance(report.get("lacks"), dict):
+        lacks = report["lacks"]
+        return lacks.get("id") == table_id and lacks.get("n") != sent[1]
+    return False
+
+
+def _report_number(report: Any) -> int:
+    if isinstance(report, Mapping) and isinstance(report.get("lacks"), dict):
+        number = report["lacks"].get("n")
+        return number if isinstance(number, int) else -1
+    return -1
+
+
 def show(
     key: str,
     view: CardView,
@@ -162,17 +198,29 @@ def show(
 ) -> None:
     """Draw ``view`` (the server's configuration); in the browser, follow the sliders through ``table``.
 
-    ``missing``: what a configuration that ``table`` lacks shows until the server answers; its caption
-    may contain '{where}', replaced by '(MLP m, head h)'. None = keep the cards but mark them as
-    being updated.
+    ``table``: from ``table_json``, sent to this session once (then only its id). ``missing``: what a
+    configuration that ``table`` lacks shows until the server answers; its caption may contain
+    '{where}', replaced by '(MLP m, head h)'. None = keep the cards but mark them as being updated.
     """
+    table = table or table_json(())
+    sent = st.session_state.setdefault(TABLES_SENT, {})
+    report = st.session_state.get(key)  # the browser's state for this component (set by instant_cards.js)
+    send = must_send_table(sent.get(key), table["id"], report)
     _component()(
         key=key,
         data={
             "view": view.to_json(),
             "link": link.to_json(),
-            "table": table or table_json(()),
+            "table_id": table["id"],
+            "table": table if send else None,
             "missing": None if missing is None else missing.to_json(),
             "card_width": CARD_WIDTH,
         },
+        on_lacks_change=_ignore,  # the report is read before the next run's send
     )
+    if send:
+        sent[key] = (table["id"], _report_number(report))
+
+
+def _ignore() -> None:
+    """The browser's report needs no callback: ``show`` reads it from the session state."""
