@@ -24,9 +24,9 @@ from ui.explorer_view import (
     neuron_map,
     selected_configuration,
 )
-from ui.instant_cards import SliderLink, grid_key, slider_text
+from ui.instant_cards import SliderLink, published_path_keys, slider_text
 from ui.landscape_charts import LANDSCAPE_KEY
-from ui.sliders import GRID, MAX_SPARSITY, SLIDER_STEP, published_path
+from ui.sliders import MAX_SPARSITY, SLIDER_STEP, published_path
 
 st.title("Elastic explorer")
 if session.guarded_backbone() is None:
@@ -95,7 +95,6 @@ ALIGNMENTS = (1, 8, 16, 32, 64)
 OVERALL_LABEL = "Overall sparsity (moves both sliders below along the published (MLP, head) path)"
 MLP_LABEL = "MLP sparsity (fraction of neurons removed)"
 HEAD_LABEL = "Head sparsity (fraction of heads removed)"
-PATH_KEYS = {slider_text(overall): grid_key(*published_path(overall)) for overall in GRID}
 
 
 def live() -> None:
@@ -123,7 +122,9 @@ def sliders_and_cards() -> tuple[tuple[float, float], Any, bool, SliderLink]:
     mlp_slider = left.slider(MLP_LABEL, key="mlp_sparsity", **slider_args)
     head_slider = right.slider(HEAD_LABEL, key="head_sparsity", **slider_args)
     link = SliderLink(
-        (OVERALL_LABEL, MLP_LABEL, HEAD_LABEL), tuple(map(slider_text, (overall, mlp_slider, head_slider))), PATH_KEYS
+        (OVERALL_LABEL, MLP_LABEL, HEAD_LABEL),
+        tuple(map(slider_text, (overall, mlp_slider, head_slider))),
+        published_path_keys(),
     )
     config = config_state.store_from_widgets(mlp_slider, head_slider, overall).pair
     mlp_sparsity, head_sparsity = config

@@ -75,8 +75,6 @@ export default function ({ parentElement, data, setStateValue }) {
   // A run re-invokes this function without unmounting: the previous run's observers (and the table
   // their closures hold) must go now, not at their slider's next move (a leak of ~0.2 MB a move).
   (root.svcObservers || []).forEach((observer) => observer && observer.disconnect());
-  const token = {};
-  root.svcToken = token; // an older run's observers see a newer token and stop
   const { view, link, missing } = data;
   const table = tableFor(data, setStateValue);
   const draw = (html, stale) => {
@@ -111,10 +109,6 @@ export default function ({ parentElement, data, setStateValue }) {
   const observers = sliders.map((slider, i) => {
     if (!slider) return null;
     const observer = new MutationObserver(() => {
-      if (root.svcToken !== token) {
-        observer.disconnect();
-        return;
-      }
       moved = i === 0 ? "overall" : "pair";
       follow();
     });

@@ -14,6 +14,7 @@ Python formats every value (this module's ``Card``); the script only chooses whi
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
@@ -24,6 +25,7 @@ from typing import Any
 import streamlit as st
 
 from ui.labels import CARD_WIDTH
+from ui.sliders import GRID, published_path
 
 HERE = Path(__file__).resolve().parent
 DELTA_COLORS = ("normal", "inverse", "off")
@@ -172,21 +174,23 @@ def must_send_table(sent: tuple[str, int] | None, table_id: str, report: Any) ->
     The browser keeps the tables it got by id (instant_cards.js), so each table goes to a session once:
     about 80 KB a move otherwise. ``sent``: (id, report number) of the last table sent to this
     component; ``report``: the component's state, where the browser says which table it lacks
-    ({"lacks": id, "n": count}; a page that lost its tables, or a send that did not arrive).
+    ({"lacks": {"id": id, "n": count}}; a page that lost its tables, or a send that did not arrive).
     """
     if sent is None or sent[0] != table_id:
         return True
-    if isinstance(report, Mapping) and isinstance(report.get("lacks"), dict):
-        lacks = report["lacks"]
-        return lacks.get("id") == table_id and lacks.get("n") != sent[1]
-    return False
+    lacks = _lacks(report)
+    return lacks is not None and lacks.get("id") == table_id and _report_number(report) != sent[1]
+
+
+def _lacks(report: Any) -> dict | None:
+    lacks = report.get("lacks") if isinstance(report, Mapping) else None
+    return lacks if isinstance(lacks, dict) else None
 
 
 def _report_number(report: Any) -> int:
-    if isinstance(report, Mapping) and isinstance(report.get("lacks"), dict):
-        number = report["lacks"].get("n")
-        return number if isinstance(number, int) else -1
-    return -1
+    """The count of the browser's latest report (-1: none)."""
+    number = (_lacks(report) or {}).get("n")
+    return number if isinstance(number, int) else -1
 
 
 def show(
@@ -202,7 +206,7 @@ def show(
     configuration that ``table`` lacks shows until the server answers; its caption may contain
     '{where}', replaced by '(MLP m, head h)'. None = keep the cards but mark them as being updated.
     """
-    table = table or table_json(())
+    table = table or _EMPTY_TABLE
     sent = st.session_state.setdefault(TABLES_SENT, {})
     report = st.session_state.get(key)  # the browser's state for this component (set by instant_cards.js)
     send = must_send_table(sent.get(key), table["id"], report)
@@ -220,6 +224,15 @@ def show(
     )
     if send:
         sent[key] = (table["id"], _report_number(report))
+
+
+_EMPTY_TABLE = table_json(())
+
+
+@functools.cache
+def published_path_keys() -> dict[str, str]:
+    """The overall slider's values -> the grid keys of the published-path points they move to."""
+    return {slider_text(overall): grid_key(*published_path(overall)) for overall in GRID}
 
 
 def _ignore() -> None:
