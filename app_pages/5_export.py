@@ -12,7 +12,7 @@ import streamlit as st
 from snapvit_core.correction import CorrectionConfig
 from snapvit_core.data import load_images, preprocess
 from snapvit_core.errors import SnapViTError
-from snapvit_core.export import architecture_spec, export_pruned
+from snapvit_core.export_configuration import ExportRequest, export_configuration
 from ui import config_state, session
 from ui.labels import sparsity_text
 
@@ -47,6 +47,14 @@ with st.form("export_form"):
     samples = left.number_input("Calibration images", min_value=8, max_value=10_000, value=256)
     damping = right.selectbox("Damping", ["mean", "max", "percentile"], help="max suits backbones with outliers")
     onnx = st.checkbox("Also export ONNX (checked numerically against PyTorch)")
+    data_name = session.selection().data
+    knn = st.checkbox(
+        f"Measure kNN top-1 on {data_name} for the model card",
+        value=explorer.knn is not None,
+        disabled=explorer.knn is None,
+        help="The exported model itself is measured (after correction, when chosen), beside the unpruned model.",
+    )
+    latency = st.checkbox("Measure and predict the latency for the model card", value=True)
     overwrite = st.checkbox("Replace the folder if it exists")
     submitted = st.form_submit_button("Export", type="primary")
 
@@ -54,35 +62,24 @@ if submitted:
     try:
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name.startswith("."):
             raise SnapViTError(f"{name!r} is not a plain folder name.", "Use letters, digits, '.', '_' and '-'.")
-        pruning = {
-            "source_model": session.selection().model_id,
-            "mlp_sparsity": mlp_sparsity,
-            "head_sparsity": head_sparsity,
-            "align": explorer.elastic.align,
-            "scores_method": scores.metadata.get("method", "unknown"),
-            "corrected": bool(correct),
-        }
         with st.spinner("Exporting ..."):
+            correction = None
             if correct:
-                images = load_images(session.selection().data, "train", limit=int(samples), seed=0)
+                images = load_images(data_name, "train", limit=int(samples), seed=0)
                 calibration = preprocess(images.images, backbone.data_config)
-                config = CorrectionConfig(samples=int(samples), damping=damping)
-                model, correction = explorer.export_model(mlp_sparsity, head_sparsity, (config, calibration))
-                pruning["correction"] = correction
-            else:
-                model, _ = explorer.export_model(mlp_sparsity, head_sparsity)
-            architecture, model_args = architecture_spec(backbone)
-            report = export_pruned(
-                model,
-                EXPORTS_DIR / name,
-                architecture=architecture,
-                model_args=model_args,
-                data_config=backbone.data_config,
-                pruning=pruning,
-                scores=scores,
+                correction = (CorrectionConfig(samples=int(samples), damping=damping), calibration)
+            request = ExportRequest(
+                mlp_sparsity,
+                head_sparsity,
+                out=EXPORTS_DIR / name,
+                source_model=session.selection().model_id,
+                correction=correction,
                 onnx=onnx,
+                knn_data=data_name if knn else None,
+                latency=latency,
                 overwrite=overwrite,
             )
+            report = export_configuration(explorer, request)
         st.session_state["last_export"] = report
     except SnapViTError as error:
         session.show_error(error)

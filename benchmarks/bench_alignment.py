@@ -34,7 +34,6 @@ sys.path.insert(0, str(ROOT))
 from snapvit_core._atomic import write_text_atomic  # noqa: E402
 from snapvit_core.adapter import ViTAdapter  # noqa: E402
 from snapvit_core.backbones import load_backbone  # noqa: E402
-from snapvit_core.correction import _standalone_copy  # noqa: E402
 from snapvit_core.data import load_knn_splits  # noqa: E402
 from snapvit_core.data_free import magnitude_scores  # noqa: E402
 from snapvit_core.elastic import ALIGN_AUTO, ElasticViT  # noqa: E402
@@ -88,13 +87,13 @@ def speed_rows(
     the rows so far after every pair (partial results survive an interrupted run)."""
     backbone = load_backbone(model_id, random_init)
     elastic = ElasticViT(backbone.model, magnitude_scores(backbone.model), model_id)
-    unpruned = _standalone_copy(elastic.prune_to(0.0, 0.0))  # the same attention kernel as the pruned copies
+    unpruned = elastic.prune_to(0.0, 0.0)  # the same attention kernel as the pruned copies
     full_flops = analytic_flops(unpruned)
     threads = torch.get_num_threads()
     size = backbone.image_size
     rows = []
     for pair in PUBLISHED_SPARSITY_PAIRS[1:]:
-        models = {n: _standalone_copy(elastic.apply_plan(elastic.plan_for(*pair, align=n))) for n in ALIGNS}
+        models = {n: elastic.pruned(elastic.plan_for(*pair, align=n)) for n in ALIGNS}
         flops = {n: analytic_flops(m) for n, m in models.items()}
         for batch, rounds in batches.items():
             images = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))

@@ -1,20 +1,20 @@
-"""The supervised and the self-supervised (DINO) embedded backbones side by side: kNN top-1 of every method.
+"""Backbones side by side on the embedded data: kNN top-1 of every scoring method.
 
-For each backbone: unpruned kNN top-1 on the full embedded test split, then every scoring method at
-the six published (MLP, head) pairs, without and (``--correct``) with the SparseGPT-style weight
-correction. Seeded methods (the gradient methods, the xNES search from each seed's SnapViT scores,
-random) run once per ``--seeds`` value; cells show the mean and the min-max over seeds. Methods that
-need a class head (cross-entropy, snip-magnitude) are "n/a" on a backbone without one.
+For each backbone (a model id whose inputs are the embedded images): unpruned kNN top-1 on the full
+embedded test split, then every scoring method at the six published (MLP, head) pairs, without and
+(``--correct``) with the SparseGPT-style weight correction. Seeded methods (the gradient methods,
+the xNES search from each seed's SnapViT scores, random) run once per ``--seeds`` value; cells show
+the mean and the min-max over seeds. Methods that need a class head (cross-entropy, snip-magnitude)
+are "n/a" on a backbone without one.
 
 Results are merged into a JSON file (one entry per ``--run`` label), so backbones can be measured in
 separate invocations; ``--report`` renders all entries as Markdown::
 
-    python benchmarks/bench_backbones.py --run supervised=embedded --run ssl=embedded-ssl --correct
-    python benchmarks/bench_backbones.py --run ssl-12heads=/tmp/variant_dir      # a trained variant's assets
+    python benchmarks/bench_backbones.py --run supervised=embedded --correct
+    python benchmarks/bench_backbones.py --run variant=/tmp/variant_dir      # a checkpoint directory
     python benchmarks/bench_backbones.py --report --out results/backbones.md
 
-A ``--run`` value is a model id, or a directory holding ``embedded_ssl_vit.{safetensors,json}``
-(``train_embedded.py --objective dino --out-dir DIR``).
+A ``--run`` value is anything ``--model`` takes (a model id or a checkpoint directory).
 """
 
 from __future__ import annotations
@@ -31,9 +31,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from snapvit_core import embedded  # noqa: E402
 from snapvit_core._atomic import write_text_atomic  # noqa: E402
-from snapvit_core.backbones import Backbone, _data_config, load_backbone  # noqa: E402
+from snapvit_core.backbones import load_backbone  # noqa: E402
 from snapvit_core.correction import CorrectionConfig  # noqa: E402
 from snapvit_core.data import load_images, load_knn_splits, preprocess  # noqa: E402
 from snapvit_core.evaluation import KnnEvaluator  # noqa: E402
@@ -50,24 +49,9 @@ NEEDS_HEAD = ("cross-entropy", "snip-magnitude")
 DEFAULT_JSON = ROOT / "results" / "backbones.json"
 
 
-def load_run(spec: str) -> Backbone:
-    """A model id, or a directory with a DINO-trained variant's ``embedded_ssl_vit`` assets."""
-    path = Path(spec)
-    if not path.is_dir():
-        return load_backbone(spec)
-    from safetensors.torch import load_file
-
-    stem = embedded.EMBEDDED_ASSET_STEMS[embedded.EMBEDDED_SSL_MODEL_ID]
-    config = json.loads((path / f"{stem}.json").read_text())
-    model = embedded.build_embedded_architecture(config)
-    model.load_state_dict(load_file(str(path / f"{stem}.safetensors")), strict=True)
-    model.eval().requires_grad_(False)
-    return Backbone(model, embedded.EMBEDDED_SSL_MODEL_ID, _data_config(model))
-
-
 def measure(label: str, spec: str, args: argparse.Namespace) -> dict:
     """Every row of the table for one backbone (kNN top-1 in %, per seed and pair)."""
-    backbone = load_run(spec)
+    backbone = load_backbone(spec)
     has_head = getattr(backbone.model, "num_classes", 0) > 0
     evaluator = KnnEvaluator.from_splits(load_knn_splits("embedded", backbone.data_config))
     calibration = preprocess(

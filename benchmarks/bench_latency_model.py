@@ -59,11 +59,8 @@ def stop_busy(processes: list[subprocess.Popen]) -> None:
 
 def measured_ms(explorer: Explorer, pair: tuple[float, float], batch: int, repeats: int) -> tuple[float, float]:
     """(fastest, median) of ``repeats`` direct forwards of the pruned model at ``batch`` (after 2 warm-ups)."""
-    with explorer.lock:
-        explorer.prune_to(*pair)
-        rounds = paired_rounds(
-            [explorer.model], explorer.backbone.image_size, str(explorer.device), repeats=repeats, batch=batch
-        )
+    model, _ = explorer.pruned_model(*pair)
+    rounds = paired_rounds([model], explorer.backbone.image_size, str(explorer.device), repeats=repeats, batch=batch)
     return 1e3 * min(rounds[0]), 1e3 * statistics.median(rounds[0])
 
 

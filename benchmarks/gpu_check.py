@@ -35,7 +35,6 @@ from snapvit_core._atomic import atomic_path  # noqa: E402
 from snapvit_core.backbones import load_backbone  # noqa: E402
 from snapvit_core.correction import (  # noqa: E402
     CorrectionConfig,
-    _standalone_copy,  # noqa: E402
     correct_elastic,
 )
 from snapvit_core.data import procedural_images  # noqa: E402
@@ -125,7 +124,7 @@ def speed_stage(backbone, scores, sizes: dict, device: torch.device, dtype) -> l
     elastic = ElasticViT(backbone.model, scores, backbone.model_id)
     rows, base = [], None
     for mlp, heads in PUBLISHED_SPARSITY_PAIRS:
-        model = copy.deepcopy(elastic.prune_to(mlp, heads))  # measure_latency casts the model it times in place
+        model = elastic.prune_to(mlp, heads)  # a standalone copy: measure_latency casts the model it times
         report = measure_latency(
             model, backbone.image_size, sizes["latency_batch"], device, dtype, min_run_time=sizes["timing_s"]
         )
@@ -133,7 +132,6 @@ def speed_stage(backbone, scores, sizes: dict, device: torch.device, dtype) -> l
         if base is None:
             base = (flops, report.median_ms, report.throughput_per_s)
         rows.append(((mlp, heads), base[0] / flops, base[1] / report.median_ms, report.throughput_per_s / base[2]))
-    elastic.prune_to(0.0, 0.0)
     return rows
 
 
@@ -144,7 +142,7 @@ def alignment_stage(backbone, scores, sizes: dict, device: torch.device, dtype) 
     """(pair, N, FLOPs cut, batch-N speed-up) per published pair and MLP width alignment N."""
     elastic = ElasticViT(backbone.model, scores, backbone.model_id)
     batch, seconds = sizes["latency_batch"], sizes["timing_s"]
-    unpruned = _standalone_copy(elastic.prune_to(0.0, 0.0))
+    unpruned = elastic.prune_to(0.0, 0.0)
     base_flops = analytic_flops(unpruned)
     measure_latency(copy.deepcopy(unpruned), backbone.image_size, batch, device, dtype, min_run_time=seconds)  # warm
     rows = []
@@ -154,10 +152,9 @@ def alignment_stage(backbone, scores, sizes: dict, device: torch.device, dtype) 
             copy.deepcopy(unpruned), backbone.image_size, batch, device, dtype, min_run_time=seconds
         ).throughput_per_s
         for n in ALIGNS:
-            model = _standalone_copy(elastic.apply_plan(elastic.plan_for(*pair, align=n)))
+            model = elastic.pruned(elastic.plan_for(*pair, align=n))
             report = measure_latency(model, backbone.image_size, batch, device, dtype, min_run_time=seconds)
             rows.append((pair, n, base_flops / analytic_flops(model), report.throughput_per_s / reference))
-    elastic.prune_to(0.0, 0.0)
     return rows
 
 

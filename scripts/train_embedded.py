@@ -3,12 +3,6 @@
 Reproduce the shipped assets with::
 
     python scripts/train_embedded.py                     # "embedded": supervised, ~7 min on 2 cores
-    python scripts/train_embedded.py --objective dino    # "embedded-ssl": label-free DINO (embedded_dino.py)
-
-``--objective dino`` trains the same backbone by DINO self-distillation (student + EMA teacher,
-multi-crop, projection head, centering and sharpening; no labels; see ``scripts/embedded_dino.py``)
-and writes ``embedded_ssl_vit.safetensors`` / ``.json`` (the teacher backbone, no class head), never
-the supervised files.
 
 Every epoch draws a fresh rendering of each of the 1257 train digits (``render_digits`` with a
 generator seeded from ``--seed``); the test digits are never seen. The backbone is trained with a
@@ -45,9 +39,6 @@ from snapvit_core.data_free import magnitude_scores  # noqa: E402
 from snapvit_core.elastic import ElasticViT  # noqa: E402
 from snapvit_core.knn import knn_top1  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling embedded_dino module
-from embedded_dino import DinoConfig, train_dino  # noqa: E402
-
 ARCHITECTURE = {
     "img_size": embedded.RENDER.image_size,  # 24 px images
     "patch_size": 6,  # 4 x 4 = 16 patch tokens + CLS: keeps a full-split forward well under 1 s
@@ -62,8 +53,6 @@ ARCHITECTURE = {
     "qkv_bias": True,
 }
 PRUNING_POINTS = ((0.35, 0.2), (0.65, 0.5))  # (MLP sparsity, head sparsity) reported in the JSON
-OBJECTIVES = ("supervised", "dino")  # --objective: cross-entropy with labels, or label-free DINO
-MODEL_IDS = {"supervised": embedded.EMBEDDED_MODEL_ID, "dino": embedded.EMBEDDED_SSL_MODEL_ID}
 
 
 @dataclass(frozen=True)
@@ -206,36 +195,24 @@ def write_assets(model: torch.nn.Module, config: dict, out_dir: Path) -> tuple[P
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--objective", choices=OBJECTIVES, default="supervised", help="training objective")
-    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: 150 supervised, 6 dino)")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="training epochs")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="torch + augmentation seed")
     parser.add_argument("--out-dir", type=Path, default=embedded.ASSETS_DIR, help="where the assets go")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 2 supervised, 1 dino)")
+    parser.add_argument("--threads", type=int, default=defaults.threads, help="torch CPU threads")
     parser.add_argument("--num-heads", type=int, default=ARCHITECTURE["num_heads"], help="heads per block")
     parser.add_argument("--mlp-ratio", type=float, default=ARCHITECTURE["mlp_ratio"], help="MLP width / embed width")
-    parser.add_argument("--teacher-temp", type=float, default=None, help="dino: teacher temperature (default 0.04)")
     return parser.parse_args(argv)
 
 
-def training_setup(args: argparse.Namespace) -> tuple[TrainConfig | DinoConfig, dict]:
-    """(optimisation settings, VisionTransformer kwargs) for ``args``; the supervised defaults are the shipped ones."""
+def training_setup(args: argparse.Namespace) -> tuple[TrainConfig, dict]:
+    """(optimisation settings, VisionTransformer kwargs) for ``args``; the defaults are the shipped ones."""
     architecture = {**ARCHITECTURE, "num_heads": args.num_heads, "mlp_ratio": args.mlp_ratio}
-    if args.objective == "supervised":
-        epochs = TrainConfig.epochs if args.epochs is None else args.epochs
-        threads = TrainConfig.threads if args.threads is None else args.threads
-        return TrainConfig(seed=args.seed, epochs=epochs, threads=threads), architecture
-    epochs = DinoConfig.epochs if args.epochs is None else args.epochs
-    threads = DinoConfig.threads if args.threads is None else args.threads
-    cfg = DinoConfig(seed=args.seed, epochs=epochs, threads=threads)
-    if args.teacher_temp is not None:
-        cfg = dataclasses.replace(cfg, teacher_temp=args.teacher_temp)
-    return cfg, {**architecture, "num_classes": 0}  # no class head: the embedding is the CLS feature
+    return TrainConfig(seed=args.seed, epochs=args.epochs, threads=args.threads), architecture
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cfg, architecture = training_setup(args)
-    dino = isinstance(cfg, DinoConfig)
     torch.set_num_threads(cfg.threads)
     torch.use_deterministic_algorithms(True)
     wall_start = time.perf_counter()
@@ -244,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     mean, std = input_stats(splits["train"][0])
     config = {
         "format_version": 1,
-        "model_id": MODEL_IDS[args.objective],
+        "model_id": embedded.EMBEDDED_MODEL_ID,
         "architecture": architecture,
         "preprocessing": {
             "input_size": [3, architecture["img_size"], architecture["img_size"]],
@@ -266,33 +243,19 @@ def main(argv: list[str] | None = None) -> int:
             "render_seeds": embedded.SPLIT_RENDER_SEEDS,
             "render": embedded.render_config_dict(),
             "class_names": list(embedded.EMBEDDED_CLASS_NAMES),
-            "training_augmentation": "a fresh render_digits scene of every train digit each epoch"
-            + (
-                ", 2 global + local multi-crops, each of its own rendering, colour jitter (embedded_dino.py); no labels"
-                if dino
-                else ""
-            ),
+            "training_augmentation": "a fresh render_digits scene of every train digit each epoch",
         },
         "training": {
             **asdict(cfg),
-            "objective": args.objective,
+            "objective": "supervised",
             "optimizer": "AdamW",
-            "loss": (
-                "DINO self-distillation (student vs EMA teacher, centering + sharpening); teacher backbone shipped"
-                if dino
-                else "cross-entropy on the 10-way head"
-            ),
+            "loss": "cross-entropy on the 10-way head",
         },
     }
-    if dino:
-        config["embedding"] += " of the EMA teacher backbone (no class head)"
 
-    print(f"Training ({args.objective}) {architecture} on {config['dataset']['sizes']} images, {cfg}", flush=True)
+    print(f"Training {architecture} on {config['dataset']['sizes']} images, {cfg}", flush=True)
     train_start = time.perf_counter()
-    if dino:
-        model = train_dino(cfg, architecture, config, param_groups)
-    else:
-        model = train(cfg, architecture, config)
+    model = train(cfg, architecture, config)
     train_seconds = time.perf_counter() - train_start
 
     unpruned = knn_accuracy(model, splits, config)

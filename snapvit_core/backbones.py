@@ -23,7 +23,7 @@ from torch import nn
 
 from .adapter import ArchitectureShape, ViTAdapter
 from .errors import SnapViTError
-from .presets import BACKBONE_PRESETS, EMBEDDED_MODEL_ID, EMBEDDED_MODEL_IDS
+from .presets import BACKBONE_PRESETS, EMBEDDED_MODEL_ID, EMBEDDED_MODEL_IDS, REMOVED_MODEL_IDS
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,10 @@ def load_backbone(model_id: str, random_init: bool = False, device: str | torch.
     model_id = (model_id or "").strip()
     if not model_id:
         raise SnapViTError("No model id given.", f"Use {describe_model_ids()}.")
+    if model_id in REMOVED_MODEL_IDS:
+        raise SnapViTError(
+            f"'{model_id}' is no longer shipped: {REMOVED_MODEL_IDS[model_id]}.", f"Use {describe_model_ids()}."
+        )
     if model_id in EMBEDDED_MODEL_IDS:
         backbone = _load_embedded(model_id, random_init)
     elif model_id.startswith(HF_PREFIX):

@@ -301,8 +301,8 @@ def correct_pruned_model(
 ) -> CorrectionReport:
     """Correct ``pruned_model``'s proj and fc2 weights in place so each layer's output changes least.
 
-    ``pruned_model`` must be a prefix truncation of ``full_model`` (what ``ElasticViT.prune_to`` returns
-    for ``ElasticViT.full``): block b keeps the first heads and neurons. Corrected layers get new
+    ``pruned_model`` must be a prefix truncation of ``full_model`` (what ``ElasticViT.prune_to`` returns,
+    of ``ElasticViT.full``): block b keeps the first heads and neurons. Corrected layers get new
     Parameter objects, so tensors shared with ``full_model`` are never written. If anything fails or
     is cancelled, the original Parameters are put back: the model is never left half-corrected.
 
@@ -390,16 +390,6 @@ def correct_pruned_model(
     return CorrectionReport(tuple(rows), len(images), round(seconds, 3), tuple(messages))
 
 
-def _standalone_copy(model: nn.Module) -> nn.Module:
-    """A deep copy owning compact clones of every tensor (a sliced view would otherwise drag its full storage)."""
-    memo: dict[int, torch.Tensor] = {}
-    for parameter in model.parameters():
-        memo[id(parameter)] = nn.Parameter(parameter.detach().clone(), requires_grad=parameter.requires_grad)
-    for buffer in model.buffers():
-        memo[id(buffer)] = buffer.clone()
-    return copy.deepcopy(model, memo)
-
-
 def correct_elastic(
     elastic: ElasticViT,
     mlp_sparsity: float,
@@ -409,15 +399,11 @@ def correct_elastic(
     progress: Progress | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> tuple[nn.Module, CorrectionReport]:
-    """A corrected, standalone model at (mlp_sparsity, head_sparsity); ``elastic`` is left as it was.
+    """A corrected, standalone model at (mlp_sparsity, head_sparsity); ``elastic`` is only read.
 
-    The engine's working model is truncated, copied, and restored to its previous plan, so later
-    ``prune_to`` calls still return exact truncations. Arguments as in ``correct_pruned_model``.
+    The correction works on a standalone truncation (``ElasticViT.prune_to``), so the engine's later
+    truncations stay exact. Arguments as in ``correct_pruned_model``.
     """
-    previous = elastic.plan
-    try:
-        model = _standalone_copy(elastic.prune_to(mlp_sparsity, head_sparsity))
-    finally:
-        elastic.apply_plan(previous)
+    model = elastic.prune_to(mlp_sparsity, head_sparsity)
     report = correct_pruned_model(elastic.full, model, calibration_images, config, progress, cancel)
     return model, report

@@ -1,10 +1,14 @@
 """The elastic engine (DESIGN section 5): reorder once by score, then cut to any sparsity instantly.
 
 ``plan_pruning`` turns scores + (MLP, head) sparsity into per-block keep counts (pure, no model).
-``ElasticViT`` owns a private, reordered copy of a backbone; ``prune_to`` truncates a working view
-of it by slicing weights. Because every block's units are sorted by descending score, the units a
-plan keeps are always a prefix, so truncation is a slice and going denser again just re-slices the
-reordered original. The caller's model is never mutated.
+``ElasticViT`` owns a private, reordered copy of a backbone. Because every block's units are sorted by
+descending score, the units a plan keeps are always a prefix, so truncation is a slice and going denser
+again just re-slices the reordered original. The caller's model is never mutated.
+
+A pruned model is a value: ``prune_to`` and ``pruned`` hand out a standalone copy that owns compact
+tensors, which nothing the engine does later can change. The engine's working model (sliced views of
+the reordered original, re-sliced for every configuration) never leaves it: ``run`` truncates it under
+the engine's lock, calls the caller's function on it and hands back only that function's result.
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ import copy
 import itertools
 import logging
 import math
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -25,6 +31,7 @@ from .scores import ImportanceScores
 from .surgery import select_units
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_ALIGN = 4096  # wider than any supported MLP
 # ``align="auto"``: the MLP width alignment per device type (README "Width alignment", results/alignment.md).
@@ -250,6 +257,16 @@ def check_scores_fit(scores: ImportanceScores, shape: ArchitectureShape, model_n
         )
 
 
+def standalone_copy(model: nn.Module) -> nn.Module:
+    """A deep copy owning compact clones of every tensor (a sliced view would otherwise drag its full storage)."""
+    memo: dict[int, torch.Tensor] = {}
+    for parameter in model.parameters():
+        memo[id(parameter)] = nn.Parameter(parameter.detach().clone(), requires_grad=parameter.requires_grad)
+    for buffer in model.buffers():
+        memo[id(buffer)] = buffer.clone()
+    return copy.deepcopy(model, memo)
+
+
 class ElasticViT:
     """A private, score-reordered copy of a ViT that can be truncated to any sparsity.
 
@@ -260,6 +277,9 @@ class ElasticViT:
         align: every plan's kept MLP neurons per block are a multiple of this (see
             :func:`align_keep_counts`; 1, the default, is the published rule). ``plan_for`` and
             ``prune_to`` use it, so costs, latency predictions, correction and exports follow.
+
+    Thread safety: ``run``, ``pruned`` and ``prune_to`` hold ``lock`` (re-entrant) while they touch
+    the working model, so callers on several threads each get the configuration they asked for.
     """
 
     def __init__(
@@ -268,6 +288,7 @@ class ElasticViT:
         check_scores_fit(scores, ViTAdapter(model).shape(), model_name)
         self.scores = scores
         self.align = check_align(align)
+        self.lock = threading.RLock()
         self.full = copy.deepcopy(model).eval()  # reordered original; read-only after __init__
         for parameter in self.full.parameters():
             parameter.requires_grad_(False)
@@ -279,11 +300,11 @@ class ElasticViT:
         with torch.no_grad():
             for block, mlp_perm, head_perm in zip(self.full_adapter.blocks, self.mlp_order, self.head_order):
                 select_units(block, block, mlp_perm, head_perm)  # in place: a permutation of all units
-        # The working model shares every tensor with `full`; prune_to swaps in sliced views.
+        # The working model shares every tensor with `full`; _truncate swaps in sliced views. Private:
+        # what it holds changes with every run, so it is never handed out.
         memo = {id(t): t for t in itertools.chain(self.full.parameters(), self.full.buffers())}
-        self.model = copy.deepcopy(self.full, memo)
-        self.adapter = ViTAdapter(self.model)
-        self.plan = plan_pruning(scores, 0.0, 0.0, self.align)
+        self._working = copy.deepcopy(self.full, memo)
+        self._working_adapter = ViTAdapter(self._working)
 
     @property
     def shape(self) -> ArchitectureShape:
@@ -294,24 +315,38 @@ class ElasticViT:
         return plan_pruning(self.scores, mlp_sparsity, head_sparsity, self.align if align is None else align)
 
     def prune_to(self, mlp_sparsity: float, head_sparsity: float) -> nn.Module:
-        """Truncate the working model to the requested sparsity and return it."""
-        return self.apply_plan(self.plan_for(mlp_sparsity, head_sparsity))
+        """A standalone pruned model at the requested sparsity (its own compact tensors)."""
+        return self.pruned(self.plan_for(mlp_sparsity, head_sparsity))
 
-    def apply_plan(self, plan: PruningPlan) -> nn.Module:
-        """Truncate the working model to ``plan``'s keep counts (always from the full reordered copy)."""
-        if len(plan.kept_heads) != self.full_adapter.num_blocks:
+    def pruned(self, plan: PruningPlan) -> nn.Module:
+        """A standalone model truncated to ``plan``'s keep counts, owning compact copies of its tensors."""
+        return self.run(plan, standalone_copy)
+
+    def run(self, plan: PruningPlan, compute: Callable[[nn.Module], T]) -> T:
+        """``compute(model)`` on the working model truncated to ``plan``, under the engine's lock.
+
+        The cheap way to measure a configuration: no weights are copied. ``compute`` must not keep the
+        model (the next run re-slices it); it returns what it measured, and that is all that leaves.
+        """
+        with self.lock:
+            self._truncate(plan)
+            return compute(self._working)
+
+    def _truncate(self, plan: PruningPlan) -> None:
+        """Slice the working model to ``plan``'s keep counts (always from the full reordered copy)."""
+        if (
+            len(plan.kept_heads) != self.full_adapter.num_blocks
+            or len(plan.kept_neurons) != self.full_adapter.num_blocks
+        ):
             raise SnapViTError(f"The plan has {len(plan.kept_heads)} blocks, the model {self.full_adapter.num_blocks}.")
         with torch.no_grad():
             for source, target, heads, neurons in zip(
-                self.full_adapter.blocks, self.adapter.blocks, plan.kept_heads, plan.kept_neurons
+                self.full_adapter.blocks, self._working_adapter.blocks, plan.kept_heads, plan.kept_neurons
             ):
                 select_units(source, target, neurons, heads)  # prefixes of the reordered units
-        self.plan = plan
-        return self.model
 
-    def kept_masks(self, plan: PruningPlan | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def kept_masks(self, plan: PruningPlan) -> tuple[torch.Tensor, torch.Tensor]:
         """Boolean keep masks in the *original* unit order: (B, M) neurons and (B, H) heads."""
-        plan = plan or self.plan
         neuron_mask = torch.zeros_like(self.scores.mlp, dtype=torch.bool)
         head_mask = torch.zeros_like(self.scores.heads, dtype=torch.bool)
         for i, (heads, neurons) in enumerate(zip(plan.kept_heads, plan.kept_neurons)):

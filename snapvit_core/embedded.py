@@ -1,8 +1,7 @@
 """The embedded default backbone: a small timm ViT trained on cluttered digits, fully offline.
 
-This module owns the embedded model ids: "embedded" (the default, trained with labels) and
-"embedded-ssl" (the same size and data, trained label-free by DINO self-distillation), their asset
-files (``EMBEDDED_ASSET_STEMS``), their architecture, and their dataset.
+This module owns the embedded model id "embedded" (the offline default, trained with labels), its
+asset files (``EMBEDDED_ASSET_STEMS``), its architecture, and its dataset.
 
 Dataset ("cluttered digits"). The source glyphs are scikit-learn's bundled handwritten digits
 (``sklearn.datasets.load_digits``: 1797 grey 8x8 images, 10 classes, no download). The split is
@@ -15,11 +14,16 @@ noise) with muted colours (``saturation`` 0.25); the ink is darker than the scen
 from scratch on 1257 digits learns this within the 20-minute budget, and the clutter makes the task
 tight enough that pruning visibly costs accuracy (magnitude pruning at (0.65, 0.5) loses ~7 points).
 
-* :func:`load_embedded_split` returns ONE fixed rendering per digit, generated on the fly from
-  ``torch.Generator().manual_seed(SPLIT_RENDER_SEEDS[split])`` (train 1001, test 2002), so every
-  call, process and machine gets the same images without shipping image files.
+* :func:`load_embedded_split` returns ONE fixed rendering per digit, read from the shipped file
+  ``assets/embedded_digits.safetensors`` (uint8 images and int64 labels of both splits, 3 MB). The
+  rendering is float code whose last-bit rounding differs between CPUs (AMD and Intel render a few
+  pixels differently), so the dataset ships as bytes: every machine reads the images the shipped
+  model was measured on and the shipped landscapes were computed from, and the data key that names
+  those landscapes (a hash of these bytes) is the same everywhere. The file was rendered with
+  ``torch.Generator().manual_seed(SPLIT_RENDER_SEEDS[split])`` (train 1001, test 2002) by
+  ``python scripts/make_embedded_data.py``, which also checks it (``--check``).
 * The training script (``scripts/train_embedded.py``) draws a fresh rendering of every train digit
-  each epoch from its own seed; the test digits are never used for training.
+  each epoch from its own seed (:func:`render_digits`); the test digits are never used for training.
 
 Model. ``assets/embedded_vit.json`` holds the ``VisionTransformer`` kwargs, the input mean/std, the
 dataset and training settings and the measured metrics; ``assets/embedded_vit.safetensors`` holds
@@ -44,29 +48,29 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 
 from .errors import SnapViTError
-from .presets import EMBEDDED_MODEL_ID, EMBEDDED_SSL_MODEL_ID
+from .presets import EMBEDDED_MODEL_ID
 
 log = logging.getLogger(__name__)
 
 # The repository keeps the assets at the top level (assets/); snapvit_core/assets is a symlink to them so
 # that they are also package data, copied into a wheel. Not resolved: the path must stay inside the package.
 ASSETS_DIR: Path = Path(__file__).parent / "assets"
+DATA_FILENAME = "embedded_digits.safetensors"  # the rendered splits as bytes (load_embedded_split)
+MAX_DATA_BYTES = 16 << 20  # the shipped file is about 3 MB
 WEIGHTS_FILENAME = "embedded_vit.safetensors"  # the default (supervised) embedded model
 CONFIG_FILENAME = "embedded_vit.json"
-# Model id -> asset file stem in ASSETS_DIR ({stem}.safetensors + {stem}.json). Both are trained by
-# scripts/train_embedded.py on the same data: "embedded" with labels (--objective supervised),
-# "embedded-ssl" label-free by DINO self-distillation (--objective dino; the teacher backbone ships).
-EMBEDDED_ASSET_STEMS: dict[str, str] = {
-    EMBEDDED_MODEL_ID: "embedded_vit",
-    EMBEDDED_SSL_MODEL_ID: "embedded_ssl_vit",
-}
+# Model id -> asset file stem in ASSETS_DIR ({stem}.safetensors + {stem}.json), written by scripts/train_embedded.py.
+EMBEDDED_ASSET_STEMS: dict[str, str] = {EMBEDDED_MODEL_ID: "embedded_vit"}
 EMBEDDED_CLASS_NAMES: tuple[str, ...] = tuple(str(d) for d in range(10))
 SPLITS = ("train", "test")
 SPLIT_TEST_SIZE = 0.3  # fraction of the 1797 sklearn digits held out as kNN queries
 SPLIT_RANDOM_STATE = 0  # sklearn train_test_split seed (stratified by class)
 SPLIT_RENDER_SEEDS = {"train": 1001, "test": 2002}  # torch seeds of the fixed renderings
 RETRAIN_FIX = "Recreate it with `python scripts/train_embedded.py` (about 10 min on 2 CPU cores)."
-RETRAIN_SSL_FIX = "Recreate it with `python scripts/train_embedded.py --objective dino` (see its docstring)."
+DATA_FIX = (
+    "Restore it from the repository (`git checkout -- assets/embedded_digits.safetensors`); "
+    "`python scripts/make_embedded_data.py` renders it anew, with this CPU's rounding."
+)
 
 
 @dataclass(frozen=True)
@@ -240,26 +244,75 @@ def load_digit_glyphs(split: str) -> tuple[np.ndarray, np.ndarray]:
     return glyphs.copy(), labels.copy()
 
 
-@functools.lru_cache(maxsize=len(SPLITS))
-def _rendered_split(split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    glyphs, labels = _digit_splits()[split]
+def render_split(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Render a split's fixed images anew, as the shipped data file was made (this CPU's rounding)."""
+    glyphs, labels = _digit_splits()[_check_split(split)]
     generator = torch.Generator().manual_seed(SPLIT_RENDER_SEEDS[split])
-    images = render_digits(glyphs, generator)
-    log.info("Rendered the embedded %s split: %d images of %s", split, len(labels), tuple(images.shape[1:]))
-    return images, torch.from_numpy(labels)
+    return render_digits(glyphs, generator), torch.from_numpy(labels)
+
+
+def data_path() -> Path:
+    return ASSETS_DIR / DATA_FILENAME
+
+
+@functools.lru_cache(maxsize=1)
+def _shipped_splits() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Split -> (uint8 images, int64 labels) from the shipped file, checked for shape, type and range."""
+    import stat
+
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    path = data_path()
+    try:
+        info = path.stat()
+    except OSError:
+        raise SnapViTError(f"The embedded dataset {path} is missing.", DATA_FIX) from None
+    if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_DATA_BYTES:
+        raise SnapViTError(
+            f"The embedded dataset {path} is not a regular file of at most {MAX_DATA_BYTES >> 20} MB.", DATA_FIX
+        )
+    try:
+        with open(path, "rb") as handle:
+            tensors = load(handle.read(MAX_DATA_BYTES + 1))
+    except (SafetensorError, OSError, ValueError) as error:
+        reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+        raise SnapViTError(f"The embedded dataset {path} is corrupt ({reason}).", DATA_FIX) from None
+    glyph_counts = {split: len(_digit_splits()[split][1]) for split in SPLITS}
+    size = RENDER.image_size
+    splits = {}
+    for split in SPLITS:
+        images, labels = tensors.get(f"{split}_images"), tensors.get(f"{split}_labels")
+        count = glyph_counts[split]
+        if (
+            images is None
+            or labels is None
+            or images.dtype != torch.uint8
+            or tuple(images.shape) != (count, 3, size, size)
+            or labels.dtype != torch.int64
+            or tuple(labels.shape) != (count,)
+            or not torch.equal(labels, torch.from_numpy(_digit_splits()[split][1]))
+        ):
+            raise SnapViTError(
+                f"The embedded dataset {path} does not hold the {split} split as expected "
+                f"({count} uint8 images of 3x{size}x{size} and the digits' labels in split order).",
+                DATA_FIX,
+            )
+        splits[split] = (images, labels)
+    return splits
 
 
 def load_embedded_split(split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The fixed rendering of a split of the embedded dataset.
+    """The fixed rendering of a split of the embedded dataset, as shipped (the same bytes on every machine).
 
     Args:
         split: "train" (1257 images, the kNN bank) or "test" (540 images, the kNN queries).
 
     Returns:
         (images (N, 3, S, S) uint8, labels (N,) int64). Fresh copies of an in-process cache, so
-        callers may modify them; the bytes are identical on every call.
+        callers may modify them.
     """
-    images, labels = _rendered_split(_check_split(split))
+    images, labels = _shipped_splits()[_check_split(split)]
     return images.clone(), labels.clone()
 
 
@@ -281,14 +334,10 @@ def asset_paths(model_id: str = EMBEDDED_MODEL_ID) -> tuple[Path, Path]:
     return ASSETS_DIR / f"{stem}.safetensors", ASSETS_DIR / f"{stem}.json"
 
 
-def _retrain_fix(model_id: str) -> str:
-    return RETRAIN_SSL_FIX if model_id == EMBEDDED_SSL_MODEL_ID else RETRAIN_FIX
-
-
 def read_embedded_config(model_id: str = EMBEDDED_MODEL_ID) -> dict[str, Any]:
     """The JSON config of a shipped embedded model (architecture, preprocessing, provenance, metrics)."""
     _, path = asset_paths(model_id)
-    fix = _retrain_fix(model_id)
+    fix = RETRAIN_FIX
     if not path.is_file():
         raise SnapViTError(f"The embedded model config {path} is missing.", fix)
     try:
@@ -325,7 +374,7 @@ def build_embedded_architecture(
     try:
         model = VisionTransformer(**config["architecture"])
     except (TypeError, ValueError, KeyError) as error:
-        raise SnapViTError(f"The embedded model architecture is invalid ({error}).", _retrain_fix(model_id)) from None
+        raise SnapViTError(f"The embedded model architecture is invalid ({error}).", RETRAIN_FIX) from None
     model.pretrained_cfg = pretrained_cfg_from(config)
     model.default_cfg = model.pretrained_cfg  # older timm helpers read default_cfg
     return model
@@ -338,7 +387,7 @@ def load_embedded_model(model_id: str = EMBEDDED_MODEL_ID) -> VisionTransformer:
 
     model = build_embedded_architecture(model_id=model_id)
     path, _ = asset_paths(model_id)
-    fix = _retrain_fix(model_id)
+    fix = RETRAIN_FIX
     if not path.is_file():
         raise SnapViTError(f"The embedded model weights {path} are missing.", fix)
     try:

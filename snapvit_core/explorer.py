@@ -1,16 +1,17 @@
 """The explorer: one backbone + one set of scores, evaluated at any (MLP, head) sparsity.
 
-This is the façade the command line and the Streamlit pages share: it owns the elastic copy of the
-backbone (never the shared original), the kNN evaluator and its feature cache.
+This is the façade the command line and the Streamlit pages share: it owns the elastic engine (never
+the shared original), the kNN evaluator and its feature cache.
 
-The working copy is truncated in place, so two threads must not prune and run it at once. Streamlit's
-fast reruns do exactly that (a widget change starts a new script thread of the same session while the
-previous one is still inside a forward pass), so every method that prunes or runs the working model
-holds ``Explorer.lock``; callers that read the model across several calls hold it too.
+Measurements run on the engine's working model under its lock (``ElasticViT.run``), so Streamlit's fast
+reruns (a new script thread of the same session while the previous one is still inside a forward pass)
+each measure the configuration they asked for. A model leaves the explorer only as a standalone copy,
+through :meth:`Explorer.pruned_model`: exports, ONNX, latency timing and correction all take that path.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import statistics
 import threading
@@ -32,6 +33,7 @@ from .latency_model import LatencyModel, LatencyPrediction, load_or_calibrate_la
 from .metrics import analytic_flops, count_parameters, measure_latency, median_speedup, paired_rounds
 from .plan_metrics import CostTable, PlanCost, cost_table, plan_cost
 from .scores import ImportanceScores
+from .surgery import widths
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +116,8 @@ class Explorer:
         self.knn: KnnEvaluator | None = None
         self._knn_subsets: dict[int, KnnEvaluator] = {}  # knn_images -> subset evaluator
         self._reference_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None  # image_similarity cache
-        # Re-entrant: evaluate() holds it and calls prune_to() and unpruned_features(), which hold it too.
-        self.lock = threading.RLock()
+        # The engine's lock (re-entrant): evaluate() holds it across its steps, each of which takes it too.
+        self.lock = self.elastic.lock
         self.cost_table: CostTable = cost_table(self.elastic.full)  # plan costs without a forward
         self.latency_model: LatencyModel | None = None  # set by ensure_latency_model()
         self._latency_lock = threading.Lock()  # one calibration at a time
@@ -176,19 +178,9 @@ class Explorer:
             self.knn = evaluator
             self._knn_subsets.clear()
 
-    @property
-    def model(self) -> nn.Module:
-        """The working (currently truncated) model."""
-        return self.elastic.model
-
-    def prune_to(self, mlp_sparsity: float, head_sparsity: float) -> PruningPlan:
-        with self.lock:
-            self.elastic.prune_to(mlp_sparsity, head_sparsity)
-            return self.elastic.plan
-
-    def state_key(self) -> tuple:
-        """Identifies the working model's weights for the feature cache."""
-        plan = self.elastic.plan
+    @staticmethod
+    def feature_key(plan: PruningPlan) -> tuple:
+        """The feature-cache key of the plain truncation to ``plan`` (a corrected model has none)."""
         return ("plan", plan.kept_heads, plan.kept_neurons)
 
     def knn_evaluator(self, knn_images: int | None = None) -> tuple[KnnEvaluator, str]:
@@ -227,6 +219,7 @@ class Explorer:
         cancel: Cancel | None = None,
         progress: Progress | None = None,
         latency: str = "measured",
+        model: nn.Module | None = None,
     ) -> EvaluationResult:
         """THE one locked call: prune to the requested sparsity and measure the requested metrics.
 
@@ -240,39 +233,48 @@ class Explorer:
             correction: optional ``(CorrectionConfig, calibration_images)``; the weight-corrected copy
                 (``correction.correct_elastic``) is measured instead of the plain truncation. Its
                 report goes to ``result.extra["correction"]``.
+            model: a standalone model of this configuration from :meth:`pruned_model` (a corrected one,
+                say) to measure instead of the engine's truncation; its widths must be the plan's.
         """
         metrics = check_metrics(metrics)
         if latency not in ("measured", "model"):
             raise SnapViTError(f"Unknown latency source '{latency}'.", "Use 'measured' or 'model'.")
         check_cancel(cancel, "evaluation")
         raising_cancel = None if cancel is None else (lambda: check_cancel(cancel, "evaluation"))
-        with self.lock:
-            plan = self.prune_to(mlp_sparsity, head_sparsity)
-            model, key = self.elastic.model, self.state_key()
-            result = EvaluationResult(
-                mlp_sparsity=plan.mlp_sparsity,
-                head_sparsity=plan.head_sparsity,
-                kept_heads=list(plan.kept_heads),
-                kept_neurons=list(plan.kept_neurons),
-                realised_mlp_sparsity=plan.realised_mlp_sparsity,
-                realised_head_sparsity=plan.realised_head_sparsity,
+        plan = self.plan_for(mlp_sparsity, head_sparsity)
+        result = EvaluationResult(
+            mlp_sparsity=plan.mlp_sparsity,
+            head_sparsity=plan.head_sparsity,
+            kept_heads=list(plan.kept_heads),
+            kept_neurons=list(plan.kept_neurons),
+            realised_mlp_sparsity=plan.realised_mlp_sparsity,
+            realised_head_sparsity=plan.realised_head_sparsity,
+        )
+        if model is not None and correction is not None:
+            raise SnapViTError("Give a corrected model or a correction to compute, not both.")
+        if model is not None and widths(model) != (list(plan.kept_heads), list(plan.kept_neurons)):
+            raise SnapViTError(
+                f"The model to evaluate has other widths than the plan at ({mlp_sparsity}, {head_sparsity}).",
+                "Pass the model that Explorer.pruned_model returned for this configuration.",
             )
+        with self.lock:
+            corrected = model
             if correction is not None:
-                from .correction import correct_elastic
+                corrected, result.extra["correction"] = self.pruned_model(mlp_sparsity, head_sparsity, correction)
 
-                config, calibration = correction
-                model, report_ = correct_elastic(
-                    self.elastic, mlp_sparsity, head_sparsity, calibration.to(self.device), config
-                )
-                key = None  # a corrected model is not cached under the plan's key
-                result.extra["correction"] = report_.to_dict()
+            def measure(compute):  # on the given (corrected) copy, or the engine's truncation (no copy)
+                return compute(corrected) if corrected is not None else self.elastic.run(plan, compute)
+
+            key = None if corrected is not None else self.feature_key(plan)  # a corrected model is not cached
             if "params" in metrics:
-                result.params = count_parameters(model)
+                result.params = measure(count_parameters)
             if "flops" in metrics:
-                result.flops = analytic_flops(model)
+                result.flops = measure(analytic_flops)
             if "knn" in metrics:
                 evaluator, result.knn_set = self.knn_evaluator(knn_images)
-                features = evaluator.features(model, key, progress=progress, cancel=raising_cancel)
+                features = measure(
+                    lambda model: evaluator.features(model, key, progress=progress, cancel=raising_cancel)
+                )
                 result.knn_top1 = evaluator.top1_of(features)
                 reference = self.unpruned_features(evaluator, progress=progress, cancel=raising_cancel)
                 similarity = embedding_similarity(reference, features[1])
@@ -283,7 +285,10 @@ class Explorer:
                 if latency == "model":
                     self._predict_latency(result, plan, latency_batch)
                 else:
-                    report_ = measure_latency(model, self.backbone.image_size, latency_batch, self.device)
+                    timed = (
+                        copy.deepcopy(corrected) if corrected is not None else self.elastic.pruned(plan)
+                    )  # timing casts it
+                    report_ = measure_latency(timed, self.backbone.image_size, latency_batch, self.device)
                     result.latency_ms = report_.median_ms
                     result.latency = report_.to_dict()
                     result.latency_source = "measured"
@@ -317,15 +322,10 @@ class Explorer:
         ``ms`` is the median round, ``low_ms``/``high_ms`` the fastest round and the 75th percentile;
         the speed-up is the median of back-to-back unpruned/pruned ratios.
         """
-        with self.lock:
-            self.prune_to(mlp_sparsity, head_sparsity)
-            rounds = paired_rounds(
-                [self.elastic.model, self.backbone.model],
-                self.backbone.image_size,
-                str(self.device),
-                batch=batch,
-                budget_s=0.5,
-            )
+        model = self.elastic.prune_to(mlp_sparsity, head_sparsity)  # a copy: timing needs no lock
+        rounds = paired_rounds(
+            [model, self.backbone.model], self.backbone.image_size, str(self.device), batch=batch, budget_s=0.5
+        )
         pruned = [t * 1e3 for t in rounds[0]]
         return LatencyPrediction(
             batch=batch,
@@ -336,7 +336,7 @@ class Explorer:
             source="measured",
         )
 
-    def export_model(
+    def pruned_model(
         self,
         mlp_sparsity: float,
         head_sparsity: float,
@@ -345,39 +345,37 @@ class Explorer:
         progress: Progress | None = None,
         cancel: Cancel | None = None,
     ) -> tuple[nn.Module, dict | None]:
-        """A standalone pruned copy for export (own compact tensors) and the correction report, if any.
+        """THE way to get a pruned model out: a standalone copy (own compact tensors) and the correction
+        report, if any. Nothing the explorer does later (another configuration, a landscape, a latency
+        measurement on another thread) changes the model it returns.
 
         Args:
             correction: optional ``(CorrectionConfig, calibration_images)``: the copy is weight-corrected.
         """
-        from .correction import _standalone_copy, correct_elastic
+        if correction is None:
+            return self.elastic.prune_to(mlp_sparsity, head_sparsity), None
+        from .correction import correct_elastic
 
-        with self.lock:
-            if correction is None:
-                return _standalone_copy(self.elastic.prune_to(mlp_sparsity, head_sparsity)), None
-            config, calibration = correction
-            model, report_ = correct_elastic(
-                self.elastic, mlp_sparsity, head_sparsity, calibration.to(self.device), config, progress, cancel
-            )
-            return model, report_.to_dict()
+        config, calibration = correction
+        model, report_ = correct_elastic(
+            self.elastic, mlp_sparsity, head_sparsity, calibration.to(self.device), config, progress, cancel
+        )
+        return model, report_.to_dict()
 
     def image_similarity(
         self, mlp_sparsity: float, head_sparsity: float, images: torch.Tensor, *, cancel: Cancel | None = None
     ) -> list[float]:
         """Label-free: per-image cosine of the pruned vs unpruned embeddings of ``images`` (N, 3, S, S)."""
         raising_cancel = None if cancel is None else (lambda: check_cancel(cancel, "similarity"))
+
+        def embed(model: nn.Module) -> torch.Tensor:
+            return extract_features(model, images, device=self.device, cancel=raising_cancel)
+
         with self.lock:
             cached = self._reference_embeddings
             if cached is None or cached[0] is not images:  # the same tensor object: its embeddings are known
-                current = self.elastic.plan
-                self.elastic.apply_plan(self.elastic.plan_for(0.0, 0.0))
-                try:
-                    reference = extract_features(self.elastic.model, images, device=self.device, cancel=raising_cancel)
-                finally:
-                    self.elastic.apply_plan(current)
-                self._reference_embeddings = cached = (images, reference)
-            self.prune_to(mlp_sparsity, head_sparsity)
-            pruned = extract_features(self.elastic.model, images, device=self.device, cancel=raising_cancel)
+                self._reference_embeddings = cached = (images, self.elastic.run(self.plan_for(0.0, 0.0), embed))
+            pruned = self.elastic.run(self.plan_for(mlp_sparsity, head_sparsity), embed)
         return [float(v) for v in embedding_similarity(cached[1], pruned)]
 
     def unpruned_features(
@@ -391,14 +389,6 @@ class Explorer:
         evaluator = evaluator or self.knn
         if evaluator is None:
             raise SnapViTError("Embedding similarity needs data.", "Attach a kNN evaluator (choose --data).")
-        with self.lock:
-            current = self.elastic.plan
-            full = self.elastic.plan_for(0.0, 0.0)
-            key = ("plan", full.kept_heads, full.kept_neurons)
-            if evaluator.is_cached(key):
-                return evaluator.features(self.elastic.model, key)[1]
-            self.elastic.apply_plan(full)
-            try:
-                return evaluator.features(self.elastic.model, key, progress=progress, cancel=cancel)[1]
-            finally:
-                self.elastic.apply_plan(current)
+        full = self.plan_for(0.0, 0.0)
+        key = self.feature_key(full)
+        return self.elastic.run(full, lambda model: evaluator.features(model, key, progress=progress, cancel=cancel)[1])

@@ -31,6 +31,7 @@ import copy
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +53,13 @@ TIMM_REFUSAL = (
     "trust_remote_code=True)"
 )
 ONNX_TOLERANCE = 1e-4  # max |onnxruntime - torch| accepted for the exported embedding
+# The self-check of every export: the written file, loaded back, must give the embedding of the library's
+# pruned model at the configuration within this (max abs difference over CHECK_IMAGES random images, in
+# units of the reference's largest value when that exceeds 1). Float32 on the CPU: a compact copy and the
+# engine's sliced views agree to about 1e-6 there (tests/test_export_configuration.py measures it).
+EXPORT_TOLERANCE = 1e-5
+EXPORT_TOLERANCE_ACCELERATOR = 1e-3  # a reference computed on a GPU, in its own kernels, against the CPU file
+CHECK_IMAGES = 4
 
 # The standalone loader and the transformers custom code every export carries: real modules of this
 # package, copied verbatim.
@@ -73,10 +81,12 @@ class ExportReport:
     onnx_max_abs_diff: float | None = None
     notes: list[str] = field(default_factory=list)
     latency: dict | None = None  # measured here beside the latency model's prediction (see export_pruned)
+    knn: dict | None = None  # kNN top-1 (%) of the exported model and the unpruned one, as on the model card
 
     def to_dict(self) -> dict:
         return {
             "latency": self.latency,
+            "knn": self.knn,
             "directory": str(self.directory),
             "files": self.files,
             "params": self.params,
@@ -235,6 +245,8 @@ def export_pruned(
     model_args: dict,
     data_config: dict,
     pruning: dict,
+    plan,
+    reference: Callable[[torch.Tensor], torch.Tensor] | None = None,
     scores=None,
     onnx: bool = False,
     overwrite: bool = False,
@@ -243,8 +255,16 @@ def export_pruned(
 ) -> ExportReport:
     """Write ``model`` (already pruned, and corrected if wanted) as a self-describing directory.
 
+    Before the folder is put in place the export checks itself (:func:`verify_export`): loaded back
+    from the staging folder, its per-block widths must equal ``plan``'s, and its embedding of a few
+    images must equal ``reference``'s. A mismatch raises and writes nothing.
+
     Args:
         model: the pruned model (CPU or GPU; exported in float32 on CPU).
+        plan: the ``PruningPlan`` the export was asked for (its kept heads and neurons per block).
+        reference: images (N, 3, S, S) on the CPU -> the embedding the export must reproduce; default:
+            ``model``'s own (a check of the file round trip). Callers pass the library's pruned model
+            at the configuration, computed independently of ``model``.
         directory: the export folder; refused if it exists and is not empty unless ``overwrite``.
         architecture, model_args: from :func:`architecture_spec` of the unpruned backbone.
         data_config: the backbone's timm data config (mean, std, input size ...).
@@ -263,6 +283,13 @@ def export_pruned(
     from .model_card import model_card
 
     target = check_export_destination(directory, overwrite, force)
+    size = int(data_config["input_size"][-1])
+    check_images = torch.randn(CHECK_IMAGES, 3, size, size, generator=torch.Generator().manual_seed(0))
+    tolerance = EXPORT_TOLERANCE if _device_of(model).type == "cpu" else EXPORT_TOLERANCE_ACCELERATOR
+    if reference is None:
+        source = model
+        reference = lambda images: _embed_on(source, images)  # noqa: E731 - before the CPU copy below
+    expected = reference(check_images).detach().float().cpu()
     model = copy.deepcopy(model).float().cpu().eval()  # the caller's model keeps its device and dtype
     heads, neurons = kept_widths(model)
     adapter = ViTAdapter(model)
@@ -311,12 +338,13 @@ def export_pruned(
         (staging / "README.md").write_text(card, encoding="utf-8")
         report = ExportReport(target, [], sum(p.numel() for p in model.parameters()), heads, neurons)
         report.latency = (metrics or {}).get("latency")
+        report.knn = (metrics or {}).get("knn")
         if scores is not None:
             from .scores_io import save_scores
 
             save_scores(scores, staging / "scores.safetensors")
+        verify_export(staging, plan, check_images, expected, tolerance)
         if onnx:
-            size = int(data_config["input_size"][1])
             report.onnx_max_abs_diff = export_onnx(model, staging / "model.onnx", size)
             if report.onnx_max_abs_diff > ONNX_TOLERANCE:
                 raise SnapViTError(
@@ -336,6 +364,47 @@ def export_pruned(
         raise
     report.files = sorted(p.name for p in target.iterdir())
     return report
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+def _embed_on(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """``model``'s embedding of CPU ``images``, computed on the model's device, returned on the CPU."""
+    dtype = next(model.parameters()).dtype
+    with torch.inference_mode():
+        return ViTAdapter(model).embed(images.to(_device_of(model), dtype)).float().cpu()
+
+
+def verify_export(
+    folder: Path, plan, images: torch.Tensor, expected: torch.Tensor, tolerance: float = EXPORT_TOLERANCE
+) -> None:
+    """Refuse an export folder that is not the model asked for: widths from the plan, embeddings from the library.
+
+    ``folder`` is loaded back as a user would (:func:`load_pruned`); its per-block kept heads and MLP
+    neurons must equal ``plan``'s and its embedding of ``images`` must equal ``expected`` within
+    ``tolerance`` (relative to the largest expected value when that exceeds 1).
+    """
+    loaded = load_pruned(folder)
+    heads, neurons = kept_widths(loaded)
+    if heads != list(plan.kept_heads) or neurons != list(plan.kept_neurons):
+        raise SnapViTError(
+            f"The export's weights are not the configuration asked for: kept heads {heads} and MLP neurons "
+            f"{neurons} per block, the plan {list(plan.kept_heads)} and {list(plan.kept_neurons)}. "
+            "Nothing was written.",
+            "This is a bug in SnapViT Explorer; please report it with the command you ran.",
+        )
+    actual = _embed_on(loaded, images)
+    scale = max(1.0, float(expected.abs().max()))
+    difference = float((actual - expected).abs().max()) / scale if actual.shape == expected.shape else float("inf")
+    if not difference <= tolerance:
+        raise SnapViTError(
+            f"The export's embedding differs from the library's pruned model at this configuration by "
+            f"{difference:.2e} (allowed {tolerance:.0e}). Nothing was written.",
+            "This is a bug in SnapViT Explorer; please report it with the command you ran.",
+        )
 
 
 def load_pruned(directory: str | Path) -> nn.Module:

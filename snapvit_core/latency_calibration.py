@@ -8,7 +8,6 @@ module copies made with the elastic engine, so the caller's model is only read.
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import time
@@ -21,7 +20,7 @@ from torch import nn
 
 from .adapter import ViTAdapter
 from .cancel import Cancel, Progress, check_cancel, report
-from .elastic import ElasticViT, PruningPlan
+from .elastic import ElasticViT, PruningPlan, standalone_copy
 from .errors import SnapViTError
 from .latency_model import BatchTable, LatencyModel, LatencyModelKey
 from .scores import ImportanceScores
@@ -195,25 +194,20 @@ class _Pieces:
         self.one_head = self._whole(1, shape.mlp_hidden)
         self.narrow_mlp = self._whole(shape.num_heads, self.widths[0])
         self.minimal = self._whole(1, self.widths[0])  # both: the floor of every prediction
-        self.elastic.apply_plan(self._uniform(shape.num_heads, shape.mlp_hidden))
 
     def _whole(self, heads: int, neurons: int) -> nn.Module:
-        model = self.elastic.apply_plan(self._uniform(heads, neurons))
-        memo: dict[int, torch.Tensor] = {id(p): nn.Parameter(p.detach().clone(), False) for p in model.parameters()}
-        memo.update({id(b): b.clone() for b in model.buffers()})
-        return copy.deepcopy(model, memo).eval()  # compact tensors: a sliced view would keep its full base
+        return self.elastic.pruned(self._uniform(heads, neurons)).eval()
 
     def _uniform(self, heads: int, neurons: int) -> PruningPlan:
         blocks = self.shape.num_blocks
         return PruningPlan(0.0, 0.0, (neurons,) * blocks, (heads,) * blocks)
 
     def _copy(self, heads: int, neurons: int, part: str) -> nn.Module:
-        self.elastic.apply_plan(self._uniform(heads, neurons))
-        block = self.elastic.adapter.blocks[0]
-        module = copy.deepcopy(block.attention if part == "attention" else block.mlp)
-        for parameter in module.parameters():  # own compact storage (a deep-copied view keeps its base)
-            parameter.data = parameter.data.contiguous().clone()
-        return module.eval()
+        def first_block_part(model: nn.Module) -> nn.Module:
+            block = ViTAdapter(model).blocks[0]
+            return standalone_copy(block.attention if part == "attention" else block.mlp)
+
+        return self.elastic.run(self._uniform(heads, neurons), first_block_part).eval()
 
 
 def calibrate_latency_model(

@@ -1,7 +1,7 @@
 """Backbone presets and the published sparsity pairs. Adding a backbone is one line.
 
 The published SnapViT backbones by their exact timm names; any other timm ViT name, a local
-checkpoint directory, ``embedded`` (``EMBEDDED_MODEL_ID``) and ``embedded-ssl`` work as model ids too. Two lists of
+checkpoint directory and ``embedded`` (``EMBEDDED_MODEL_ID``) work as model ids too. Two lists of
 (MLP, head) sparsity pairs live here, named for what they are used for: ``PUBLISHED_SPARSITY_PAIRS``
 (the evaluation path of the paper's tables and the app's coupled slider) and ``SEARCH_FITNESS_PAIRS``
 (the pairs the published multiplier search averages its fitness over).
@@ -10,10 +10,13 @@ checkpoint directory, ``embedded`` (``EMBEDDED_MODEL_ID``) and ``embedded-ssl`` 
 from __future__ import annotations
 
 EMBEDDED_MODEL_ID = "embedded"  # the model id of the ViT shipped in snapvit_core/assets/ (the offline default)
-# The same ViT size and data trained label-free (DINO self-distillation). Not an app preset: its training
-# collapsed (kNN top-1 10.9 %, chance; results/backbones.md), so it only reproduces that table from the CLI.
-EMBEDDED_SSL_MODEL_ID = "embedded-ssl"
-EMBEDDED_MODEL_IDS: tuple[str, ...] = (EMBEDDED_MODEL_ID, EMBEDDED_SSL_MODEL_ID)  # ids served from the assets
+# Ids served from the assets. Each must be a model worth pruning: its unpruned kNN top-1 is at least 90 %
+# (tests/test_embedded.py). A DINO-trained "embedded-ssl" collapsed to chance (10.9 %) and was removed
+# (results/backbones.md).
+EMBEDDED_MODEL_IDS: tuple[str, ...] = (EMBEDDED_MODEL_ID,)
+REMOVED_MODEL_IDS: dict[str, str] = {  # id -> why it is no longer served (said when a script still names it)
+    "embedded-ssl": "its label-free DINO training collapsed: unpruned kNN top-1 10.9 %, chance level",
+}
 
 BACKBONE_PRESETS: dict[str, str] = {
     "Embedded digits ViT (offline default)": EMBEDDED_MODEL_ID,

@@ -133,7 +133,7 @@ def test_every_consumer_follows_the_aligned_plan(tmp_path):
     # the export (and its ONNX model) carries the aligned widths
     from snapvit_core.export import architecture_spec
 
-    exported, _ = explorer.export_model(0.45, 0.3)
+    exported, _ = explorer.pruned_model(0.45, 0.3)
     architecture, args = architecture_spec(backbone)
     result = export_pruned(
         exported,
@@ -142,6 +142,7 @@ def test_every_consumer_follows_the_aligned_plan(tmp_path):
         model_args=args,
         data_config=backbone.data_config,
         pruning={"align": 32},
+        plan=plan,
         onnx=True,
     )
     config = json.loads((result.directory / "config.json").read_text())
@@ -180,7 +181,7 @@ def test_aligned_pruning_is_exact_for_every_mlp_kind(mlp):
     images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     for pair in [(0.3, 0.2), (0.7, 0.5)]:
         prune_and_check_masked(elastic, model, *pair, images)
-        assert all(n % 16 == 0 for n in elastic.plan.kept_neurons)
+        assert all(n % 16 == 0 for n in elastic.plan_for(*pair).kept_neurons)
 
 
 def _cli(capsys, *argv):

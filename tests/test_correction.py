@@ -174,22 +174,24 @@ def test_full_model_and_later_truncations_unchanged():
     elastic = make_elastic(mlp="swiglu")
     full_before = snapshot(elastic.full)
     truncation_before = snapshot(elastic.prune_to(0.3, 0.2))
-    elastic.prune_to(0.5, 0.4)
-    working_before = snapshot(elastic.model)
     correct_elastic(elastic, 0.3, 0.2, calibration(), FAST)
     assert_same_state(elastic.full, full_before)
-    assert_same_state(elastic.model, working_before)  # correct_elastic restores the engine's previous plan
     assert_same_state(elastic.prune_to(0.3, 0.2), truncation_before)
+    # the engine's own truncation (what evaluations measure) is the plain one too
+    elastic.run(elastic.plan_for(0.3, 0.2), lambda working: assert_same_state(working, truncation_before))
 
 
 def test_in_place_correction_of_working_model_never_writes_full():
     elastic = make_elastic()
     full_before = snapshot(elastic.full)
     truncation_before = snapshot(elastic.prune_to(0.65, 0.5))
-    working = elastic.prune_to(0.65, 0.5)
-    report = correct_pruned_model(elastic.full, working, calibration(), FAST)
+
+    def correct_in_place(working):  # the engine's sliced views share their storage with `full`
+        return correct_pruned_model(elastic.full, working, calibration(), FAST), snapshot(working)
+
+    report, corrected = elastic.run(elastic.plan_for(0.65, 0.5), correct_in_place)
     assert report.layers
-    assert not torch.equal(working.blocks[0].mlp.fc2.weight, truncation_before["blocks.0.mlp.fc2.weight"])
+    assert not torch.equal(corrected["blocks.0.mlp.fc2.weight"], truncation_before["blocks.0.mlp.fc2.weight"])
     assert_same_state(elastic.full, full_before)
     assert_same_state(elastic.prune_to(0.65, 0.5), truncation_before)
 

@@ -70,7 +70,8 @@ def test_explorer_and_kNN_evaluator_on_cuda(bf16):
         evaluator.bank_dtype = torch.float16
     explorer.attach_knn(evaluator)
     result = explorer.evaluate(0.35, 0.2, ("knn", "flops", "params", "latency"))
-    features = evaluator.features(explorer.model, explorer.state_key())
+    plan = explorer.plan_for(0.0, 0.0)
+    features = explorer.elastic.run(plan, lambda model: evaluator.features(model, explorer.feature_key(plan)))
     assert features[0].device.type == "cuda" and 0.0 <= result.knn_top1 <= 1.0
     similarity = embedding_similarity(explorer.unpruned_features(), features[1])
     assert similarity.device.type == "cpu" and similarity.numpy().shape == (12,)

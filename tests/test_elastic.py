@@ -41,13 +41,16 @@ def masked_embedding(model, neuron_mask, head_mask, images):
 def prune_and_check_masked(elastic, model, mlp_sparsity, head_sparsity, images):
     """Prune to the pair; assert it computes the masked unpruned model and has the plan's widths."""
     pruned = elastic.prune_to(mlp_sparsity, head_sparsity)
+    plan = elastic.plan_for(mlp_sparsity, head_sparsity)
     with torch.no_grad():
         out = ViTAdapter(pruned).embed(images)
-    neuron_mask, head_mask = elastic.kept_masks()
+        in_engine = elastic.run(plan, lambda working: ViTAdapter(working).embed(images))
+    neuron_mask, head_mask = elastic.kept_masks(plan)
     torch.testing.assert_close(out, masked_embedding(model, neuron_mask, head_mask, images), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(in_engine, out, atol=1e-5, rtol=1e-5)  # the engine's view computes the same
     now = ViTAdapter(pruned).shape()
-    assert list(now.heads_per_block) == list(elastic.plan.kept_heads)
-    assert list(now.mlp_hidden_per_block) == list(elastic.plan.kept_neurons)
+    assert list(now.heads_per_block) == list(plan.kept_heads)
+    assert list(now.mlp_hidden_per_block) == list(plan.kept_neurons)
     return pruned
 
 
@@ -78,6 +81,29 @@ def test_pruned_equals_masked(shape):
     # The caller's model was never touched.
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, reference[name]), name
+
+
+def test_a_pruned_model_is_a_value(tiny_vit):
+    """What prune_to hands out owns its tensors: later configurations, runs and copies never change it."""
+    elastic = ElasticViT(tiny_vit, random_scores(tiny_vit, 2))
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    small = elastic.prune_to(0.45, 0.3)
+    before = {k: v.clone() for k, v in small.state_dict().items()}
+    with torch.no_grad():
+        expected = ViTAdapter(small).embed(images)
+    heads, neurons = ViTAdapter(small).shape().heads_per_block, ViTAdapter(small).shape().mlp_hidden_per_block
+    for mlp_s, head_s in ((0.0, 0.0), (0.9, 0.8), (0.2, 0.1)):
+        elastic.prune_to(mlp_s, head_s)
+        elastic.run(elastic.plan_for(mlp_s, head_s), lambda working: ViTAdapter(working).embed(images))
+    assert ViTAdapter(small).shape().heads_per_block == heads
+    assert ViTAdapter(small).shape().mlp_hidden_per_block == neurons
+    for name, tensor in small.state_dict().items():
+        assert torch.equal(tensor, before[name]), name
+    with torch.no_grad():
+        torch.testing.assert_close(ViTAdapter(small).embed(images), expected, atol=0, rtol=0)
+    working = {t.data_ptr() for t in elastic.full.parameters()}
+    assert not any(p.data_ptr() in working for p in small.parameters())  # no storage shared with the engine
+    assert not hasattr(elastic, "model")  # the working model never leaves the engine
 
 
 def test_reorder_preserves_function(tiny_vit):

@@ -16,8 +16,10 @@ from snapvit_core.backbones import load_backbone
 from snapvit_core.data import load_knn_splits
 from snapvit_core.data_free import magnitude_scores
 from snapvit_core.elastic import ElasticViT
+from snapvit_core.errors import SnapViTError
 from snapvit_core.evaluation import KnnEvaluator
 from snapvit_core.explorer import Explorer
+from snapvit_core.presets import EMBEDDED_MODEL_IDS
 
 
 def test_assets_are_small_and_describe_themselves():
@@ -43,6 +45,68 @@ def test_split_is_fixed_stratified_and_disjoint():
     train_keys = {g.tobytes() for g in train_glyphs}
     # sklearn's digits contain a few exact duplicates; nearly all test glyphs must be unseen.
     assert sum(g.tobytes() in train_keys for g in test_glyphs) <= 5
+
+
+def test_the_dataset_is_the_shipped_bytes_not_this_cpus_rendering(monkeypatch):
+    """Loading never renders: another CPU's float rounding cannot change the images, nor the data key."""
+    from safetensors.torch import load_file
+
+    shipped = load_file(str(embedded.data_path()))
+    embedded._shipped_splits.cache_clear()
+
+    def no_rendering(*args, **kwargs):
+        raise AssertionError("the dataset was rendered instead of read")
+
+    monkeypatch.setattr(embedded, "render_digits", no_rendering)
+    try:
+        for split in embedded.SPLITS:
+            images, labels = embedded.load_embedded_split(split)
+            assert torch.equal(images, shipped[f"{split}_images"]) and torch.equal(labels, shipped[f"{split}_labels"])
+        splits = load_knn_splits("embedded", load_backbone("embedded").data_config)
+    finally:
+        embedded._shipped_splits.cache_clear()
+    # the key of the shipped landscapes: a hash of these bytes (recorded when they were made)
+    names = {p.name.split(".")[1] for p in (embedded.ASSETS_DIR / "landscapes").glob("embedded.*.landscape.json")}
+    assert names and splits.source_digest is not None
+    assert embedded.data_path().stat().st_size < 4 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    "damage, match",
+    [
+        (lambda path: path.unlink(), "is missing"),
+        (lambda path: path.write_bytes(b"\x00" * 64), "is corrupt"),
+        (lambda path: path.write_bytes(path.read_bytes()[:1000]), "is corrupt"),
+        ("fifo", "not a regular file"),
+        ("wrong-shape", "does not hold the train split"),
+    ],
+)
+def test_a_damaged_data_file_is_one_clear_error(tmp_path, monkeypatch, damage, match):
+    import os
+
+    from safetensors.torch import save_file
+
+    path = tmp_path / embedded.DATA_FILENAME
+    path.write_bytes(embedded.data_path().read_bytes())
+    if damage == "fifo":
+        path.unlink()
+        os.mkfifo(path)
+    elif damage == "wrong-shape":
+        images, labels = embedded.load_embedded_split("train")
+        test_images, test_labels = embedded.load_embedded_split("test")
+        tensors = {"train_images": images[:10], "train_labels": labels[:10]}
+        save_file({**tensors, "test_images": test_images, "test_labels": test_labels}, str(path))
+    else:
+        damage(path)
+    monkeypatch.setattr(embedded, "ASSETS_DIR", tmp_path)
+    embedded._shipped_splits.cache_clear()
+    try:
+        with pytest.raises(SnapViTError, match=match) as raised:
+            embedded.load_embedded_split("train")
+        assert "git checkout" in raised.value.fix
+    finally:
+        monkeypatch.undo()
+        embedded._shipped_splits.cache_clear()
 
 
 def test_bad_split_name_is_a_clear_error():
@@ -100,24 +164,26 @@ def test_training_script_reproduces_the_asset(tmp_path):
     assert metrics["train_seconds"] < 20 * 60
 
 
-def test_embedded_ssl_works_through_the_cli(capsys):
-    """The DINO-trained backbone: its own assets, no class head, same data; info and evaluate run on it."""
+@pytest.mark.parametrize("model_id", EMBEDDED_MODEL_IDS)
+def test_every_shipped_model_is_worth_pruning(model_id, capsys):
+    """No shipped model id has an unpruned kNN top-1 below 90 % (measured through the CLI, as a user would)."""
     from snapvit_core.cli import main
 
-    assert main(["info", "--model", "embedded-ssl", "--json"]) == 0
-    info = json.loads(capsys.readouterr().out)
-    assert (info["num_blocks"], info["embed_dim"]) == (6, 96)
-    config = embedded.read_embedded_config("embedded-ssl")
-    assert config["model_id"] == "embedded-ssl" and config["architecture"]["num_classes"] == 0
-    assert config["preprocessing"] == embedded.read_embedded_config()["preprocessing"]  # same inputs, same fast path
-    scores = ROOT / "scores" / "embedded-ssl.xnes.safetensors"
-    argv = ["evaluate", "--model", "embedded-ssl", "--scores", str(scores), "--json"]
-    assert main([*argv, "--mlp-sparsity", "0", "--head-sparsity", "0"]) == 0
-    unpruned = json.loads(capsys.readouterr().out)
-    assert unpruned["knn_top1"] == pytest.approx(config["metrics"]["knn_top1_unpruned"], abs=0.005)
-    assert main([*argv, "--mlp-sparsity", "0.35", "--head-sparsity", "0.2"]) == 0
-    pruned = json.loads(capsys.readouterr().out)
-    assert pruned["params"] < unpruned["params"] and 0.0 <= pruned["knn_top1"] <= 1.0
+    assert main(["evaluate", "--model", model_id, "--mlp-sparsity", "0", "--head-sparsity", "0", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["knn_top1"] >= 0.90
+    stems = {embedded.asset_paths(i)[0].name for i in EMBEDDED_MODEL_IDS}
+    shipped = {p.name for p in embedded.ASSETS_DIR.glob("*.safetensors")} - {embedded.DATA_FILENAME}
+    assert shipped == stems  # no weights ship without a model id
+
+
+def test_removed_model_id_is_a_clear_error_naming_the_available_ids(capsys):
+    from snapvit_core.cli import main
+
+    assert main(["info", "--model", "embedded-ssl"]) == 2
+    message = capsys.readouterr().err.strip()
+    assert len(message.splitlines()) == 1
+    assert "no longer shipped" in message and "chance" in message and "'embedded'" in message
+    assert not list((ROOT / "scores").glob("embedded-ssl*"))
 
 
 def test_unknown_embedded_id_is_a_clear_error():

@@ -32,13 +32,11 @@ def test_cost_is_instant_and_equals_the_pruned_model():
     explorer = _explorer(with_knn=False)
     for mlp_s, head_s in [(0.0, 0.0), (0.35, 0.2), (0.7, 0.6)]:
         cost = explorer.cost(mlp_s, head_s)
-        assert explorer.elastic.plan.kept_heads == (6, 6, 6)  # cost never prunes the working model
         pruned = explorer.elastic.prune_to(mlp_s, head_s)
         assert cost.cost.flops == analytic_flops(pruned) and cost.cost.params == count_parameters(pruned)
         assert cost.neuron_mask.sum(dim=1).tolist() == cost.kept_neurons
         assert cost.head_mask.sum(dim=1).tolist() == cost.kept_heads
         assert cost.latency is None  # no latency model yet
-        explorer.elastic.prune_to(0.0, 0.0)
     assert explorer.cost(0.0, 0.0).cost.flops_pct == 100.0
     assert explorer.plan_for(0.35, 0.2) == explorer.cost(0.35, 0.2).plan
 
@@ -80,7 +78,7 @@ def test_evaluate_cancel_raises_and_leaves_the_explorer_usable():
 
     with pytest.raises(CancelledError):
         explorer.evaluate(0.4, 0.2, cancel=cancel_mid_embedding)
-    assert not explorer.knn.is_cached(explorer.state_key())  # nothing half-done was cached
+    assert not explorer.knn.is_cached(explorer.feature_key(explorer.plan_for(0.4, 0.2)))  # nothing half-done cached
     done = explorer.evaluate(0.4, 0.2, cancel=lambda: False, progress=lambda d, t: calls.append((d, t)))
     fresh = _explorer().evaluate(0.4, 0.2)
     assert done.knn_top1 == fresh.knn_top1 and done.per_image_similarity == fresh.per_image_similarity
@@ -114,9 +112,9 @@ def test_measure_latency_now_is_labelled_measured():
     assert 0 < prediction.low_ms <= prediction.ms <= prediction.high_ms and prediction.speedup > 0
 
 
-def test_export_model_is_a_standalone_pruned_copy():
+def test_pruned_model_is_a_standalone_pruned_copy():
     explorer = _explorer(with_knn=False)
-    model, report = explorer.export_model(0.5, 0.5)
+    model, report = explorer.pruned_model(0.5, 0.5)
     assert report is None and count_parameters(model) == explorer.cost(0.5, 0.5).cost.params
     explorer.evaluate(0.0, 0.0, ("params",))  # moving the working model leaves the copy alone
     assert count_parameters(model) == explorer.cost(0.5, 0.5).cost.params

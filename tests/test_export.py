@@ -23,7 +23,8 @@ from snapvit_core.export import architecture_spec, export_pruned, load_pruned, s
 def _export_embedded(tmp_path, onnx=False, name="out"):
     backbone = load_backbone("embedded")
     scores = magnitude_scores(backbone.model)
-    pruned = ElasticViT(backbone.model, scores).prune_to(0.35, 0.2)
+    elastic = ElasticViT(backbone.model, scores)
+    pruned = elastic.prune_to(0.35, 0.2)
     architecture, args = architecture_spec(backbone)
     report = export_pruned(
         pruned,
@@ -32,6 +33,7 @@ def _export_embedded(tmp_path, onnx=False, name="out"):
         model_args=args,
         data_config=backbone.data_config,
         pruning={"mlp_sparsity": 0.35, "head_sparsity": 0.2},
+        plan=elastic.plan_for(0.35, 0.2),
         scores=scores,
         onnx=onnx,
     )
@@ -112,7 +114,8 @@ def test_timm_backbone_export_records_its_architecture(tmp_path):
     backbone = load_backbone("vit_tiny_patch16_224", random_init=True)
     architecture, args = architecture_spec(backbone)
     assert architecture == "vit_tiny_patch16_224" and args["img_size"] == [224, 224]
-    pruned = ElasticViT(backbone.model, magnitude_scores(backbone.model)).prune_to(0.5, 0.34)
+    elastic = ElasticViT(backbone.model, magnitude_scores(backbone.model))
+    pruned = elastic.prune_to(0.5, 0.34)
     report = export_pruned(
         pruned,
         tmp_path / "tiny",
@@ -120,6 +123,7 @@ def test_timm_backbone_export_records_its_architecture(tmp_path):
         model_args=args,
         data_config=backbone.data_config,
         pruning={},
+        plan=elastic.plan_for(0.5, 0.34),
     )
     loaded = load_pruned(report.directory)
     assert export.kept_widths(loaded) == export.kept_widths(pruned)
@@ -173,12 +177,13 @@ def test_the_export_carries_the_repository_loader_and_it_runs_as_a_script(tmp_pa
 @pytest.fixture(scope="module")
 def pruned_embedded():
     backbone = load_backbone("embedded")
-    pruned = ElasticViT(backbone.model, magnitude_scores(backbone.model)).prune_to(0.35, 0.2)
-    return pruned, architecture_spec(backbone), backbone.data_config
+    elastic = ElasticViT(backbone.model, magnitude_scores(backbone.model))
+    plan = elastic.plan_for(0.35, 0.2)
+    return elastic.pruned(plan), architecture_spec(backbone), backbone.data_config, plan
 
 
 def _write(pruned_embedded, target, tag="new", **kwargs):
-    model, (architecture, args), data_config = pruned_embedded
+    model, (architecture, args), data_config, plan = pruned_embedded
     return export_pruned(
         model,
         target,
@@ -186,6 +191,7 @@ def _write(pruned_embedded, target, tag="new", **kwargs):
         model_args=args,
         data_config=data_config,
         pruning={"tag": tag},
+        plan=plan,
         **kwargs,
     )
 

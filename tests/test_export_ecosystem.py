@@ -49,6 +49,7 @@ def _export(model, tmp_path, name, architecture, model_args, data_config, align=
             "head_sparsity": 0.3,
             "align": align,
         },
+        plan=elastic.plan_for(0.45, 0.3),
         **kwargs,
     )
     return pruned, report

@@ -30,7 +30,7 @@ def _check(model: torch.nn.Module) -> None:
     full_params, full_flops = count_parameters(model), analytic_flops(model)
     for mlp_s, head_s in PAIRS:
         pruned = elastic.prune_to(mlp_s, head_s)
-        plan = elastic.plan
+        plan = elastic.plan_for(mlp_s, head_s)
         cost = plan_cost(table, plan.kept_heads, plan.kept_neurons)
         assert cost.params == count_parameters(pruned), (mlp_s, head_s)
         assert cost.flops == analytic_flops(pruned), (mlp_s, head_s)
@@ -55,7 +55,8 @@ def test_plan_cost_from_shape_matches_a_standard_vit():
     elastic = ElasticViT(model, skewed_scores(model))
     shape = ViTAdapter(model).shape()
     pruned = elastic.prune_to(0.4, 0.3)
-    cost = plan_cost(shape, elastic.plan.kept_heads, elastic.plan.kept_neurons)
+    plan = elastic.plan_for(0.4, 0.3)
+    cost = plan_cost(shape, plan.kept_heads, plan.kept_neurons)
     assert cost.flops == analytic_flops(pruned)
     assert cost.params == count_parameters(pruned)
     full = plan_cost(shape, *cost_table(model).unpruned)

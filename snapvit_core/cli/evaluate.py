@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     extra = payload.pop("extra", {})
     payload.pop("per_image_similarity", None)  # one value per test image: for the app, not the CLI
     if table is not None:
-        report = table.latency_report(explorer.elastic.plan, args.latency_batch)
+        report = table.latency_report(explorer.plan_for(result.mlp_sparsity, result.head_sparsity), args.latency_batch)
         report["table"] = str(args.latency_table)
         payload.update(latency_ms=report["median_ms"], latency=report, latency_source="predicted")
     elif args.latency != "model":

@@ -1,0 +1,170 @@
+"""Export one configuration of an explorer: the one path the command line and the app's Export page share.
+
+:func:`export_configuration` gets the pruned model as a value (``Explorer.pruned_model``: a standalone
+copy, weight-corrected when asked), builds the model card's measurements with :func:`card_metrics`,
+and writes the folder with ``export.export_pruned``, which checks what it wrote against the plan and
+against the engine's own truncation at that configuration before anything is put in place.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .cancel import Cancel, Progress
+from .correction import CorrectionConfig
+from .elastic import PruningPlan, check_sparsity
+from .errors import SnapViTError
+from .explorer import Explorer
+from .export import ExportReport, _embed_on, architecture_spec, export_pruned
+from .plan_metrics import plan_cost
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    """What a user asked to export (the CLI's options; the Export page's form).
+
+    ``correction`` is ``(CorrectionConfig, calibration_images)`` or None; ``knn_data`` names the data of
+    the explorer's attached kNN evaluator, to measure kNN top-1 on it for the card (None: no kNN);
+    ``latency_table`` a calibrated table whose
+    prediction goes on the card (None: this machine's latency model); ``latency`` False skips both the
+    measurement and the prediction.
+    """
+
+    mlp_sparsity: float
+    head_sparsity: float
+    out: str | Path
+    source_model: str
+    correction: tuple[CorrectionConfig, torch.Tensor] | None = None
+    onnx: bool = False
+    knn_data: str | None = None
+    latency: bool = True
+    latency_table: str | Path | None = None
+    overwrite: bool = False
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mlp_sparsity", check_sparsity(self.mlp_sparsity, "MLP sparsity"))
+        object.__setattr__(self, "head_sparsity", check_sparsity(self.head_sparsity, "head sparsity"))
+
+
+def card_metrics(explorer: Explorer, model: nn.Module, plan: PruningPlan, request: ExportRequest) -> dict:
+    """What the model card reports besides the export's own parameters and FLOPs: unpruned totals (so
+    the realised sparsities), kNN of the exported model (with ``knn_data``), and its latency measured
+    here beside the prediction (a latency table's device, or this machine's latency model)."""
+    table = explorer.cost_table
+    full_heads, full_neurons = table.unpruned
+    unpruned = plan_cost(table, full_heads, full_neurons)
+    metrics: dict = {
+        "params_unpruned": unpruned.params,
+        "flops_unpruned": unpruned.flops,
+        "mlp_total": sum(full_neurons),
+        "heads_total": sum(full_heads),
+    }
+    if request.knn_data:
+        metrics["knn"] = _knn_metrics(explorer, model, request)
+    if request.latency:
+        metrics["latency"] = _latency_metrics(explorer, model, plan, request)
+    return metrics
+
+
+def _knn_metrics(explorer: Explorer, model: nn.Module, request: ExportRequest) -> dict:
+    """kNN top-1 of the exported model itself (corrected or not) and of the unpruned one, on the explorer's data."""
+    if explorer.knn is None:
+        raise SnapViTError("kNN for the model card needs labelled data.", "Choose a data source (--data).")
+    corrected = request.correction is not None
+    result = explorer.evaluate(
+        request.mlp_sparsity, request.head_sparsity, ("knn",), model=model if corrected else None
+    )
+    return {
+        "top1": 100 * result.knn_top1,
+        "unpruned_top1": 100 * explorer.evaluate(0.0, 0.0, ("knn",)).knn_top1,
+        "data": request.knn_data,
+        "k": explorer.knn.k,
+        "vote": explorer.knn.vote,
+    }
+
+
+def _latency_metrics(explorer: Explorer, model: nn.Module, plan: PruningPlan, request: ExportRequest) -> dict:
+    from .metrics import measure_latency
+
+    size, device = explorer.backbone.image_size, explorer.device
+    measured = measure_latency(copy.deepcopy(model), size, 1, device, min_run_time=0.2)  # timing casts its model
+    reference = measure_latency(explorer.elastic.prune_to(0.0, 0.0), size, 1, device, min_run_time=0.2)
+    if request.latency_table:
+        from .latency_table import load_table
+
+        source = load_table(request.latency_table)
+        source.check_fits(explorer.elastic.shape, explorer.backbone.model_id)
+        predicted, predicted_on = source.predict_plan(plan, 1).ms, f"latency table: {source.label}"
+    else:
+        latency_model = explorer.ensure_latency_model(batches=(1, 32))
+        key = latency_model.key
+        predicted = latency_model.predict_plan(plan, 1).ms
+        predicted_on = f"this machine: {key.device}, {key.dtype}, {key.threads} threads"
+    return {
+        "batch": 1,
+        "measured_ms": measured.median_ms,
+        "unpruned_ms": reference.median_ms,
+        "device": measured.device,
+        "dtype": measured.dtype,
+        "threads": measured.threads,
+        "predicted_ms": predicted,
+        "predicted_on": predicted_on,
+    }
+
+
+def export_configuration(
+    explorer: Explorer,
+    request: ExportRequest,
+    *,
+    progress: Progress | None = None,
+    cancel: Cancel | None = None,
+) -> ExportReport:
+    """Export ``request``'s configuration of ``explorer``; the written folder is checked before it is in place.
+
+    The model comes out of the explorer once, as a standalone copy, so a landscape, a latency
+    measurement or a budget search on the same explorer meanwhile cannot change what is written. The
+    check's reference embedding is the engine's own truncation at the plan (for a corrected export:
+    the corrected model, as the correction made it).
+    """
+    plan = explorer.plan_for(request.mlp_sparsity, request.head_sparsity)
+    model, correction_report = explorer.pruned_model(
+        request.mlp_sparsity, request.head_sparsity, request.correction, progress=progress, cancel=cancel
+    )
+    if correction_report is None:
+        reference = lambda images: explorer.elastic.run(plan, lambda engine: _embed_on(engine, images))  # noqa: E731
+    else:
+        reference = None  # export_pruned embeds the corrected model itself, before its CPU float32 copy
+    architecture, model_args = architecture_spec(explorer.backbone)
+    pruning = {
+        "source_model": request.source_model,
+        "mlp_sparsity": request.mlp_sparsity,
+        "head_sparsity": request.head_sparsity,
+        "realised_mlp_sparsity": plan.realised_mlp_sparsity,
+        "realised_head_sparsity": plan.realised_head_sparsity,
+        "align": plan.align,
+        "scores_method": explorer.scores.metadata.get("method", "unknown"),
+        "corrected": correction_report is not None,
+    }
+    if correction_report is not None:
+        pruning["correction"] = correction_report
+    return export_pruned(
+        model,
+        request.out,
+        architecture=architecture,
+        model_args=model_args,
+        data_config=explorer.backbone.data_config,
+        pruning=pruning,
+        plan=plan,
+        reference=reference,
+        scores=explorer.scores,
+        onnx=request.onnx,
+        overwrite=request.overwrite,
+        force=request.force,
+        metrics=card_metrics(explorer, model, plan, request),
+    )
