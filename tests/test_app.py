@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -714,3 +715,61 @@ def test_no_pages_folder_beside_the_entry_script():
     link opened first on a fresh server (app.py's navigation and layout skipped): the pages live elsewhere."""
     assert not (ROOT / "pages").exists(), "rename pages/ (Streamlit's legacy multipage folder) to app_pages/"
     assert (ROOT / "app_pages" / "3_explorer.py").exists()
+
+
+APP_EXPORT_OPTIONS = ("correct", "onnx", "knn", "latency", "align")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "chosen",
+    [combo for n in range(len(APP_EXPORT_OPTIONS) + 1) for combo in itertools.combinations(APP_EXPORT_OPTIONS, n)],
+    ids=lambda combo: "+".join(combo) or "plain",
+)
+def test_export_page_writes_the_plans_widths_with_every_option(chosen, tmp_path, monkeypatch):
+    """The Export page goes the CLI's way (export_configuration): plan widths, realised sparsities, kNN of the
+    exported model and latency on the card; the option combinations of the form, with and without alignment."""
+    import shutil
+
+    from snapvit_core.export import kept_widths, load_pruned
+
+    app = start("app_pages/3_explorer.py")
+    if "align" in chosen:
+        app.selectbox(key="align_choice").set_value(16).run()
+    app.slider(key="mlp_sparsity").set_value(0.45).run()
+    app.slider(key="head_sparsity").set_value(0.3).run()
+    app.switch_page("app_pages/5_export.py").run()
+    name = "test_export_app_" + ("_".join(chosen) or "plain")
+    next(t for t in app.text_input if t.label.startswith("Export folder")).set_value(name)
+    boxes = {
+        "correct": "Weight correction",
+        "onnx": "Also export ONNX",
+        "knn": "Measure kNN top-1",
+        "latency": "Measure and predict the latency",
+    }
+    for option, label in boxes.items():
+        box = next(c for c in app.checkbox if c.label.startswith(label))
+        box.check() if option in chosen else box.uncheck()
+    next(c for c in app.checkbox if c.label.startswith("Replace")).check()
+    if "correct" in chosen:
+        next(n for n in app.number_input if n.label == "Calibration images").set_value(16)
+    next(b for b in app.button if b.label == "Export").click().run()
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    report = app.session_state["last_export"]
+    try:
+        explorer = app.session_state["explorer_session"].shared.explorer
+        plan = explorer.plan_for(0.45, 0.3)
+        assert plan.align == (16 if "align" in chosen else 1)
+        assert kept_widths(load_pruned(report.directory)) == (list(plan.kept_heads), list(plan.kept_neurons))
+        card = (report.directory / "README.md").read_text()
+        assert f"realised {100 * plan.realised_mlp_sparsity:.1f} %" in card
+        assert f"realised {100 * plan.realised_head_sparsity:.1f} %" in card
+        assert ("| kNN top-1 (embedded" in card) == ("knn" in chosen)
+        assert ("measured on cpu" in card) == ("latency" in chosen)
+        assert ("model.onnx" in report.files) == ("onnx" in chosen)
+        config = json.loads((report.directory / "config.json").read_text())
+        assert config["pruning"]["corrected"] == ("correct" in chosen)
+        if "knn" in chosen and "correct" not in chosen:  # equals what the explorer measures there
+            assert report.knn["top1"] == pytest.approx(100 * explorer.evaluate(0.45, 0.3, ("knn",)).knn_top1)
+    finally:
+        shutil.rmtree(report.directory, ignore_errors=True)
