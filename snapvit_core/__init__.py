@@ -5,7 +5,7 @@ Pure Python over torch/timm; never imports streamlit. The main entry points::
     backbone = load_backbone("embedded")
     scores = magnitude_scores(backbone.model)            # or load_scores("scores/x.safetensors")
     elastic = ElasticViT(backbone.model, scores)         # private reordered copy
-    small = elastic.prune_to(mlp_sparsity=0.35, head_sparsity=0.2)
+    small = elastic.prune_to(mlp_sparsity=0.35, head_sparsity=0.2)  # a standalone copy: a value
 """
 
 from ._version import __version__
