@@ -62,6 +62,26 @@ def tiny_vit() -> torch.nn.Module:
     return make_vit()
 
 
+FAST_CALIBRATION = ["--budget-s", "0.01", "--min-rounds", "2"]  # calibration in well under a second
+
+
+@pytest.fixture(scope="session")
+def latency_table_path(tmp_path_factory) -> Path:
+    """A latency table of the embedded backbone at batches 1 and 4, calibrated once per test session."""
+    from snapvit_core.cli import main
+
+    path = tmp_path_factory.mktemp("table") / "embedded.json"
+    assert main(["calibrate", "--model", "embedded", "--batch", "4", "--out", str(path), *FAST_CALIBRATION]) == 0
+    return path
+
+
+def option_combinations(options: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """Every subset of ``options`` (for tests that must hold with every combination of flags)."""
+    import itertools
+
+    return [combo for n in range(len(options) + 1) for combo in itertools.combinations(options, n)]
+
+
 def run_limited(argv: list[str], memory_bytes: int, timeout: float = 240) -> subprocess.CompletedProcess:
     """Run ``python ARGV...`` from the repository root with its address space capped (RLIMIT_AS) at
     ``memory_bytes``, so a test of a memory bomb fails (MemoryError, killed) instead of exhausting the machine."""

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 
 import pytest
 from app_cards import captions, card_values, cards, instant_data, metric
-from conftest import ROOT
+from conftest import ROOT, option_combinations
 from streamlit.testing.v1 import AppTest
 
 APP = str(ROOT / "app.py")
@@ -723,7 +722,7 @@ APP_EXPORT_OPTIONS = ("correct", "onnx", "knn", "latency", "align")
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "chosen",
-    [combo for n in range(len(APP_EXPORT_OPTIONS) + 1) for combo in itertools.combinations(APP_EXPORT_OPTIONS, n)],
+    option_combinations(APP_EXPORT_OPTIONS),
     ids=lambda combo: "+".join(combo) or "plain",
 )
 def test_export_page_writes_the_plans_widths_with_every_option(chosen, tmp_path, monkeypatch):

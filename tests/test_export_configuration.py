@@ -13,7 +13,7 @@ import threading
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, option_combinations
 
 from snapvit_core.backbones import load_backbone
 from snapvit_core.cli import main
@@ -30,14 +30,10 @@ from snapvit_core.scores_io import load_scores
 SCORES = ROOT / "scores" / "embedded.xnes.safetensors"
 PAIR = (0.45, 0.3)
 CORRECTION_SAMPLES = 16
-FAST_CALIBRATION = ["--budget-s", "0.01", "--min-rounds", "2"]
-
 
 @pytest.fixture(scope="module")
-def table_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("table") / "embedded.json"
-    assert main(["calibrate", "--model", "embedded", "--batch", "4", "--out", str(path), *FAST_CALIBRATION]) == 0
-    return path
+def table_path(latency_table_path):
+    return latency_table_path
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +75,7 @@ OPTIONS = ("knn", "correct", "onnx", "latency_table", "align")
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "chosen",
-    [combo for n in range(len(OPTIONS) + 1) for combo in itertools.combinations(OPTIONS, n)],
+    option_combinations(OPTIONS),
     ids=lambda combo: "+".join(combo) or "plain",
 )
 def test_cli_export_writes_the_plans_widths_with_every_option(

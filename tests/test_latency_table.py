@@ -16,14 +16,10 @@ from snapvit_core.explorer import Explorer
 from snapvit_core.latency_calibration import calibrate_latency_model
 from snapvit_core.latency_table import load_table, make_table, save_table, use_table
 
-FAST = ["--budget-s", "0.01", "--min-rounds", "2"]
-
 
 @pytest.fixture(scope="module")
-def table_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("table") / "embedded.json"
-    assert main(["calibrate", "--model", "embedded", "--batch", "4", "--out", str(path), *FAST]) == 0
-    return path
+def table_path(latency_table_path):
+    return latency_table_path
 
 
 def _cli(capsys, *argv):
