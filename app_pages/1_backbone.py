@@ -11,6 +11,7 @@ from snapvit_core.metrics import analytic_flops, count_parameters
 from snapvit_core.presets import BACKBONE_PRESETS
 from ui import session
 from ui.labels import card, card_row, flops_unit, short_number
+from ui.literal import code, escape
 from ui.long_pass import render
 
 OTHER_TIMM = "Other timm ViT name ..."
@@ -79,7 +80,7 @@ if backbone is None:
     st.stop()
 
 shape = backbone.shape
-st.subheader(f"{choice.model_id}" + (" (random weights)" if choice.random_init else ""))
+st.subheader(escape(choice.model_id, 200) + (" (random weights)" if choice.random_init else ""))  # literal text
 row = card_row()
 cards = [row] * 5
 card(cards[0], "Blocks x heads", f"{shape.num_blocks} x {shape.num_heads}", help="transformer blocks x heads per block")
@@ -93,7 +94,7 @@ card(
 card(cards[3], f"FLOPs ({flops_label})", short_number(flops_value), help="per image at the input size")
 card(cards[4], "Input (px)", f"{backbone.image_size}", help="input resolution from the backbone's data config")
 st.caption(
-    f"Device: `{choice.resolved_device}` · head dim {shape.head_dim} · data `{choice.data}` · "
+    f"Device: {code(choice.resolved_device)} · head dim {shape.head_dim} · data {code(choice.data)} · "
     f"mean {tuple(round(v, 3) for v in backbone.data_config.get('mean', ()))}"
 )
 

@@ -11,7 +11,7 @@ from snapvit_core.explorer import DATA_FREE_METHODS, Explorer, data_free_scores
 from snapvit_core.jobs import Job
 from snapvit_core.presets import PUBLISHED_SPARSITY_PAIRS
 from snapvit_core.scores_io import load_scores
-from snapvit_core.sweep import landscape_table, pareto_mask, sweep
+from snapvit_core.sweep import LINEAR_COLUMN, landscape_table, pareto_mask, sweep
 from ui import charts, config_state, session
 from ui.labels import BUDGET_TARGETS
 from ui.live import live_knn_images
@@ -42,6 +42,17 @@ st.caption(
     "the budget."
 )
 unpruned = explorer.cost(0.0, 0.0)
+RANK_BY = {"kNN top-1": "knn", "Linear-probe top-1": "linear"}
+rank_label = st.radio(
+    "Rank configurations by",
+    list(RANK_BY),
+    horizontal=True,
+    key="rank_by",
+    disabled=not labelled,
+    help="kNN top-1 (k=20 neighbours in the embedding) or linear-probe top-1 (a linear classifier trained on the "
+    "frozen embeddings, DINOv1's protocol): the budget finder and the sweep rank by it.",
+)
+rank_by = RANK_BY[rank_label]
 target = st.selectbox("Budget on", list(BUDGET_TARGETS))
 column = BUDGET_TARGETS[target]
 defaults = {
@@ -61,7 +72,7 @@ with st.form("budget_form"):
     find = st.form_submit_button("Find the best configuration", type="primary")
 
 
-def run_budget(report, cancelled, explorer, column, limit):
+def run_budget(report, cancelled, explorer, column, limit, metric):
     answer = find_best_under_budget(
         explorer,
         column,
@@ -69,6 +80,7 @@ def run_budget(report, cancelled, explorer, column, limit):
         knn_images=knn_images,
         progress=job_progress(report, "candidates evaluated"),
         cancel=cancelled,
+        metric=metric,
     )
     return column, limit, answer
 
@@ -85,7 +97,7 @@ def from_landscape(column: str, limit: float):
     if state.shared.landscape is None or not labelled:
         return None
     try:
-        return column, limit, best_in_landscape(explorer, state.shared.landscape, column, limit)
+        return column, limit, best_in_landscape(explorer, state.shared.landscape, column, limit, metric=rank_by)
     except LandscapeGap:
         return None
 
@@ -101,7 +113,7 @@ if find:
     else:
         st.session_state.pop("budget_error", None)
         st.session_state["job_budget"] = Job(
-            "budget", run_budget, {"explorer": explorer, "column": column, "limit": float(limit)}
+            "budget", run_budget, {"explorer": explorer, "column": column, "limit": float(limit), "metric": rank_by}
         ).start()
 render("job_budget", "Budget search", keep_budget)
 if st.session_state.get("budget_error"):
@@ -116,11 +128,12 @@ if found is not None:
         cost = explorer.cost(answer.mlp_sparsity, answer.head_sparsity)
         accuracy = {
             "knn": f"kNN top-1 {answer.accuracy:.2f} %",
+            "linear": f"linear-probe top-1 {answer.accuracy:.2f} %",
             "similarity": f"embedding cosine {answer.accuracy:.4f}",
         }.get(answer.accuracy_kind, "no accuracy (no data)")
         latency = "" if cost.latency is None else f", {cost.latency.ms:.2f} ms predicted"
         how = (
-            "read from the accuracy landscape (exact kNN on the full test split, 0.05 grid)"
+            "read from the accuracy landscape (exact values on the full test split, 0.05 grid)"
             if answer.source == "landscape"
             else "evaluated along the budget's boundary"
         )
@@ -156,7 +169,7 @@ with st.form("sweep_form"):
     start = st.form_submit_button("Run sweep", type="primary")
 
 
-def run_sweep(report, cancelled, labels, pairs, selection):
+def run_sweep(report, cancelled, labels, pairs, selection, linear):
     explorers = {}
     splits = session.shared_knn_splits(
         selection.data, selection.model_id, selection.random_init, selection.resolved_device
@@ -178,6 +191,7 @@ def run_sweep(report, cancelled, labels, pairs, selection):
         progress=job_progress(report, "configurations"),
         cancel=cancelled,
         knn_images=knn_images,
+        linear=linear,
     )
 
 
@@ -200,7 +214,12 @@ if start:
         st.session_state["job_sweep"] = Job(
             "sweep",
             run_sweep,
-            {"labels": chosen, "pairs": list(PUBLISHED_SPARSITY_PAIRS), "selection": session.selection()},
+            {
+                "labels": chosen,
+                "pairs": list(PUBLISHED_SPARSITY_PAIRS),
+                "selection": session.selection(),
+                "linear": rank_by == "linear",
+            },
         ).start()
     else:
         st.session_state["sweep_landscapes"] = chosen
@@ -249,12 +268,24 @@ table = st.session_state.get("sweep_table")
 if table is None or table.empty:
     st.info("Run a sweep to see accuracy against FLOPs and predicted latency.")
     st.stop()
-pareto_flops = pareto_mask(table["flops_pct"], table["kNN top-1 (%)"])
+accuracy_column = LINEAR_COLUMN if rank_by == "linear" else "kNN top-1 (%)"
+if table[accuracy_column].isna().all():
+    st.info(
+        f"This sweep has no {rank_label.lower()} values: run it again to rank by {rank_label.lower()}, or rank by "
+        "kNN top-1."
+        if rank_by == "linear"
+        else "This sweep has no kNN values."
+    )
+    st.stop()
+ranked = table.dropna(subset=[accuracy_column])
+pareto_flops = pareto_mask(ranked["flops_pct"], ranked[accuracy_column])
 left, right = st.columns(2)
-left.plotly_chart(charts.tradeoff_chart(table, "flops_pct", pareto_flops), key="vs_flops")
-if table["latency_ms"].notna().all():
-    pareto_latency = pareto_mask(table["latency_ms"], table["kNN top-1 (%)"])
-    right.plotly_chart(charts.tradeoff_chart(table, "latency_ms", pareto_latency), key="vs_latency")
+left.plotly_chart(charts.tradeoff_chart(ranked, "flops_pct", pareto_flops, accuracy=accuracy_column), key="vs_flops")
+if ranked["latency_ms"].notna().all():
+    pareto_latency = pareto_mask(ranked["latency_ms"], ranked[accuracy_column])
+    right.plotly_chart(
+        charts.tradeoff_chart(ranked, "latency_ms", pareto_latency, accuracy=accuracy_column), key="vs_latency"
+    )
 else:
     right.caption("Accuracy against latency: waiting for the latency model (it is calibrated on the explorer page).")
 knn_set = "the whole kNN set" if knn_images is None else f"a {knn_images:,}-image kNN subset"
@@ -264,6 +295,6 @@ st.caption(
     f"Latency and speed-up: batch 1, **predicted** by the latency model of this device (`latency_source`), so "
     f"machine load does not change them. Accuracy on {knn_set}."
 )
-display = table.assign(pareto_flops=pareto_flops).round(4)
+display = ranked.assign(pareto_flops=pareto_flops).round(4)
 st.dataframe(display, hide_index=True)
 st.download_button("Download table (CSV)", display.to_csv(index=False).encode(), "snapvit_sweep.csv", "text/csv")

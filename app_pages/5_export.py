@@ -54,6 +54,12 @@ with st.form("export_form"):
         disabled=explorer.knn is None,
         help="The exported model itself is measured (after correction, when chosen), beside the unpruned model.",
     )
+    linear = st.checkbox(
+        f"Measure linear-probe top-1 on {data_name} for the model card",
+        value=False,
+        disabled=explorer.knn is None,
+        help="A linear classifier trained on the exported model's frozen embeddings (DINOv1 linear evaluation).",
+    )
     latency = st.checkbox("Measure and predict the latency for the model card", value=True)
     overwrite = st.checkbox("Replace the folder if it exists")
     submitted = st.form_submit_button("Export", type="primary")
@@ -75,7 +81,9 @@ if submitted:
                 source_model=session.selection().model_id,
                 correction=correction,
                 onnx=onnx,
-                knn_data=data_name if knn else None,
+                data=data_name,
+                knn=knn,
+                linear=linear,
                 latency=latency,
                 overwrite=overwrite,
             )

@@ -7,7 +7,7 @@ import streamlit as st
 from snapvit_core.errors import SnapViTError
 from ui import charts, config_state, session
 from ui.labels import card, card_row, format_flops
-from ui.learn_view import compare_landscapes, tradeoff_section
+from ui.learn_view import compare_landscapes, tradeoff_section, two_metrics_section
 
 st.title("Learn: what the explorer shows")
 if session.guarded_backbone() is None:
@@ -101,6 +101,7 @@ optimises, and what the budget finder ranks by when the data has no labels. Rand
 skip kNN: their embeddings carry no knowledge, so their accuracy is meaningless.
 """
 )
+two_metrics_section(state.shared)
 
 st.header("4. SnapViT scores vs magnitude pruning")
 compare_at = (mlp_sparsity, head_sparsity) if (mlp_sparsity, head_sparsity) != (0.0, 0.0) else (0.5, 0.5)

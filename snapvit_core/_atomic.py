@@ -156,9 +156,9 @@ def check_writable(destination: str | os.PathLike, what: str = "") -> None:
 
     destination = Path(destination)
     label = f"{what} {destination}".strip()
-    if destination.is_dir():
-        raise SnapViTError(f"Cannot write {label}: it is a folder.", "Name a file inside it.")
     try:
+        if destination.is_dir():
+            raise SnapViTError(f"Cannot write {label}: it is a folder.", "Name a file inside it.")
         destination.parent.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent)
         os.close(fd)

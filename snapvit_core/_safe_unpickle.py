@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from .errors import SnapViTError
+from .safe_files import read_bounded
 
 MAX_PICKLE_BYTES = 1 << 20  # a published scores pickle is ~1.3 KB
 MAX_OPCODES = 20_000  # bounds the object count (published: ~200)
@@ -224,11 +225,8 @@ def load_torch_zip(source: str | os.PathLike | bytes, name: str) -> Any:
             a corrupt stream (``zipfile.BadZipFile``, ``ValueError`` ...); the caller wraps them.
     """
     if not isinstance(source, (bytes, bytearray)):
-        size = os.path.getsize(source)
-        if size > MAX_FILE_BYTES:
-            raise _not_scores(name, f"is {size >> 20} MB")
-        with open(source, "rb") as handle:
-            source = handle.read(MAX_FILE_BYTES + 1)  # read once: what is checked is what torch loads
+        # read once, from a regular file of bounded size: what is checked is what torch loads
+        source = read_bounded(source, MAX_FILE_BYTES, "the scores file", "Pick a published SnapViT .pt scores file.")
     data = bytes(source)
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         _prefix, record = _check_zip(archive, name)

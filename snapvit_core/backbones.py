@@ -24,11 +24,13 @@ from torch import nn
 from .adapter import ArchitectureShape, ViTAdapter
 from .errors import SnapViTError
 from .presets import BACKBONE_PRESETS, EMBEDDED_MODEL_ID, EMBEDDED_MODEL_IDS, REMOVED_MODEL_IDS
+from .safe_files import check_regular, read_bounded
 
 log = logging.getLogger(__name__)
 
 EMBEDDED_ID = EMBEDDED_MODEL_ID  # the earlier name, kept importable
 MAX_CONFIG_BYTES = 1 << 20  # a config.json is a few KB
+MAX_WEIGHTS_BYTES = 1 << 40  # model.safetensors: a regular file (mapped, not read whole); ViT-22B is 88 GB
 HF_PREFIX = "hf:"  # hf:REPO_OR_PATH: a transformers vision model from the local cache or a saved directory
 
 
@@ -174,6 +176,12 @@ def _predownload_hint(name: str) -> str:
     )
 
 
+def weights_cached(name: str) -> bool:
+    """Whether the pretrained weights of timm model ``name`` are in the local Hugging Face cache (no network)."""
+    hub_id = _hub_id(name)
+    return hub_id is not None and _in_local_cache(hub_id)
+
+
 def _in_local_cache(hub_id: str) -> bool:
     from huggingface_hub import snapshot_download
 
@@ -242,11 +250,10 @@ def _load_directory(path: Path, random_init: bool) -> Backbone:
             "A checkpoint directory needs a timm config.json (with 'architecture') and model.safetensors, "
             "as written by timm's push_to_hf_hub/save_for_hf or by `python -m snapvit_core export`.",
         )
+    raw = read_bounded(config_path, MAX_CONFIG_BYTES, "the checkpoint config", "Fix or re-create the file.")
     try:
-        if config_path.stat().st_size > MAX_CONFIG_BYTES:
-            raise ValueError(f"it is larger than {MAX_CONFIG_BYTES >> 20} MB")
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as error:
+        config = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as error:
         raise SnapViTError(f"{config_path} is not valid JSON ({error}).", "Fix or re-create the file.") from error
     architecture = config.get("architecture") if isinstance(config, dict) else None
     if architecture is None and isinstance(config, dict) and "model_type" in config:
@@ -278,6 +285,7 @@ def _load_directory(path: Path, random_init: bool) -> Backbone:
         weights = path / "model.safetensors"
         if not weights.is_file():
             raise SnapViTError(f"Directory '{path}' has no model.safetensors.", "Add the weights file.")
+        check_regular(weights, MAX_WEIGHTS_BYTES, "the checkpoint weights", "Add the weights file.")
         try:
             state = load_file(str(weights))
             model.load_state_dict(state, strict=True)

@@ -7,8 +7,9 @@ fixed part plus a head part plus a neuron part, so the grid's cost table is an o
 short vectors. Configurations over the limit are dropped (an answer is never over budget). Among
 those that fit, only the boundary is worth an accuracy evaluation: removing more of either unit
 type can only cost accuracy, so the candidates are the fitting configurations with no fitting
-configuration less sparse on both axes. Accuracy (kNN top-1 where labels exist, else the
-label-free mean embedding cosine to the unpruned model) is evaluated on at most
+configuration less sparse on both axes. Accuracy (kNN top-1 where labels exist, or with
+``metric="linear"`` the linear-probe top-1; else the label-free mean embedding cosine to the unpruned
+model) is evaluated on at most
 ``max_evaluations`` of them: evenly along the boundary first, then next to the best so far.
 """
 
@@ -26,6 +27,7 @@ from .errors import SnapViTError
 from .explorer import Explorer
 
 BUDGET_COLUMNS = ("flops_pct", "latency_ms", "params_m")
+ACCURACY_METRICS = {"knn": "knn_top1", "linear": "linear_top1"}  # what an answer can be ranked by -> field
 MAX_SPARSITY = 0.95  # the plane's upper end on both axes (as the app's sliders)
 
 
@@ -36,8 +38,8 @@ class BudgetAnswer:
     mlp_sparsity: float
     head_sparsity: float
     cost: float  # the budgeted quantity at the answer, <= limit always
-    accuracy: float | None  # kNN top-1 % or mean embedding cosine; None without any data
-    accuracy_kind: str  # "knn" | "similarity" | "none"
+    accuracy: float | None  # kNN or linear-probe top-1 %, or mean embedding cosine; None without any data
+    accuracy_kind: str  # "knn" | "linear" | "similarity" | "none"
     candidates: pd.DataFrame  # every evaluated candidate (boundary configurations with their accuracy)
     boundary: pd.DataFrame = field(default_factory=pd.DataFrame)  # every boundary configuration and its cost
     column: str = "flops_pct"
@@ -129,6 +131,7 @@ def find_best_under_budget(
     images: torch.Tensor | None = None,
     progress: Progress | None = None,
     cancel: Cancel | None = None,
+    metric: str = "knn",
 ) -> BudgetAnswer | None:
     """The most accurate configuration whose ``column`` is at most ``limit``; None when nothing fits.
 
@@ -141,8 +144,10 @@ def find_best_under_budget(
         knn_images: live kNN subset size (None: the explorer's whole set).
         images: label-free images for the embedding similarity when the explorer has no kNN data.
         progress: (done, total) accuracy evaluations; cancel: raises CancelledError.
+        metric: with labelled data, rank by "knn" (k-NN top-1) or "linear" (linear-probe top-1).
     """
     limit = _check_limit(limit)
+    field_name = _check_metric(metric)
     if max_evaluations < 1:
         raise SnapViTError(f"max_evaluations must be at least 1, got {max_evaluations}.", "Use e.g. 16.")
     if column == "latency_ms":
@@ -156,16 +161,16 @@ def find_best_under_budget(
     boundary = boundary[boundary[column] <= limit].reset_index(drop=True)
     if boundary.empty:
         return None
-    kind = "knn" if explorer.knn is not None else "similarity" if images is not None else "none"
+    kind = metric if explorer.knn is not None else "similarity" if images is not None else "none"
     accuracy = np.full(len(boundary), np.nan)
     configurations = list(zip(boundary["MLP sparsity"], boundary["head sparsity"]))
 
     def evaluate(index: int) -> None:
         check_cancel(cancel, "budget search")
         mlp_sparsity, head_sparsity = (float(v) for v in configurations[index])
-        if kind == "knn":
-            result = explorer.evaluate(mlp_sparsity, head_sparsity, ("knn",), knn_images=knn_images, cancel=cancel)
-            accuracy[index] = 100.0 * result.knn_top1
+        if kind in ACCURACY_METRICS:
+            result = explorer.evaluate(mlp_sparsity, head_sparsity, (kind,), knn_images=knn_images, cancel=cancel)
+            accuracy[index] = 100.0 * getattr(result, field_name)
         else:
             similarity = explorer.image_similarity(mlp_sparsity, head_sparsity, images, cancel=cancel)
             accuracy[index] = float(np.mean(similarity))
@@ -210,7 +215,7 @@ def find_best_under_budget(
 
 
 def best_in_landscape(
-    explorer: Explorer, landscape, column: str, limit: float, *, batch: int = 1
+    explorer: Explorer, landscape, column: str, limit: float, *, batch: int = 1, metric: str = "knn"
 ) -> BudgetAnswer | None:
     """The budget answer read from a landscape, instantly, when it has every boundary configuration.
 
@@ -219,6 +224,7 @@ def best_in_landscape(
     configuration is not computed yet (the caller then evaluates the boundary as ``find_best_under_budget``).
     """
     limit = _check_limit(limit)
+    field_name = _check_metric(metric)
     if column == "latency_ms":
         model = explorer.latency_model
         if model is None or batch not in model.batches:
@@ -226,8 +232,8 @@ def best_in_landscape(
     grid = cost_grid(explorer, column, batch, landscape.key.grid)
     boundary = budget_boundary(grid, column, limit)
     points = [landscape.get(m, h) for m, h in zip(boundary["MLP sparsity"], boundary["head sparsity"])]
-    if any(p is None or p.knn_top1 is None for p in points):
-        missing = sum(p is None for p in points)
+    if any(p is None or getattr(p, field_name) is None for p in points):
+        missing = sum(p is None or getattr(p, field_name) is None for p in points)
         raise LandscapeGap(f"{missing} of {len(points)} boundary configurations are not computed yet")
     # Every fitting configuration the landscape has competes (accuracy need not fall monotonically with
     # sparsity), with its exact cost as Explorer.cost reports it, so the answer is never over budget.
@@ -235,11 +241,13 @@ def best_in_landscape(
     rows = []
     for m, h in zip(fitting["MLP sparsity"], fitting["head sparsity"]):
         point = landscape.get(m, h)
-        if point is None or point.knn_top1 is None:
+        if point is None or getattr(point, field_name) is None:
             continue
         cost = _exact_cost(explorer, column, m, h, batch)
         if cost <= limit:
-            rows.append({"MLP sparsity": m, "head sparsity": h, column: cost, "accuracy": 100.0 * point.knn_top1})
+            rows.append(
+                {"MLP sparsity": m, "head sparsity": h, column: cost, "accuracy": 100.0 * getattr(point, field_name)}
+            )
     if not rows:
         return None
     candidates = pd.DataFrame(rows)
@@ -250,7 +258,7 @@ def best_in_landscape(
         head_sparsity=float(row["head sparsity"]),
         cost=float(row[column]),
         accuracy=float(row["accuracy"]),
-        accuracy_kind="knn",
+        accuracy_kind=metric,
         candidates=candidates,
         boundary=boundary,
         column=column,
@@ -261,6 +269,13 @@ def best_in_landscape(
 
 class LandscapeGap(Exception):
     """The landscape does not (yet) cover a budget's boundary."""
+
+
+def _check_metric(metric: object) -> str:
+    """The point field of an accuracy metric name ("knn" or "linear")."""
+    if metric not in ACCURACY_METRICS:
+        raise SnapViTError(f"Unknown accuracy metric {metric!r}.", f"Rank by one of {', '.join(ACCURACY_METRICS)}.")
+    return ACCURACY_METRICS[metric]
 
 
 def _check_limit(limit: object) -> float:

@@ -258,24 +258,16 @@ def data_path() -> Path:
 @functools.lru_cache(maxsize=1)
 def _shipped_splits() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Split -> (uint8 images, int64 labels) from the shipped file, checked for shape, type and range."""
-    import stat
-
     from safetensors import SafetensorError
     from safetensors.torch import load
 
+    from .safe_files import read_bounded
+
     path = data_path()
+    data = read_bounded(path, MAX_DATA_BYTES, "the embedded dataset", DATA_FIX)  # a regular file, bounded
     try:
-        info = path.stat()
-    except OSError:
-        raise SnapViTError(f"The embedded dataset {path} is missing.", DATA_FIX) from None
-    if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_DATA_BYTES:
-        raise SnapViTError(
-            f"The embedded dataset {path} is not a regular file of at most {MAX_DATA_BYTES >> 20} MB.", DATA_FIX
-        )
-    try:
-        with open(path, "rb") as handle:
-            tensors = load(handle.read(MAX_DATA_BYTES + 1))
-    except (SafetensorError, OSError, ValueError) as error:
+        tensors = load(data)
+    except (SafetensorError, ValueError) as error:
         reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
         raise SnapViTError(f"The embedded dataset {path} is corrupt ({reason}).", DATA_FIX) from None
     glyph_counts = {split: len(_digit_splits()[split][1]) for split in SPLITS}

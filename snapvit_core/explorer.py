@@ -30,6 +30,7 @@ from .errors import SnapViTError
 from .evaluation import KnnEvaluator, embedding_similarity, extract_features
 from .knn import stratified_subset
 from .latency_model import LatencyModel, LatencyPrediction, load_or_calibrate_latency_model
+from .linear_probe import LinearProbe
 from .metrics import analytic_flops, count_parameters, measure_latency, median_speedup, paired_rounds
 from .plan_metrics import CostTable, PlanCost, cost_table, plan_cost
 from .scores import ImportanceScores
@@ -37,7 +38,7 @@ from .surgery import widths
 
 log = logging.getLogger(__name__)
 
-METRICS = ("knn", "flops", "params", "latency")
+METRICS = ("knn", "linear", "flops", "params", "latency")  # "linear": linear-probe top-1 (linear_probe.py)
 
 
 def check_metrics(names: Iterable[str]) -> tuple[str, ...]:
@@ -62,6 +63,7 @@ class EvaluationResult:
     realised_mlp_sparsity: float  # fraction actually removed
     realised_head_sparsity: float
     knn_top1: float | None = None  # 0..1, k-NN top-1 on the test split
+    linear_top1: float | None = None  # 0..1, linear-probe top-1 on the test split (same features as kNN)
     params: int | None = None  # parameters of the embedding path
     flops: int | None = None  # analytic FLOPs per image
     latency_ms: float | None = None  # batch-1 median latency
@@ -114,6 +116,7 @@ class Explorer:
         self.device = torch.device(device)
         self.elastic = ElasticViT(backbone.model, scores, backbone.model_id, align)
         self.knn: KnnEvaluator | None = None
+        self.linear_probe = LinearProbe()  # DINOv1 linear evaluation settings (a frozen value; replace it whole)
         self._knn_subsets: dict[int, KnnEvaluator] = {}  # knn_images -> subset evaluator
         self._reference_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None  # image_similarity cache
         # The engine's lock (re-entrant): evaluate() holds it across its steps, each of which takes it too.
@@ -270,16 +273,22 @@ class Explorer:
                 result.params = measure(count_parameters)
             if "flops" in metrics:
                 result.flops = measure(analytic_flops)
-            if "knn" in metrics:
+            if "knn" in metrics or "linear" in metrics:  # one feature pass serves both accuracy metrics
                 evaluator, result.knn_set = self.knn_evaluator(knn_images)
                 features = measure(
                     lambda model: evaluator.features(model, key, progress=progress, cancel=raising_cancel)
                 )
-                result.knn_top1 = evaluator.top1_of(features)
-                reference = self.unpruned_features(evaluator, progress=progress, cancel=raising_cancel)
-                similarity = embedding_similarity(reference, features[1])
-                result.embedding_cosine = float(similarity.mean())
-                result.per_image_similarity = [float(v) for v in similarity]  # kept even when all are 1.0
+                if "knn" in metrics:
+                    result.knn_top1 = evaluator.top1_of(features)
+                    reference = self.unpruned_features(evaluator, progress=progress, cancel=raising_cancel)
+                    similarity = embedding_similarity(reference, features[1])
+                    result.embedding_cosine = float(similarity.mean())
+                    result.per_image_similarity = [float(v) for v in similarity]  # kept even when all are 1.0
+                if "linear" in metrics:
+                    check_cancel(cancel, "evaluation")
+                    result.linear_top1 = self.linear_probe.top1(
+                        features[0], evaluator.train_labels, features[1], evaluator.test_labels
+                    )
             if "latency" in metrics:
                 check_cancel(cancel, "evaluation")
                 if latency == "model":

@@ -82,11 +82,13 @@ class ExportReport:
     notes: list[str] = field(default_factory=list)
     latency: dict | None = None  # measured here beside the latency model's prediction (see export_pruned)
     knn: dict | None = None  # kNN top-1 (%) of the exported model and the unpruned one, as on the model card
+    linear: dict | None = None  # linear-probe top-1 (%) likewise (export --linear)
 
     def to_dict(self) -> dict:
         return {
             "latency": self.latency,
             "knn": self.knn,
+            "linear": self.linear,
             "directory": str(self.directory),
             "files": self.files,
             "params": self.params,
@@ -339,6 +341,7 @@ def export_pruned(
         report = ExportReport(target, [], sum(p.numel() for p in model.parameters()), heads, neurons)
         report.latency = (metrics or {}).get("latency")
         report.knn = (metrics or {}).get("knn")
+        report.linear = (metrics or {}).get("linear")
         if scores is not None:
             from .scores_io import save_scores
 
@@ -414,13 +417,26 @@ def load_pruned(directory: str | Path) -> nn.Module:
     from timm.models.vision_transformer import VisionTransformer
 
     from .hf_vit import HFVisionBackbone
+    from .load_pruned import MAX_CONFIG_BYTES, ExportError, check_config, check_weights, weight_shapes
+    from .safe_files import check_regular, read_bounded
 
     path = Path(directory).expanduser()
-    config_path = path / "config.json"
-    if not config_path.is_file():
+    config_path, weights = path / "config.json", path / "model.safetensors"
+    if not (config_path.exists() or config_path.is_symlink()):
         raise SnapViTError(f"{path} has no config.json.", "Point at a folder written by the export.")
+    # Checked before anything is built, as the export's own loaders do: config.json read bounded from a regular
+    # file, its values bounded, and its architecture (built on the meta device) equal to the weights' header.
+    raw = read_bounded(config_path, MAX_CONFIG_BYTES, "the export's config", "Re-export the model.")
+    check_regular(weights, 1 << 40, "the export's weights", "Re-export the model.")
     try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
+        config = check_config(json.loads(raw.decode("utf-8")), config_path)
+        check_weights(config, weight_shapes(weights), config_path, weights)
+    except ExportError as error:
+        raise SnapViTError(f"Could not load the export: {error}.", "Re-export the model.") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        detail = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+        raise SnapViTError(f"{config_path} is not valid JSON ({detail}).", "Re-export the model.") from None
+    try:
         pruning = config["pruning"]
         # format 1 exports before the transformers keys named the timm architecture "architecture"
         architecture = config["timm_architecture"] if "timm_architecture" in config else config["architecture"]
@@ -445,5 +461,6 @@ def load_pruned(directory: str | Path) -> nn.Module:
         raise SnapViTError(
             f"Could not load the export in {path}: {error}".splitlines()[0], "Re-export the model."
         ) from None
-    model.pretrained_cfg = dict(config.get("pretrained_cfg", {}))
+    cfg = config.get("pretrained_cfg")
+    model.pretrained_cfg = dict(cfg) if isinstance(cfg, dict) else {}
     return model.eval()

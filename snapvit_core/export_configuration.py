@@ -28,8 +28,9 @@ from .plan_metrics import plan_cost
 class ExportRequest:
     """What a user asked to export (the CLI's options; the Export page's form).
 
-    ``correction`` is ``(CorrectionConfig, calibration_images)`` or None; ``knn_data`` names the data of
-    the explorer's attached kNN evaluator, to measure kNN top-1 on it for the card (None: no kNN);
+    ``correction`` is ``(CorrectionConfig, calibration_images)`` or None; ``data`` names the labelled data
+    attached to the explorer (its kNN evaluator's splits), on which ``knn`` and ``linear`` measure the
+    kNN and linear-probe top-1 for the card;
     ``latency_table`` a calibrated table whose
     prediction goes on the card (None: this machine's latency model); ``latency`` False skips both the
     measurement and the prediction.
@@ -41,7 +42,9 @@ class ExportRequest:
     source_model: str
     correction: tuple[CorrectionConfig, torch.Tensor] | None = None
     onnx: bool = False
-    knn_data: str | None = None
+    data: str | None = None
+    knn: bool = False
+    linear: bool = False  # the explorer's probe settings (Explorer.linear_probe)
     latency: bool = True
     latency_table: str | Path | None = None
     overwrite: bool = False
@@ -54,7 +57,7 @@ class ExportRequest:
 
 def card_metrics(explorer: Explorer, model: nn.Module, plan: PruningPlan, request: ExportRequest) -> dict:
     """What the model card reports besides the export's own parameters and FLOPs: unpruned totals (so
-    the realised sparsities), kNN of the exported model (with ``knn_data``), and its latency measured
+    the realised sparsities), kNN and linear-probe top-1 of the exported model, and its latency measured
     here beside the prediction (a latency table's device, or this machine's latency model)."""
     table = explorer.cost_table
     full_heads, full_neurons = table.unpruned
@@ -65,28 +68,34 @@ def card_metrics(explorer: Explorer, model: nn.Module, plan: PruningPlan, reques
         "mlp_total": sum(full_neurons),
         "heads_total": sum(full_heads),
     }
-    if request.knn_data:
-        metrics["knn"] = _knn_metrics(explorer, model, request)
+    for metric in ("knn", "linear"):
+        if getattr(request, metric):
+            metrics[metric] = _accuracy_metrics(explorer, model, request, metric)
     if request.latency:
         metrics["latency"] = _latency_metrics(explorer, model, plan, request)
     return metrics
 
 
-def _knn_metrics(explorer: Explorer, model: nn.Module, request: ExportRequest) -> dict:
-    """kNN top-1 of the exported model itself (corrected or not) and of the unpruned one, on the explorer's data."""
-    if explorer.knn is None:
-        raise SnapViTError("kNN for the model card needs labelled data.", "Choose a data source (--data).")
+def _accuracy_metrics(explorer: Explorer, model: nn.Module, request: ExportRequest, metric: str) -> dict:
+    """kNN ("knn") or linear-probe ("linear") top-1 (%) of the exported model itself (corrected or not) and
+    of the unpruned one, on the explorer's labelled data."""
+    if explorer.knn is None or not request.data:
+        raise SnapViTError(f"The model card's {metric} accuracy needs labelled data.", "Choose a data source (--data).")
+    field = f"{metric}_top1"
     corrected = request.correction is not None
     result = explorer.evaluate(
-        request.mlp_sparsity, request.head_sparsity, ("knn",), model=model if corrected else None
+        request.mlp_sparsity, request.head_sparsity, (metric,), model=model if corrected else None
     )
-    return {
-        "top1": 100 * result.knn_top1,
-        "unpruned_top1": 100 * explorer.evaluate(0.0, 0.0, ("knn",)).knn_top1,
-        "data": request.knn_data,
-        "k": explorer.knn.k,
-        "vote": explorer.knn.vote,
+    measured = {
+        "top1": 100 * getattr(result, field),
+        "unpruned_top1": 100 * getattr(explorer.evaluate(0.0, 0.0, (metric,)), field),
+        "data": request.data,
     }
+    if metric == "knn":
+        measured.update(k=explorer.knn.k, vote=explorer.knn.vote)
+    else:
+        measured["probe"] = explorer.linear_probe.describe()
+    return measured
 
 
 def _latency_metrics(explorer: Explorer, model: nn.Module, plan: PruningPlan, request: ExportRequest) -> dict:

@@ -149,11 +149,12 @@ def read_model_type(directory: Path) -> str:
             f"Directory '{directory}' has no config.json.",
             "A transformers model directory is written by `model.save_pretrained(DIR)` (config.json + weights).",
         )
+    from .safe_files import read_bounded
+
+    raw = read_bounded(config_path, 1 << 20, "the model config", "Fix or re-create the file.")  # a few KB
     try:
-        if config_path.stat().st_size > 1 << 20:  # a config.json is a few KB
-            raise ValueError("it is larger than 1 MB")
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as error:
+        config = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as error:
         raise SnapViTError(f"{config_path} is not valid JSON ({error}).", "Fix or re-create the file.") from error
     model_type = config.get("model_type") if isinstance(config, dict) else None
     if not isinstance(model_type, str) or model_type not in HF_MODEL_CLASSES:  # a list is not hashable
@@ -213,9 +214,14 @@ def build_hf_backbone(directory: Path, random_init: bool) -> tuple[HFVisionBackb
     """
     import transformers
 
+    from .safe_files import check_regular
+
     model_type = read_model_type(directory)
     model_class = getattr(transformers, HF_MODEL_CLASSES[model_type])
     kwargs = {"add_pooling_layer": False} if model_type == "vit" else {}
+    if not random_init:  # transformers opens them itself: never a FIFO (it would block) or a device
+        for weights in sorted([*directory.glob("*.safetensors"), *directory.glob("*.bin")]):
+            check_regular(weights, 1 << 40, "the model weights", "Save the model again with save_pretrained.")
     try:
         with _quiet_transformers():  # its load report, progress bars and prints never reach the user
             if random_init:
@@ -278,9 +284,13 @@ def hf_data_config(directory: Path, default_size: int) -> dict:
     processor: dict = {}
     path = directory / "preprocessor_config.json"
     if path.is_file():
+        from .safe_files import read_bounded
+
         try:
-            processor = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            processor = json.loads(read_bounded(path, 1 << 20, "the preprocessor config").decode("utf-8"))
+        except (SnapViTError, ValueError, RecursionError):
+            processor = {}
+        if not isinstance(processor, dict):
             processor = {}
     size = _processor_size(processor.get("crop_size") if processor.get("do_center_crop") else None)
     size = size or _processor_size(processor.get("size")) or default_size

@@ -4,7 +4,8 @@ Every number the explorer shows is a fixed function of (backbone weights, scores
 correction, device, dtype, width alignment) and the configuration, and the sliders move on a
 0.05 grid (20 x 20 = 400 configurations). A ``Landscape`` holds, for one ``LandscapeKey``, the
 points computed so far: kNN top-1 on the key's test split, the mean embedding cosine to the unpruned
-model, parameters, FLOPs and the realised sparsities, each exactly what ``Explorer.evaluate`` gives.
+model, parameters, FLOPs, the realised sparsities and, where it was computed, the linear-probe top-1
+(with the key's probe settings), each exactly what ``Explorer.evaluate`` gives.
 Latency is not stored: it is derived from the device's latency model at read time
 (``Explorer.cost``), so a landscape made on one machine stays valid on another.
 
@@ -34,14 +35,16 @@ import torch
 from ._atomic import write_text_atomic
 from .errors import SnapViTError
 from .presets import PUBLISHED_SPARSITY_PAIRS
+from .safe_files import guard_destination, read_bounded
 
 log = logging.getLogger(__name__)
 
 GRID_STEP = 0.05  # the sliders' step: 20 x 20 = 400 configurations
 MAX_SPARSITY = 0.95  # the sliders' upper end on both axes
 FORMAT = "snapvit-landscape"
-VERSION = 1
+VERSION = 2  # 2: points carry linear_top1, keys the linear-probe settings
 MAX_FILE_BYTES = 4 << 20  # a full 0.05 grid is ~60 KB; anything much larger is not a landscape
+MAX_GRID_POINTS = 4096  # configurations in one landscape (64 x 64: a step of 0.015); each is a kNN pass
 CSV_COLUMNS = (
     "mlp_sparsity",
     "head_sparsity",
@@ -53,6 +56,7 @@ CSV_COLUMNS = (
     "latency_batch_ms",
     "realised_mlp_sparsity",
     "realised_head_sparsity",
+    "linear_top1",
 )
 
 
@@ -60,7 +64,16 @@ def grid_axis(step: float = GRID_STEP) -> tuple[float, ...]:
     """Sparsities 0, step, ... up to MAX_SPARSITY (rounded to 6 decimals, so they compare exactly)."""
     if not (isinstance(step, (int, float)) and math.isfinite(step) and 0.0 < step <= 0.5):
         raise SnapViTError(f"The landscape grid step must be in (0, 0.5], got {step!r}.", "Use e.g. --grid 0.05.")
-    count = int(math.floor(MAX_SPARSITY / step + 1e-9)) + 1
+    per_axis = MAX_SPARSITY / step + 1e-9  # checked before anything is sized by it (1e-300 would overflow)
+    largest = math.isqrt(MAX_GRID_POINTS)
+    if not per_axis < largest:
+        shown = f"{per_axis + 1:.3g}" if per_axis < 1e15 else "more than 1e15"
+        raise SnapViTError(
+            f"A landscape grid step of {step!r} gives {shown} x {shown} configurations, more than the "
+            f"{MAX_GRID_POINTS:,} ({largest} x {largest}) a landscape may hold.",
+            f"Use a step of at least {math.ceil(1000 * MAX_SPARSITY / (largest - 1)) / 1000} (e.g. --grid 0.05).",
+        )
+    count = int(math.floor(per_axis)) + 1
     return tuple(round(i * step, 6) for i in range(count))
 
 
@@ -135,6 +148,7 @@ class LandscapeKey:
     dtype: str = "float32"
     align: int = 1  # kept MLP widths rounded to a multiple of this (1 = as the scores give)
     grid: float = GRID_STEP
+    linear: str | None = None  # JSON of the linear probe's settings (LinearProbe.describe) its values were made with
 
     @property
     def digest(self) -> str:
@@ -158,6 +172,7 @@ class LandscapePoint:
     flops: int  # analytic FLOPs per image
     realised_mlp_sparsity: float  # fraction actually removed
     realised_head_sparsity: float
+    linear_top1: float | None = None  # 0..1 linear-probe top-1 on the key's test split; None where not computed
 
     @classmethod
     def from_result(cls, result) -> LandscapePoint:
@@ -171,6 +186,7 @@ class LandscapePoint:
             int(result.flops),
             float(result.realised_mlp_sparsity),
             float(result.realised_head_sparsity),
+            None if result.linear_top1 is None else float(result.linear_top1),
         )
 
     def row(self) -> list:
@@ -186,7 +202,7 @@ def _check_row(row: object, step: float) -> LandscapePoint:
         raise ValueError(f"a point must be a list of {len(_POINT_FIELDS)} values")
     values = dict(zip(_POINT_FIELDS, row))
     for name, value in values.items():
-        optional = name in ("knn_top1", "mean_cosine")
+        optional = name in ("knn_top1", "mean_cosine", "linear_top1")
         if value is None and optional:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -194,7 +210,7 @@ def _check_row(row: object, step: float) -> LandscapePoint:
     for name in ("mlp_sparsity", "head_sparsity"):
         if on_grid(values[name], step) is None:
             raise ValueError(f"{name} {values[name]!r} is not on the {step} grid")
-    for name in ("knn_top1", "realised_mlp_sparsity", "realised_head_sparsity"):
+    for name in ("knn_top1", "linear_top1", "realised_mlp_sparsity", "realised_head_sparsity"):
         if values[name] is not None and not 0.0 <= values[name] <= 1.0:
             raise ValueError(f"{name} {values[name]!r} is outside 0..1")
     if values["mean_cosine"] is not None and not -1.0 - 1e-6 <= values["mean_cosine"] <= 1.0 + 1e-6:
@@ -238,9 +254,13 @@ class Landscape:
             return []
 
     def _merge(self, points: Iterable[LandscapePoint]) -> None:
+        """Add points not known yet; a point that brings a linear value the known one lacks replaces it."""
         with self._lock:
             for point in points:
-                self._points.setdefault((point.mlp_sparsity, point.head_sparsity), point)
+                configuration = (point.mlp_sparsity, point.head_sparsity)
+                known = self._points.get(configuration)
+                if known is None or (known.linear_top1 is None and point.linear_top1 is not None):
+                    self._points[configuration] = point
 
     # ---- queries ------------------------------------------------------------------------------
     def get(self, mlp_sparsity: float, head_sparsity: float) -> LandscapePoint | None:
@@ -271,9 +291,19 @@ class Landscape:
         """Every grid configuration, MLP-major."""
         return ((m, h) for m in self.axis for h in self.axis)
 
-    def missing(self) -> list[tuple[float, float]]:
+    def missing(self, field: str | None = None) -> list[tuple[float, float]]:
+        """Configurations without a point, or (``field``, e.g. "linear_top1") whose point lacks that value."""
         with self._lock:
-            return [c for c in self.configurations() if c not in self._points]
+            return [
+                c
+                for c in self.configurations()
+                if c not in self._points or (field is not None and getattr(self._points[c], field) is None)
+            ]
+
+    def count(self, field: str) -> int:
+        """Points that carry ``field`` (e.g. "linear_top1")."""
+        with self._lock:
+            return sum(getattr(p, field) is not None for p in self._points.values())
 
     def points(self) -> list[LandscapePoint]:
         with self._lock:
@@ -318,7 +348,11 @@ class Landscape:
             text = dump_points(self.key, self._points.values())
             self._unsaved = 0
         try:
+            guard_destination(self.path, "the landscape cache", overwrite=True)  # never over a FIFO or device
             write_text_atomic(self.path, text)
+        except SnapViTError as error:
+            log.warning("landscape cache %s not written: %s", self.path, error.problem)
+            return False
         except OSError as error:
             log.warning("landscape cache %s not written: %s", self.path, error.strerror or error)
             return False
@@ -336,16 +370,10 @@ def dump_points(key: LandscapeKey, points: Iterable[LandscapePoint]) -> str:
 def read_points(source: Path, key: LandscapeKey) -> list[LandscapePoint]:
     """The points of a cache file made for ``key``; SnapViTError when it is not such a file."""
     fix = "It is ignored and the landscape recomputed; delete the file to silence this."
+    raw = read_bounded(source, MAX_FILE_BYTES, "the landscape cache", fix)  # never a FIFO, device or /proc entry
     try:
-        size = source.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise SnapViTError(f"Landscape cache {source} is {size:,} bytes, more than a landscape can be.", fix)
-        with open(source, "rb") as handle:
-            raw = handle.read(MAX_FILE_BYTES + 1)
         document = json.loads(raw.decode("utf-8"))
-    except SnapViTError:
-        raise
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
         reason = "truncated or not JSON" if isinstance(error, ValueError) else type(error).__name__
         raise SnapViTError(f"Landscape cache {source} cannot be read ({reason}).", fix) from None
     if not isinstance(document, dict) or document.get("format") != FORMAT or document.get("version") != VERSION:
@@ -358,7 +386,7 @@ def read_points(source: Path, key: LandscapeKey) -> list[LandscapePoint]:
     for number, row in enumerate(document["points"]):
         try:
             points.append(_check_row(row, key.grid))
-        except (ValueError, TypeError) as error:
+        except (ValueError, TypeError, OverflowError) as error:  # OverflowError: a 400-digit number
             raise SnapViTError(f"Landscape cache {source}: point {number} is invalid ({error}).", fix) from None
     return points
 
@@ -456,6 +484,7 @@ def landscape_key(
         dtype="float32",
         align=int(explorer.elastic.align),
         grid=float(grid),
+        linear=json.dumps(explorer.linear_probe.describe(), sort_keys=True),
     )
 
 

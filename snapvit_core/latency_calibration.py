@@ -33,6 +33,8 @@ MLP_GRID_POINTS = 9  # kept-width grid of the MLP piece (linear interpolation be
 POINT_QUANTILE, HIGH_QUANTILE = 0.0, 0.5
 MIN_PIECE_S = 1e-3  # a piece's timing repeats its call until it lasts about this long
 RUNTIMES = ("torch", "onnxruntime")  # what executes the timed forwards
+MAX_ROUNDS = 100  # interleaved rounds per batch size (the default grows to 21 within its budget)
+MAX_BUDGET_S = 3600.0  # timing seconds per batch size
 
 
 class _Embedding(nn.Module):
@@ -210,6 +212,21 @@ class _Pieces:
         return self.elastic.run(self._uniform(heads, neurons), first_block_part).eval()
 
 
+def check_rounds(min_rounds: int, max_rounds: int, budget_s: float) -> None:
+    """Refuse round counts and budgets outside their bounds (they size the timing loops)."""
+    for name, value, example in (("minimum", min_rounds, "--min-rounds 3"), ("maximum", max_rounds, "--max-rounds 21")):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ROUNDS:
+            raise SnapViTError(
+                f"The calibration's {name} rounds must be a whole number in 1..{MAX_ROUNDS}, got {str(value)[:40]}.",
+                f"Use e.g. {example}.",
+            )
+    if not (isinstance(budget_s, (int, float)) and math.isfinite(budget_s) and 0 < budget_s <= MAX_BUDGET_S):
+        raise SnapViTError(
+            f"The calibration budget must be in (0, {MAX_BUDGET_S:.0f}] seconds per batch size, got {budget_s!r}.",
+            "Use e.g. --budget-s 1.5.",
+        )
+
+
 def calibrate_latency_model(
     model: nn.Module,
     image_size: int,
@@ -234,6 +251,7 @@ def calibrate_latency_model(
         progress: called with (done, total) timed rounds over all batch sizes.
         cancel: checked between timings; returning True (or raising) raises CancelledError.
     """
+    check_rounds(min_rounds, max_rounds, budget_s)
     started = time.perf_counter()
     device = torch.device(device)
     dtype = next(model.parameters()).dtype

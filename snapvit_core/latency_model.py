@@ -336,9 +336,9 @@ def load_cached_latency_model(key: LatencyModelKey, cache_dir=None, batches: Seq
     try:
         if not path.is_file():
             return None
-        if path.stat().st_size > MAX_CACHE_BYTES:
-            raise ValueError(f"it is larger than {MAX_CACHE_BYTES >> 20} MB")
-        model = LatencyModel.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        from .safe_files import read_bounded
+
+        model = LatencyModel.from_dict(json.loads(read_bounded(path, MAX_CACHE_BYTES, "the cache").decode("utf-8")))
     except (OSError, ValueError, KeyError, TypeError, RecursionError, SnapViTError) as error:
         reason = str(error) if isinstance(error, (SnapViTError, ValueError)) else type(error).__name__
         _warn_once(path, f"ignoring the latency model cache {path} ({reason[:200]}); recalibrating.")

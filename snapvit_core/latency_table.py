@@ -25,8 +25,9 @@ import torch
 from ._atomic import write_text_atomic
 from .adapter import ArchitectureShape
 from .elastic import PruningPlan
-from .errors import SnapViTError
+from .errors import SnapViTError, printable
 from .latency_model import BatchTable, LatencyModel, LatencyModelKey, LatencyPrediction
+from .safe_files import read_bounded
 
 TABLE_FORMAT = "snapvit-latency-table"
 TABLE_VERSION = 1
@@ -171,9 +172,26 @@ def make_table(model: LatencyModel, model_id: str, shape: ArchitectureShape, dev
 
 
 def save_table(table: LatencyTable, path: str | Path) -> Path:
+    """Write ``table`` atomically: on any failure (a full disk) the file already at ``path`` is left as it was."""
     path = Path(path)
-    write_text_atomic(path, json.dumps(table.to_dict(), indent=1) + "\n")
+    try:
+        write_text_atomic(path, json.dumps(table.to_dict(), indent=1) + "\n")
+    except OSError as error:
+        raise SnapViTError(
+            f"Could not write the latency table {path}: {error.strerror or error}; nothing was replaced.",
+            "Free some space or choose a writable --out, then calibrate again.",
+        ) from None
     return path
+
+
+def is_latency_table(data: bytes) -> bool:
+    """Whether ``data`` (a file's bytes) is a latency table this project wrote (its format marker), for the
+    write guard of ``calibrate --out``."""
+    try:
+        document = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return False
+    return isinstance(document, dict) and document.get("format") == TABLE_FORMAT
 
 
 def _refuse(path: Path, problem: str) -> SnapViTError:
@@ -201,17 +219,13 @@ def _depth(value: object, limit: int) -> int:
 def load_table(path: str | Path) -> LatencyTable:
     """Read and check a latency table; any problem is one SnapViTError naming it."""
     path = Path(path).expanduser()
+    fix = "Check the path: a table is a .json file (a few KB) written by `python -m snapvit_core calibrate`."
+    raw = read_bounded(path, MAX_TABLE_BYTES, "the latency table", fix)  # never a FIFO, device or /proc entry
     try:
-        size = path.stat().st_size
-    except OSError as error:
-        raise SnapViTError(f"Cannot read latency table {path}: {error.strerror or error}.", "Check the path.") from None
-    if size > MAX_TABLE_BYTES:
-        raise _refuse(path, f"{size:,} bytes (a table is a few KB; the limit is {MAX_TABLE_BYTES:,})")
-    try:
-        data = json.loads(path.read_bytes().decode("utf-8"), parse_constant=_reject_constant)
+        data = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
     except RecursionError:
         raise _refuse(path, "nested too deeply") from None
-    except (OSError, UnicodeDecodeError, ValueError) as error:
+    except (UnicodeDecodeError, ValueError) as error:
         raise _refuse(path, f"not valid JSON ({str(error)[:120]})") from None
     if _depth(data, MAX_DEPTH) > MAX_DEPTH:
         raise _refuse(path, "nested too deeply")
@@ -241,9 +255,10 @@ def _number(value: object, low: float, high: float, name: str) -> float:
 
 
 def _text(value: object, name: str, limit: int = 200) -> str:
+    """A string field, its control characters escaped (a device name is printed to terminals and cards)."""
     if not isinstance(value, str) or len(value) > limit:
         raise ValueError(f"{name} must be a string of at most {limit} characters")
-    return value
+    return printable(value)
 
 
 def _triple(value: object, name: str) -> tuple[float, float, float]:

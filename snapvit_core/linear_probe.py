@@ -114,6 +114,10 @@ class LinearProbe:
                 f"Linear probe seed must be an integer from 0 to 2**63 - 1, got {self.seed!r}.", "Use e.g. 0."
             )
 
+    def describe(self) -> dict:
+        """The settings as JSON-ready values (the lr resolved), for reports and landscape keys."""
+        return {"epochs": self.epochs, "lr": self.base_lr, "batch_size": self.batch_size, "seed": self.seed}
+
     @property
     def base_lr(self) -> float:
         """The peak (first-epoch) learning rate."""

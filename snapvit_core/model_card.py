@@ -5,15 +5,52 @@ is a published checkpoint (never a license: the exporter cannot know it). Values
 strings, which are valid YAML scalars, so no YAML library is needed to write it and any parser reads it.
 The body says what was pruned (per-block widths), what was measured (parameters, FLOPs, kNN, latency with
 the device), how the scores were made and searched, and how to load the export.
+
+The card is data, not code: every value that comes from metadata, a file or a name (scores method and
+data, device names, the folder's name) is one line with its control characters escaped, cut to
+``MAX_VALUE_CHARS``, and has the characters that make Markdown or HTML (links, images, tags, table
+cells, code spans) backslash-escaped; the front matter's values are JSON strings (``base_model`` only a
+repo id of the usual shape); the loading snippets quote the folder with ``repr``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+
+from .errors import printable
 
 PIPELINE_TAG = "image-feature-extraction"
 TAGS = ("snapvit", "pruned", "vision-transformer", "image-feature-extraction", "custom_code")
+MAX_VALUE_CHARS = 80  # a value from metadata or a name on the card (longer ones are cut, with an ellipsis)
+_MARKDOWN = re.compile(r"([\\`*\[\]<>!|~$&])")  # what can start a link, image, tag, code span or table cell
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")  # a Hugging Face repo id
+_TIMM_NAME = re.compile(r"[a-z0-9][\w-]{0,95}\.[\w-]{1,95}")  # a timm model name with a pretrained tag
+
+
+def inert(value: object, limit: int = MAX_VALUE_CHARS) -> str:
+    """``value`` as Markdown that shows its text and nothing else: one line, at most ``limit`` characters."""
+    text = printable(value)
+    if len(text) > limit:
+        text = text[: limit - 1] + "\u2026"
+    return _MARKDOWN.sub(r"\\\1", text)
+
+
+def _inert_values(value: object) -> object:
+    """Every string in a metadata structure (dicts, lists) made :func:`inert`; numbers and the rest kept."""
+    if isinstance(value, str):
+        return inert(value)
+    if isinstance(value, dict):
+        return {key: _inert_values(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_inert_values(item) for item in value]
+    return value
+
+
+def _quoted(name: str) -> str:
+    """The export folder as a Python string literal for the snippets (a fixed placeholder if it is unusual)."""
+    return repr(name) if name.isprintable() and len(name) <= 100 else repr("path/to/export")
 
 
 def base_model(source: str | None, random_init: bool) -> str | None:
@@ -23,8 +60,8 @@ def base_model(source: str | None, random_init: bool) -> str | None:
     if source.startswith("hf:"):
         repo = source[3:].strip()
         looks_local = repo.startswith((".", "/", "~")) or Path(repo).expanduser().exists()
-        return None if looks_local or repo.count("/") != 1 else repo
-    if "." in source and "/" not in source and not Path(source).exists():  # timm name with a pretrained tag
+        return None if looks_local or not _REPO_ID.fullmatch(repo) else repo
+    if _TIMM_NAME.fullmatch(source) and not Path(source).exists():  # timm name with a pretrained tag
         return f"timm/{source}"
     return None
 
@@ -59,6 +96,13 @@ def _metrics_lines(metrics: dict) -> list[str]:
     if knn:
         lines.append(f"| kNN top-1 ({knn['data']}, k={knn['k']}, {knn['vote']} vote) | {knn['top1']:.2f} % | "
                      f"{knn.get('unpruned_top1', float('nan')):.2f} % |")  # fmt: skip
+    linear = metrics.get("linear")
+    if linear:
+        probe = linear.get("probe") or {}
+        lines.append(
+            f"| linear-probe top-1 ({linear['data']}, DINOv1 protocol: {probe.get('epochs', '?')} epochs, "
+            f"lr {probe.get('lr', '?')}) | {linear['top1']:.2f} % | {linear.get('unpruned_top1', float('nan')):.2f} % |"
+        )
     latency = metrics.get("latency")
     if latency:
         measured = latency.get("measured_ms")
@@ -77,12 +121,14 @@ def _metrics_lines(metrics: dict) -> list[str]:
 
 
 def _scores_lines(scores_metadata: dict) -> list[str]:
+    """The scores' provenance, every value inert."""
     method = scores_metadata.get("method", "unknown")
     base = scores_metadata.get("base_method")
-    lines = [f"- Importance scores: `{method}`" + (f" (search over `{base}` gradient scores)" if base else "") + "."]
+    searched = f" (search over {inert(base)} gradient scores)" if base else ""
+    lines = [f"- Importance scores: {inert(method)}{searched}."]
     for key in ("samples", "data", "model_id", "device", "saved_at"):
         if isinstance(scores_metadata.get(key), (str, int, float)):
-            lines.append(f"  - {key}: {str(scores_metadata[key])[:80]}")
+            lines.append(f"  - {key}: {inert(scores_metadata[key])}")
     search = scores_metadata.get("search")
     if isinstance(search, dict) and isinstance(search.get("fitness"), list):
         lines.append(f"  - evolutionary search (xNES) over per-block multipliers: {len(search['fitness'])} evaluations")
@@ -90,23 +136,27 @@ def _scores_lines(scores_metadata: dict) -> list[str]:
 
 
 def model_card(config: dict, metrics: dict, scores_metadata: dict | None, name: str) -> str:
-    """The README.md text of an export whose config.json is ``config``."""
+    """The README.md text of an export whose config.json is ``config`` (every value from metadata or a name inert)."""
     pruning = config["pruning"]
-    heads, neurons = pruning["kept_heads"], pruning["kept_neurons"]
-    source = pruning.get("source_model") or "unknown"
+    heads, neurons = [int(h) for h in pruning["kept_heads"]], [int(n) for n in pruning["kept_neurons"]]
+    source = inert(pruning.get("source_model") or "unknown")
     align = pruning.get("align", 1)
+    align = align if isinstance(align, int) and not isinstance(align, bool) else 1
+    metrics = _inert_values(metrics)  # device names, data specs ... (numbers are formatted by the lines)
+    scores_metadata = {key: value for key, value in (scores_metadata or {}).items() if isinstance(key, str)}
+    title, snippet_path = inert(name, 100), _quoted(name)
     widths = ["| block | kept heads | kept MLP neurons |", "|---:|---:|---:|"]
     widths += [f"| {i} | {h} | {n} |" for i, (h, n) in enumerate(zip(heads, neurons))]
     body = [
-        f"# {name}: {source} pruned with SnapViT",
+        f"# {title}: {source} pruned with SnapViT",
         "",
         "Whole attention heads and MLP hidden neurons were removed by importance score (SnapViT: single-shot, "
         "label-free, no retraining), so this is a smaller dense ViT, not a masked one.",
         "",
-        f"- Source model: `{source}`" + (" (random initialisation)" if pruning.get("random_init") else ""),
-        f"- MLP sparsity requested {pruning.get('mlp_sparsity', 'n/a')}, realised "
+        f"- Source model: {source}" + (" (random initialisation)" if pruning.get("random_init") else ""),
+        f"- MLP sparsity requested {inert(pruning.get('mlp_sparsity', 'n/a'))}, realised "
         f"{_realised(neurons, metrics.get('mlp_total'))}; head sparsity requested "
-        f"{pruning.get('head_sparsity', 'n/a')}, realised {_realised(heads, metrics.get('heads_total'))}",
+        f"{inert(pruning.get('head_sparsity', 'n/a'))}, realised {_realised(heads, metrics.get('heads_total'))}",
         f"- MLP widths aligned to multiples of {align}" + (" (no alignment: the published rule)" if align == 1 else ""),
         f"- Weight correction (SparseGPT-style): {'yes' if pruning.get('corrected') else 'no'}",
         "",
@@ -120,7 +170,7 @@ def model_card(config: dict, metrics: dict, scores_metadata: dict | None, name: 
         "",
         "## How it was scored and searched",
         "",
-        *_scores_lines(scores_metadata or {}),
+        *_scores_lines(scores_metadata),
         "- Keep counts: a global threshold over all blocks' scores per unit type, each block protected by a "
         "minimum keep ratio" + (f", then each block's MLP width rounded to a multiple of {align}" if align > 1 else ""),
         "",
@@ -128,7 +178,7 @@ def model_card(config: dict, metrics: dict, scores_metadata: dict | None, name: 
         "",
         "```python",
         "from transformers import AutoModel",
-        f'model = AutoModel.from_pretrained("{name}", trust_remote_code=True)  # or the folder path',
+        f"model = AutoModel.from_pretrained({snippet_path}, trust_remote_code=True)  # or the folder path",
         "embedding = model(pixel_values).pooler_output",
         "```",
         "",
@@ -136,7 +186,7 @@ def model_card(config: dict, metrics: dict, scores_metadata: dict | None, name: 
         "",
         "```python",
         "from load_pruned import load_pruned, embed  # the loader in this folder",
-        f'model = load_pruned("{name}")',
+        f"model = load_pruned({snippet_path})",
         "embedding = embed(model, images)",
         "```",
         "",

@@ -3,15 +3,19 @@
 Every export carries a verbatim copy of this file next to ``configuration_snapvit.py`` and
 ``load_pruned.py`` (which builds the pruned timm / transformers backbone; torch, timm, safetensors and
 transformers only). The backbone sits under ``model`` (``base_model_prefix``), so the export's
-``model.safetensors`` (keys of the bare backbone) loads into it unchanged.
+``model.safetensors`` (keys of the bare backbone) loads into it unchanged. A local export folder is
+checked by ``load_pruned.check_export`` before transformers builds anything (config.json against the
+weights' header: one ``ExportError`` line naming the file and the problem).
 """
+
+import os
 
 import torch
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .configuration_snapvit import SnapViTConfig
-from .load_pruned import build_pruned, pool
+from .load_pruned import build_pruned, check_config, check_export, pool
 
 
 class SnapViTModel(PreTrainedModel):
@@ -23,10 +27,11 @@ class SnapViTModel(PreTrainedModel):
 
     def __init__(self, config: SnapViTConfig) -> None:
         super().__init__(config)
+        settings = check_config(config.to_dict())  # bounded widths and depth before anything is allocated
         # Built for real on the CPU even when transformers initialises on the meta device: some backbones
         # compute non-persistent buffers at construction (timm Eva's RoPE tables) that no weight file holds.
         with torch.device("cpu"):
-            self.model = build_pruned(config.to_dict())
+            self.model = build_pruned(settings)
         # transformers may re-allocate buffers that are not in the weight file (non-persistent ones, e.g.
         # timm Eva's RoPE periods) without their values: keep them to restore after loading.
         self._computed_buffers = {
@@ -39,6 +44,9 @@ class SnapViTModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, *args: object, **kwargs: object):
+        source = args[0] if args else kwargs.get("pretrained_model_name_or_path")
+        if isinstance(source, (str, os.PathLike)) and os.path.isdir(source):
+            check_export(source)  # config.json against model.safetensors' header, before anything is built
         loaded = super().from_pretrained(*args, **kwargs)
         model = loaded[0] if isinstance(loaded, tuple) else loaded
         with torch.no_grad():

@@ -31,6 +31,7 @@ from ._atomic import atomic_path
 from ._safe_unpickle import MAX_BLOCKS, MAX_TENSOR_ELEMENTS, ForeignObject, load_torch_zip
 from ._version import __version__
 from .errors import SnapViTError
+from .safe_files import check_regular
 from .scores import ImportanceScores
 
 logger = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ METADATA_KEY = "snapvit"  # safetensors header metadata key holding the JSON doc
 MLP_TENSOR, HEAD_TENSOR = "mlp_scores", "head_scores"
 SUFFIX = ".safetensors"
 MAX_HEADER_BYTES = 100 << 20  # the safetensors library's own header limit
+MAX_SCORES_FILE_BYTES = 256 << 20  # two score tensors (each at most 4 M values) and a header; ViT-B's: 150 KB
 
 # Published model_type (the authors' ModelType enum value) -> timm model id of the same weights.
 PUBLISHED_BACKBONES = {
@@ -178,7 +180,8 @@ def _check_file(path: Path) -> int:
         raise SnapViTError(
             f"{path} is a folder, not a scores file.", f"Pass a {SUFFIX} or published .pt file inside it."
         )
-    size = path.stat().st_size
+    # a regular file only (a FIFO would block the reader, /dev/zero never end), of a scores file's size
+    size = check_regular(path, MAX_SCORES_FILE_BYTES, "the scores file", f"Pass a {SUFFIX} or published .pt file.")
     if size == 0:
         raise _empty(str(path))
     return size

@@ -13,6 +13,7 @@ same base scores, which are recorded when the checkpoint is written.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import math
 import os
@@ -25,6 +26,7 @@ import torch
 
 from ._atomic import atomic_path
 from .errors import SnapViTError
+from .safe_files import read_bounded
 from .scores import ImportanceScores
 
 log = logging.getLogger(__name__)
@@ -112,26 +114,19 @@ def load_checkpoint(path: Path, identity: SearchIdentity) -> dict:
         SnapViTError: unreadable, not a checkpoint, damaged (a missing, mistyped, misshapen, oversized or
             non-finite value), or written for other settings, another backbone or other scores.
     """
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as handle:
-            head = handle.read(4)
-    except OSError as error:
-        raise SnapViTError(f"Could not read the search checkpoint {path}: {error.strerror or error}.", _FIX) from error
-    if size == 0:
+    evaluations = int(identity.config.get("evaluations", 0))
+    largest = 2 * identity.dimension * (identity.dimension + 2) * 8 + 64 * evaluations + (1 << 20)
+    # read once, bounded, from a regular file only (a FIFO would block, /dev/zero fill memory): what is
+    # checked is what torch loads
+    data = read_bounded(path, largest, "the search checkpoint", _FIX)
+    if not data:
         raise SnapViTError(
             f"The search checkpoint {path} is empty (0 bytes): the search was probably killed while writing it.", _FIX
         )
-    if head != b"PK\x03\x04":
+    if data[:4] != b"PK\x03\x04":
         raise SnapViTError(f"{path} is not {_WHAT}.", _FIX)
-    evaluations = int(identity.config.get("evaluations", 0))
-    largest = 2 * identity.dimension * (identity.dimension + 2) * 8 + 64 * evaluations + (1 << 20)
-    if size > largest:
-        raise SnapViTError(
-            f"{path} is {size >> 20} MB; a checkpoint of this search is at most {largest >> 20} MB.", _FIX
-        )
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - truncated or foreign: torch raises many types, with advice to load unsafely
         raise SnapViTError(f"{path} is not {_WHAT}, or it is truncated ({type(exc).__name__}).", _FIX) from exc
     problem = checkpoint_problem(state, identity)

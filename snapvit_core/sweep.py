@@ -14,11 +14,13 @@ import pandas as pd
 from .cancel import Cancel, Progress, check_cancel, report
 from .explorer import Explorer
 
+LINEAR_COLUMN = "Linear-probe top-1 (%)"
 SWEEP_COLUMNS = (
     "scores",
     "MLP sparsity",
     "head sparsity",
     "kNN top-1 (%)",
+    LINEAR_COLUMN,
     "embedding cosine",
     "params",
     "params_m",
@@ -38,6 +40,7 @@ def sweep(
     cancel: Cancel | None = None,
     knn_images: int | None = None,
     batch: int = 1,
+    linear: bool = False,
 ) -> pd.DataFrame:
     """Evaluate every (MLP, head) pair for every scores source.
 
@@ -48,6 +51,7 @@ def sweep(
         cancel: checked between configurations and inside each kNN pass (raises CancelledError).
         knn_images: live kNN subset size per configuration (None: the explorer's whole set).
         batch: batch size of the predicted latency (the latency model is calibrated for 1 and 32).
+        linear: also the linear-probe top-1 (same feature pass as kNN), for ranking by it.
 
     Returns:
         One row per configuration with SWEEP_COLUMNS; ``latency_ms`` and ``speed-up (x)`` are the
@@ -62,16 +66,19 @@ def sweep(
         for mlp_sparsity, head_sparsity in pairs:
             check_cancel(cancel, "sweep")
             cost = explorer.cost(mlp_sparsity, head_sparsity, batch)
-            accuracy, cosine = None, None
+            accuracy, cosine, linear_accuracy = None, None, None
             if explorer.knn is not None:
-                result = explorer.evaluate(mlp_sparsity, head_sparsity, ("knn",), knn_images=knn_images, cancel=cancel)
+                metrics = ("knn", "linear") if linear else ("knn",)
+                result = explorer.evaluate(mlp_sparsity, head_sparsity, metrics, knn_images=knn_images, cancel=cancel)
                 accuracy, cosine = 100.0 * result.knn_top1, result.embedding_cosine
+                linear_accuracy = None if result.linear_top1 is None else 100.0 * result.linear_top1
             rows.append(
                 {
                     "scores": label,
                     "MLP sparsity": mlp_sparsity,
                     "head sparsity": head_sparsity,
                     "kNN top-1 (%)": accuracy,
+                    LINEAR_COLUMN: linear_accuracy,
                     "embedding cosine": cosine,
                     "params": cost.cost.params,
                     "params_m": cost.cost.params / 1e6,
@@ -104,6 +111,7 @@ def landscape_table(sources: dict[str, tuple[Explorer, object]], batch: int = 1)
                     "MLP sparsity": point.mlp_sparsity,
                     "head sparsity": point.head_sparsity,
                     "kNN top-1 (%)": None if point.knn_top1 is None else 100.0 * point.knn_top1,
+                    LINEAR_COLUMN: None if point.linear_top1 is None else 100.0 * point.linear_top1,
                     "embedding cosine": point.mean_cosine,
                     "params": cost.cost.params,
                     "params_m": cost.cost.params / 1e6,

@@ -18,9 +18,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import make_vit  # noqa: E402  (also puts the repository root on sys.path)
 
 from snapvit_core import distributed  # noqa: E402
+from snapvit_core.backbones import Backbone  # noqa: E402
 from snapvit_core.data import procedural_images  # noqa: E402
 from snapvit_core.data_free import magnitude_scores  # noqa: E402
 from snapvit_core.evaluation import KnnEvaluator  # noqa: E402
+from snapvit_core.explorer import Explorer  # noqa: E402
 from snapvit_core.scoring import ScoringConfig, compute_scores  # noqa: E402
 from snapvit_core.search import SearchConfig, run_search  # noqa: E402
 
@@ -39,6 +41,9 @@ def run() -> dict:
     train, test = torch.randn(13, 3, 32, 32, generator=generator), torch.randn(7, 3, 32, 32, generator=generator)
     evaluator = KnnEvaluator(train, torch.arange(13) % 3, test, torch.arange(7) % 3, k=5, batch_size=4)
     features = evaluator.features(model)
+    explorer = Explorer(Backbone(model, "tiny"), magnitude_scores(model))
+    explorer.attach_knn(evaluator)
+    both = explorer.evaluate(0.3, 0.2, ("knn", "linear"))  # one feature pass, both accuracy metrics
     search_images = torch.randn(12, 3, 32, 32, generator=generator)
     config = SearchConfig(evaluations=12, covariance="identity", pca_components=8, population_size=5)
     result = run_search(model, magnitude_scores(model), search_images, config)
@@ -51,6 +56,8 @@ def run() -> dict:
         "train_features": features[0],
         "test_features": features[1],
         "top1": evaluator.top1(model),
+        "explorer_knn": both.knn_top1,
+        "explorer_linear": both.linear_top1,
         "multipliers": result.multipliers,
         "best_fitness": result.best_fitness,
         "fitness": result.fitness_history,

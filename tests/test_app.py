@@ -590,12 +590,16 @@ def test_compare_page_sweeps_with_predicted_latency():
 
 def test_compare_page_whole_plane_comes_from_the_landscapes():
     app = start("app_pages/4_compare.py")
-    app.radio[0].set_value("whole plane (the accuracy landscape)")
+    next(r for r in app.radio if r.label == "Configurations").set_value("whole plane (the accuracy landscape)")
     next(b for b in app.button if b.label == "Run sweep").click().run()
     assert not app.exception and "job_sweep" not in app.session_state  # nothing to compute: shipped
     table = app.session_state["sweep_table"]
     assert len(table) == 800 and set(table["scores"]) == {next(iter(table["scores"])), "magnitude (data-free)"}
     assert any("from the accuracy landscapes: 800 of 800" in c.value for c in app.caption)
+    assert table["Linear-probe top-1 (%)"].notna().all()  # shipped with the landscapes
+    app.radio(key="rank_by").set_value("Linear-probe top-1").run()  # the charts and the front follow the probe
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in app.get("plotly_chart")]
+    assert not app.exception and any(t.startswith("Linear-probe top-1 vs FLOPs") for t in titles), titles
 
 
 def _find_budget(app: AppTest, target: str, limit: float):
@@ -772,3 +776,46 @@ def test_export_page_writes_the_plans_widths_with_every_option(chosen, tmp_path,
             assert report.knn["top1"] == pytest.approx(100 * explorer.evaluate(0.45, 0.3, ("knn",)).knn_top1)
     finally:
         shutil.rmtree(report.directory, ignore_errors=True)
+
+
+def test_linear_probe_card_is_instant_and_the_heatmap_switches_metric():
+    """The default experience ships linear-probe values: the card is a lookup like kNN, the browser's table
+    holds it, and the landscape heatmap shows kNN, the probe or their difference."""
+    app = start("app_pages/3_explorer.py")
+    app.slider(key="mlp_sparsity").set_value(0.45).run()
+    app.slider(key="head_sparsity").set_value(0.3).run()
+    point = shared_of(app).landscape.get(0.45, 0.3)
+    baseline = shared_of(app).landscape.get(0.0, 0.0)
+    assert point is not None and point.linear_top1 is not None
+    assert metric(app, "Linear probe top-1 (%)") == f"{100 * point.linear_top1:.2f}"
+    drawn = next(c for c in cards_of_view(app) if c["label"] == "Linear probe top-1 (%)")
+    assert drawn["delta"] == f"{100 * (point.linear_top1 - baseline.linear_top1):+.2f} pts"
+    from ui.instant_cards import table_view
+
+    from ui.explorer_view import knn_table as browser_table
+
+    knn_table = browser_table(shared_of(app), False)  # what the browser follows the sliders with
+    in_browser = {card.label: card.value for card in table_view(knn_table, "0.45|0.30").cards}
+    assert in_browser["Linear probe top-1 (%)"] == f"{100 * point.linear_top1:.2f}"
+    from ui.explorer_view import DIFFERENCE, HEATMAPS
+
+    def heatmap_trace():
+        chart = next(
+            c
+            for c in app.get("plotly_chart")
+            if "plane" in json.loads(c.proto.spec)["layout"].get("title", {}).get("text", "")
+            or "understate" in json.loads(c.proto.spec)["layout"].get("title", {}).get("text", "")
+        )
+        return json.loads(chart.proto.spec)
+
+    assert heatmap_trace()["data"][0]["name"] == "kNN"
+    app.radio(key="landscape_metric").set_value(HEATMAPS[1]).run()
+    assert not app.exception and heatmap_trace()["data"][0]["name"] == "linear"
+    app.radio(key="landscape_metric").set_value(DIFFERENCE).run()
+    spec = heatmap_trace()
+    assert spec["data"][0]["zmid"] == 0.0 and "understate" in spec["layout"]["title"]["text"]
+
+
+def cards_of_view(app):
+    """The cards of the explorer's kNN component as dicts (label, value, delta ...)."""
+    return [card for data in instant_data(app) for card in data["view"]["cards"]]

@@ -75,6 +75,29 @@ def test_accuracy_is_evaluated_on_the_boundary_only():
     assert answer.accuracy == pytest.approx(100.0 * knn)
 
 
+def test_ranking_by_the_linear_probe(tmp_path):
+    """metric="linear": the boundary search and the landscape read rank by linear-probe top-1."""
+    from snapvit_core.budget import best_in_landscape
+    from snapvit_core.landscape import Landscape, LandscapePoint, landscape_key
+
+    explorer = _explorer()
+    answer = find_best_under_budget(explorer, "flops_pct", 70.0, step=0.05, max_evaluations=4, metric="linear")
+    assert answer.accuracy_kind == "linear" and answer.accuracy == answer.candidates["accuracy"].max()
+    linear = explorer.evaluate(answer.mlp_sparsity, answer.head_sparsity, ("linear",)).linear_top1
+    assert answer.accuracy == pytest.approx(100.0 * linear)
+    landscape = Landscape(landscape_key(explorer, "test", grid=0.25))
+    for m, h in landscape.configurations():
+        landscape.add(LandscapePoint.from_result(explorer.evaluate(m, h, ("knn", "linear", "flops", "params"))))
+    by_linear = best_in_landscape(explorer, landscape, "flops_pct", 80.0, metric="linear")
+    best = max(
+        (p for p in landscape.points() if explorer.cost(p.mlp_sparsity, p.head_sparsity).cost.flops_pct <= 80.0),
+        key=lambda p: (p.linear_top1, -explorer.cost(p.mlp_sparsity, p.head_sparsity).cost.flops_pct),
+    )
+    assert by_linear.accuracy_kind == "linear" and by_linear.accuracy == pytest.approx(100.0 * best.linear_top1)
+    with pytest.raises(SnapViTError, match="accuracy metric"):
+        find_best_under_budget(explorer, "flops_pct", 70.0, metric="top5")
+
+
 def test_label_free_similarity_without_labels():
     explorer = _explorer(with_knn=False)
     images = torch.randn(12, 3, 32, 32, generator=torch.Generator().manual_seed(2))

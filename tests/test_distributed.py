@@ -7,6 +7,7 @@ to be the identity without a process group.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -54,9 +55,26 @@ def test_two_gloo_processes_equal_one(tmp_path):
         assert double[key].shape == single[key].shape
         torch.testing.assert_close(double[key], single[key])
     assert double["top1"] == single["top1"]
+    assert double["explorer_knn"] == single["explorer_knn"]
+    assert double["explorer_linear"] == single["explorer_linear"] is not None  # linear probe: identical
     assert double["fitness"] == single["fitness"] and len(single["fitness"]) == 12  # search: identical
     assert torch.equal(double["multipliers"], single["multipliers"])
     assert double["best_fitness"] == single["best_fitness"]
+
+
+@pytest.mark.slow
+def test_torchrun_cli_evaluate_knn_and_linear_equal_one_process():
+    """evaluate --metrics knn,linear under torchrun: one JSON (rank 0), the single process's values."""
+    common = ["evaluate", "--model", "embedded", "--scores", "scores/embedded.xnes.safetensors", "--json"]
+    common += ["--mlp-sparsity", "0.45", "--head-sparsity", "0.3", "--metrics", "knn,linear", "--limit", "100"]
+    two = torchrun("-m", "snapvit_core", *common)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    one = subprocess.run(
+        [sys.executable, "-m", "snapvit_core", *common], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert one.returncode == 0, one.stderr
+    single, double = json.loads(one.stdout), json.loads(two.stdout)
+    assert double["knn_top1"] == single["knn_top1"] and double["linear_top1"] == single["linear_top1"] is not None
 
 
 @pytest.mark.slow

@@ -31,6 +31,7 @@ SCORES = ROOT / "scores" / "embedded.xnes.safetensors"
 PAIR = (0.45, 0.3)
 CORRECTION_SAMPLES = 16
 
+
 @pytest.fixture(scope="module")
 def table_path(latency_table_path):
     return latency_table_path
@@ -120,6 +121,18 @@ def test_cli_export_with_knn_writes_the_pruned_model_and_evaluate_agrees(tmp_pat
     assert report["knn"]["top1"] == pytest.approx(100 * json.loads(capsys.readouterr().out)["knn_top1"], abs=1e-9)
 
 
+def test_cli_export_linear_puts_the_linear_probe_on_the_card(tmp_path, capsys):
+    argv = ["export", "--model", "embedded", "--scores", str(SCORES), "--mlp-sparsity", "0.45", "--head-sparsity"]
+    assert main([*argv, "0.3", "--linear", "--no-latency", "--json", "--out", str(tmp_path / "x")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["knn"] is None and report["linear"]["probe"]["epochs"] == 100
+    card = (tmp_path / "x" / "README.md").read_text()
+    assert "| linear-probe top-1 (embedded, DINOv1 protocol: 100 epochs" in card and "| kNN top-1 (" not in card
+    evaluate = ["evaluate", "--model", "embedded", "--scores", str(SCORES), "--metrics", "linear", "--json"]
+    assert main([*evaluate, "--mlp-sparsity", "0.45", "--head-sparsity", "0.3"]) == 0
+    assert report["linear"]["top1"] == pytest.approx(100 * json.loads(capsys.readouterr().out)["linear_top1"], abs=1e-9)
+
+
 @pytest.mark.parametrize("bug", ["unpruned", "other-weights"])
 def test_an_export_that_is_not_the_configuration_is_refused_and_writes_nothing(bug, tmp_path, monkeypatch, backbone):
     explorer = Explorer(backbone, load_scores(SCORES))
@@ -188,7 +201,7 @@ def test_concurrent_landscape_measure_and_budget_search_do_not_change_the_export
             export_configuration(
                 explorer,
                 ExportRequest(
-                    *PAIR, out=tmp_path / f"x{i}", source_model="embedded", knn_data="embedded", latency=False
+                    *PAIR, out=tmp_path / f"x{i}", source_model="embedded", data="embedded", knn=True, latency=False
                 ),
             )
             for i in range(3)

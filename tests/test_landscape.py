@@ -248,10 +248,10 @@ def test_cli_landscape_writes_a_resumable_csv(tmp_path):
     lines = out.read_text().splitlines()
     assert lines[0] == (
         "mlp_sparsity,head_sparsity,knn_top1,mean_cosine,params,flops,latency_ms,latency_batch_ms,"
-        "realised_mlp_sparsity,realised_head_sparsity"
+        "realised_mlp_sparsity,realised_head_sparsity,linear_top1"
     )
     row = dict(zip(lines[0].split(","), lines[2].split(",")))
-    assert 0.0 <= float(row["knn_top1"]) <= 1.0 and int(row["params"]) > 0
+    assert 0.0 <= float(row["knn_top1"]) <= 1.0 and int(row["params"]) > 0 and row["linear_top1"] == ""
     again = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert (
         again.returncode == 0 and json.loads(again.stdout)["resumed"] == 4 and json.loads(again.stdout)["computed"] == 0
@@ -279,6 +279,18 @@ def test_cli_landscape_writes_a_resumable_csv(tmp_path):
         timeout=600,
     )
     assert json.loads(evaluate.stdout)["knn_top1"] == float(row["knn_top1"])  # full precision, same value
+
+    # --metrics knn,linear adds the linear column to the same points (kNN kept), equal to evaluate's
+    linear = subprocess.run([*command, "--metrics", "knn,linear"], capture_output=True, text=True, timeout=600)
+    assert linear.returncode == 0, linear.stderr
+    assert json.loads(linear.stdout)["linear_points"] == 4 and json.loads(linear.stdout)["computed"] == 4
+    lines = out.read_text().splitlines()
+    linear_row = dict(zip(lines[0].split(","), lines[2].split(",")))
+    assert linear_row["knn_top1"] == row["knn_top1"] and 0.0 < float(linear_row["linear_top1"]) <= 1.0
+    evaluate_linear = subprocess.run(
+        [*evaluate.args[:-1], "--metrics", "linear", "--json"], capture_output=True, text=True, timeout=600
+    )
+    assert json.loads(evaluate_linear.stdout)["linear_top1"] == float(linear_row["linear_top1"])
 
 
 def test_cli_landscape_refuses_a_bad_grid(tmp_path):

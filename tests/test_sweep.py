@@ -6,7 +6,7 @@ import pytest
 from test_explorer import FAST, _explorer
 
 from snapvit_core.errors import CancelledError
-from snapvit_core.sweep import SWEEP_COLUMNS, pareto_mask, sweep
+from snapvit_core.sweep import LINEAR_COLUMN, SWEEP_COLUMNS, pareto_mask, sweep
 
 PAIRS = [(0.0, 0.0), (0.3, 0.2), (0.6, 0.5)]
 
@@ -33,6 +33,10 @@ def test_sweep_table_uses_plan_costs_and_the_latency_model(cached):
         assert row.params == cost.params
     accuracy = first.evaluate(0.3, 0.2, knn_images=30).knn_top1
     assert table["kNN top-1 (%)"].iloc[1] == pytest.approx(100.0 * accuracy)
+    assert table[LINEAR_COLUMN].isna().all()  # computed only when asked for
+    linear = sweep({"a": first}, PAIRS[:2], knn_images=30, linear=True)
+    expected = first.evaluate(0.3, 0.2, ("linear",), knn_images=30).linear_top1
+    assert linear[LINEAR_COLUMN].iloc[1] == pytest.approx(100.0 * expected)
 
 
 def test_sweep_without_data_has_no_accuracy_and_cancels(cached):

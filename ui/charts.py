@@ -282,26 +282,30 @@ COST_AXIS_TITLES = {
 }
 
 
-def tradeoff_chart(table: pd.DataFrame, cost: str, pareto: np.ndarray, title: str | None = None) -> go.Figure:
-    """kNN top-1 vs a cost column, one colour per scores source, Pareto-optimal points outlined."""
+def tradeoff_chart(
+    table: pd.DataFrame, cost: str, pareto: np.ndarray, title: str | None = None, accuracy: str = "kNN top-1 (%)"
+) -> go.Figure:
+    """An accuracy column (kNN or linear-probe top-1) vs a cost column, one colour per scores source,
+    Pareto-optimal points outlined."""
+    short = "linear" if accuracy.startswith("Linear") else "kNN"
     figure = go.Figure()
     for label, rows in table.groupby("scores", sort=False):
         figure.add_trace(
             go.Scatter(
                 x=rows[cost],
-                y=rows["kNN top-1 (%)"],
+                y=rows[accuracy],
                 mode="markers+lines",
                 name=str(label),
                 customdata=rows[["MLP sparsity", "head sparsity"]].to_numpy(),
                 hovertemplate="MLP %{customdata[0]:.2f}, heads %{customdata[1]:.2f}<br>"
-                "%{x:.3g}<br>kNN %{y:.2f}%<extra>%{fullData.name}</extra>",
+                f"%{{x:.3g}}<br>{short} %{{y:.2f}}%<extra>%{{fullData.name}}</extra>",
             )
         )
     front = table[np.asarray(pareto, dtype=bool)].sort_values(cost)
     figure.add_trace(
         go.Scatter(
             x=front[cost],
-            y=front["kNN top-1 (%)"],
+            y=front[accuracy],
             mode="lines+markers",
             name="Pareto front",
             line={"color": PARETO_COLOUR, "dash": "dot", "width": 2},
@@ -310,9 +314,9 @@ def tradeoff_chart(table: pd.DataFrame, cost: str, pareto: np.ndarray, title: st
         )
     )
     figure.update_layout(
-        title=title or f"kNN top-1 vs {COST_AXIS_TITLES.get(cost, cost)}",
+        title=title or f"{accuracy.removesuffix(' (%)')} vs {COST_AXIS_TITLES.get(cost, cost)}",
         xaxis_title=COST_AXIS_TITLES.get(cost, cost),
-        yaxis_title="kNN top-1 (%)",
+        yaxis_title=accuracy,
         legend={"orientation": "h", "y": -0.25},
     )
     return figure
@@ -326,7 +330,11 @@ def budget_chart(answer, budget_label: str) -> go.Figure:
         answer: a ``snapvit_core.budget.BudgetAnswer``.
         budget_label: how the page names the budgeted quantity.
     """
-    accuracy_title = {"knn": "kNN top-1 (%)", "similarity": "embedding cosine"}.get(answer.accuracy_kind, "")
+    accuracy_title = {
+        "knn": "kNN top-1 (%)",
+        "linear": "linear-probe top-1 (%)",
+        "similarity": "embedding cosine",
+    }.get(answer.accuracy_kind, "")
     boundary, candidates = answer.boundary, answer.candidates
     figure = go.Figure()
     if not boundary.empty:

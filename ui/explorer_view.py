@@ -148,12 +148,36 @@ def _describe_skip() -> str:
     return "kNN needs labelled data: the selected data has none (choose labelled data on the first page)."
 
 
+LINEAR_LABEL = "Linear probe top-1 (%)"
+LINEAR_HELP = (
+    "a linear classifier trained on the pruned model's frozen embeddings (DINOv1 linear evaluation: "
+    "100 epochs, SGD); what a practitioner who fine-tunes a linear head gets. Delta vs unpruned"
+)
+NOT_FILLED = "not filled"
+
+
+def _linear_card(shared: session.SharedExplorer, value: float | None, baseline: float | None, pending: str) -> Card:
+    """The linear-probe card: the value (0..1) with its delta vs unpruned, or ``pending`` when there is none."""
+    if value is None:
+        filled = shared.filler is not None and shared.filler.with_linear
+        return Card(LINEAR_LABEL, pending if filled else NOT_FILLED, help=LINEAR_HELP if filled else _LINEAR_LARGE)
+    delta = None if baseline is None else f"{100 * (value - baseline):+.2f} pts"
+    return Card(LINEAR_LABEL, f"{100 * value:.2f}", delta, help=LINEAR_HELP)
+
+
+_LINEAR_LARGE = (
+    "not computed while the landscape fills: the kNN data is large, so a probe per configuration costs too much; "
+    "`python -m snapvit_core landscape --metrics knn,linear` or `evaluate --metrics linear` computes it"
+)
+
+
 def _exact_view(shared: session.SharedExplorer, point: LandscapePoint, where: str, compact: bool) -> CardView:
     baseline = shared.landscape.get(0.0, 0.0)
     knn = 100 * point.knn_top1
     delta = None if baseline is None else f"{knn - 100 * baseline.knn_top1:+.2f} pts"
     cards = (
         Card("kNN top-1 (%)", f"{knn:.2f}", delta, help="k=20 nearest-neighbour accuracy; delta vs unpruned"),
+        _linear_card(shared, point.linear_top1, None if baseline is None else baseline.linear_top1, UPDATING),
         Card(
             "Mean cosine",
             f"{point.mean_cosine:.4f}",
@@ -164,9 +188,10 @@ def _exact_view(shared: session.SharedExplorer, point: LandscapePoint, where: st
     return CardView(cards, caption)
 
 
-def _updating_view(where: str) -> CardView:
+def _updating_view(shared: session.SharedExplorer, where: str) -> CardView:
     cards = (
         Card("kNN top-1 (%)", UPDATING, help="computing in the background for the sliders' configuration"),
+        _linear_card(shared, None, None, UPDATING),
         Card("Mean cosine", UPDATING, help="embedding similarity to the unpruned model"),
     )
     return CardView(cards, f"kNN for {where}: {UPDATING}")
@@ -175,8 +200,12 @@ def _updating_view(where: str) -> CardView:
 def _estimate_view(shared: session.SharedExplorer, estimate: Any, where: str) -> CardView:
     knn = 100 * estimate.knn_top1
     delta = None if estimate.baseline_top1 is None else f"{knn - 100 * estimate.baseline_top1:+.2f} pts"
+    linear = estimate.linear_top1
     cards = (
         Card("kNN top-1 (%)", f"{knn:.2f}", delta, help="an ESTIMATE on a subset; the exact value follows"),
+        Card(LINEAR_LABEL, f"{100 * linear:.2f}", help="an ESTIMATE on the same subset; the exact value follows")
+        if linear is not None
+        else _linear_card(shared, None, None, UPDATING),
         Card("Mean cosine", f"{estimate.mean_cosine:.4f}", help="estimate on the same subset"),
     )
     return CardView(
@@ -193,11 +222,18 @@ def knn_table(shared: session.SharedExplorer, compact: bool) -> dict[str, Any]:
     landscape = shared.landscape
     return shared.memo(
         f"knn_cards_{compact}",
-        (len(landscape), _test_set_text(shared)),
+        (len(landscape), landscape.count("linear_top1"), _test_set_text(shared)),
         lambda: table_json(
             ((p.mlp_sparsity, p.head_sparsity), _exact_view(shared, p, "{where}", compact)) for p in landscape.points()
         ),
     )
+
+
+def _complete(shared: session.SharedExplorer, point: LandscapePoint | None) -> LandscapePoint | None:
+    """``point`` when it is final: with its linear value wherever the filler computes one."""
+    if point is None or (point.linear_top1 is None and shared.filler is not None and shared.filler.with_linear):
+        return None
+    return point
 
 
 def accuracy_panel(
@@ -214,14 +250,14 @@ def accuracy_panel(
         st.info(_describe_skip(), icon=":material/info:")
         return
     landscape, filler = shared.landscape, shared.filler
-    exact = landscape.get(*config)
+    exact = _complete(shared, landscape.get(*config))
     if exact is None:
         filler.request(*config)
     where = _where(config)
 
     @st.fragment(run_every=None if exact is not None else POLL_S)
     def panel() -> None:
-        point = landscape.get(*config)
+        point = _complete(shared, landscape.get(*config))
         if point is not None:
             view = _exact_view(shared, point, where, compact)
         elif filler.status().error:
@@ -229,8 +265,8 @@ def accuracy_panel(
             return
         else:
             estimate = filler.estimate(*config)
-            view = _updating_view(where) if estimate is None else _estimate_view(shared, estimate, where)
-        instant_cards.show(key, view, link, knn_table(shared, compact), _updating_view("{where}"))
+            view = _updating_view(shared, where) if estimate is None else _estimate_view(shared, estimate, where)
+        instant_cards.show(key, view, link, knn_table(shared, compact), _updating_view(shared, "{where}"))
         if point is not None and exact is None:
             st.rerun()  # the exact value arrived: redraw the page once (landscape chart too), stop polling
 
@@ -347,6 +383,21 @@ def kept_neuron_chart(shared: session.SharedExplorer) -> Overlay:
 LANDSCAPE_POLL_S = 3.0  # while the landscape fills, how often the page looks for new points to draw
 
 
+DIFFERENCE = "Linear − kNN"
+HEATMAPS = ("kNN top-1", "Linear probe top-1", DIFFERENCE)
+
+
+def _heatmap_values(landscape: Any, shown: str) -> tuple[np.ndarray, str, str]:
+    """(the (MLP, head) grid in %, or points for the difference; its short name; the chart title)."""
+    knn = 100 * landscape.matrix("knn_top1")
+    if shown == HEATMAPS[0]:
+        return knn, "kNN", "kNN top-1 over the (MLP, head) plane"
+    linear = 100 * landscape.matrix("linear_top1")
+    if shown == HEATMAPS[1]:
+        return linear, "linear", "Linear-probe top-1 over the (MLP, head) plane"
+    return linear - knn, "linear − kNN", "Linear probe minus kNN (points): where does kNN understate the loss?"
+
+
 def landscape_chart(shared: session.SharedExplorer, on_click) -> Overlay:
     """The landscape heatmap; clicking a cell calls ``on_click`` (the sliders move there). Returns what
     draws a configuration's star over it.
@@ -360,13 +411,32 @@ def landscape_chart(shared: session.SharedExplorer, on_click) -> Overlay:
 
     landscape = shared.landscape
     axis, flops, latency = cost_grids(shared)
+    shown = st.radio(
+        "Heatmap",
+        list(HEATMAPS),
+        horizontal=True,
+        key="landscape_metric",
+        label_visibility="collapsed",
+        help="Linear − kNN: where the two metrics disagree. Red cells: the linear probe loses more than kNN says "
+        "(kNN understates the loss there); blue: it keeps more.",
+    )
     clicks = st.session_state.get("landscape_clicks", 0)
     drawn = len(landscape)
-    key = (id(landscape), drawn, latency is not None, clicks)
+    key = (id(landscape), drawn, landscape.count("linear_top1"), latency is not None, clicks, shown)
     cached = st.session_state.get("landscape_figure")
     if cached is None or cached[0] != key:
-        knn = 100 * landscape.matrix("knn_top1")
-        figure = landscape_heatmap(axis, knn, flops, latency, published_path(landscape.key.grid), None)
+        values, metric, title = _heatmap_values(landscape, shown)
+        figure = landscape_heatmap(
+            axis,
+            values,
+            flops,
+            latency,
+            published_path(landscape.key.grid),
+            None,
+            title=title,
+            metric=metric,
+            difference=shown == DIFFERENCE,
+        )
         figure.update_layout(meta={"clicks": clicks})  # a new spec, so the browser draws a fresh chart
         st.session_state["landscape_figure"] = cached = (key, figure)
     figure = cached[1]

@@ -189,22 +189,31 @@ def landscape_heatmap(
     path: Sequence[tuple[float, float]],
     current: tuple[float, float] | None,
     title: str = "kNN top-1 over the (MLP, head) plane",
+    metric: str = "kNN",
+    difference: bool = False,
 ) -> go.Figure:
-    """kNN top-1 (%) heatmap with iso-FLOPs and iso-latency contours, the published path, the Pareto set
-    (by FLOPs) and the current point (none drawn when ``current`` is None: the explorer lays its own
+    """An accuracy heatmap (kNN or linear-probe top-1 %, or with ``difference`` a signed difference in
+    points) with iso-FLOPs and iso-latency contours, the published path, the Pareto set by FLOPs (not for
+    a difference) and the current point (none drawn when ``current`` is None: the explorer lays its own
     star over the chart, ``current_point_html``). Arrays are (MLP, head) grids over ``axis``; NaN = not
-    computed yet."""
+    computed yet. ``metric`` names the values in the colour bar and the hover text."""
     axis = list(axis)
     fig = go.Figure()
+    if difference:
+        finite = knn[np.isfinite(knn)]
+        limit = max(float(np.abs(finite).max()) if finite.size else 1.0, 0.5)
+        colours = {"colorscale": "RdBu", "zmid": 0.0, "zmin": -limit, "zmax": limit}
+    else:
+        colours = {"colorscale": "Viridis"}
     fig.add_trace(
         go.Heatmap(
             x=axis,
             y=axis,
             z=knn.T,
-            colorscale="Viridis",
-            colorbar={"title": "kNN %", "len": 0.8},
+            **colours,
+            colorbar={"title": "points" if difference else f"{metric} %", "len": 0.8},
             hoverinfo="skip",
-            name="kNN top-1",
+            name=metric,
         )
     )
     flops_levels = np.arange(10.0, 100.0, 10.0)
@@ -229,7 +238,7 @@ def landscape_heatmap(
     )
     mlp, head = np.meshgrid(axis, axis, indexing="ij")
     known = ~np.isnan(knn)
-    if known.any():
+    if known.any() and not difference:
         front = pareto_mask(flops_pct[known], knn[known])
         fig.add_trace(
             go.Scatter(
@@ -252,8 +261,9 @@ def landscape_heatmap(
                 hoverinfo="skip",
             )
         )
-    text = np.vectorize(lambda a, b, k, f: f"MLP {a:.2f}, head {b:.2f}<br>kNN {k}<br>FLOPs {f:.1f} %")(
-        mlp, head, np.where(known, np.char.add(np.round(knn, 2).astype(str), " %"), "not computed yet"), flops_pct
+    unit = " pts" if difference else " %"
+    text = np.vectorize(lambda a, b, k, f: f"MLP {a:.2f}, head {b:.2f}<br>{metric} {k}<br>FLOPs {f:.1f} %")(
+        mlp, head, np.where(known, np.char.add(np.round(knn, 2).astype(str), unit), "not computed yet"), flops_pct
     )
     fig.add_trace(_click_targets(axis, text))
     return _layout(fig, title, axis)

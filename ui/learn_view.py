@@ -49,6 +49,48 @@ does. Near zero sparsity every method keeps almost everything, so the two agree 
     difference_chart(mine, magnitude, ("these scores", "magnitude"))
 
 
+def two_metrics_section(shared: session.SharedExplorer) -> None:
+    """kNN and the linear probe: what each measures, and where they disagree on this backbone."""
+    st.markdown(
+        """
+**Two accuracy metrics.** SnapViT reports both. **kNN top-1** trains nothing: it asks whether the pruned
+embedding still puts images of a class near each other. The **linear probe** trains one linear layer on
+the frozen embeddings (DINOv1's linear evaluation: 100 epochs of SGD, a cosine schedule) and reports its
+test accuracy: what a practitioner who fits a linear head on the pruned backbone actually gets. They can
+disagree: a pruned embedding can scramble neighbourhoods that a linear layer still separates (the probe
+keeps more), or keep neighbourhoods whose classes are no longer linearly separable (the probe loses more).
+"""
+    )
+    if shared.landscape is None:
+        st.info("Both metrics need labelled data.", icon=":material/info:")
+        return
+    shared.filler.start()
+    knn = 100 * shared.landscape.matrix("knn_top1")
+    linear = 100 * shared.landscape.matrix("linear_top1")
+    difference = linear - knn
+    known = ~np.isnan(difference)
+    if not known.any():
+        st.caption("This backbone's numbers appear here as the landscape's linear-probe values are computed.")
+        return
+    axis = shared.landscape.axis
+    i, j = np.unravel_index(int(np.nanargmin(difference)), difference.shape)
+    k, m = np.unravel_index(int(np.nanargmax(difference)), difference.shape)
+    unpruned = (
+        f"Unpruned, kNN gives **{knn[0, 0]:.2f} %** and the linear probe **{linear[0, 0]:.2f} %**. "
+        if known[0, 0]
+        else ""
+    )
+    st.markdown(
+        f"""
+{unpruned}Over the {int(known.sum())} configurations computed{_coverage_note(shared)}, the probe minus kNN
+ranges from **{difference[i, j]:+.2f}** points at (MLP {axis[i]:.2f}, head {axis[j]:.2f}) (there kNN
+understates the loss) to **{difference[k, m]:+.2f}** at (MLP {axis[k]:.2f}, head {axis[m]:.2f}); the mean
+absolute difference is {np.nanmean(np.abs(difference)):.2f} points. The explorer's landscape switches
+between kNN, the linear probe and their difference ("Linear − kNN").
+"""
+    )
+
+
 def tradeoff_section(shared: session.SharedExplorer, config: tuple[float, float]) -> None:
     """Section 5: the accuracy landscape and what it says about where accuracy falls off."""
     st.header("5. The whole trade-off at a glance")

@@ -4,22 +4,59 @@
 names and keeps one note per part this server does not have. ``publish()`` writes the current
 configuration back to ``st.query_params`` (only when it changed), and ``share_box()`` shows the link
 with a copy button.
+
+A link is untrusted input to a shared server: it restores only what the server offers
+(:func:`offered_selection`: the embedded backbone, cached presets and backbones already loaded here;
+the ``SNAPVIT_LINKS_ANY_MODEL`` flag allows more), never loads a path or downloads, says the same thing
+about a folder that exists and one that does not, refuses values longer than ``MAX_VALUE_CHARS``, and
+shows every value it names as literal text (``ui.literal``), never as Markdown.
 """
 
 from __future__ import annotations
 
 import math
+import os
+from dataclasses import replace
 from urllib.parse import urlencode
 
 import streamlit as st
 
 from snapvit_core.errors import SnapViTError
+from snapvit_core.presets import BACKBONE_PRESETS, EMBEDDED_MODEL_IDS
 from ui import config_state, session
+from ui.literal import code, escape
 from ui.sliders import MAX_SPARSITY
 
 RESTORED_KEY = "link_restored"
 NOTES_KEY = "link_notes"
 PARAMS = ("model", "scores", "mlp", "head")
+MAX_VALUE_CHARS = 200  # a link value longer than this is ignored (model and scores ids are far shorter)
+ANY_MODEL_ENV = "SNAPVIT_LINKS_ANY_MODEL"  # the server flag: "1" lets links name any model id (off by default)
+
+
+def links_may_name_any_model() -> bool:
+    """The server flag: links may name any model id the Backbone page accepts (a timm name, a folder ...)."""
+    return os.environ.get(ANY_MODEL_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def offered_selection(model_id: str) -> session.Selection | None:
+    """The selection a link naming ``model_id`` may open, or None when this server does not offer it.
+
+    Offered: a backbone already loaded on this server (as it was loaded), the embedded backbone, and a
+    preset whose weights are already in the local cache. Nothing else (no path, no download, and no
+    answer about which files exist) unless the server flag ``ANY_MODEL_ENV`` is set.
+    """
+    from snapvit_core.backbones import weights_cached
+
+    data = session.selection().data
+    loaded = session.loaded_selection(model_id)
+    if loaded is not None:
+        return replace(loaded, data=data)
+    if model_id in EMBEDDED_MODEL_IDS or links_may_name_any_model():
+        return session.Selection(model_id=model_id, data=data)
+    if model_id in BACKBONE_PRESETS.values() and weights_cached(model_id):
+        return session.Selection(model_id=model_id, data=data)
+    return None
 
 
 def _sparsity(text: str | None) -> float | None:
@@ -39,17 +76,31 @@ def restore() -> None:
     if not any(params.values()):
         return
     notes = []
+    for name, value in params.items():
+        if value and len(value) > MAX_VALUE_CHARS:
+            notes.append(
+                f"The link's {name} value is {len(value):,} characters long, more than the {MAX_VALUE_CHARS} a "
+                "link may carry; it was ignored."
+            )
+            params[name] = None
     model = params["model"]
     if model and model != session.selection().model_id:
-        candidate = session.Selection(model_id=model, data=session.selection().data)
-        try:
-            session.shared_backbone(candidate.model_id, candidate.random_init, candidate.resolved_device)
-            session.set_selection(candidate)
-        except SnapViTError as error:
+        showing = code(session.selection().model_id)
+        candidate = offered_selection(model)
+        if candidate is None:  # not tried: no path is read, nothing downloaded, no existence told
             notes.append(
-                f"This server cannot load the link's backbone `{model}` ({error.problem}); showing "
-                f"`{session.selection().model_id}` instead."
+                f"This server does not offer the link's backbone {code(model)} to links; showing {showing} "
+                "instead (the Backbone page loads others)."
             )
+        else:
+            try:
+                session.shared_backbone(candidate.model_id, candidate.random_init, candidate.resolved_device)
+                session.set_selection(candidate)
+            except SnapViTError as error:
+                notes.append(
+                    f"This server cannot load the link's backbone {code(model)} ({escape(error.problem, 200)}); "
+                    f"showing {showing} instead."
+                )
     scores_id = params["scores"]
     if scores_id and scores_id != session.current().scores_id:
         try:
@@ -58,16 +109,16 @@ def restore() -> None:
             found = None
         if found is None:
             notes.append(
-                f"This server does not have the link's scores `{scores_id}`; showing "
-                f"**{session.current().scores_label}** instead (load them on the Scores page)."
+                f"This server does not have the link's scores {code(scores_id)}; showing "
+                f"**{escape(session.current().scores_label)}** instead (load them on the Scores page)."
             )
         else:
             session.set_scores(found[0], found[1], scores_id=scores_id)
     mlp, head = _sparsity(params["mlp"]), _sparsity(params["head"])
     if (params["mlp"] and mlp is None) or (params["head"] and head is None):
         notes.append(
-            f"The link's sparsity (mlp={params['mlp']}, head={params['head']}) is not a number in "
-            f"0..{MAX_SPARSITY}; the configuration was not changed."
+            f"The link's sparsity (mlp={code(params['mlp'] or '')}, head={code(params['head'] or '')}) is not a "
+            f"number in 0..{MAX_SPARSITY}; the configuration was not changed."
         )
     elif mlp is not None or head is not None:
         now = config_state.current()

@@ -87,7 +87,23 @@ def shared_knn_splits(data: str, model_id: str, random_init: bool, device: str) 
 
 def backbone() -> Backbone:
     choice = selection()
-    return shared_backbone(choice.model_id, choice.random_init, choice.resolved_device)
+    loaded = shared_backbone(choice.model_id, choice.random_init, choice.resolved_device)
+    with _SHARED_LOCK:  # what this server offers to links from now on (ui.links.offered_selection)
+        _LOADED_SELECTIONS[choice.model_id] = choice
+        _LOADED_SELECTIONS.move_to_end(choice.model_id)
+        while len(_LOADED_SELECTIONS) > MAX_LOADED_SELECTIONS:
+            _LOADED_SELECTIONS.popitem(last=False)
+    return loaded
+
+
+MAX_LOADED_SELECTIONS = 32
+_LOADED_SELECTIONS: OrderedDict[str, Selection] = OrderedDict()  # model id -> as loaded here (what links may open)
+
+
+def loaded_selection(model_id: str) -> Selection | None:
+    """How ``model_id`` was loaded on this server by some session, or None (``ui.links`` opens only these)."""
+    with _SHARED_LOCK:
+        return _LOADED_SELECTIONS.get(model_id)
 
 
 def has_labelled_data() -> bool:
@@ -499,10 +515,13 @@ def knn_image_count() -> int:
 
 def show_error(error: BaseException) -> None:
     """A clear message in the page (never a traceback)."""
+    from ui.literal import escape
+
+    # literal text: a message names files, uploads and link values, which must not become links or images
     if isinstance(error, SnapViTError):
-        st.error(f"**{error.problem}**  \n{error.fix}", icon=":material/error:")
+        st.error(f"**{escape(error.problem)}**  \n{escape(error.fix)}", icon=":material/error:")
     else:
-        st.error(f"Unexpected error: {type(error).__name__}: {error}", icon=":material/error:")
+        st.error(f"Unexpected error: {type(error).__name__}: {escape(error, 300)}", icon=":material/error:")
 
 
 def guarded_backbone() -> Backbone | None:

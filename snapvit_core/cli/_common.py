@@ -11,7 +11,7 @@ from .._atomic import check_writable
 from ..backbones import describe_model_ids, load_backbone
 from ..data_free import DATA_FREE_METHODS, data_free_scores
 from ..devices import resolve_device
-from ..errors import SnapViTError
+from ..errors import SnapViTError, printable
 from ..explorer import Explorer
 
 MAX_BATCH = 4096  # images per forward pass: 4096 x 3 x 224 x 224 float32 is 2.5 GB
@@ -55,7 +55,7 @@ def warn(message: str) -> None:
     Part of the command line's own output, like its ``error:`` line and progress bars, so it reaches the
     user whatever the logging level (``logging`` carries the library's messages, shown with --verbose).
     """
-    sys.stderr.write(f"warning: {message}\n")
+    sys.stderr.write(f"warning: {printable(message)}\n")
 
 
 def capped_k(k: int, bank_size: int) -> int:
@@ -108,6 +108,24 @@ def align_from_args(args: argparse.Namespace, device: str) -> int:
 
 def add_json_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+
+def add_linear_arguments(parser: argparse.ArgumentParser) -> None:
+    """--linear-epochs / --linear-lr of the linear probe (DINOv1 linear evaluation; linear_probe.py)."""
+    from ..linear_probe import DEFAULT_EPOCHS
+
+    group = parser.add_argument_group("linear probe (the 'linear' metric: DINOv1 linear evaluation on frozen features)")
+    group.add_argument(
+        "--linear-epochs", type=positive_int, default=DEFAULT_EPOCHS, help=f"epochs (default: {DEFAULT_EPOCHS})"
+    )
+    group.add_argument("--linear-lr", type=float, default=None, help="peak lr (default: 0.001 x batch / 256, DINO's)")
+
+
+def linear_probe_from_args(args: argparse.Namespace):
+    """The LinearProbe settings of --linear-epochs / --linear-lr (validated: a bad value is one clear line)."""
+    from ..linear_probe import LinearProbe
+
+    return LinearProbe(epochs=args.linear_epochs, lr=args.linear_lr)
 
 
 def add_correction_arguments(parser: argparse.ArgumentParser) -> None:
@@ -183,12 +201,13 @@ def scores_out_path(value: str) -> Path:
 
 
 def emit(payload: dict, as_json: bool, lines: list[str]) -> None:
-    """Print ``payload`` as JSON, or ``lines`` for people."""
+    """Print ``payload`` as JSON, or ``lines`` for people (names from files, e.g. a latency table's device,
+    with their control characters escaped: a terminal never receives an escape sequence or a bidi override)."""
     if as_json:
-        json.dump(payload, sys.stdout, indent=2)
+        json.dump(payload, sys.stdout, indent=2)  # escapes control characters and non-ASCII itself
         sys.stdout.write("\n")
     else:
-        sys.stdout.write("\n".join(lines) + "\n")
+        sys.stdout.write("\n".join(printable(line) for line in lines) + "\n")
 
 
 __all__ = [
@@ -198,6 +217,8 @@ __all__ = [
     "seed_value",
     "add_align_argument",
     "add_correction_arguments",
+    "add_linear_arguments",
+    "linear_probe_from_args",
     "add_json_argument",
     "add_model_arguments",
     "add_scores_arguments",

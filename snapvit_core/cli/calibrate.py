@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .._atomic import check_writable
 from ..errors import SnapViTError
+from ..latency_calibration import MAX_BUDGET_S, MAX_ROUNDS
 from ._common import add_json_argument, batch_size, emit, positive_int, resolve_device
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
@@ -27,10 +28,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--runtime", choices=("torch", "onnxruntime"), default="torch", help="(default: torch)")
     parser.add_argument("--budget-s", type=float, default=1.5, help="timing seconds per batch size (default: 1.5)")
-    parser.add_argument("--min-rounds", type=positive_int, default=3, help="interleaved rounds at least (default: 3)")
+    parser.add_argument(
+        "--min-rounds", type=_rounds, default=3, help=f"interleaved rounds at least (default: 3, at most {MAX_ROUNDS})"
+    )
+    parser.add_argument(
+        "--max-rounds",
+        type=_rounds,
+        default=21,
+        help=f"interleaved rounds at most, while they fit in the budget (default: 21, at most {MAX_ROUNDS})",
+    )
     parser.add_argument("--out", required=True, help="the table to write (.json)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an --out file that is not a latency table")
     add_json_argument(parser)
     parser.set_defaults(run=run)
+
+
+def _rounds(text: str) -> int:
+    """argparse type of --min-rounds / --max-rounds: 1 .. MAX_ROUNDS (they size the timing loops)."""
+    value = positive_int(text)
+    if value > MAX_ROUNDS:
+        raise argparse.ArgumentTypeError(f"{text} is more than the most rounds, {MAX_ROUNDS}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,16 +56,18 @@ def run(args: argparse.Namespace) -> int:
 
     from ..backbones import load_backbone
     from ..latency_calibration import calibrate_latency_model
-    from ..latency_table import make_table, save_table
+    from ..latency_table import is_latency_table, make_table, save_table
+    from ..safe_files import guard_destination
 
     out = Path(args.out)
     if out.suffix.lower() != ".json":
         raise SnapViTError(f"--out {out}: a latency table is a .json file.", f"Use e.g. {out.with_suffix('.json')}.")
+    guard_destination(out, "a latency table", args.overwrite, is_latency_table)  # never a device or others' file
     check_writable(out, "--out")  # fail now, not after minutes of timing
     if args.runtime == "onnxruntime" and args.dtype != "fp32":
         raise SnapViTError("onnxruntime tables are fp32.", "Use --dtype fp32 with --runtime onnxruntime.")
-    if not 0 < args.budget_s <= 3600:
-        raise SnapViTError(f"--budget-s {args.budget_s} is outside (0, 3600].", "Use e.g. 1.5.")
+    if not 0 < args.budget_s <= MAX_BUDGET_S:
+        raise SnapViTError(f"--budget-s {args.budget_s} is outside (0, {MAX_BUDGET_S:.0f}].", "Use e.g. 1.5.")
     device = resolve_device(args.device)
     backbone = load_backbone(args.model, random_init=True, device=device)  # timing does not depend on weights
     backbone.model.to(getattr(torch, DTYPES[args.dtype]))
@@ -60,10 +80,11 @@ def run(args: argparse.Namespace) -> int:
         backbone_id=backbone.model_id,
         budget_s=args.budget_s,
         min_rounds=args.min_rounds,
-        max_rounds=max(args.min_rounds, 21),
+        max_rounds=max(args.min_rounds, args.max_rounds),
         runtime=args.runtime,
     )
     made = make_table(model, backbone.model_id, backbone.shape, device, args.runtime)
+    guard_destination(out, "a latency table", args.overwrite, is_latency_table)  # again: made meanwhile?
     table = save_table(made, out)
     full = {batch: model.tables[batch].full_ms[0] for batch in batches}
     payload = {

@@ -10,6 +10,7 @@ from ._common import (
     add_align_argument,
     add_correction_arguments,
     add_json_argument,
+    add_linear_arguments,
     add_model_arguments,
     add_scores_arguments,
     add_sparsity_arguments,
@@ -18,6 +19,7 @@ from ._common import (
     capped_k,
     correction_from_args,
     emit,
+    linear_probe_from_args,
     positive_int,
     resolve_device,
 )
@@ -32,7 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_scores_arguments(parser)
     add_sparsity_arguments(parser)
     add_align_argument(parser)
-    parser.add_argument("--metrics", default="knn,flops,params", help="comma-separated: knn,flops,params,latency")
+    parser.add_argument(
+        "--metrics", default="knn,flops,params", help="comma-separated: knn,linear,flops,params,latency"
+    )
     parser.add_argument(
         "--k", type=positive_int, default=DEFAULT_K, help=f"kNN neighbours (default: {DEFAULT_K}, as published)"
     )
@@ -54,6 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="predict latency from a table written by `calibrate` (on the device and runtime it was made on) "
         "instead of measuring here; implies the latency metric",
     )
+    add_linear_arguments(parser)
     add_correction_arguments(parser)
     add_json_argument(parser)
     parser.set_defaults(run=run)
@@ -82,7 +87,9 @@ def run(args: argparse.Namespace) -> int:
         table.predict(
             explorer.elastic.shape.heads_per_block, explorer.elastic.shape.mlp_hidden_per_block, args.latency_batch
         )  # fmt: skip  (refuses an uncalibrated batch before any work)
-    if "knn" in metrics:
+    explorer.linear_probe = linear_probe_from_args(args)
+    labelled = "knn" in metrics or "linear" in metrics
+    if labelled:
         splits = load_knn_splits(args.data, explorer.backbone.data_config, limit_per_split=args.limit, stream=True)
         args.k = capped_k(args.k, len(splits.train_labels))  # say so when k exceeds the bank
         evaluator = KnnEvaluator.from_splits(splits, k=args.k, weighted=args.weighted_vote, device=device)
@@ -94,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     payload = {
         "model": explorer.backbone.model_id,
         "scores": args.scores or (args.method or "magnitude"),
-        "data": args.data if "knn" in metrics else None,
+        "data": args.data if labelled else None,
         "knn_vote": (explorer.knn.vote if explorer.knn else None),
         "knn_k": args.k if "knn" in metrics else None,
         **result.to_dict(),
@@ -107,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
         payload.update(latency_ms=report["median_ms"], latency=report, latency_source="predicted")
     elif args.latency != "model":
         payload.pop("latency_source", None)
+    if "linear" in metrics:
+        payload["linear_probe"] = explorer.linear_probe.describe()
     payload["align"] = explorer.elastic.align
     payload["corrected"] = correction is not None
     if "correction" in extra:
@@ -121,6 +130,12 @@ def run(args: argparse.Namespace) -> int:
     if result.knn_top1 is not None:
         lines.append(
             f"kNN top-1  {100 * result.knn_top1:.2f}%  (k={args.k}, {explorer.knn.vote} vote, data {args.data})"
+        )
+    if result.linear_top1 is not None:
+        probe = explorer.linear_probe
+        lines.append(
+            f"linear top-1 {100 * result.linear_top1:.2f}%  (linear probe: {probe.epochs} epochs, "
+            f"lr {probe.base_lr:g}, batch {probe.batch_size}, seed {probe.seed}; data {args.data})"
         )
     if "correction" in extra:
         report = extra["correction"]

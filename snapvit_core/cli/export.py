@@ -23,6 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--data", default="embedded", help="calibration data for --correct and kNN data for --knn (default: embedded)"
     )
     parser.add_argument("--knn", action="store_true", help="measure kNN top-1 on --data for the model card")
+    parser.add_argument("--linear", action="store_true", help="measure linear-probe top-1 on --data for the model card")
+    _common.add_linear_arguments(parser)
     parser.add_argument(
         "--latency-table",
         default=None,
@@ -43,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     mlp_sparsity = check_sparsity(args.mlp_sparsity, "MLP sparsity")
     head_sparsity = check_sparsity(args.head_sparsity, "head sparsity")
     explorer = _common.build_explorer(args, _common.resolve_device(args.device))
-    if args.knn:
+    explorer.linear_probe = _common.linear_probe_from_args(args)
+    if args.knn or args.linear:
         from ..data import load_knn_splits
         from ..evaluation import KnnEvaluator
 
@@ -56,7 +59,9 @@ def run(args: argparse.Namespace) -> int:
         source_model=args.model,
         correction=_common.correction_from_args(args, explorer.backbone.data_config),
         onnx=args.onnx,
-        knn_data=args.data if args.knn else None,
+        data=args.data if args.knn or args.linear else None,
+        knn=args.knn,
+        linear=args.linear,
         latency=not args.no_latency,
         latency_table=args.latency_table,
         overwrite=args.overwrite,

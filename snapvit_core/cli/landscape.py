@@ -14,6 +14,7 @@ from ._common import (
     add_align_argument,
     add_correction_arguments,
     add_json_argument,
+    add_linear_arguments,
     add_model_arguments,
     add_scores_arguments,
     batch_size,
@@ -21,6 +22,7 @@ from ._common import (
     capped_k,
     correction_from_args,
     emit,
+    linear_probe_from_args,
     positive_int,
     resolve_device,
     warn,
@@ -36,6 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", default="embedded", help="kNN data: embedded, folder:PATH or hf:NAME")
     parser.add_argument("--grid", default="0.05", help="grid step on both sparsity axes (default: 0.05, the sliders')")
     parser.add_argument("--out", required=True, help="the CSV file to write (atomically; rerunning continues)")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an --out file that is not a landscape CSV of these points"
+    )
     parser.add_argument("--k", type=positive_int, default=DEFAULT_K, help=f"kNN neighbours (default: {DEFAULT_K})")
     parser.add_argument("--weighted-vote", action="store_true", help="DINO's weighted vote (T=0.07) instead of uniform")
     parser.add_argument("--limit", type=positive_int, default=None, help="use at most N images per split")
@@ -58,9 +63,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="landscape cache folder (default: the cache root's landscapes/, $SNAPVIT_CACHE_DIR)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
+    parser.add_argument(
+        "--metrics", default="knn", help="knn (default) or knn,linear: add the linear-probe top-1 column"
+    )
+    add_linear_arguments(parser)
     add_correction_arguments(parser)
     add_json_argument(parser)
     parser.set_defaults(run=run)
+
+
+def _landscape_metrics(text: str) -> tuple[str, ...]:
+    """--metrics: knn always (the landscape's axis of record), linear on request."""
+    from ..errors import SnapViTError
+
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    unknown = [n for n in names if n not in ("knn", "linear")]
+    if unknown or "knn" not in names:
+        raise SnapViTError(
+            f"landscape --metrics must be knn or knn,linear, got {text[:40]!r}.",
+            "Use --metrics knn,linear to add the linear-probe column.",
+        )
+    return names
 
 
 def _grid_step(text: str) -> float:
@@ -72,7 +95,45 @@ def _grid_step(text: str) -> float:
         raise SnapViTError(f"--grid must be a number, got {text!r}.", "Use e.g. --grid 0.05.") from None
     if not math.isfinite(value) or not 0.0 < value <= 0.5:
         raise SnapViTError(f"--grid must be in (0, 0.5], got {text}.", "Use e.g. --grid 0.05.")
+    from ..landscape import grid_axis
+
+    grid_axis(value)  # refuses a step that gives more configurations than a landscape may hold
     return value
+
+
+# The columns a landscape's key decides (latency depends on the device, further metrics on request): a CSV
+# whose rows agree with the new ones on these holds the same points and may be rewritten without --overwrite.
+_KEY_COLUMNS = (
+    "mlp_sparsity", "head_sparsity", "knn_top1", "mean_cosine", "params", "flops",
+    "realised_mlp_sparsity", "realised_head_sparsity",
+)  # fmt: skip
+
+
+def _key_rows(data: bytes) -> set[tuple[str, ...]] | None:
+    """The key columns of each row of a landscape CSV, or None when ``data`` is not one."""
+    rows = csv.DictReader(io.StringIO(data.decode("utf-8")))
+    if rows.fieldnames is None or tuple(rows.fieldnames[:2]) != _KEY_COLUMNS[:2]:
+        return None
+    if not set(_KEY_COLUMNS) <= set(rows.fieldnames):
+        return None
+    return {tuple(row[name] or "" for name in _KEY_COLUMNS) for row in rows}
+
+
+def _write_csv(out, text: str, overwrite: bool) -> None:
+    """Write the CSV over ``out`` only when that is absent, a CSV of the same points, or --overwrite allows it."""
+    from .._atomic import write_text_atomic
+    from ..errors import SnapViTError
+    from ..safe_files import guard_destination
+
+    rows = _key_rows(text.encode("utf-8"))
+    guard_destination(out, "a landscape CSV of these points", overwrite, lambda data: _key_rows(data) == rows)
+    try:
+        write_text_atomic(out, text)
+    except OSError as error:  # a full disk, a folder made read-only meanwhile: the old file is left as it was
+        raise SnapViTError(
+            f"Could not write {out}: {error.strerror or error}.",
+            "Free some space or choose another --out; the points are cached, so a rerun only writes the CSV.",
+        ) from None
 
 
 class _ProgressBar:
@@ -103,21 +164,27 @@ class _ProgressBar:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .._atomic import check_writable, write_text_atomic
+    from .._atomic import check_writable
     from ..data import load_knn_splits
     from ..evaluation import KnnEvaluator
     from ..landscape import CSV_COLUMNS, LandscapePoint, landscape_key, open_landscape
+    from ..safe_files import guard_destination
 
     step = _grid_step(args.grid)
     out = Path(args.out)
+    # before any work: never over a device or FIFO, nor over a file that is not a landscape CSV (--overwrite)
+    guard_destination(out, "a landscape CSV", args.overwrite, lambda data: _key_rows(data) is not None)
     check_writable(out, "the landscape CSV")
     table = None
     if args.latency_table:  # read and check before the model loads
         from ..latency_table import load_table
 
         table = load_table(args.latency_table)
+    metrics = _landscape_metrics(args.metrics)
+    metrics_extra = tuple(m for m in metrics if m != "knn")
     device = resolve_device(args.device)
     explorer = build_explorer(args, device)
+    explorer.linear_probe = linear_probe_from_args(args)
     if table is not None:  # refused now (another architecture, a missing batch), not after the fill
         from ..errors import SnapViTError
         from ..latency_table import use_table
@@ -140,9 +207,10 @@ def run(args: argparse.Namespace) -> int:
     bar = _ProgressBar(landscape.size, args.quiet)
     bar.update(resumed, 0)
     computed = 0
-    for configuration in landscape.missing():
+    with_linear = "linear" in metrics
+    for configuration in landscape.missing("linear_top1" if with_linear else None):
         result = explorer.evaluate(
-            configuration[0], configuration[1], ("knn", "flops", "params"), correction=correction
+            configuration[0], configuration[1], ("knn", "flops", "params", *metrics_extra), correction=correction
         )
         landscape.add(LandscapePoint.from_result(result))
         computed += 1
@@ -175,9 +243,10 @@ def run(args: argparse.Namespace) -> int:
                 latency_batch,
                 repr(point.realised_mlp_sparsity),
                 repr(point.realised_head_sparsity),
+                "" if point.linear_top1 is None else repr(point.linear_top1),
             ]
         )
-    write_text_atomic(out, buffer.getvalue())
+    _write_csv(out, buffer.getvalue(), args.overwrite)
     payload = {
         "out": str(out),
         "points": len(landscape),
@@ -189,6 +258,9 @@ def run(args: argparse.Namespace) -> int:
         "latency_device": None if latency_model is None else latency_model.key.device,
         "latency_table": None if table is None else {"path": str(args.latency_table), "made_on": table.label},
         "align": key.align,
+        "metrics": list(metrics),
+        "linear_points": landscape.count("linear_top1"),
+        "linear_probe": explorer.linear_probe.describe() if with_linear else None,
     }
     emit(
         payload, args.json, [f"wrote {len(landscape)} configurations to {out} ({computed} computed, {resumed} resumed)"]
