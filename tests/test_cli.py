@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from conftest import ROOT, SHARED_REFERENCE
 
 from snapvit_core.cli import main
@@ -383,3 +384,23 @@ def test_damaged_image_with_control_characters_in_its_name_is_one_clean_line(cap
     code, _, err = run_cli(capsys, *argv, "--mlp-sparsity", "0", "--head-sparsity", "0")
     assert code == 2 and err.count("\n") == 1 and "could not be decoded" in err, err
     assert "\x1b" not in err and "\u202e" not in err and "bad\\n\\x1b[31mred\\u202e.png" in err
+
+
+def test_evaluate_knn_and_linear_on_an_image_folder(capsys, tmp_path):
+    """--metrics knn,linear on a folder data source (streamed): both metrics, one feature pass, in 0..1."""
+    from PIL import Image
+
+    generator = torch.Generator().manual_seed(0)
+    for label, colour in (("red", (200, 30, 30)), ("blue", (30, 30, 200))):
+        for split in ("train", "test"):
+            (tmp_path / split / label).mkdir(parents=True)
+            for i in range(6 if split == "train" else 3):
+                noise = torch.randint(0, 40, (24, 24, 3), generator=generator).numpy().astype("uint8")
+                pixels = (noise + torch.tensor(colour, dtype=torch.uint8).numpy()).clip(0, 255).astype("uint8")
+                Image.fromarray(pixels).save(tmp_path / split / label / f"{i}.png")
+    argv = ["evaluate", "--data", f"folder:{tmp_path}", "--metrics", "knn,linear", "--k", "3", "--json"]
+    code, out, err = run_cli(capsys, *argv, "--mlp-sparsity", "0.3", "--head-sparsity", "0.2", "--linear-epochs", "20")
+    assert code == 0, err
+    result = json.loads(out)
+    assert 0.0 <= result["knn_top1"] <= 1.0 and 0.0 <= result["linear_top1"] <= 1.0
+    assert result["linear_probe"]["epochs"] == 20 and result["data"] == f"folder:{tmp_path}"

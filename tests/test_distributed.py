@@ -78,6 +78,20 @@ def test_torchrun_cli_evaluate_knn_and_linear_equal_one_process():
 
 
 @pytest.mark.slow
+def test_torchrun_cli_landscape_with_linear_equals_one_process(tmp_path):
+    """landscape --metrics knn,linear under torchrun: the same CSV as one process, one JSON report."""
+    common = ["landscape", "--model", "embedded", "--method", "magnitude", "--grid", "0.5", "--limit", "60"]
+    common += ["--metrics", "knn,linear", "--latency", "none", "--json"]
+    two = torchrun("-m", "snapvit_core", *common, "--out", str(tmp_path / "two.csv"), "--cache", str(tmp_path / "c2"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    one = [sys.executable, "-m", "snapvit_core", *common, "--out", str(tmp_path / "one.csv")]
+    one += ["--cache", str(tmp_path / "c1")]
+    assert subprocess.run(one, cwd=ROOT, env=env, capture_output=True, timeout=300).returncode == 0
+    assert (tmp_path / "two.csv").read_text() == (tmp_path / "one.csv").read_text()
+    assert json.loads(two.stdout)["linear_points"] == 4  # one JSON document: rank 0 reports
+
+
+@pytest.mark.slow
 def test_torchrun_cli_score_writes_once_and_equals_one_process(tmp_path):
     common = ["score", "--model", "embedded", "--data", "procedural", "--samples", "6"]  # shipped weights
     common += ["--batch-size", "2"]
