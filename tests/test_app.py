@@ -804,7 +804,7 @@ def test_linear_probe_card_is_instant_and_the_heatmap_switches_metric():
             c
             for c in app.get("plotly_chart")
             if "plane" in json.loads(c.proto.spec)["layout"].get("title", {}).get("text", "")
-            or "understate" in json.loads(c.proto.spec)["layout"].get("title", {}).get("text", "")
+            or "Linear probe − kNN" in json.loads(c.proto.spec)["layout"].get("title", {}).get("text", "")
         )
         return json.loads(chart.proto.spec)
 
@@ -813,7 +813,7 @@ def test_linear_probe_card_is_instant_and_the_heatmap_switches_metric():
     assert not app.exception and heatmap_trace()["data"][0]["name"] == "linear"
     app.radio(key="landscape_metric").set_value(DIFFERENCE).run()
     spec = heatmap_trace()
-    assert spec["data"][0]["zmid"] == 0.0 and "understate" in spec["layout"]["title"]["text"]
+    assert spec["data"][0]["zmid"] == 0.0 and "kNN understates" in spec["layout"]["title"]["text"]
 
 
 def cards_of_view(app):

@@ -395,7 +395,7 @@ def _heatmap_values(landscape: Any, shown: str) -> tuple[np.ndarray, str, str]:
     linear = 100 * landscape.matrix("linear_top1")
     if shown == HEATMAPS[1]:
         return linear, "linear", "Linear-probe top-1 over the (MLP, head) plane"
-    return linear - knn, "linear − kNN", "Linear probe minus kNN (points): where does kNN understate the loss?"
+    return linear - knn, "linear − kNN", "Linear probe − kNN (points; red: kNN understates)"
 
 
 def landscape_chart(shared: session.SharedExplorer, on_click) -> Overlay:
