@@ -394,6 +394,11 @@ def test_learn_page_runs_with_the_live_model():
     assert any(t.startswith("kNN top-1 over the (MLP, head) plane") for t in titles)
     assert 0 < float(metric(app, "Half the neurons (% FLOPs)")) < 100
     assert 0 <= float(metric(app, "Heads kept by both (%)")) <= 100
+    landscape = app.session_state["explorer_session"].shared.landscape
+    two = next(m.value for m in app.markdown if m.value.startswith("Unpruned, kNN gives"))  # this model's numbers
+    unpruned = landscape.get(0.0, 0.0)
+    assert f"**{100 * unpruned.knn_top1:.2f} %**" in two and f"**{100 * unpruned.linear_top1:.2f} %**" in two
+    assert any("**Two accuracy metrics.**" in m.value for m in app.markdown)
     measured = next(m.value for m in app.markdown if "Measured on this backbone" in m.value)
     wins = int(re.search(r"by more than\s+0.5 points in \*\*(\d+)\*\*", measured).group(1))
     from ui import session
@@ -790,9 +795,8 @@ def test_linear_probe_card_is_instant_and_the_heatmap_switches_metric():
     assert metric(app, "Linear probe top-1 (%)") == f"{100 * point.linear_top1:.2f}"
     drawn = next(c for c in cards_of_view(app) if c["label"] == "Linear probe top-1 (%)")
     assert drawn["delta"] == f"{100 * (point.linear_top1 - baseline.linear_top1):+.2f} pts"
-    from ui.instant_cards import table_view
-
     from ui.explorer_view import knn_table as browser_table
+    from ui.instant_cards import table_view
 
     knn_table = browser_table(shared_of(app), False)  # what the browser follows the sliders with
     in_browser = {card.label: card.value for card in table_view(knn_table, "0.45|0.30").cards}
