@@ -13,8 +13,9 @@ wanted, so an idle server holds no threads.
 
 Each point carries the linear-probe top-1 too (one feature pass serves both metrics; the probe adds
 about 0.07 s on the embedded data), unless the kNN bank is larger than ``LINEAR_FILL_MAX_TRAIN``
-images: there a probe per point costs seconds to minutes, so the filler computes kNN only and the
-linear column is left to ``landscape --metrics knn,linear`` (the page says so).
+images: there a probe per point costs seconds to minutes, so the filler computes kNN only, and the
+probe only on request along the published path (``request_linear_path``; the page offers it with a
+time estimate); ``landscape --metrics knn,linear`` computes the whole column.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from .cancel import Cancel
 from .errors import CancelledError, SnapViTError
 from .explorer import EvaluationResult, Explorer
 from .jobs import Job
-from .landscape import Landscape, LandscapePoint, fill_order, on_grid
+from .landscape import Landscape, LandscapePoint, fill_order, on_grid, published_path
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,7 @@ class LandscapeFiller:
         self._stopped = False
         self._last_save = 0.0
         self._latency = "waiting" if calibrate_latency else "off"  # waiting | calibrating | ready | failed | off
+        self._linear_path = False  # a viewer asked for the probe along the published path (large data)
         self._latency_fraction = 0.0
 
     # ---- called by viewers -----------------------------------------------------------------------
@@ -124,6 +126,16 @@ class LandscapeFiller:
             del self._requested[MAX_REQUESTS:]
             self._condition.notify_all()
         self._ensure_running()
+
+    def request_linear_path(self) -> None:
+        """Compute the linear probe at the published path's configurations (where the fill does not)."""
+        with self._condition:
+            self._linear_path = True
+        self._ensure_running()
+
+    def linear_path_missing(self) -> list[tuple[float, float]]:
+        """Published-path configurations without a linear-probe value yet."""
+        return [c for c in published_path(self.landscape.key.grid) if c in self.landscape.missing("linear_top1")]
 
     def start_fill(self) -> None:
         """Fill the whole plane (the heavy-backbone button)."""
@@ -195,7 +207,8 @@ class LandscapeFiller:
         with self._condition:
             if self._stopped or (self._job is not None and self._job.running):
                 return
-            if self._latency != "waiting" and self.plane_done():
+            pending_linear = self._linear_path and not self.with_linear and self.linear_path_missing()
+            if self._latency != "waiting" and self.plane_done() and not pending_linear:
                 return  # nothing to do: every page run asks, and ordering 400 done points cost ~4 ms each time
             if not self._next_tasks():
                 return
@@ -218,6 +231,8 @@ class LandscapeFiller:
                     tasks.append(("exact", configuration))
         else:
             tasks += [("exact", c) for c in order]
+        if self._linear_path and not self.with_linear:  # asked for: before the rest of the plane
+            tasks = [("linear", c) for c in self.linear_path_missing()] + tasks
         if self._latency == "waiting":  # after the point a viewer waits for, before the rest
             position = 1 if tasks and requested and tasks[0][1] == requested[0] else 0
             if tasks and tasks[0][0] == "estimate" and len(tasks) > 1 and tasks[1] == ("exact", requested[0]):
@@ -249,7 +264,7 @@ class LandscapeFiller:
                 elif kind == "estimate":
                     self._estimate(configuration, interrupted)
                 else:
-                    self._exact(configuration, interrupted)
+                    self._exact(configuration, interrupted, linear=kind == "linear")
             except CancelledError:
                 continue
             except SnapViTError as failure:
@@ -286,19 +301,21 @@ class LandscapeFiller:
             self._error = message
         self.landscape.save()
 
-    def _evaluate(self, configuration: tuple[float, float], knn_images: int | None, cancel: Cancel) -> EvaluationResult:
+    def _evaluate(
+        self, configuration: tuple[float, float], knn_images: int | None, cancel: Cancel, linear: bool = False
+    ) -> EvaluationResult:
         return self.explorer.evaluate(
             configuration[0],
             configuration[1],
-            ("knn", "flops", "params", *(("linear",) if self.with_linear else ())),
+            ("knn", "flops", "params", *(("linear",) if self.with_linear or linear else ())),
             correction=self.correction,
             knn_images=knn_images,
             cancel=cancel,
         )
 
-    def _exact(self, configuration: tuple[float, float], cancel: Cancel) -> None:
+    def _exact(self, configuration: tuple[float, float], cancel: Cancel, linear: bool = False) -> None:
         start = time.perf_counter()
-        result = self._evaluate(configuration, self.landscape.key.knn_images, cancel)
+        result = self._evaluate(configuration, self.landscape.key.knn_images, cancel, linear)
         self.landscape.add(LandscapePoint.from_result(result))
         with self._condition:
             self._seconds.append(time.perf_counter() - start)

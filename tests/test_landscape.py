@@ -337,3 +337,38 @@ def test_embedded_data_key_hashes_the_source_images_not_the_rounded_floats(monke
     monkeypatch.setattr(embedded, "load_embedded_split", one_pixel_changed)
     assert data_digest(load_knn_splits("embedded", data_config, limit_per_split=50)) != reference
     assert data_digest(load_knn_splits("embedded", data_config, limit_per_split=60)) != reference
+
+
+def test_the_fill_computes_the_linear_probe_with_each_point_or_on_request_along_the_path(tmp_path, monkeypatch):
+    """A small kNN bank: every filled point carries its linear-probe value, equal to evaluate's. A large bank
+    (made 'large' here by lowering the bound): the fill computes kNN only, and the probe along the published
+    path when a viewer asks, nowhere else."""
+    from snapvit_core import landscape_fill
+    from snapvit_core.landscape import published_path
+
+    explorer = _explorer()
+    landscape = open_landscape(landscape_key(explorer, "random", grid=0.05), tmp_path, None)
+    filler = LandscapeFiller(explorer, landscape, autofill=False)
+    assert filler.with_linear
+    filler.request(0.35, 0.2)
+    assert filler.wait(timeout=120, until=(0.35, 0.2))
+    filler.stop()
+    point = landscape.get(0.35, 0.2)
+    assert point.linear_top1 == _explorer().evaluate(0.35, 0.2, ("linear",)).linear_top1
+
+    monkeypatch.setattr(landscape_fill, "LINEAR_FILL_MAX_TRAIN", 10)
+    large = open_landscape(landscape_key(explorer, "random", grid=0.05), tmp_path / "large", None)
+    filler = LandscapeFiller(explorer, large, autofill=False)
+    assert not filler.with_linear
+    filler.request(0.5, 0.5)
+    assert filler.wait(timeout=120, until=(0.5, 0.5))
+    assert large.get(0.5, 0.5).linear_top1 is None and not filler.plane_done()
+    path = published_path(0.05)
+    assert filler.linear_path_missing() == path
+    filler.request_linear_path()
+    assert filler.wait(timeout=120)
+    filler.stop()
+    assert filler.linear_path_missing() == []
+    with_linear = {(p.mlp_sparsity, p.head_sparsity) for p in large.points() if p.linear_top1 is not None}
+    assert with_linear == set(path)  # the path, and nothing else
+    assert large.get(0.35, 0.2).linear_top1 == point.linear_top1

@@ -278,6 +278,7 @@ def landscape_progress(shared: session.SharedExplorer) -> None:
     if shared.landscape is None:
         return
     status = shared.filler.status()
+    linear_on_request(shared)
     if status.done >= status.total:
         st.caption(f"Accuracy landscape: all {status.total} configurations computed on the {_test_set_text(shared)}.")
         return
@@ -298,6 +299,39 @@ def landscape_progress(shared: session.SharedExplorer) -> None:
         if st.button(f"Fill the landscape on {size:,} images (about {_duration(seconds)})", key="fill_landscape"):
             shared.fill(None if size >= total else int(size))
             st.rerun()
+
+
+def linear_on_request(shared: session.SharedExplorer) -> None:
+    """Large kNN data: the fill computes no linear probe; offer it along the published path, with its cost."""
+    filler = shared.filler
+    if filler.with_linear:
+        return
+    missing = filler.linear_path_missing()
+    if not missing:
+        st.caption(
+            "Linear probe: computed along the published path (the rest of the plane: `landscape --metrics knn,linear`)."
+        )
+        return
+    knn = shared.explorer.knn
+    images = len(knn.train_labels) + len(knn.test_labels)
+    seconds = len(missing) * (
+        images * _seconds_per_image(shared) + LINEAR_PROBE_S_PER_TRAIN_IMAGE * len(knn.train_labels)
+    )
+    st.caption(
+        f"Linear probe: not computed while the landscape fills ({len(knn.train_labels):,} training images make a "
+        "probe per configuration costly)."
+    )
+    if st.button(
+        f"Compute it along the published path ({len(missing)} configurations, about {_duration(seconds)})",
+        key="linear_path",
+    ):
+        filler.request_linear_path()
+        st.rerun()
+
+
+# A probe's cost grows with the train split: 100 epochs over it (0.07 s for the embedded data's 1,257 images
+# at 96 dims on one CPU thread: benchmarks/bench_linear_probe.py, results/linear.md), rounded up for wider features.
+LINEAR_PROBE_S_PER_TRAIN_IMAGE = 2e-4
 
 
 def _seconds_per_image(shared: session.SharedExplorer) -> float:
