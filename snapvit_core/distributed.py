@@ -66,14 +66,6 @@ def init_from_env(device: str | torch.device | None = None) -> bool:
     return True
 
 
-def local_device(device: str | torch.device) -> torch.device:
-    """``device`` for this rank: ``cuda`` becomes ``cuda:LOCAL_RANK`` under torchrun."""
-    device = torch.device(device)
-    if device.type == "cuda" and device.index is None and is_distributed():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return device
-
-
 def shard_range(count: int) -> range:
     """This rank's contiguous share of ``count`` items (ranks 0..W-1 in order cover 0..count-1).
 

@@ -231,31 +231,6 @@ def keep_boundary_html(figure: go.Figure, kept_neurons: Sequence[int]) -> str:
     return overlay_html(area, marks)
 
 
-def similarity_histogram(similarity: np.ndarray) -> go.Figure:
-    """Distribution of per-image cosine similarity between pruned and unpruned embeddings."""
-    similarity = np.asarray(similarity, dtype=float)
-    low = min(0.0, float(np.min(similarity))) if similarity.size else 0.0
-    # Bins end just past 1: at zero sparsity every image sits at exactly 1.0 (a bin edge otherwise).
-    size = (1.0 - low) / 40
-    figure = go.Figure(
-        go.Histogram(
-            x=similarity,
-            xbins={"start": low, "end": 1.0 + size, "size": size},
-            marker_color=KEPT_COLOUR,
-            name="test images",
-            hovertemplate="cosine %{x}<br>%{y} images<extra></extra>",
-        )
-    )
-    figure.update_layout(
-        title=f"Similarity to unpruned (mean {float(np.mean(similarity)):.3f})",
-        xaxis_title="cosine similarity (1 = unchanged)",
-        yaxis_title="test images (count)",
-        xaxis={"range": [low, 1.0 + size]},
-        bargap=0.05,
-    )
-    return figure
-
-
 def fitness_curve(fitness: Sequence[float], best_so_far: Sequence[float]) -> go.Figure:
     """Search progress: every evaluated fitness and the best so far (lower is better)."""
     steps = list(range(1, len(fitness) + 1))

@@ -7,8 +7,6 @@ so the same configuration always gets the same subset and its numbers stay compa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 LIVE_KNN_BUDGET_S = 0.6  # target time of one estimate pass; the kNN set shrinks to fit it
 MIN_LIVE_KNN_IMAGES = 200
 CPU_FLOPS_PER_S = 30e9  # conservative CPU throughput guess
@@ -35,16 +33,3 @@ def fills_by_default(flops_per_image: float, images: int, device: str) -> bool:
     point (``images`` embedded) is expected to take at most ``HEAVY_POINT_S`` (the embedded ViT: ~0.1 s by
     this guess; a CPU ViT-B/16 on 2,000 images: minutes, so a button fills it on a chosen set size)."""
     return str(device).startswith("cuda") or images * seconds_per_image_guess(flops_per_image, device) <= HEAVY_POINT_S
-
-
-def knn_metrics(has_knn: bool, run_knn: bool) -> tuple[str, ...]:
-    """The metrics a configuration shows: kNN (with embedding similarity) only where it means something."""
-    return ("knn", "flops", "params") if has_knn and run_knn else ("flops", "params")
-
-
-def describe_set(knn_images: int | None, total: Sequence[int] | int) -> str:
-    """'all 1,797 kNN images' or 'subset: 600 of 1,797 kNN images'."""
-    count = total if isinstance(total, int) else sum(total)
-    if knn_images is None or knn_images >= count:
-        return f"all {count:,} kNN images"
-    return f"subset: {knn_images:,} of {count:,} kNN images"
