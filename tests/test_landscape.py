@@ -244,7 +244,7 @@ def test_cli_landscape_writes_a_resumable_csv(tmp_path):
     first = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr
     report = json.loads(first.stdout)
-    assert report["points"] == 4 and report["computed"] == 4 and "landscape [" in first.stderr
+    assert report["points"] == 4 and report["computed"] == 4 and "landscape: 100%" in first.stderr  # tqdm's bar
     lines = out.read_text().splitlines()
     assert lines[0] == (
         "mlp_sparsity,head_sparsity,knn_top1,mean_cosine,params,flops,latency_ms,latency_batch_ms,"

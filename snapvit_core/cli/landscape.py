@@ -7,7 +7,8 @@ import csv
 import io
 import math
 import sys
-import time
+
+from tqdm import tqdm
 
 from ..knn import DEFAULT_K
 from ._common import (
@@ -136,31 +137,6 @@ def _write_csv(out, text: str, overwrite: bool) -> None:
         ) from None
 
 
-class _ProgressBar:
-    """A one-line bar on stderr (redrawn in place on a terminal, a line every 5 % otherwise)."""
-
-    def __init__(self, total: int, quiet: bool) -> None:
-        self.total, self.quiet = total, quiet
-        self.start = time.monotonic()
-        self.tty = sys.stderr.isatty()
-        self.last_line = -1
-
-    def update(self, done: int, computed: int) -> None:
-        if self.quiet:
-            return
-        elapsed = time.monotonic() - self.start
-        rate = elapsed / computed if computed else None
-        left = "" if rate is None else f" · {rate:.2f} s/point · {(self.total - done) * rate:.0f} s left"
-        filled = int(30 * done / max(self.total, 1))
-        line = f"landscape [{'#' * filled}{'.' * (30 - filled)}] {done}/{self.total}{left}"
-        if self.tty:
-            sys.stderr.write("\r" + line + ("\n" if done >= self.total else ""))
-            sys.stderr.flush()
-        elif done * 20 // max(self.total, 1) != self.last_line or done >= self.total:
-            self.last_line = done * 20 // max(self.total, 1)
-            sys.stderr.write(line + "\n")
-
-
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -204,19 +180,19 @@ def run(args: argparse.Namespace) -> int:
     for warning in landscape.warnings:
         warn(warning)
     resumed = len(landscape)
-    bar = _ProgressBar(landscape.size, args.quiet)
-    bar.update(resumed, 0)
     computed = 0
     with_linear = "linear" in metrics
-    for configuration in landscape.missing("linear_top1" if with_linear else None):
-        result = explorer.evaluate(
-            configuration[0], configuration[1], ("knn", "flops", "params", *metrics_extra), correction=correction
-        )
-        landscape.add(LandscapePoint.from_result(result))
-        computed += 1
-        if computed % 10 == 0:
-            landscape.save()  # resumable: a rerun continues from here
-        bar.update(len(landscape), computed)
+    todo = landscape.missing("linear_top1" if with_linear else None)
+    with tqdm(total=len(todo), desc="landscape", unit="point", disable=args.quiet, file=sys.stderr) as bar:
+        for configuration in todo:
+            result = explorer.evaluate(
+                configuration[0], configuration[1], ("knn", "flops", "params", *metrics_extra), correction=correction
+            )
+            landscape.add(LandscapePoint.from_result(result))
+            computed += 1
+            if computed % 10 == 0:
+                landscape.save()  # resumable: a rerun continues from here
+            bar.update(1)
     landscape.save()
     batches = tuple(sorted({1, args.latency_batch}))
     latency_model = explorer.latency_model if table is not None else None
