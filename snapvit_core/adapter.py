@@ -445,3 +445,15 @@ def prepare_private_copy(model: nn.Module) -> None:
     last = blocks[-1]
     if type(last) is Block and type(last.attn) is Attention and getattr(last.attn, "gate", None) is None:
         last.__class__ = ClsOutputBlock
+
+
+class EmbeddingModule(nn.Module):
+    """A backbone's embedding forward (classification heads disabled) as a module of its own: what ONNX
+    exports and the ONNX runtime's latency calibration run for a whole model."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return ViTAdapter(self.model).embed(images)

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from ._atomic import finish_folder, staging_folder, swap_folder_into_place
-from .adapter import ViTAdapter
+from .adapter import EmbeddingModule, ViTAdapter
 from .errors import SnapViTError
 from .presets import EMBEDDED_MODEL_IDS
 from .surgery import resize_model, widths
@@ -143,17 +143,6 @@ def kept_widths(model: nn.Module) -> tuple[list[int], list[int]]:
     return widths(model)
 
 
-class _Embedding(nn.Module):
-    """The embedding forward (classification heads disabled) as a module, for ONNX export."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return ViTAdapter(self.model).embed(images)
-
-
 def export_onnx(model: nn.Module, path: Path, image_size: int) -> float:
     """Write the embedding model as ONNX and return max |onnxruntime - torch| on random inputs."""
     try:
@@ -162,7 +151,7 @@ def export_onnx(model: nn.Module, path: Path, image_size: int) -> float:
         raise SnapViTError(
             "ONNX export needs onnx and onnxruntime.", "pip install onnx onnxruntime onnxscript"
         ) from None
-    wrapper = _Embedding(model).eval()
+    wrapper = EmbeddingModule(model).eval()
     example = torch.randn(2, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
     try:
         torch.onnx.export(

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .adapter import ViTAdapter
+from .adapter import EmbeddingModule, ViTAdapter
 from .cancel import Cancel, Progress, check_cancel, report
 from .elastic import ElasticViT, PruningPlan, standalone_copy
 from .errors import SnapViTError
@@ -35,17 +35,6 @@ MIN_PIECE_S = 1e-3  # a piece's timing repeats its call until it lasts about thi
 RUNTIMES = ("torch", "onnxruntime")  # what executes the timed forwards
 MAX_ROUNDS = 100  # interleaved rounds per batch size (the default grows to 21 within its budget)
 MAX_BUDGET_S = 3600.0  # timing seconds per batch size
-
-
-class _Embedding(nn.Module):
-    """The embedding forward as a module (what the ONNX runtime runs for a whole model)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return ViTAdapter(self.model).embed(images)
 
 
 class _Runners:
@@ -84,7 +73,7 @@ class _Runners:
         if self.runtime == "torch":
             adapter = ViTAdapter(model)
             return lambda: adapter.embed(images)
-        return self._session(_Embedding(model), images)
+        return self._session(EmbeddingModule(model), images)
 
     def piece(self, module: nn.Module, tokens: torch.Tensor) -> Callable[[], object]:
         if self.runtime == "torch":
