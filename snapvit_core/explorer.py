@@ -29,7 +29,7 @@ from .elastic import ElasticViT, PruningPlan
 from .errors import SnapViTError
 from .evaluation import KnnEvaluator, embedding_similarity, extract_features
 from .knn import stratified_subset
-from .latency_model import LatencyModel, LatencyPrediction, load_or_calibrate_latency_model
+from .latency_model import LatencyModel, LatencyPrediction, latency_report, load_or_calibrate_latency_model
 from .linear_probe import LinearProbe
 from .metrics import analytic_flops, count_parameters, measure_latency, median_speedup, paired_rounds
 from .plan_metrics import CostTable, PlanCost, cost_table, plan_cost
@@ -305,25 +305,11 @@ class Explorer:
 
     def _predict_latency(self, result: EvaluationResult, plan: PruningPlan, batch: int) -> None:
         latency_model = self.ensure_latency_model(batches=tuple(sorted({1, batch})))
-        single = latency_model.predict_plan(plan, 1)
-        many = latency_model.predict_plan(plan, batch)
         key = latency_model.key
-        result.latency_ms = single.ms
+        labels = {"device": key.device, "dtype": key.dtype, "threads": key.threads, "source": "predicted"}
+        result.latency = latency_report(latency_model, plan, batch, **labels)
+        result.latency_ms = result.latency["median_ms"]
         result.latency_source = "predicted"
-        result.latency = {
-            "median_ms": single.ms,
-            "low_ms": single.low_ms,
-            "high_ms": single.high_ms,
-            "speedup": single.speedup,
-            "throughput_per_s": 1e3 * batch / many.ms,
-            "batch_ms": many.ms,
-            "batch_speedup": many.speedup,
-            "batch_size": batch,
-            "device": key.device,
-            "dtype": key.dtype,
-            "threads": key.threads,
-            "source": "predicted",
-        }
 
     def measure_latency_now(self, mlp_sparsity: float, head_sparsity: float, batch: int = 1) -> LatencyPrediction:
         """Time the configuration directly (interleaved with the unpruned model): a check of the model.

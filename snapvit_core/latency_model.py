@@ -393,3 +393,21 @@ def load_or_calibrate_latency_model(
         _warn_once(path, f"could not cache the latency model at {path} ({error.strerror or error}); it is "
                    "recalibrated next time. Set SNAPVIT_CACHE_DIR to a writable folder to keep it.")  # fmt: skip
     return model
+
+
+def latency_report(model: LatencyModel, plan: PruningPlan, batch: int, **labels: object) -> dict:
+    """A plan's predicted latency as the CLI's ``latency`` dict: batch 1 (or ``batch`` when the model has no
+    batch-1 table), throughput at ``batch``, and ``labels`` (device, dtype, threads, source ...) after them."""
+    single = model.predict_plan(plan, 1 if 1 in model.tables else batch)
+    many = model.predict_plan(plan, batch)
+    return {
+        "median_ms": single.ms,
+        "low_ms": single.low_ms,
+        "high_ms": single.high_ms,
+        "speedup": single.speedup,
+        "throughput_per_s": 1e3 * batch / many.ms,
+        "batch_ms": many.ms,
+        "batch_speedup": many.speedup,
+        "batch_size": batch,
+        **labels,
+    }

@@ -26,7 +26,7 @@ from ._atomic import write_text_atomic
 from .adapter import ArchitectureShape
 from .elastic import PruningPlan
 from .errors import SnapViTError, printable
-from .latency_model import BatchTable, LatencyModel, LatencyModelKey, LatencyPrediction
+from .latency_model import BatchTable, LatencyModel, LatencyModelKey, LatencyPrediction, latency_report
 from .safe_files import read_bounded
 
 TABLE_FORMAT = "snapvit-latency-table"
@@ -115,23 +115,8 @@ class LatencyTable:
 
     def latency_report(self, plan: PruningPlan, batch: int) -> dict:
         """The latency a plan is predicted to have on the table's device (the CLI's ``latency`` dict)."""
-        single = self.predict_plan(plan, 1 if 1 in self.model.tables else batch)
-        many = self.predict_plan(plan, batch)
-        return {
-            "median_ms": single.ms,
-            "low_ms": single.low_ms,
-            "high_ms": single.high_ms,
-            "speedup": single.speedup,
-            "throughput_per_s": 1e3 * batch / many.ms,
-            "batch_ms": many.ms,
-            "batch_speedup": many.speedup,
-            "batch_size": batch,
-            "device": self.device,
-            "runtime": self.runtime,
-            "dtype": self.dtype,
-            "threads": self.threads,
-            "source": "latency table",
-        }
+        labels = {"device": self.device, "runtime": self.runtime, "dtype": self.dtype, "threads": self.threads}
+        return latency_report(self.model, plan, batch, **labels, source="latency table")
 
     def to_dict(self) -> dict:
         return {
