@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from snapvit_core._atomic import write_text_atomic  # noqa: E402
 from snapvit_core.backbones import load_backbone  # noqa: E402
 from snapvit_core.explorer import Explorer, data_free_scores  # noqa: E402
-from snapvit_core.latency_model import calibrate_latency_model  # noqa: E402
+from snapvit_core.latency_calibration import calibrate_latency_model  # noqa: E402
 from snapvit_core.metrics import paired_rounds  # noqa: E402
 from snapvit_core.presets import PUBLISHED_SPARSITY_PAIRS  # noqa: E402
 from snapvit_core.scores_io import load_scores  # noqa: E402

@@ -29,7 +29,8 @@ from .elastic import ElasticViT, PruningPlan
 from .errors import SnapViTError
 from .evaluation import KnnEvaluator, embedding_similarity, extract_features
 from .knn import stratified_subset
-from .latency_model import LatencyModel, LatencyPrediction, latency_report, load_or_calibrate_latency_model
+from .latency_calibration import load_or_calibrate_latency_model
+from .latency_model import LatencyModel, LatencyPrediction, latency_report
 from .linear_probe import LinearProbe
 from .metrics import analytic_flops, count_parameters, measure_latency, median_speedup, paired_rounds
 from .plan_metrics import CostTable, PlanCost, cost_table, plan_cost

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,7 +23,16 @@ from .adapter import EmbeddingModule, ViTAdapter
 from .cancel import Cancel, Progress, check_cancel, report
 from .elastic import ElasticViT, PruningPlan, standalone_copy
 from .errors import SnapViTError
-from .latency_model import BatchTable, LatencyModel, LatencyModelKey
+from .latency_model import (
+    BatchTable,
+    LatencyModel,
+    LatencyModelKey,
+    _warn_once,
+    cache_path,
+    latency_model_key,
+    load_cached_latency_model,
+    save_latency_model,
+)
 from .scores import ImportanceScores
 
 log = logging.getLogger(__name__)
@@ -323,3 +333,44 @@ def _calibrate_batches(
             attention_ms=tuple(attention),
             mlp_ms=tuple(mlp),
         )
+
+
+def load_or_calibrate_latency_model(
+    backbone,
+    device: str | torch.device = "cpu",
+    batches: Sequence[int] = (1, 32),
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    progress: Progress | None = None,
+    cancel: Cancel | None = None,
+    **calibration: object,
+) -> LatencyModel:
+    """The cached latency model of ``backbone`` (a backbones.Backbone) on ``device``, calibrating on a miss.
+
+    The cache file is keyed by backbone id, device, dtype, threads, image size and architecture;
+    it is written atomically. ``calibration`` goes to ``calibrate_latency_model`` (budget_s ...).
+    """
+    key = latency_model_key(backbone, device)
+    cached = load_cached_latency_model(key, cache_dir, batches)
+    if cached is not None:
+        report(progress, 1, 1)
+        return cached
+    model = calibrate_latency_model(
+        backbone.model,
+        backbone.image_size,
+        device,
+        batches,
+        backbone_id=backbone.model_id,
+        progress=progress,
+        cancel=cancel,
+        **calibration,
+    )
+    if model.key != key:  # the threads changed during calibration: store it under what it measured
+        log.info("latency model key changed during calibration: %s -> %s", key, model.key)
+    try:
+        save_latency_model(model, cache_dir)
+    except OSError as error:  # a read-only cache folder, a file where the folder should be, a full disk
+        path = cache_path(model.key, cache_dir)
+        _warn_once(path, f"could not cache the latency model at {path} ({error.strerror or error}); it is "
+                   "recalibrated next time. Set SNAPVIT_CACHE_DIR to a writable folder to keep it.")  # fmt: skip
+    return model

@@ -37,10 +37,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from ._atomic import write_text_atomic
-from .cancel import Cancel, Progress, report
 from .elastic import PruningPlan
 from .errors import SnapViTError, printable
 
@@ -289,13 +287,6 @@ class LatencyModel:
         )
 
 
-def calibrate_latency_model(model: nn.Module, image_size: int, *args: object, **kwargs: object) -> LatencyModel:
-    """Time the pieces of ``model`` and return its latency model (see ``latency_calibration``)."""
-    from .latency_calibration import calibrate_latency_model as calibrate
-
-    return calibrate(model, image_size, *args, **kwargs)
-
-
 def cache_root() -> Path:
     """The project's cache folder: $SNAPVIT_CACHE_DIR, else ~/.cache/snapvit-explorer."""
     return Path(os.environ.get("SNAPVIT_CACHE_DIR") or Path.home() / ".cache" / "snapvit-explorer")
@@ -352,47 +343,6 @@ def save_latency_model(model: LatencyModel, cache_dir=None) -> Path:
     path = cache_path(model.key, cache_dir)
     write_text_atomic(path, json.dumps(model.to_dict(), indent=1))
     return path
-
-
-def load_or_calibrate_latency_model(
-    backbone,
-    device: str | torch.device = "cpu",
-    batches: Sequence[int] = (1, 32),
-    *,
-    cache_dir: str | os.PathLike | None = None,
-    progress: Progress | None = None,
-    cancel: Cancel | None = None,
-    **calibration: object,
-) -> LatencyModel:
-    """The cached latency model of ``backbone`` (a backbones.Backbone) on ``device``, calibrating on a miss.
-
-    The cache file is keyed by backbone id, device, dtype, threads, image size and architecture;
-    it is written atomically. ``calibration`` goes to ``calibrate_latency_model`` (budget_s ...).
-    """
-    key = latency_model_key(backbone, device)
-    cached = load_cached_latency_model(key, cache_dir, batches)
-    if cached is not None:
-        report(progress, 1, 1)
-        return cached
-    model = calibrate_latency_model(
-        backbone.model,
-        backbone.image_size,
-        device,
-        batches,
-        backbone_id=backbone.model_id,
-        progress=progress,
-        cancel=cancel,
-        **calibration,
-    )
-    if model.key != key:  # the threads changed during calibration: store it under what it measured
-        log.info("latency model key changed during calibration: %s -> %s", key, model.key)
-    try:
-        save_latency_model(model, cache_dir)
-    except OSError as error:  # a read-only cache folder, a file where the folder should be, a full disk
-        path = cache_path(model.key, cache_dir)
-        _warn_once(path, f"could not cache the latency model at {path} ({error.strerror or error}); it is "
-                   "recalibrated next time. Set SNAPVIT_CACHE_DIR to a writable folder to keep it.")  # fmt: skip
-    return model
 
 
 def latency_report(model: LatencyModel, plan: PruningPlan, batch: int, **labels: object) -> dict:

@@ -9,18 +9,17 @@ import torch
 from conftest import make_vit
 from test_families import FAMILIES
 
+from snapvit_core import latency_calibration
 from snapvit_core import latency_model as lm
 from snapvit_core.backbones import Backbone
 from snapvit_core.errors import CancelledError, SnapViTError
-from snapvit_core.latency_calibration import _spans, mlp_grid
-from snapvit_core.latency_model import (
-    LatencyModel,
+from snapvit_core.latency_calibration import (
+    _spans,
     calibrate_latency_model,
-    latency_model_key,
-    load_cached_latency_model,
     load_or_calibrate_latency_model,
-    save_latency_model,
+    mlp_grid,
 )
+from snapvit_core.latency_model import LatencyModel, latency_model_key, load_cached_latency_model, save_latency_model
 
 FAST = {"budget_s": 0.01, "min_rounds": 2, "max_rounds": 2}
 
@@ -120,7 +119,7 @@ def test_load_or_calibrate_uses_the_cache(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("recalibrated despite a cached model")
 
-    monkeypatch.setattr(lm, "calibrate_latency_model", refuse)
+    monkeypatch.setattr(latency_calibration, "calibrate_latency_model", refuse)
     second = load_or_calibrate_latency_model(backbone, "cpu", (1,), cache_dir=tmp_path)
     assert second.to_dict() == first.to_dict()
     monkeypatch.setenv("SNAPVIT_CACHE_DIR", str(tmp_path / "env"))
