@@ -65,7 +65,7 @@ def test_explorer_evaluates_and_restores_between_configurations():
 
 def test_metric_names_are_checked():
     assert check_metrics(["knn", " flops"]) == ("knn", "flops")
-    with pytest.raises(SnapViTError, match="Choose from knn, flops, params, latency"):
+    with pytest.raises(SnapViTError, match="Choose from knn, linear, flops, params, latency"):
         check_metrics(["accuracy"])
 
 
