@@ -103,7 +103,7 @@ def _latency_metrics(explorer: Explorer, model: nn.Module, plan: PruningPlan, re
 
     size, device = explorer.backbone.image_size, explorer.device
     measured = measure_latency(copy.deepcopy(model), size, 1, device, min_run_time=0.2)  # timing casts its model
-    reference = measure_latency(explorer.elastic.prune_to(0.0, 0.0), size, 1, device, min_run_time=0.2)
+    reference = measure_latency(explorer.pruned_model(0.0, 0.0)[0], size, 1, device, min_run_time=0.2)
     if request.latency_table:
         from .latency_table import load_table
 

@@ -135,7 +135,8 @@ class LandscapeFiller:
 
     def linear_path_missing(self) -> list[tuple[float, float]]:
         """Published-path configurations without a linear-probe value yet."""
-        return [c for c in published_path(self.landscape.key.grid) if c in self.landscape.missing("linear_top1")]
+        missing = set(self.landscape.missing("linear_top1"))
+        return [c for c in published_path(self.landscape.key.grid) if c in missing]
 
     def start_fill(self) -> None:
         """Fill the whole plane (the heavy-backbone button)."""

@@ -335,6 +335,13 @@ def _calibrate_batches(
         )
 
 
+def calibrate_backbone(backbone, device: str | torch.device, batches: Sequence[int], **options: object) -> LatencyModel:
+    """``calibrate_latency_model`` of a ``backbones.Backbone`` (its model, image size and id)."""
+    return calibrate_latency_model(
+        backbone.model, backbone.image_size, device, batches, backbone_id=backbone.model_id, **options
+    )
+
+
 def load_or_calibrate_latency_model(
     backbone,
     device: str | torch.device = "cpu",
@@ -355,16 +362,7 @@ def load_or_calibrate_latency_model(
     if cached is not None:
         report(progress, 1, 1)
         return cached
-    model = calibrate_latency_model(
-        backbone.model,
-        backbone.image_size,
-        device,
-        batches,
-        backbone_id=backbone.model_id,
-        progress=progress,
-        cancel=cancel,
-        **calibration,
-    )
+    model = calibrate_backbone(backbone, device, batches, progress=progress, cancel=cancel, **calibration)
     if model.key != key:  # the threads changed during calibration: store it under what it measured
         log.info("latency model key changed during calibration: %s -> %s", key, model.key)
     try:

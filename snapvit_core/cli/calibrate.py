@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..backbones import load_backbone
-    from ..latency_calibration import calibrate_latency_model
+    from ..latency_calibration import calibrate_backbone
     from ..latency_table import is_latency_table, make_table, save_table
     from ..safe_files import guard_destination
 
@@ -72,12 +72,10 @@ def run(args: argparse.Namespace) -> int:
     backbone = load_backbone(args.model, random_init=True, device=device)  # timing does not depend on weights
     backbone.model.to(getattr(torch, DTYPES[args.dtype]))
     batches = tuple(sorted({*TABLE_BATCHES, args.batch}))
-    model = calibrate_latency_model(
-        backbone.model,
-        backbone.image_size,
+    model = calibrate_backbone(
+        backbone,
         device,
         batches,
-        backbone_id=backbone.model_id,
         budget_s=args.budget_s,
         min_rounds=args.min_rounds,
         max_rounds=max(args.min_rounds, args.max_rounds),
