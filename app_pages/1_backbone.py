@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import streamlit as st
 
-from snapvit_core.backbones import EMBEDDED_ID
 from snapvit_core.data import DATA_SPEC_HELP, parse_data_spec
+from snapvit_core.engine.backbones import EMBEDDED_ID
 from snapvit_core.errors import SnapViTError
-from snapvit_core.metrics import analytic_flops, count_parameters
+from snapvit_core.evaluation.metrics import analytic_flops, count_parameters
 from snapvit_core.presets import BACKBONE_PRESETS
-from ui import session
+from ui import session, shared
 from ui.labels import card, card_row, flops_unit, short_number
 from ui.literal import code, escape
 from ui.long_pass import render
+from ui.state import Selection
 
 OTHER_TIMM = "Other timm ViT name ..."
 LOCAL_DIR = "Local checkpoint directory ..."
@@ -70,7 +71,7 @@ if submitted:
         if not model_id:
             raise SnapViTError("No model name or directory was given.", "Type a timm name or a checkpoint directory.")
         parse_data_spec(data)
-        session.set_selection(session.Selection(model_id, random_init, device, data))
+        session.set_selection(Selection(model_id, random_init, device, data))
     except SnapViTError as error:
         session.show_error(error)
 
@@ -100,7 +101,7 @@ st.caption(
 
 
 def keep_unpruned(snapshot) -> None:
-    """Nothing to store: the finished pass is shared (``session.UNPRUNED_JOBS``); the page reruns."""
+    """Nothing to store: the finished pass is shared (``ui.shared.unpruned_knn_job``); the page reruns."""
 
 
 if not session.has_labelled_data():
@@ -129,7 +130,7 @@ else:
         st.caption(f"{splits.describe()} · kNN on {snapshot.result.knn_set} ({snapshot.seconds:.1f} s)")
     elif snapshot.state == "running":
         st.caption(f"Embedding the kNN data with the unpruned model: {splits.describe()}")
-        render("job_unpruned_knn", "Embedding the kNN data", keep_unpruned)
+        render("unpruned_knn", "Embedding the kNN data", keep_unpruned)
     else:
         if snapshot.state == "cancelled":
             st.warning("Embedding the kNN data was cancelled.")
@@ -152,6 +153,6 @@ with st.expander("Data-free scores for a first look"):
     )
     if st.button("Use magnitude scores"):
         session.set_scores(
-            session.data_free(session.selection(), "magnitude"), "magnitude (data-free)", scores_id="method:magnitude"
+            shared.data_free(session.selection(), "magnitude"), "magnitude (data-free)", scores_id="method:magnitude"
         )
         st.success("Magnitude scores selected.")

@@ -7,7 +7,7 @@ import re
 import streamlit as st
 
 from snapvit_core.errors import SnapViTError
-from snapvit_core.scores_io import load_scores, load_scores_bytes, save_scores
+from snapvit_core.scoring.scores_io import load_scores, load_scores_bytes, save_scores
 from ui import session
 from ui.score_jobs import render_jobs
 

@@ -10,6 +10,7 @@ import streamlit as st
 
 from snapvit_core.errors import SnapViTError
 from snapvit_core.explorer import DATA_FREE_METHODS
+from snapvit_core.landscape.grid import GRID_STEP, MAX_SPARSITY, path_keys, published_path, value_text
 from ui import config_state, links, session
 from ui.explorer_view import (
     accuracy_panel,
@@ -24,9 +25,8 @@ from ui.explorer_view import (
     neuron_map,
     selected_configuration,
 )
-from ui.instant_cards import SliderLink, published_path_keys, slider_text
+from ui.instant_cards import SliderLink
 from ui.landscape_charts import LANDSCAPE_KEY
-from ui.sliders import MAX_SPARSITY, SLIDER_STEP, published_path
 
 st.title("Elastic explorer")
 if session.guarded_backbone() is None:
@@ -110,7 +110,7 @@ def live() -> None:
 def sliders_and_cards() -> tuple[tuple[float, float], Any, bool, SliderLink]:
     """The sliders, the cost and accuracy cards and the tools; returns (configuration, its cost, kNN shown,
     the sliders' link for the browser's instant cards)."""
-    slider_args = {"min_value": 0.0, "max_value": MAX_SPARSITY, "step": SLIDER_STEP, "format": "%.2f"}
+    slider_args = {"min_value": 0.0, "max_value": MAX_SPARSITY, "step": GRID_STEP, "format": "%.2f"}
     overall = st.slider(
         OVERALL_LABEL,
         key="overall_sparsity",
@@ -123,8 +123,8 @@ def sliders_and_cards() -> tuple[tuple[float, float], Any, bool, SliderLink]:
     head_slider = right.slider(HEAD_LABEL, key="head_sparsity", **slider_args)
     link = SliderLink(
         (OVERALL_LABEL, MLP_LABEL, HEAD_LABEL),
-        tuple(map(slider_text, (overall, mlp_slider, head_slider))),
-        published_path_keys(),
+        tuple(map(value_text, (overall, mlp_slider, head_slider))),
+        path_keys(),
     )
     config = config_state.store_from_widgets(mlp_slider, head_slider, overall).pair
     mlp_sparsity, head_sparsity = config

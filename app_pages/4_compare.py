@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import streamlit as st
 
-from snapvit_core.budget import LandscapeGap, best_in_landscape, find_best_under_budget
 from snapvit_core.errors import SnapViTError
-from snapvit_core.explorer import DATA_FREE_METHODS, Explorer, data_free_scores
-from snapvit_core.jobs import Job
+from snapvit_core.explorer import DATA_FREE_METHODS
+from snapvit_core.landscape.budget import LandscapeGap, best_in_landscape, find_best_under_budget
+from snapvit_core.landscape.sweep import LINEAR_COLUMN, landscape_table, pareto_mask, sweep
 from snapvit_core.presets import PUBLISHED_SPARSITY_PAIRS
-from snapvit_core.scores_io import load_scores
-from snapvit_core.sweep import LINEAR_COLUMN, landscape_table, pareto_mask, sweep
-from ui import charts, config_state, session
+from snapvit_core.runtime.jobs import Job
+from snapvit_core.scoring.scores_io import load_scores
+from ui import charts, config_state, session, shared, state
 from ui.labels import BUDGET_TARGETS
 from ui.live import live_knn_images
 from ui.long_pass import job_progress, render
@@ -22,11 +22,11 @@ backbone = session.guarded_backbone()
 if backbone is None:
     st.stop()
 try:
-    state = session.current()
+    view = session.current()
 except SnapViTError as error:
     session.show_error(error)
     st.stop()
-explorer, scores, scores_label = state.explorer, state.scores, state.scores_label
+explorer, scores, scores_label = view.explorer, view.scores, view.scores_label
 labelled = session.has_labelled_data() and session.run_knn_on_random_weights()
 knn_images = None
 if labelled:
@@ -87,38 +87,40 @@ def run_budget(report, cancelled, explorer, column, limit, metric):
 
 def keep_budget(snapshot) -> None:
     if snapshot.state == "done":
-        st.session_state["budget_answer"] = snapshot.result
+        state.set_results(budget_answer=snapshot.result)
     else:
-        st.session_state["budget_error"] = snapshot.error
+        state.set_results(budget_error=snapshot.error)
 
 
 def from_landscape(column: str, limit: float):
     """The answer read from the shared landscape when it covers the budget's boundary (instant), else None."""
-    if state.shared.landscape is None or not labelled:
+    if view.shared.landscape is None or not labelled:
         return None
     try:
-        return column, limit, best_in_landscape(explorer, state.shared.landscape, column, limit, metric=rank_by)
+        return column, limit, best_in_landscape(explorer, view.shared.landscape, column, limit, metric=rank_by)
     except LandscapeGap:
         return None
 
 
 if find:
-    running = st.session_state.get("job_budget")
+    running = state.job("budget")
     instant = from_landscape(column, float(limit))
     if instant is not None:
-        st.session_state.pop("budget_error", None)
-        st.session_state["budget_answer"] = instant
+        state.set_results(budget_error=None, budget_answer=instant)
     elif running is not None and running.running:
         st.warning("A budget search is already running; cancel it first.")
     else:
-        st.session_state.pop("budget_error", None)
-        st.session_state["job_budget"] = Job(
-            "budget", run_budget, {"explorer": explorer, "column": column, "limit": float(limit), "metric": rank_by}
-        ).start()
-render("job_budget", "Budget search", keep_budget)
-if st.session_state.get("budget_error"):
-    st.warning(st.session_state["budget_error"])
-found = st.session_state.get("budget_answer")
+        state.set_results(budget_error=None)
+        state.set_job(
+            "budget",
+            Job(
+                "budget", run_budget, {"explorer": explorer, "column": column, "limit": float(limit), "metric": rank_by}
+            ).start(),
+        )
+render("budget", "Budget search", keep_budget)
+if state.result("budget_error"):
+    st.warning(state.result("budget_error"))
+found = state.result("budget_answer")
 if found is not None:
     found_column, found_limit, answer = found
     label = next(name for name, value in BUDGET_TARGETS.items() if value == found_column)
@@ -171,9 +173,6 @@ with st.form("sweep_form"):
 
 def run_sweep(report, cancelled, labels, pairs, selection, linear):
     explorers = {}
-    splits = session.shared_knn_splits(
-        selection.data, selection.model_id, selection.random_init, selection.resolved_device
-    )
     for label in labels:
         if label == CURRENT:
             explorers[label] = explorer
@@ -181,10 +180,8 @@ def run_sweep(report, cancelled, labels, pairs, selection, linear):
         if label in saved:
             method_scores = load_scores(saved[label])
         else:
-            method_scores = data_free_scores(label.split(" ")[0], backbone.model)
-        other = Explorer(backbone, method_scores, selection.resolved_device)
-        other.attach_knn(session.make_knn_evaluator(splits, selection.resolved_device))
-        explorers[label] = other
+            method_scores = shared.data_free(selection, label.split(" ")[0])
+        explorers[label] = shared.shared_explorer(selection, method_scores, view.align).explorer
     return sweep(
         explorers,
         pairs,
@@ -197,32 +194,34 @@ def run_sweep(report, cancelled, labels, pairs, selection, linear):
 
 def keep_sweep(snapshot) -> None:
     if snapshot.state == "done":
-        st.session_state["sweep_table"] = snapshot.result
+        state.set_results(sweep_table=snapshot.result)
     else:
-        st.session_state["sweep_error"] = snapshot.error
+        state.set_results(sweep_error=snapshot.error)
 
 
 if start:
-    job = st.session_state.get("job_sweep")
+    job = state.job("sweep")
     if not chosen:
         st.error("Choose at least one scores source.")
     elif job is not None and job.running:
         st.warning("A sweep is already running; cancel it first.")
     elif grid.startswith("published"):
-        st.session_state.pop("sweep_error", None)
-        st.session_state.pop("sweep_landscapes", None)
-        st.session_state["job_sweep"] = Job(
+        state.set_results(sweep_error=None, sweep_landscapes=None)
+        state.set_job(
             "sweep",
-            run_sweep,
-            {
-                "labels": chosen,
-                "pairs": list(PUBLISHED_SPARSITY_PAIRS),
-                "selection": session.selection(),
-                "linear": rank_by == "linear",
-            },
-        ).start()
+            Job(
+                "sweep",
+                run_sweep,
+                {
+                    "labels": chosen,
+                    "pairs": list(PUBLISHED_SPARSITY_PAIRS),
+                    "selection": session.selection(),
+                    "linear": rank_by == "linear",
+                },
+            ).start(),
+        )
     else:
-        st.session_state["sweep_landscapes"] = chosen
+        state.set_results(sweep_landscapes=tuple(chosen))
 
 
 def landscape_sources(labels: list[str]) -> dict:
@@ -234,24 +233,24 @@ def landscape_sources(labels: list[str]) -> dict:
         elif label in saved:
             chosen_scores = load_scores(saved[label])
         else:
-            chosen_scores = session.data_free(session.selection(), label.split(" ")[0])
-        shared = session.shared_explorer(session.selection(), chosen_scores, state.align)
-        if shared.landscape is not None:
-            shared.filler.start()
-            sources[label] = (shared.explorer, shared.landscape)
+            chosen_scores = shared.data_free(session.selection(), label.split(" ")[0])
+        source = shared.shared_explorer(session.selection(), chosen_scores, view.align)
+        if source.landscape is not None:
+            source.filler.start()
+            sources[label] = (source.explorer, source.landscape)
     return sources
 
 
-render("job_sweep", "Sweeping", keep_sweep)
-if st.session_state.get("sweep_landscapes"):
+render("sweep", "Sweeping", keep_sweep)
+if state.result("sweep_landscapes"):
     try:
-        sources = landscape_sources(st.session_state["sweep_landscapes"])
+        sources = landscape_sources(list(state.result("sweep_landscapes")))
     except SnapViTError as error:
         session.show_error(error)
         st.stop()
     done = sum(len(landscape) for _, landscape in sources.values())
     total = sum(landscape.size for _, landscape in sources.values())
-    st.session_state["sweep_table"] = landscape_table(sources)
+    state.set_results(sweep_table=landscape_table(sources))
 
     @st.fragment(run_every=2.0 if done < total else None)
     def landscape_fill_line() -> None:
@@ -261,10 +260,10 @@ if st.session_state.get("sweep_landscapes"):
             st.rerun()
 
     landscape_fill_line()
-if st.session_state.get("sweep_error"):
-    st.warning(st.session_state["sweep_error"])
+if state.result("sweep_error"):
+    st.warning(state.result("sweep_error"))
 
-table = st.session_state.get("sweep_table")
+table = state.result("sweep_table")
 if table is None or table.empty:
     st.info("Run a sweep to see accuracy against FLOPs and predicted latency.")
     st.stop()

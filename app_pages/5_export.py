@@ -9,11 +9,11 @@ from pathlib import Path
 
 import streamlit as st
 
-from snapvit_core.correction import CorrectionConfig
 from snapvit_core.data import load_images, preprocess
+from snapvit_core.engine.correction import CorrectionConfig
 from snapvit_core.errors import SnapViTError
-from snapvit_core.export_configuration import ExportRequest, export_configuration
-from ui import config_state, session
+from snapvit_core.export.configuration import ExportRequest, export_configuration
+from ui import config_state, session, state
 from ui.labels import sparsity_text
 
 EXPORTS_DIR = session.ROOT / "exports"
@@ -88,11 +88,11 @@ if submitted:
                 overwrite=overwrite,
             )
             report = export_configuration(explorer, request)
-        st.session_state["last_export"] = report
+        state.set_results(last_export=report)
     except SnapViTError as error:
         session.show_error(error)
 
-report = st.session_state.get("last_export")
+report = state.result("last_export")
 if report is not None and Path(report.directory).is_dir():
     st.success(f"Exported to `{report.directory}`: {', '.join(report.files)} ({report.params / 1e6:.3f} M parameters).")
     if report.onnx_max_abs_diff is not None:

@@ -31,17 +31,17 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from snapvit_core._atomic import write_text_atomic  # noqa: E402
-from snapvit_core.adapter import ViTAdapter  # noqa: E402
-from snapvit_core.backbones import load_backbone  # noqa: E402
 from snapvit_core.data import load_knn_splits  # noqa: E402
-from snapvit_core.data_free import magnitude_scores  # noqa: E402
-from snapvit_core.elastic import ALIGN_AUTO, ElasticViT  # noqa: E402
-from snapvit_core.evaluation import KnnEvaluator  # noqa: E402
+from snapvit_core.engine.adapter import ViTAdapter  # noqa: E402
+from snapvit_core.engine.backbones import load_backbone  # noqa: E402
+from snapvit_core.engine.elastic import ALIGN_AUTO, ElasticViT  # noqa: E402
+from snapvit_core.evaluation.features import KnnEvaluator  # noqa: E402
+from snapvit_core.evaluation.metrics import analytic_flops  # noqa: E402
 from snapvit_core.explorer import Explorer  # noqa: E402
-from snapvit_core.metrics import analytic_flops  # noqa: E402
+from snapvit_core.files.atomic import write_text_atomic  # noqa: E402
 from snapvit_core.presets import PUBLISHED_SPARSITY_PAIRS  # noqa: E402
-from snapvit_core.scores_io import load_scores  # noqa: E402
+from snapvit_core.scoring.data_free import magnitude_scores  # noqa: E402
+from snapvit_core.scoring.scores_io import load_scores  # noqa: E402
 
 ALIGNS = (1, 8, 16, 32, 64)
 # model id -> (random init, {batch: rounds}); ViT-B/16 at batch 64 takes ~15 s per forward on 2 cores

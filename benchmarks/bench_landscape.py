@@ -26,14 +26,15 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from snapvit_core._atomic import write_text_atomic  # noqa: E402
-from snapvit_core.backbones import load_backbone  # noqa: E402
 from snapvit_core.data import load_knn_splits  # noqa: E402
-from snapvit_core.data_free import data_free_scores  # noqa: E402
-from snapvit_core.evaluation import KnnEvaluator  # noqa: E402
+from snapvit_core.engine.backbones import load_backbone  # noqa: E402
+from snapvit_core.evaluation.features import KnnEvaluator  # noqa: E402
 from snapvit_core.explorer import Explorer  # noqa: E402
-from snapvit_core.landscape import landscape_key, open_landscape, published_path  # noqa: E402
-from snapvit_core.landscape_fill import LandscapeFiller  # noqa: E402
+from snapvit_core.files.atomic import write_text_atomic  # noqa: E402
+from snapvit_core.landscape.fill import LandscapeFiller  # noqa: E402
+from snapvit_core.landscape.grid import published_points  # noqa: E402
+from snapvit_core.landscape.store import landscape_key, open_landscape  # noqa: E402
+from snapvit_core.scoring.data_free import data_free_scores  # noqa: E402
 from ui.live import live_knn_images  # noqa: E402
 
 
@@ -61,7 +62,7 @@ def main() -> None:
         landscape = open_landscape(landscape_key(explorer, "embedded"))
         filler = LandscapeFiller(explorer, landscape, estimate_images=estimate, calibrate_latency=True)
         filler.request(0.0, 0.0)
-        wanted = [(0.0, 0.0), *published_path()]
+        wanted = [(0.0, 0.0), *published_points()]
         first_at = path_at = None
         while not landscape.complete:
             now = time.perf_counter() - opened

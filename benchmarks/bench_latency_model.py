@@ -30,13 +30,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from snapvit_core._atomic import write_text_atomic  # noqa: E402
-from snapvit_core.backbones import load_backbone  # noqa: E402
+from snapvit_core.engine.backbones import load_backbone  # noqa: E402
+from snapvit_core.evaluation.metrics import paired_rounds  # noqa: E402
 from snapvit_core.explorer import Explorer, data_free_scores  # noqa: E402
-from snapvit_core.latency_calibration import calibrate_latency_model  # noqa: E402
-from snapvit_core.metrics import paired_rounds  # noqa: E402
+from snapvit_core.files.atomic import write_text_atomic  # noqa: E402
+from snapvit_core.latency.calibration import calibrate_latency_model  # noqa: E402
 from snapvit_core.presets import PUBLISHED_SPARSITY_PAIRS  # noqa: E402
-from snapvit_core.scores_io import load_scores  # noqa: E402
+from snapvit_core.scoring.scores_io import load_scores  # noqa: E402
 
 DEFAULT_MODELS = ("embedded", "vit_small_patch16_224", "vit_base_patch16_224")
 SHIPPED = {"embedded": ROOT / "scores" / "embedded.xnes.safetensors"}

@@ -1,4 +1,4 @@
-"""Linear probe (``snapvit_core.linear_probe``): time per probe on the embedded features, and peak memory.
+"""Linear probe (``snapvit_core.evaluation.linear_probe``): time per probe on the embedded features, and peak memory.
 
 1. Time: ``linear_probe_top1`` with its defaults (DINOv1 protocol: 100 epochs, batch 256) on the embedded
    backbone's unpruned features as the app's kNN evaluator extracts them (1,257 train x 540 test, 96-dim,
@@ -42,9 +42,9 @@ def verdict(met: bool) -> str:
 
 def embedded_features():
     """(train, train labels, test, test labels): the unpruned embedded backbone's kNN features, as the app."""
-    from snapvit_core.backbones import load_backbone
     from snapvit_core.data import load_knn_splits
-    from snapvit_core.evaluation import KnnEvaluator
+    from snapvit_core.engine.backbones import load_backbone
+    from snapvit_core.evaluation.features import KnnEvaluator
 
     backbone = load_backbone("embedded", False, "cpu")
     splits = load_knn_splits("embedded", backbone.data_config, limit_per_split=2000)
@@ -57,7 +57,7 @@ def time_probe(runs: int, synthetic_dim: int | None = None) -> None:
     """Time probes on the embedded features, or on random features of their size with ``synthetic_dim``."""
     import torch
 
-    from snapvit_core.linear_probe import LinearProbe, linear_probe_top1
+    from snapvit_core.evaluation.linear_probe import LinearProbe, linear_probe_top1
 
     torch.set_num_threads(1)
     train, train_labels, test, test_labels = embedded_features()
@@ -96,7 +96,7 @@ def memory_child(rows: int, dim: int, classes: int, epochs: int) -> None:
     """Runs in a fresh process: prints the features' size and the probe's peak extra resident memory."""
     import torch
 
-    from snapvit_core.linear_probe import LinearProbe, linear_probe_predict
+    from snapvit_core.evaluation.linear_probe import LinearProbe, linear_probe_predict
 
     torch.set_num_threads(1)
     generator = torch.Generator().manual_seed(0)

@@ -26,15 +26,15 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from snapvit_core._atomic import write_text_atomic  # noqa: E402
-from snapvit_core.backbones import load_backbone  # noqa: E402
 from snapvit_core.data import load_images, load_knn_splits  # noqa: E402
-from snapvit_core.evaluation import KnnEvaluator  # noqa: E402
+from snapvit_core.engine.backbones import load_backbone  # noqa: E402
+from snapvit_core.evaluation.features import KnnEvaluator  # noqa: E402
 from snapvit_core.explorer import Explorer  # noqa: E402
+from snapvit_core.files.atomic import write_text_atomic  # noqa: E402
 from snapvit_core.presets import PUBLISHED_SPARSITY_PAIRS  # noqa: E402
-from snapvit_core.scores import ImportanceScores  # noqa: E402
-from snapvit_core.scores_io import load_scores  # noqa: E402
-from snapvit_core.scoring import METHODS, ScoringConfig, compute_scores  # noqa: E402
+from snapvit_core.scoring.compute import METHODS, ScoringConfig, compute_scores  # noqa: E402
+from snapvit_core.scoring.scores import ImportanceScores  # noqa: E402
+from snapvit_core.scoring.scores_io import load_scores  # noqa: E402
 
 PAIRS = PUBLISHED_SPARSITY_PAIRS[1:]  # the six pruned pairs
 SEARCHED_SCORES = ROOT / "scores" / "embedded.xnes.safetensors"

@@ -22,16 +22,15 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from reference_code import REFERENCE_COMMIT, load_reference  # noqa: E402
 
-from snapvit_core._atomic import write_text_atomic  # noqa: E402
-from snapvit_core.backbones import Backbone, load_backbone  # noqa: E402
+from devtools.reference_code import REFERENCE_COMMIT, load_reference  # noqa: E402
 from snapvit_core.data import procedural_images  # noqa: E402
+from snapvit_core.engine.backbones import Backbone, load_backbone  # noqa: E402
+from snapvit_core.engine.precision import native_bf16  # noqa: E402
 from snapvit_core.errors import SnapViTError  # noqa: E402
-from snapvit_core.precision import native_bf16  # noqa: E402
-from snapvit_core.scoring import DATA_FREE_METHODS, GRADIENT_METHODS, ScoringConfig, compute_scores  # noqa: E402
+from snapvit_core.files.atomic import write_text_atomic  # noqa: E402
+from snapvit_core.scoring.compute import DATA_FREE_METHODS, GRADIENT_METHODS, ScoringConfig, compute_scores  # noqa: E402
 
 
 def load_embedded() -> Backbone:

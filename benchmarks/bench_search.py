@@ -24,19 +24,18 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from reference_code import REFERENCE_COMMIT, load_reference  # noqa: E402
 
-from snapvit_core._atomic import write_text_atomic  # noqa: E402
-from snapvit_core.adapter import ViTAdapter  # noqa: E402
-from snapvit_core.backbones import load_backbone  # noqa: E402
+from devtools.reference_code import REFERENCE_COMMIT, load_reference  # noqa: E402
 from snapvit_core.data import load_images, load_knn_splits, preprocess  # noqa: E402
-from snapvit_core.evaluation import KnnEvaluator  # noqa: E402
+from snapvit_core.engine.adapter import ViTAdapter  # noqa: E402
+from snapvit_core.engine.backbones import load_backbone  # noqa: E402
+from snapvit_core.engine.precision import native_bf16  # noqa: E402
+from snapvit_core.evaluation.features import KnnEvaluator  # noqa: E402
 from snapvit_core.explorer import Explorer  # noqa: E402
-from snapvit_core.precision import native_bf16  # noqa: E402
-from snapvit_core.scores import ImportanceScores  # noqa: E402
-from snapvit_core.search import CandidateFitness, SearchConfig, initial_mean, run_search  # noqa: E402
+from snapvit_core.files.atomic import write_text_atomic  # noqa: E402
+from snapvit_core.scoring.scores import ImportanceScores  # noqa: E402
+from snapvit_core.search.evolution import CandidateFitness, SearchConfig, initial_mean, run_search  # noqa: E402
 
 EVALUATED_PAIRS = ((0.15, 0.0), (0.25, 0.1), (0.35, 0.2), (0.45, 0.3), (0.55, 0.4), (0.65, 0.5))
 
@@ -44,14 +43,14 @@ EVALUATED_PAIRS = ((0.15, 0.0), (0.25, 0.1), (0.35, 0.2), (0.45, 0.3), (0.55, 0.
 def base_scores(args: argparse.Namespace, backbone) -> ImportanceScores:
     """The scores the search starts from: a file, or a method computed here."""
     if args.scores:
-        from snapvit_core.scores_io import load_scores
+        from snapvit_core.scoring.scores_io import load_scores
 
         return load_scores(args.scores)
     if args.method == "magnitude":
-        from snapvit_core.data_free import magnitude_scores
+        from snapvit_core.scoring.data_free import magnitude_scores
 
         return magnitude_scores(backbone.model)
-    from snapvit_core.scoring import ScoringConfig, compute_scores
+    from snapvit_core.scoring.compute import ScoringConfig, compute_scores
 
     images = load_images(args.data, "train", limit=1000, seed=0)
     return compute_scores(backbone.model, images, backbone.data_config, ScoringConfig(method=args.method))

@@ -1,6 +1,6 @@
 """How repeatable the Compare page's speed-ups are: the sweep's latency model calibrated several times.
 
-The Compare sweep takes latency and speed-up from the latency model (``snapvit_core.sweep``), so its
+The Compare sweep takes latency and speed-up from the latency model (``snapvit_core.landscape.sweep``), so its
 repeatability is that of the calibration. This recalibrates the model ``--runs`` times (fresh, no
 cache) and prints each published configuration's predicted speed-up per run and its spread
 (max - min) across runs. A speed-up that changes from run to run by more than the pruning changes it
@@ -22,11 +22,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from snapvit_core.backbones import load_backbone  # noqa: E402
+from snapvit_core.engine.backbones import load_backbone  # noqa: E402
 from snapvit_core.explorer import Explorer, data_free_scores  # noqa: E402
+from snapvit_core.landscape.sweep import sweep  # noqa: E402
 from snapvit_core.presets import PUBLISHED_SPARSITY_PAIRS  # noqa: E402
-from snapvit_core.scores_io import load_scores  # noqa: E402
-from snapvit_core.sweep import sweep  # noqa: E402
+from snapvit_core.scoring.scores_io import load_scores  # noqa: E402
 
 
 def main() -> None:

@@ -31,21 +31,21 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from snapvit_core._atomic import atomic_path  # noqa: E402
-from snapvit_core.backbones import load_backbone  # noqa: E402
-from snapvit_core.correction import (  # noqa: E402
+from snapvit_core.data import procedural_images  # noqa: E402
+from snapvit_core.engine.backbones import load_backbone  # noqa: E402
+from snapvit_core.engine.correction import (  # noqa: E402
     CorrectionConfig,
     correct_elastic,
 )
-from snapvit_core.data import procedural_images  # noqa: E402
-from snapvit_core.data_free import magnitude_scores  # noqa: E402
-from snapvit_core.elastic import ALIGN_AUTO, ElasticViT  # noqa: E402
-from snapvit_core.evaluation import extract_features  # noqa: E402
-from snapvit_core.knn import knn_top1, prepare_bank  # noqa: E402
-from snapvit_core.metrics import analytic_flops, measure_latency  # noqa: E402
+from snapvit_core.engine.elastic import ALIGN_AUTO, ElasticViT  # noqa: E402
+from snapvit_core.evaluation.features import extract_features  # noqa: E402
+from snapvit_core.evaluation.knn import knn_top1, prepare_bank  # noqa: E402
+from snapvit_core.evaluation.metrics import analytic_flops, measure_latency  # noqa: E402
+from snapvit_core.files.atomic import atomic_path  # noqa: E402
 from snapvit_core.presets import PUBLISHED_SPARSITY_PAIRS  # noqa: E402
-from snapvit_core.scoring import ScoringConfig, compute_scores  # noqa: E402
-from snapvit_core.search import SearchConfig, run_search  # noqa: E402
+from snapvit_core.scoring.compute import ScoringConfig, compute_scores  # noqa: E402
+from snapvit_core.scoring.data_free import magnitude_scores  # noqa: E402
+from snapvit_core.search.evolution import SearchConfig, run_search  # noqa: E402
 
 FULL = {"model": "vit_base_patch16_224", "score": 1000, "search": 50, "search_images": 1000, "correct": 1000}
 FULL |= {"bank": 10_000, "queries": 2_000, "latency_batch": 256, "population": None, "timing_s": 0.3}

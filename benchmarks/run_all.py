@@ -31,17 +31,17 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from snapvit_core._atomic import write_text_atomic  # noqa: E402
-from snapvit_core.backbones import load_backbone  # noqa: E402
-from snapvit_core.correction import CorrectionConfig  # noqa: E402
 from snapvit_core.data import load_images, load_knn_splits, preprocess  # noqa: E402
-from snapvit_core.elastic import ElasticViT  # noqa: E402
-from snapvit_core.evaluation import KnnEvaluator  # noqa: E402
+from snapvit_core.engine.backbones import load_backbone  # noqa: E402
+from snapvit_core.engine.correction import CorrectionConfig  # noqa: E402
+from snapvit_core.engine.elastic import ElasticViT  # noqa: E402
+from snapvit_core.evaluation.features import KnnEvaluator  # noqa: E402
+from snapvit_core.evaluation.metrics import analytic_flops, count_parameters, measure_latency  # noqa: E402
 from snapvit_core.explorer import Explorer, data_free_scores  # noqa: E402
-from snapvit_core.metrics import analytic_flops, count_parameters, measure_latency  # noqa: E402
+from snapvit_core.files.atomic import write_text_atomic  # noqa: E402
 from snapvit_core.presets import PUBLISHED_SPARSITY_PAIRS  # noqa: E402
-from snapvit_core.scoring import METHODS, ScoringConfig, compute_scores  # noqa: E402
-from snapvit_core.search import SearchConfig, run_search  # noqa: E402
+from snapvit_core.scoring.compute import METHODS, ScoringConfig, compute_scores  # noqa: E402
+from snapvit_core.search.evolution import SearchConfig, run_search  # noqa: E402
 from ui.labels import format_flops  # noqa: E402
 
 RESULTS = ROOT / "results"
@@ -354,7 +354,7 @@ def stage_worker(stage: str, model_id: str, random_init: bool, quick: bool) -> d
         result = run_search(backbone.model, scores, tensor, config)
         extra = {"cka_seconds": result.cka_seconds, "evaluations": evaluations}
     elif stage == "correction":
-        from snapvit_core.correction import correct_elastic
+        from snapvit_core.engine.correction import correct_elastic
 
         tensor = preprocess(images.images, backbone.data_config)
         correct_elastic(ElasticViT(backbone.model, scores), 0.55, 0.4, tensor, CorrectionConfig(samples=samples))

@@ -25,8 +25,8 @@ sys.path.insert(0, str(ROOT))  # run from a checkout, no install
 
 from safetensors.torch import save_file  # noqa: E402
 
-from snapvit_core import embedded  # noqa: E402
-from snapvit_core._atomic import atomic_path  # noqa: E402
+from snapvit_core.engine import embedded  # noqa: E402
+from snapvit_core.files.atomic import atomic_path  # noqa: E402
 
 
 def cpu_name() -> str:

@@ -26,13 +26,13 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a checkout, no install
 
-from snapvit_core.backbones import load_backbone  # noqa: E402
 from snapvit_core.data import load_knn_splits  # noqa: E402
-from snapvit_core.data_free import data_free_scores  # noqa: E402
-from snapvit_core.evaluation import KnnEvaluator  # noqa: E402
+from snapvit_core.engine.backbones import load_backbone  # noqa: E402
+from snapvit_core.evaluation.features import KnnEvaluator  # noqa: E402
 from snapvit_core.explorer import Explorer  # noqa: E402
-from snapvit_core.landscape import SHIPPED_DIR, Landscape, LandscapePoint, landscape_key  # noqa: E402
-from snapvit_core.scores_io import load_scores  # noqa: E402
+from snapvit_core.landscape.store import SHIPPED_DIR, Landscape, LandscapePoint, landscape_key  # noqa: E402
+from snapvit_core.scoring.data_free import data_free_scores  # noqa: E402
+from snapvit_core.scoring.scores_io import load_scores  # noqa: E402
 
 MODEL, DATA, DEVICE = "embedded", "embedded", "cpu"
 KNN_LIMIT_PER_SPLIT = 2000  # as the app (ui/session.py)

@@ -33,11 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 import timm  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
-from snapvit_core import embedded  # noqa: E402
-from snapvit_core._atomic import atomic_path, write_text_atomic  # noqa: E402
-from snapvit_core.data_free import magnitude_scores  # noqa: E402
-from snapvit_core.elastic import ElasticViT  # noqa: E402
-from snapvit_core.knn import knn_top1  # noqa: E402
+from snapvit_core.engine import embedded  # noqa: E402
+from snapvit_core.engine.elastic import ElasticViT  # noqa: E402
+from snapvit_core.evaluation.knn import knn_top1  # noqa: E402
+from snapvit_core.files.atomic import atomic_path, write_text_atomic  # noqa: E402
+from snapvit_core.scoring.data_free import magnitude_scores  # noqa: E402
 
 ARCHITECTURE = {
     "img_size": embedded.RENDER.image_size,  # 24 px images

@@ -1,4 +1,4 @@
-"""Validate ``snapvit_core.linear_probe`` on the embedded backbone's features and write ``results/linear.md``.
+"""Validate the linear probe on the embedded backbone's features and write ``results/linear.md``.
 
 For the unpruned model and each published (MLP, head) pair (``presets.PUBLISHED_SPARSITY_PAIRS``, plus
 (0.75, 0.6) past its end), on the features the explorer's kNN evaluator extracts (the app's set: the
@@ -43,19 +43,19 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler, TensorData
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a checkout, no install
 
-from snapvit_core.backbones import load_backbone  # noqa: E402
 from snapvit_core.data import load_knn_splits  # noqa: E402
-from snapvit_core.evaluation import KnnEvaluator  # noqa: E402
-from snapvit_core.explorer import Explorer  # noqa: E402
-from snapvit_core.linear_probe import (  # noqa: E402
+from snapvit_core.engine.backbones import load_backbone  # noqa: E402
+from snapvit_core.evaluation.features import KnnEvaluator  # noqa: E402
+from snapvit_core.evaluation.linear_probe import (  # noqa: E402
     DEFAULT_BATCH_SIZE,
     DEFAULT_EPOCHS,
     LinearProbe,
     linear_probe_predict,
     linear_probe_top1,
 )
+from snapvit_core.explorer import Explorer  # noqa: E402
 from snapvit_core.presets import PUBLISHED_SPARSITY_PAIRS  # noqa: E402
-from snapvit_core.scores_io import load_scores  # noqa: E402
+from snapvit_core.scoring.scores_io import load_scores  # noqa: E402
 
 EXTRA_PAIRS = ((0.75, 0.6),)  # named in the task past the project's published list (which ends at (0.65, 0.5))
 C_GRID = [10.0**e for e in np.arange(-4.0, 4.01, 0.5)]
@@ -441,7 +441,7 @@ def write_report(args, rows: list[dict], n_train: int, n_test: int, seconds: flo
     )
     lines += [
         "",
-        "## Protocol (what `snapvit_core.linear_probe` does)",
+        "## Protocol (what `snapvit_core.evaluation.linear_probe` does)",
         "",
         "The SnapViT paper's second accuracy metric trains a linear classifier on frozen embeddings \"with the same "
         "initialization and parameters as the DINOv1 linear evaluation\" (the reference repository's "

@@ -22,20 +22,26 @@ import numpy as np
 import torch
 from torch import nn
 
-from .backbones import Backbone
-from .cancel import Cancel, Progress, check_cancel
-from .data_free import DATA_FREE_METHODS, data_free_scores  # noqa: F401 - re-exported: pages and CLI import them here
-from .elastic import ElasticViT, PruningPlan
-from .errors import SnapViTError
-from .evaluation import KnnEvaluator, embedding_similarity, extract_features
-from .knn import stratified_subset
-from .latency_calibration import load_or_calibrate_latency_model
-from .latency_model import LatencyModel, LatencyPrediction, latency_report
-from .linear_probe import LinearProbe
-from .metrics import analytic_flops, count_parameters, measure_latency, median_speedup, paired_rounds
-from .plan_metrics import CostTable, PlanCost, cost_table, plan_cost
-from .scores import ImportanceScores
-from .surgery import widths
+from snapvit_core.engine.backbones import Backbone
+from snapvit_core.engine.elastic import ElasticViT, PruningPlan
+from snapvit_core.engine.surgery import widths
+from snapvit_core.errors import SnapViTError
+from snapvit_core.evaluation.features import KnnEvaluator, embedding_similarity, extract_features
+from snapvit_core.evaluation.knn import stratified_subset
+from snapvit_core.evaluation.linear_probe import LinearProbe
+from snapvit_core.evaluation.metrics import (
+    analytic_flops,
+    count_parameters,
+    measure_latency,
+    median_speedup,
+    paired_rounds,
+)
+from snapvit_core.evaluation.plan_metrics import CostTable, PlanCost, cost_table, plan_cost
+from snapvit_core.latency.calibration import load_or_calibrate_latency_model
+from snapvit_core.latency.model import LatencyModel, LatencyPrediction, latency_model_key, latency_report
+from snapvit_core.runtime.cancel import Cancel, Progress, check_cancel
+from snapvit_core.scoring.data_free import DATA_FREE_METHODS, data_free_scores  # noqa: F401 - re-exported: pages and CLI import them here
+from snapvit_core.scoring.scores import ImportanceScores
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +155,19 @@ class Explorer:
             return self.latency_model
         finally:
             self._latency_lock.release()
+
+    def use_latency_model(self, model: LatencyModel) -> None:
+        """Adopt a latency model another explorer of the same backbone and device calibrated (the landscape
+        filler's private explorer): the pieces are timed once, not once per explorer.
+
+        Raises ValueError when ``model`` was calibrated for another backbone, device, dtype or image size.
+        """
+        mine = latency_model_key(self.backbone, self.device, threads=model.key.threads)
+        if model.key != mine:
+            raise ValueError(f"latency model of {model.key} does not fit this explorer ({mine})")
+        with self._latency_lock:
+            if self.latency_model is None or set(self.latency_model.batches) <= set(model.batches):
+                self.latency_model = model
 
     def plan_for(self, mlp_sparsity: float, head_sparsity: float) -> PruningPlan:
         """The keep counts of a configuration (pure: the working model is not touched)."""
@@ -350,7 +369,7 @@ class Explorer:
         """
         if correction is None:
             return self.elastic.prune_to(mlp_sparsity, head_sparsity), None
-        from .correction import correct_elastic
+        from snapvit_core.engine.correction import correct_elastic
 
         config, calibration = correction
         model, report_ = correct_elastic(

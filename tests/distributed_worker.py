@@ -17,14 +17,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import make_vit  # noqa: E402  (also puts the repository root on sys.path)
 
-from snapvit_core import distributed  # noqa: E402
-from snapvit_core.backbones import Backbone  # noqa: E402
 from snapvit_core.data import procedural_images  # noqa: E402
-from snapvit_core.data_free import magnitude_scores  # noqa: E402
-from snapvit_core.evaluation import KnnEvaluator  # noqa: E402
+from snapvit_core.engine.backbones import Backbone  # noqa: E402
+from snapvit_core.evaluation.features import KnnEvaluator  # noqa: E402
 from snapvit_core.explorer import Explorer  # noqa: E402
-from snapvit_core.scoring import ScoringConfig, compute_scores  # noqa: E402
-from snapvit_core.search import SearchConfig, run_search  # noqa: E402
+from snapvit_core.runtime import distributed  # noqa: E402
+from snapvit_core.scoring.compute import ScoringConfig, compute_scores  # noqa: E402
+from snapvit_core.scoring.data_free import magnitude_scores  # noqa: E402
+from snapvit_core.search.evolution import SearchConfig, run_search  # noqa: E402
 
 DATA_CONFIG = {"input_size": (3, 32, 32), "interpolation": "bicubic", "mean": (0.5,) * 3, "std": (0.25,) * 3}
 

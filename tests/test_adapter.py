@@ -9,7 +9,7 @@ import torch
 from conftest import make_vit
 from test_families import FAMILIES
 
-from snapvit_core.adapter import (
+from snapvit_core.engine.adapter import (
     MLP_GLU_PACKED,
     MLP_STANDARD,
     MLP_SWIGLU,
@@ -100,7 +100,7 @@ def test_first_block_call_replays_the_models_own_block_forward(family):
     [dict(mlp="standard"), dict(mlp="swiglu", qkv_bias=False), dict(mlp="glu-packed", init_values=0.1)],
 )
 def test_private_copy_with_a_cls_only_last_block_gives_the_same_embedding_and_gradients(options):
-    from snapvit_core.adapter import ClsOutputBlock, prepare_private_copy
+    from snapvit_core.engine.adapter import ClsOutputBlock, prepare_private_copy
 
     plain = make_vit(**options)
     fast = copy.deepcopy(plain)
@@ -123,7 +123,7 @@ def test_private_copy_with_a_cls_only_last_block_gives_the_same_embedding_and_gr
 
 
 def test_cls_only_last_block_is_used_only_where_the_embedding_is_the_cls_token():
-    from snapvit_core.adapter import ClsOutputBlock, prepare_private_copy
+    from snapvit_core.engine.adapter import ClsOutputBlock, prepare_private_copy
 
     pooled = make_vit(global_pool="avg")
     prepare_private_copy(pooled)
@@ -136,8 +136,8 @@ def test_cls_only_last_block_is_used_only_where_the_embedding_is_the_cls_token()
 
 
 def test_search_fitness_with_the_faster_working_copy_equals_the_plain_one(monkeypatch):
-    import snapvit_core.search as search
-    from snapvit_core.data_free import magnitude_scores
+    import snapvit_core.search.evolution as search
+    from snapvit_core.scoring.data_free import magnitude_scores
 
     model = make_vit()
     scores = magnitude_scores(model)

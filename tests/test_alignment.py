@@ -13,11 +13,10 @@ import pytest
 import torch
 from conftest import make_vit
 
-from snapvit_core.adapter import ViTAdapter
-from snapvit_core.backbones import load_backbone
 from snapvit_core.cli import main
-from snapvit_core.data_free import magnitude_scores, random_scores
-from snapvit_core.elastic import (
+from snapvit_core.engine.adapter import ViTAdapter
+from snapvit_core.engine.backbones import load_backbone
+from snapvit_core.engine.elastic import (
     ALIGN_AUTO,
     ElasticViT,
     align_keep_counts,
@@ -26,10 +25,11 @@ from snapvit_core.elastic import (
     plan_pruning,
 )
 from snapvit_core.errors import SnapViTError
+from snapvit_core.evaluation.metrics import analytic_flops, count_parameters
 from snapvit_core.explorer import Explorer
-from snapvit_core.latency_model import BatchTable, LatencyModel, LatencyModelKey
-from snapvit_core.metrics import analytic_flops, count_parameters
-from snapvit_core.scores import ImportanceScores
+from snapvit_core.latency.model import BatchTable, LatencyModel, LatencyModelKey
+from snapvit_core.scoring.data_free import magnitude_scores, random_scores
+from snapvit_core.scoring.scores import ImportanceScores
 
 SPARSITIES = [0.0, 0.05, 0.15, 0.35, 0.5, 0.65, 0.8, 0.95]
 
@@ -104,8 +104,8 @@ def test_auto_align_resolves_per_device():
 
 def test_every_consumer_follows_the_aligned_plan(tmp_path):
     """Engine widths, plan costs, latency-model inputs, correction and the export all use the aligned counts."""
-    from snapvit_core.correction import CorrectionConfig, correct_elastic
-    from snapvit_core.export import export_pruned, kept_widths, load_pruned
+    from snapvit_core.engine.correction import CorrectionConfig, correct_elastic
+    from snapvit_core.export.writer import export_pruned, kept_widths, load_pruned
 
     backbone = load_backbone("embedded")
     scores = magnitude_scores(backbone.model)
@@ -131,7 +131,7 @@ def test_every_consumer_follows_the_aligned_plan(tmp_path):
     assert all(row.kept_columns % 32 == 0 for row in report.layers if row.layer.endswith("fc2"))
 
     # the export (and its ONNX model) carries the aligned widths
-    from snapvit_core.export import architecture_spec
+    from snapvit_core.export.writer import architecture_spec
 
     exported, _ = explorer.pruned_model(0.45, 0.3)
     architecture, args = architecture_spec(backbone)
@@ -199,7 +199,7 @@ def test_cli_align_for_plan_evaluate_and_export(tmp_path, capsys):
     assert payload["align"] == 16 and all(n % 16 == 0 for n in payload["kept_neurons"])
     code, out, _ = _cli(capsys, "plan", "--scores", scores, "--mlp-sparsity", "0.35", "--head-sparsity", "0.2",
                         "--align", "1", "--json")  # fmt: skip
-    from snapvit_core.scores_io import load_scores
+    from snapvit_core.scoring.scores_io import load_scores
 
     assert json.loads(out)["kept_neurons"] == list(plan_pruning(load_scores(scores), 0.35, 0.2).kept_neurons)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from app_cards import captions, card_values, cards, instant_data, metric
+from app_cards import captions, card_values, cards, instant_data, instant_marks, metric, set_state, shared_of, state_of
 from conftest import ROOT, option_combinations
 from streamlit.testing.v1 import AppTest
 
@@ -28,7 +28,7 @@ def test_backbone_page_shows_the_embedded_summary():
     assert app.title[0].value == "Backbone & data"
     assert metric(app, "Blocks x heads") == "6 x 6"
     assert metric(app, "Width") == "96 / 384"
-    app.session_state["job_unpruned_knn"].wait(timeout=TIMEOUT)  # embedded in the background, with progress
+    state_of(app).jobs["unpruned_knn"].wait(timeout=TIMEOUT)  # embedded in the background, with progress
     app.run()
     knn = float(metric(app, "Unpruned kNN top-1").rstrip(" %"))
     assert knn >= 90.0
@@ -40,7 +40,7 @@ def test_backbone_page_embedding_can_be_cancelled(monkeypatch):
     import threading
     import time
 
-    from snapvit_core.evaluation import KnnEvaluator
+    from snapvit_core.evaluation.features import KnnEvaluator
 
     gate, original = threading.Event(), KnnEvaluator.features
 
@@ -52,13 +52,15 @@ def test_backbone_page_embedding_can_be_cancelled(monkeypatch):
             cancel()
         return original(self, model, key, progress=progress, cancel=cancel)
 
-    from ui import session
+    from collections import OrderedDict
+
+    from ui import shared
 
     monkeypatch.setattr(KnnEvaluator, "features", slow_features)
-    monkeypatch.setattr(session, "UNPRUNED_JOBS", {})  # the pass is shared: start a fresh one
+    monkeypatch.setattr(shared, "_UNPRUNED_JOBS", OrderedDict())  # the pass is shared: start a fresh one
     app = AppTest.from_file(APP, default_timeout=TIMEOUT)
     app.run()
-    job = app.session_state["job_unpruned_knn"]
+    job = state_of(app).jobs["unpruned_knn"]
     deadline = time.time() + 60
     while job.snapshot().extra.get("done") != 64 and time.time() < deadline:
         time.sleep(0.05)
@@ -67,7 +69,7 @@ def test_backbone_page_embedding_can_be_cancelled(monkeypatch):
     assert bar and "Embedding the kNN data: 64 of 1,797 images" in bar[0].proto.text and "left" in bar[0].proto.text
     next(b for b in app.button if b.label == "Cancel").click().run()
     gate.set()
-    app.session_state["job_unpruned_knn"].wait(timeout=TIMEOUT)
+    state_of(app).jobs["unpruned_knn"].wait(timeout=TIMEOUT)
     app.run()
     assert not app.exception
     assert any("cancelled" in w.value for w in app.warning)
@@ -80,7 +82,7 @@ def test_random_weights_skip_knn_on_the_backbone_page():
     next(b for b in app.button if b.label == "Load").click().run()
     assert not app.exception
     assert any("kNN accuracy is skipped" in i.value for i in app.info)
-    assert "job_unpruned_knn" not in app.session_state
+    assert "unpruned_knn" not in state_of(app).jobs
 
 
 def test_backbone_page_reports_an_unknown_model_clearly():
@@ -101,19 +103,12 @@ def test_backbone_page_reports_a_missing_folder_clearly(tmp_path):
     assert any("does not exist" in e.value for e in app.error)
 
 
-def shared_of(app: AppTest):
-    """The session's shared explorer (explorer, landscape, filler)."""
-    return app.session_state["explorer_session"].shared
-
-
 def settle(app: AppTest, shared=None) -> AppTest:
     """Wait until the landscape has the sliders' configuration and the latency model is not being measured."""
     import time
 
-    from ui import config_state
-
     shared = shared or shared_of(app)
-    config = app.session_state[config_state.CONFIG_KEY].pair if config_state.CONFIG_KEY in app.session_state else (0, 0)
+    config = state_of(app).configuration.pair
     deadline = time.monotonic() + TIMEOUT
     while time.monotonic() < deadline:
         ready = shared.landscape is None or shared.landscape.get(*config) is not None
@@ -125,21 +120,20 @@ def settle(app: AppTest, shared=None) -> AppTest:
     return app
 
 
-def overlays(app: AppTest) -> str:
-    """The HTML of every mark laid over the page's charts (ui/chart_overlay.py)."""
-    return " ".join(m.value for m in app.markdown if "chart-overlay" in m.value)
+def overlays(app: AppTest) -> dict[str, dict]:
+    """chart kind -> what the run sent to lay over that chart: its geometry and the server's marks
+    (ui/chart_overlay.py; the browser draws them)."""
+    return {data["chart"]["kind"]: data for data in instant_marks(app)}
 
 
 def chart_titles(app: AppTest) -> list[str]:
     """Every chart's title: in its figure, or laid over it (a title that follows the sliders)."""
-    import html
-    import re
-
     drawn = [
         json.loads(chart.proto.spec)["layout"].get("title", {}).get("text", "") for chart in app.get("plotly_chart")
     ]
-    laid_over = [html.unescape(t) for t in re.findall(r'class="chart-title"[^>]*>([^<]*)<', overlays(app))]
-    return drawn + laid_over
+    marks = overlays(app)
+    titled = (("heads", "heads_title"), ("bars", "neurons_title"))
+    return drawn + [marks[kind]["marks"][title] for kind, title in titled if kind in marks]
 
 
 def test_explorer_sliders_change_the_metrics():
@@ -228,7 +222,7 @@ def test_two_sessions_share_one_landscape_and_keep_their_own_configuration():
     first_params = card_values(first)["Params (M)"]
     second_params = card_values(second)["Params (M)"]
     assert first_params != second_params  # configurations stay per session
-    assert first.session_state["explorer_session"] is not second.session_state["explorer_session"]
+    assert state_of(first).configuration != state_of(second).configuration
 
 
 def _mlp_kept_title(app: AppTest) -> str:
@@ -268,26 +262,64 @@ def test_a_move_changes_the_marks_over_the_charts_not_the_charts():
     app.slider(key="mlp_sparsity").set_value(0.35).run()  # an MLP move
     assert {chart.proto.id: chart.proto.spec for chart in app.get("plotly_chart")} == charts
     marks = overlays(app)
-    assert 'class="landscape-current" data-x="0.3500" data-y="0.0000"' in marks  # the star,
-    assert marks.count('class="keep-boundary"') == marks.count('class="kept-bar"') == 6  # boundaries, bars
-    kept = sum(shared_of(app).explorer.cost(0.35, 0.0).kept_neurons)
-    assert f"MLP neurons: {kept} of 2304 kept" in marks and marks.count('class="pruned-head"') == 0
+    assert set(marks) == {"star", "heads", "bars", "boundaries"}  # one mark layer per chart
+    assert all(data["marks"] == marks["star"]["marks"] for data in marks.values())  # one configuration for all
+    assert marks["star"]["marks"]["at"] == [0.35, 0.0]  # the star,
+    kept = shared_of(app).explorer.cost(0.35, 0.0).kept_neurons
+    assert marks["bars"]["marks"]["kept_neurons"] == kept and len(kept) == 6  # the bars and boundaries
+    assert marks["bars"]["marks"]["neurons_title"] == f"MLP neurons: {sum(kept)} of 2304 kept"
+    assert marks["heads"]["marks"]["pruned_heads"] == [[]] * 6  # no head pruned
     app.slider(key="head_sparsity").set_value(0.3).run()  # a head move
     assert {chart.proto.id: chart.proto.spec for chart in app.get("plotly_chart")} == charts
     pruned = 36 - int(shared_of(app).explorer.cost(0.35, 0.3).head_mask.sum())
-    assert pruned > 0 and overlays(app).count('class="pruned-head"') == pruned  # crossed out over the head map
+    assert pruned > 0 and sum(map(len, overlays(app)["heads"]["marks"]["pruned_heads"])) == pruned  # crossed out
+
+
+def test_the_browsers_marks_table_holds_what_the_server_lays_over_the_charts():
+    """The marks over the charts go to the browser with a table of every grid configuration's marks, which
+    it draws the moment a slider moves (ui/instant_cards.js); the server's run then sends the same. Each
+    chart's geometry is the figure's own (ui/chart_overlay.PlotArea), and the table goes to a session once."""
+    from ui.chart_overlay import MarkView, PlotArea
+    from ui.instant_cards import TABLES_SENT, table_marks
+
+    app = start("app_pages/3_explorer.py").run()
+    assert all(data["table"] is None for data in overlays(app).values())  # sent once: later runs send only the id
+    app.session_state[TABLES_SENT] = {}  # as for a new session
+    app.run()
+    marks = overlays(app)
+    table = marks["star"]["table"]
+    assert len(table["views"]) == 400 and all(data["table"]["id"] == table["id"] for data in marks.values())
+    assert marks["star"]["link"] == instant_data(app)[0]["link"]  # the marks follow the cards' sliders
+    areas = []
+    for chart in app.get("plotly_chart"):  # the geometry of the figures the page draws
+        layout = json.loads(chart.proto.spec)["layout"]
+        margin = {side: layout["margin"][side] for side in "lrtb"}
+        areas.append(PlotArea(layout["height"], margin, layout["xaxis"]["range"], layout["yaxis"]["range"]).to_json())
+    assert all(data["chart"]["area"] in areas for data in marks.values())
+    for mlp, head in ((0.6, 0.5), (0.15, 0.0), (0.95, 0.95)):
+        app.slider(key="mlp_sparsity").set_value(mlp).run()
+        app.slider(key="head_sparsity").set_value(head).run()
+        drawn = overlays(app)["heads"]["marks"]
+        view = MarkView(
+            tuple(drawn["at"]),
+            tuple(drawn["kept_neurons"]),
+            tuple(map(tuple, drawn["pruned_heads"])),
+            drawn["neurons_title"],
+            drawn["heads_title"],
+        )
+        assert table_marks(table, f"{mlp:.2f}|{head:.2f}") == view
 
 
 def test_a_configuration_not_in_the_landscape_shows_an_estimate_then_the_exact_value(monkeypatch, tmp_path):
     import threading
     from collections import OrderedDict
 
-    from snapvit_core import landscape
-    from ui import session
+    from snapvit_core.landscape import store as landscape
+    from ui import shared as server
 
     monkeypatch.setattr(landscape, "SHIPPED_DIR", tmp_path)  # nothing shipped: everything is computed
     monkeypatch.setenv("SNAPVIT_CACHE_DIR", str(tmp_path / "cache"))  # nor cached by an earlier test
-    monkeypatch.setattr(session, "_SHARED", OrderedDict())
+    monkeypatch.setattr(server, "_SHARED", OrderedDict())
     release = threading.Event()
     from snapvit_core.explorer import Explorer
 
@@ -327,7 +359,7 @@ def test_a_link_restores_the_configuration_and_the_url_follows_the_sliders():
     assert not app.exception
     assert app.slider(key="mlp_sparsity").value == pytest.approx(0.35)
     assert app.slider(key="head_sparsity").value == pytest.approx(0.2)
-    assert app.session_state["explorer_session"].scores_label == "magnitude (data-free)"
+    assert state_of(app).scores.label == "magnitude (data-free)"
     app.slider(key="mlp_sparsity").set_value(0.5).run()
     assert app.query_params["mlp"] == ["0.5"] or app.query_params["mlp"] == "0.5"
     assert any("?model=embedded&scores=method%3Amagnitude&mlp=0.5&head=0.2" in c.value for c in app.code)
@@ -394,19 +426,19 @@ def test_learn_page_runs_with_the_live_model():
     assert any(t.startswith("kNN top-1 over the (MLP, head) plane") for t in titles)
     assert 0 < float(metric(app, "Half the neurons (% FLOPs)")) < 100
     assert 0 <= float(metric(app, "Heads kept by both (%)")) <= 100
-    landscape = app.session_state["explorer_session"].shared.landscape
+    landscape = shared_of(app).landscape
     two = next(m.value for m in app.markdown if m.value.startswith("Unpruned, kNN gives"))  # this model's numbers
     unpruned = landscape.get(0.0, 0.0)
     assert f"**{100 * unpruned.knn_top1:.2f} %**" in two and f"**{100 * unpruned.linear_top1:.2f} %**" in two
     assert any("**Two accuracy metrics.**" in m.value for m in app.markdown)
     measured = next(m.value for m in app.markdown if "Measured on this backbone" in m.value)
     wins = int(re.search(r"by more than\s+0.5 points in \*\*(\d+)\*\*", measured).group(1))
-    from ui import session
+    from ui import shared as server
 
     mine = shared_of(app).landscape.matrix("knn_top1")
     other = next(
         s
-        for s in session._SHARED.values()
+        for s in list(server._SHARED.values())
         if s is not shared_of(app) and s.explorer.backbone is shared_of(app).explorer.backbone
     ).landscape.matrix("knn_top1")
     assert wins == int((100 * (mine - other) > 0.5).sum())  # the sentence states the measured count
@@ -414,7 +446,7 @@ def test_learn_page_runs_with_the_live_model():
 
 
 def test_side_by_side_shows_a_second_method_and_where_each_wins():
-    from ui import session
+    from ui import shared as server
 
     app = start("app_pages/3_explorer.py")
     app.slider(key="mlp_sparsity").set_value(0.5).run()
@@ -422,7 +454,7 @@ def test_side_by_side_shows_a_second_method_and_where_each_wins():
     settle(app)
     other = next(
         s
-        for s in session._SHARED.values()
+        for s in list(server._SHARED.values())
         if s.explorer.scores is not shared_of(app).explorer.scores
         and s.explorer.backbone is shared_of(app).explorer.backbone
     )
@@ -442,10 +474,10 @@ def test_side_by_side_shows_a_second_method_and_where_each_wins():
 
 
 def test_random_weights_skip_knn_by_default():
-    from ui import session
+    from ui.state import Selection
 
     app = start("app_pages/3_explorer.py")
-    app.session_state["selection"] = session.Selection("embedded", True, "auto", "embedded")
+    set_state(app, selection=Selection("embedded", True, "auto", "embedded"))
     app.run()
     assert not app.exception
     assert any("kNN skipped: random weights" in i.value for i in app.info)
@@ -473,8 +505,8 @@ def test_overall_slider_follows_the_published_path():
     assert not any("Set by hand" in c.value for c in app.caption)
 
 
-def _finish_job(app: AppTest, key: str) -> None:
-    job = app.session_state[key]
+def _finish_job(app: AppTest, name: str) -> None:
+    job = state_of(app).jobs[name]
     job.wait(timeout=300)
     app.run()  # the progress fragment applies the result and reruns the app
     assert not app.exception, [e.value for e in app.exception]
@@ -485,8 +517,8 @@ def test_scores_page_computes_scores_in_the_background():
     method = next(s for s in app.selectbox if s.label == "Method")
     method.set_value("magnitude")
     next(b for b in app.button if b.label == "Compute scores").click().run()
-    _finish_job(app, "job_scores")
-    assert app.session_state["explorer_session"].scores_label.startswith("magnitude")
+    _finish_job(app, "scoring")
+    assert state_of(app).scores.label.startswith("magnitude")
     assert any("finished" in s.value for s in app.success)
 
 
@@ -498,17 +530,17 @@ def test_scores_page_per_image_squared_gradients():
     next(b for b in app.button if b.label == "Compute scores").click().run()
     assert not app.exception
     assert any("not to 'lamp'" in e.value for e in app.error)  # a clear message ...
-    assert "job_scores" not in app.session_state  # ... and no job started
+    assert "scoring" not in state_of(app).jobs  # ... and no job started
     selectbox = {s.label: s for s in app.selectbox}
     selectbox["Method"].set_value("snapvit")
     next(n for n in app.number_input if n.label == "Images").set_value(4)
     next(b for b in app.button if b.label == "Compute scores").click().run()
-    _finish_job(app, "job_scores")
-    assert app.session_state["explorer_session"].scores_label == "snapvit (4 images, per-image squared gradients)"
+    _finish_job(app, "scoring")
+    assert state_of(app).scores.label == "snapvit (4 images, per-image squared gradients)"
 
 
 def test_scores_page_refuses_bf16_where_it_would_be_emulated(monkeypatch):
-    import snapvit_core.precision as precision
+    import snapvit_core.engine.precision as precision
 
     monkeypatch.setattr(precision, "native_bf16", lambda device: False)
     app = start("app_pages/2_scores.py")
@@ -516,10 +548,10 @@ def test_scores_page_refuses_bf16_where_it_would_be_emulated(monkeypatch):
     next(b for b in app.button if b.label == "Compute scores").click().run()
     assert not app.exception
     assert any("no native bfloat16" in e.value and "fp32" in e.value for e in app.error)
-    assert "job_scores" not in app.session_state
+    assert "scoring" not in state_of(app).jobs
     {s.label: s for s in app.selectbox}["Precision "].set_value("bf16")
     next(b for b in app.button if b.label == "Run search").click().run()
-    assert not app.exception and "job_scores" not in app.session_state
+    assert not app.exception and "scoring" not in state_of(app).jobs
 
 
 def test_scores_page_runs_a_short_search_with_a_fitness_curve():
@@ -527,15 +559,15 @@ def test_scores_page_runs_a_short_search_with_a_fitness_curve():
     next(n for n in app.number_input if n.label == "Fitness evaluations").set_value(16)
     next(n for n in app.number_input if n.label == "Evaluation images").set_value(32)
     next(b for b in app.button if b.label == "Run search").click().run()
-    job = app.session_state["job_scores"]
+    job = state_of(app).jobs["scoring"]
     snapshot = job.wait(timeout=300)
     assert snapshot.state == "done", snapshot.error
     assert len(snapshot.extra["best"]) == 16
     assert all(b >= a for a, b in zip(snapshot.extra["best"][1:], snapshot.extra["best"]))  # never increases
     app.run()
     app.run()
-    assert app.session_state["explorer_session"].scores_label.startswith("xnes search")
-    assert app.session_state["explorer_session"].scores.metadata["method"] == "xnes"
+    assert state_of(app).scores.label.startswith("xnes search")
+    assert state_of(app).scores.scores.metadata["method"] == "xnes"
 
 
 def _hostile_pickle() -> bytes:
@@ -569,8 +601,8 @@ def test_bad_uploads_get_a_clear_message(name, content, message):
 def test_scores_for_another_architecture_are_refused_in_the_app(tmp_path):
     import torch
 
-    from snapvit_core.scores import ImportanceScores
-    from snapvit_core.scores_io import save_scores
+    from snapvit_core.scoring.scores import ImportanceScores
+    from snapvit_core.scoring.scores_io import save_scores
 
     path = save_scores(ImportanceScores(torch.rand(12, 1536), torch.rand(12, 6)), tmp_path / "vit_s.safetensors")
     app = start("app_pages/2_scores.py")
@@ -582,8 +614,8 @@ def test_scores_for_another_architecture_are_refused_in_the_app(tmp_path):
 def test_compare_page_sweeps_with_predicted_latency():
     app = start("app_pages/4_compare.py")
     next(b for b in app.button if b.label == "Run sweep").click().run()
-    _finish_job(app, "job_sweep")
-    table = app.session_state["sweep_table"]
+    _finish_job(app, "sweep")
+    table = state_of(app).results["sweep_table"]
     assert len(table) == 14 and set(table["scores"]) == {next(iter(table["scores"])), "magnitude (data-free)"}
     assert set(table["latency_source"]) == {"predicted"}
     unpruned = table[(table["MLP sparsity"] == 0) & (table["head sparsity"] == 0)]
@@ -597,8 +629,8 @@ def test_compare_page_whole_plane_comes_from_the_landscapes():
     app = start("app_pages/4_compare.py")
     next(r for r in app.radio if r.label == "Configurations").set_value("whole plane (the accuracy landscape)")
     next(b for b in app.button if b.label == "Run sweep").click().run()
-    assert not app.exception and "job_sweep" not in app.session_state  # nothing to compute: shipped
-    table = app.session_state["sweep_table"]
+    assert not app.exception and "sweep" not in state_of(app).jobs  # nothing to compute: shipped
+    table = state_of(app).results["sweep_table"]
     assert len(table) == 800 and set(table["scores"]) == {next(iter(table["scores"])), "magnitude (data-free)"}
     assert any("from the accuracy landscapes: 800 of 800" in c.value for c in app.caption)
     assert table["Linear-probe top-1 (%)"].notna().all()  # shipped with the landscapes
@@ -611,9 +643,9 @@ def _find_budget(app: AppTest, target: str, limit: float):
     app.selectbox[0].set_value(target).run()
     next(n for n in app.number_input if n.label.startswith("Maximum")).set_value(limit)
     next(b for b in app.button if b.label == "Find the best configuration").click().run()
-    if "job_budget" in app.session_state:  # not read from the landscape: evaluated in the background
-        _finish_job(app, "job_budget")
-    return app.session_state["budget_answer"]
+    if "budget" in state_of(app).jobs:  # not read from the landscape: evaluated in the background
+        _finish_job(app, "budget")
+    return state_of(app).results["budget_answer"]
 
 
 def test_budget_finder_reads_the_landscape_instantly_and_never_exceeds_the_budget():
@@ -621,7 +653,7 @@ def test_budget_finder_reads_the_landscape_instantly_and_never_exceeds_the_budge
     explorer = shared_of(app).explorer
     landscape = shared_of(app).landscape
     column, limit, answer = _find_budget(app, "FLOPs (% of unpruned)", 50.0)
-    assert "job_budget" not in app.session_state and answer.source == "landscape"  # no forward pass
+    assert "budget" not in state_of(app).jobs and answer.source == "landscape"  # no forward pass
     assert explorer.cost(answer.mlp_sparsity, answer.head_sparsity).cost.flops_pct <= 50.0
     fitting = [
         100 * p.knn_top1
@@ -636,12 +668,12 @@ def test_budget_finder_reads_the_landscape_instantly_and_never_exceeds_the_budge
 def test_budget_finder_searches_the_plane_and_never_exceeds_the_budget(monkeypatch, tmp_path):
     from collections import OrderedDict
 
-    from snapvit_core import landscape
+    from snapvit_core.landscape import store as landscape
     from snapvit_core.presets import PUBLISHED_SPARSITY_PAIRS
-    from ui import session
+    from ui import shared as server
 
     monkeypatch.setattr(landscape, "SHIPPED_DIR", tmp_path)  # no landscape: the boundary is evaluated
-    monkeypatch.setattr(session, "_SHARED", OrderedDict())
+    monkeypatch.setattr(server, "_SHARED", OrderedDict())
     app = start("app_pages/4_compare.py")
     shared_of(app).filler.stop()
     explorer = shared_of(app).explorer
@@ -671,9 +703,8 @@ def test_budget_answer_opens_in_the_explorer_and_exports():
     _, _, answer = _find_budget(app, "FLOPs (% of unpruned)", 60.0)
     next(b for b in app.button if b.label == "Open in the explorer").click().run()
     assert not app.exception
-    from ui import config_state
 
-    assert app.session_state[config_state.CONFIG_KEY].pair == (answer.mlp_sparsity, answer.head_sparsity)
+    assert state_of(app).configuration.pair == (answer.mlp_sparsity, answer.head_sparsity)
     assert app.slider(key="mlp_sparsity").value == pytest.approx(round(answer.mlp_sparsity / 0.05) * 0.05)
     app.switch_page("app_pages/4_compare.py").run()
     next(b for b in app.button if b.label == "Export it").click().run()
@@ -690,9 +721,9 @@ def test_export_page_writes_a_loadable_model(tmp_path, monkeypatch):
     next(c for c in app.checkbox if c.label.startswith("Replace")).check()
     next(b for b in app.button if b.label == "Export").click().run()
     assert not app.exception and not app.error, [e.value for e in app.error]
-    report = app.session_state["last_export"]
+    report = state_of(app).results["last_export"]
     try:
-        from snapvit_core.export import kept_widths, load_pruned
+        from snapvit_core.export.writer import kept_widths, load_pruned
 
         assert kept_widths(load_pruned(report.directory))[1] == report.kept_neurons
         assert sum(report.kept_neurons) < 6 * 384
@@ -739,7 +770,7 @@ def test_export_page_writes_the_plans_widths_with_every_option(chosen, tmp_path,
     exported model and latency on the card; the option combinations of the form, with and without alignment."""
     import shutil
 
-    from snapvit_core.export import kept_widths, load_pruned
+    from snapvit_core.export.writer import kept_widths, load_pruned
 
     app = start("app_pages/3_explorer.py")
     if "align" in chosen:
@@ -763,9 +794,9 @@ def test_export_page_writes_the_plans_widths_with_every_option(chosen, tmp_path,
         next(n for n in app.number_input if n.label == "Calibration images").set_value(16)
     next(b for b in app.button if b.label == "Export").click().run()
     assert not app.exception and not app.error, [e.value for e in app.error]
-    report = app.session_state["last_export"]
+    report = state_of(app).results["last_export"]
     try:
-        explorer = app.session_state["explorer_session"].shared.explorer
+        explorer = shared_of(app).explorer
         plan = explorer.plan_for(0.45, 0.3)
         assert plan.align == (16 if "align" in chosen else 1)
         assert kept_widths(load_pruned(report.directory)) == (list(plan.kept_heads), list(plan.kept_neurons))

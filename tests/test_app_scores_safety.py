@@ -6,6 +6,7 @@ import io
 import zipfile
 
 import pytest
+from app_cards import set_state, state_of
 from conftest import ROOT
 from streamlit.testing.v1 import AppTest
 
@@ -31,9 +32,9 @@ def _embedded_scores_for(backbone_id: str) -> bytes:
     import tempfile
     from pathlib import Path
 
-    from snapvit_core.backbones import load_backbone
-    from snapvit_core.data_free import magnitude_scores
-    from snapvit_core.scores_io import save_scores
+    from snapvit_core.engine.backbones import load_backbone
+    from snapvit_core.scoring.data_free import magnitude_scores
+    from snapvit_core.scoring.scores_io import save_scores
 
     scores = magnitude_scores(load_backbone("embedded").model).with_metadata(backbone=backbone_id)
     with tempfile.TemporaryDirectory() as folder:
@@ -45,11 +46,11 @@ def test_scores_of_another_backbone_are_refused_then_allowed_with_a_warning():
     _upload(app, "dino.safetensors", _embedded_scores_for("vit_base_patch16_224.dino"))
     assert not app.exception
     assert app.error and "made for 'vit_base_patch16_224.dino'" in app.error[0].value
-    assert "dino.safetensors" not in app.session_state["explorer_session"].scores_label
+    assert "dino.safetensors" not in state_of(app).scores.label
     next(c for c in app.checkbox if c.key == "scores_allow_other_backbone").check().run()
     next(b for b in app.button if b.label == "Use uploaded scores").click().run()
     assert not app.exception and not app.error
-    assert "made for another backbone" in app.session_state["explorer_session"].scores_label
+    assert "made for another backbone" in state_of(app).scores.label
     assert any("vit_base_patch16_224.dino" in w.value for w in app.warning)
 
 
@@ -57,7 +58,7 @@ def test_scores_of_this_backbone_load_without_a_warning():
     app = _scores_page()
     _upload(app, "mine.safetensors", _embedded_scores_for("embedded"))
     assert not app.exception and not app.error and not app.warning
-    assert app.session_state["explorer_session"].scores_label == "mine.safetensors (uploaded)"
+    assert state_of(app).scores.label == "mine.safetensors (uploaded)"
 
 
 def _zip(pickle_bytes: bytes) -> bytes:
@@ -101,15 +102,15 @@ class _FinishedJob:
 
 def test_a_finished_job_for_another_backbone_is_reported_not_a_traceback():
     """Scores computed for a backbone the user has since left are not applied, with a message."""
-    from snapvit_core.backbones import load_backbone
-    from snapvit_core.data_free import magnitude_scores
-    from ui.score_jobs import JOB_KEY
+    from snapvit_core.engine.backbones import load_backbone
+    from snapvit_core.scoring.data_free import magnitude_scores
+    from ui.score_jobs import JOB_NAME
 
     scores = magnitude_scores(load_backbone("embedded").model).with_metadata(model_id="vit_small_patch16_224.dino")
     app = _scores_page()
-    app.session_state[JOB_KEY] = _FinishedJob(scores)
+    set_state(app, jobs={JOB_NAME: _FinishedJob(scores)})
     app.run()
     app.run()
     assert not app.exception, [e.value for e in app.exception]
     assert any("not applied" in e.value and "vit_small_patch16_224.dino" in e.value for e in app.error)
-    assert "snapvit (8 images)" not in app.session_state["explorer_session"].scores_label
+    assert "snapvit (8 images)" not in state_of(app).scores.label

@@ -8,8 +8,8 @@ import time
 import pytest
 import torch
 
-from snapvit_core.adapter import ViTAdapter
-from snapvit_core.backbones import load_backbone
+from snapvit_core.engine.adapter import ViTAdapter
+from snapvit_core.engine.backbones import load_backbone
 from snapvit_core.errors import SnapViTError
 
 
@@ -99,8 +99,8 @@ def test_model_folder_with_its_own_image_size_feeds_that_size_to_every_command(t
     import timm
     from PIL import Image
 
-    from snapvit_core.backbones import backbone_data_config
     from snapvit_core.cli import main
+    from snapvit_core.engine.backbones import backbone_data_config
 
     args = {"img_size": 32, "depth": 2}
     original = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, **args).eval()

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from snapvit_core.backbones import load_backbone
 from snapvit_core.cli import main
+from snapvit_core.engine.backbones import load_backbone
 from snapvit_core.errors import SnapViTError
 
 

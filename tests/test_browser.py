@@ -7,7 +7,9 @@ import time
 from pathlib import Path
 
 import pytest
-from browser_harness import (
+from conftest import ROOT
+
+from devtools.browser_harness import (
     CHROMIUM,
     free_port,
     launch_chromium,
@@ -16,7 +18,6 @@ from browser_harness import (
     start_app,
     stop_app,
 )
-from conftest import ROOT
 
 ARTIFACTS = ROOT / "test-artifacts"
 pytestmark = [
@@ -82,11 +83,11 @@ def _page_knn_images(page, config: str) -> int | None:
 def _expected(mlp_sparsity: float, head_sparsity: float, images: int | None = None) -> tuple[str, str]:
     """FLOPs card and kNN card values for a configuration, computed here with the library (``images``: the
     page's estimate set; None = the full test split, what the landscape holds)."""
-    from snapvit_core.backbones import load_backbone
     from snapvit_core.data import load_knn_splits
-    from snapvit_core.evaluation import KnnEvaluator
+    from snapvit_core.engine.backbones import load_backbone
+    from snapvit_core.evaluation.features import KnnEvaluator
     from snapvit_core.explorer import Explorer
-    from snapvit_core.scores_io import load_scores
+    from snapvit_core.scoring.scores_io import load_scores
 
     backbone = load_backbone("embedded", False, "cpu")
     explorer = Explorer(backbone, load_scores(ROOT / "scores" / "embedded.xnes.safetensors"), "cpu")
@@ -309,7 +310,7 @@ def _card_texts(page) -> dict[str, str]:
     )
 
 
-# Counts the MutationObservers that ui/instant_cards.js keeps on the sliders (it adds them on every run).
+# Counts the MutationObservers that ui/instant_cards.js keeps on the sliders (it may replace them on a run).
 COUNT_SLIDER_OBSERVERS_JS = """
 (() => {
   const live = new Set();
@@ -329,10 +330,17 @@ COUNT_SLIDER_OBSERVERS_JS = """
 """
 
 
-def test_cards_follow_a_slider_before_the_server_answers(app_url):
-    """With the server's messages held back, a key press still moves the cards to the new configuration
-    (from the table sent with them); released, the server's own cards for it are the same. Each run's
-    observers replace the previous run's (they hold its tables: a leak of ~0.2 MB a move otherwise)."""
+def _marks_html(page) -> list[str]:
+    """The HTML of the marks over every chart (ui/instant_cards.js draws them), in page order."""
+    return page.locator(".chart-overlay").evaluate_all("(marks) => marks.map((m) => m.outerHTML)")
+
+
+def test_cards_and_marks_follow_a_slider_before_the_server_answers(app_url):
+    """With the server's messages held back, a key press still moves the cards and the marks over the
+    charts to the new configuration (from the tables sent with them; every mark on plotly's own mapping);
+    released, the server's own cards and marks for it are the same. The page keeps one observer per
+    slider, for every card group and chart: each run's followers replace the previous run's (they hold
+    its tables, which would otherwise stay in memory)."""
     from playwright.sync_api import expect, sync_playwright
 
     held, queued, routes = {"on": False}, [], []
@@ -364,6 +372,7 @@ def test_cards_follow_a_slider_before_the_server_answers(app_url):
         )
         _wait_until_idle(page)
         before = _card_texts(page)
+        marks_before = _marks_html(page)
         star = page.locator(".landscape-current")
         for slider_name, presses, where in (
             ("MLP sparsity (fraction of neurons removed)", 4, "(MLP 0.20, head 0.00)"),
@@ -381,7 +390,11 @@ def test_cards_follow_a_slider_before_the_server_answers(app_url):
                 timeout=10_000,
             )
             instant = _card_texts(page)
-            assert (star.get_attribute("data-x"), star.get_attribute("data-y")) == star_at  # no server answer yet
+            config = (float(where[5:9]), float(where[16:20]))
+            assert (star.get_attribute("data-x"), star.get_attribute("data-y")) != star_at
+            pruned = _assert_overlays_in_place(page, config)  # the marks moved, before the server's answer
+            instant_marks = _marks_html(page)
+            assert instant_marks != marks_before and (pruned > 0) == (config[1] > 0)
             assert instant["FLOPs (MFLOPs)"] != before["FLOPs (MFLOPs)"]
             assert instant["Mean cosine"] != before["Mean cosine"] and instant["kNN top-1 (%)"] != "updating…"
             held["on"] = False
@@ -391,8 +404,9 @@ def test_cards_follow_a_slider_before_the_server_answers(app_url):
             _wait_until_idle(page)
             served = _card_texts(page)
             assert served == instant, (served, instant)  # the browser's table held the server's own cards
-            before = served
-        assert page.evaluate("window.__sliderObservers()") == 6  # 3 sliders x (cost, kNN cards): this run's only
+            assert _marks_html(page) == instant_marks  # and the server's own marks
+            before, marks_before = served, instant_marks
+        assert page.evaluate("window.__sliderObservers()") == 3  # one per slider, for 2 card groups and 4 charts
         browser.close()
     server_log = (ARTIFACTS / "streamlit.log").read_text()
     assert not app_tracebacks(server_log), server_log[-4000:]

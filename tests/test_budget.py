@@ -7,8 +7,8 @@ import pytest
 import torch
 from test_explorer import FAST, _explorer
 
-from snapvit_core.budget import BUDGET_COLUMNS, budget_boundary, cost_grid, find_best_under_budget
 from snapvit_core.errors import CancelledError, SnapViTError
+from snapvit_core.landscape.budget import BUDGET_COLUMNS, budget_boundary, cost_grid, find_best_under_budget
 from snapvit_core.presets import PUBLISHED_SPARSITY_PAIRS
 
 
@@ -77,8 +77,8 @@ def test_accuracy_is_evaluated_on_the_boundary_only():
 
 def test_ranking_by_the_linear_probe(tmp_path):
     """metric="linear": the boundary search and the landscape read rank by linear-probe top-1."""
-    from snapvit_core.budget import best_in_landscape
-    from snapvit_core.landscape import Landscape, LandscapePoint, landscape_key
+    from snapvit_core.landscape.budget import best_in_landscape
+    from snapvit_core.landscape.store import Landscape, LandscapePoint, landscape_key
 
     explorer = _explorer()
     answer = find_best_under_budget(explorer, "flops_pct", 70.0, step=0.05, max_evaluations=4, metric="linear")
@@ -123,11 +123,11 @@ def test_bad_requests_and_cancel():
 def test_half_flops_on_the_embedded_backbone_lies_between_the_path_points():
     from conftest import ROOT
 
-    from snapvit_core.backbones import load_backbone
     from snapvit_core.data import load_knn_splits
-    from snapvit_core.evaluation import KnnEvaluator
+    from snapvit_core.engine.backbones import load_backbone
+    from snapvit_core.evaluation.features import KnnEvaluator
     from snapvit_core.explorer import Explorer
-    from snapvit_core.scores_io import load_scores
+    from snapvit_core.scoring.scores_io import load_scores
 
     backbone = load_backbone("embedded")
     explorer = Explorer(backbone, load_scores(ROOT / "scores" / "embedded.xnes.safetensors"))

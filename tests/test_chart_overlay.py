@@ -1,51 +1,48 @@
 """Marks laid over fixed-geometry charts (ui.chart_overlay): they land where plotly draws the same data.
 
-Plotly maps data to pixels linearly over the plot area (the figure minus its margins, the axis range
-edge to edge); the browser test checks the landscape's star against plotly's own mapping in chromium.
+The server sends each chart's geometry and what its marks show as data; the browser draws the marks
+(``overlayHtml`` in ui/instant_cards.js). Plotly maps data to pixels linearly over the plot area (the
+figure minus its margins, the axis range edge to edge); the chromium test here draws each figure with
+plotly.js and the marks with the explorer's own script, and checks every mark against plotly's mapping.
 """
 
 from __future__ import annotations
 
-import re
+import base64
+import json
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
+import plotly
 import plotly.graph_objects as go
 import pytest
 import torch
 
-from snapvit_core.landscape import published_path
-from snapvit_core.scores import ImportanceScores
+from devtools.browser_harness import CHROMIUM, launch_chromium
+from snapvit_core.landscape.grid import published_points
+from snapvit_core.scoring.scores import ImportanceScores
 from ui import charts
-from ui.chart_overlay import OVERLAY_CLASS, PlotArea, overlay_html, star_mark, vertical_bar
-from ui.landscape_charts import MARGIN, current_point_html, landscape_heatmap
+from ui.chart_overlay import ChartMarks, MarkView, PlotArea
+from ui.landscape_charts import MARGIN, landscape_heatmap, landscape_marks
 
 AXIS = tuple(round(0.05 * i, 2) for i in range(20))
+SCRIPT = Path(__file__).resolve().parents[1] / "ui" / "instant_cards.js"
 
 
-def _position(html: str, css_class: str) -> list[tuple[float, float, float]]:
-    """(fraction of the plot width, fixed px of the left margin, top px) of each mark of ``css_class``."""
-    found = []
-    for style in re.findall(rf'class="{css_class}"[^>]*style="([^"]*)"', html):
-        left = re.search(r"left:calc\(([\d.]+)px \+ ([\d.-]+) \* \(100% - ([\d.]+)px\)\)", style)
-        top = re.search(r"top:([\d.-]+)px", style)
-        found.append((float(left.group(2)), float(left.group(1)), float(top.group(1))))
-    return found
-
-
-def test_plot_area_maps_data_linearly_onto_the_plot_between_the_margins():
+def test_plot_area_is_the_figures_fixed_geometry_as_data():
     figure = go.Figure(layout={"height": 400, "margin": {"l": 50, "r": 30, "t": 20, "b": 80, "autoexpand": False}})
-    figure.update_layout(xaxis={"range": [0, 10]}, yaxis={"range": [-1, 1]})
+    figure.update_layout(xaxis={"range": [0, 10]}, yaxis={"range": [1, -1]})  # reversed y: larger value first
     area = PlotArea.of(figure)
-    assert area.top_px(1) == 20 and area.top_px(-1) == 400 - 80 and area.top_px(0) == pytest.approx(170)
-    assert area.left_css(2.5) == "calc(50px + 0.250000 * (100% - 80px))"
-    reversed_y = PlotArea(400, area.margin, (0, 10), (1, -1))  # block 0 on top
-    assert reversed_y.top_px(-1) == 20 and reversed_y.top_px(1) == 320
-    bar = vertical_bar(area, 5, 0.5, -0.5, "red", 3, "bar")
-    ((fraction, margin, top),) = _position(bar, "bar")
-    assert (fraction, margin, top) == (0.5, 50, 95) and "height:150.00px" in bar  # y 0.5 down to -0.5
-    mark = overlay_html(area, [star_mark(area, 2.5, 0, "#f00", 18, "star")])
-    assert mark.startswith(f'<div class="{OVERLAY_CLASS}"') and "pointer-events:none" in mark  # clicks pass through
-    assert _position(mark, "star") == [(0.25, 50, 170)]
+    assert area.to_json() == {
+        "height": 400.0,
+        "margin": {"l": 50.0, "r": 30.0, "t": 20.0, "b": 80.0},
+        "x_range": [0.0, 10.0],
+        "y_range": [1.0, -1.0],
+    }
+    json.dumps(ChartMarks("star", area, {"size": 18}).to_json())  # what the component sends
+    with pytest.raises(ValueError, match="kind"):
+        ChartMarks("circle", area)
 
 
 def test_a_figure_that_plotly_may_resize_or_rerange_is_refused():
@@ -57,29 +54,10 @@ def test_a_figure_that_plotly_may_resize_or_rerange_is_refused():
         PlotArea.of(figure)
 
 
-def test_the_landscape_star_sits_on_the_configurations_cell():
+def _landscape() -> go.Figure:
     mlp, head = np.meshgrid(AXIS, AXIS, indexing="ij")
     flops, latency, knn = 100 - 60 * mlp - 30 * head, 2 - mlp - head / 2, 95 - 20 * mlp**2 - 10 * head
-    figure = landscape_heatmap(AXIS, knn, flops, latency, published_path(0.05), None)
-    assert "current" not in {trace.name for trace in figure.data}  # the star is not part of the figure
-    assert tuple(figure.layout.xaxis.range) == tuple(figure.layout.yaxis.range) == (-0.025, 0.975)
-    ((fraction, margin, top),) = _position(current_point_html(figure, (0.5, 0.3)), "landscape-current")
-    assert fraction == pytest.approx(0.525 / 1.0) and margin == MARGIN["l"]
-    inner = figure.layout.height - MARGIN["t"] - MARGIN["b"]
-    assert top == pytest.approx(MARGIN["t"] + (0.975 - 0.3) * inner, abs=0.01)
-
-
-def test_the_neuron_map_is_one_figure_for_every_configuration_with_its_boundaries_laid_over():
-    generator = torch.Generator().manual_seed(0)
-    scores = ImportanceScores(mlp=torch.rand(3, 16, generator=generator), heads=torch.rand(3, 4, generator=generator))
-    figure = charts.mlp_score_heatmap(scores)
-    assert len(figure.data) == 1  # no boundary trace: a move does not change the figure
-    html = charts.keep_boundary_html(figure, [16, 10, 4])
-    bars = _position(html, "keep-boundary")
-    assert [round(fraction * 16 - 0.5, 6) for fraction, _, _ in bars] == [15.5, 9.5, 3.5]  # x = kept - 0.5
-    area = PlotArea.of(figure)
-    assert [top for _, _, top in bars] == pytest.approx([area.top_px(block - 0.5) for block in range(3)], abs=0.01)
-    assert area.top_px(-0.5) == charts.FIXED_MARGIN["t"]  # block 0 at the top, as the heatmap draws it
+    return landscape_heatmap(AXIS, knn, flops, latency, published_points(0.05), None)
 
 
 def _structure_scores() -> ImportanceScores:
@@ -87,32 +65,112 @@ def _structure_scores() -> ImportanceScores:
     return ImportanceScores(mlp=torch.rand(3, 16, generator=generator), heads=torch.rand(3, 4, generator=generator))
 
 
-def test_the_head_map_crosses_out_the_pruned_heads_over_one_figure():
-    figure = charts.head_map(_structure_scores())
-    assert len(figure.data) == 1 and not figure.layout.title.text  # no crosses, no title: both laid over it
+def test_the_charts_stay_the_same_for_every_configuration_their_marks_are_data():
+    landscape = _landscape()
+    assert "current" not in {trace.name for trace in landscape.data}  # the star is not part of the figure
+    assert tuple(landscape.layout.xaxis.range) == tuple(landscape.layout.yaxis.range) == (-0.025, 0.975)
+    assert landscape_marks(landscape).area.margin["l"] == MARGIN["l"]
+    scores = _structure_scores()
+    neuron_map = charts.mlp_score_heatmap(scores)
+    assert len(neuron_map.data) == 1  # no boundary trace: a move does not change the figure
+    area = charts.keep_boundary_marks(neuron_map).area
+    assert area.y_range == (2.5, -0.5) and area.margin["t"] == charts.FIXED_MARGIN["t"]  # block 0 on top
+    head_map = charts.head_map(scores)
+    assert len(head_map.data) == 1 and not head_map.layout.title.text  # no crosses, no title: both laid over it
+    axes = charts.mlp_kept_axes(3, 16)
+    assert tuple(axes.layout.xaxis.range) == (-0.5, 2.5) and axes.layout.yaxis.range[1] >= 16
+    assert charts.kept_bar_marks(axes, 16).style["hidden"] == 16
+
+
+def test_a_configurations_marks_come_from_its_plan():
+    from ui.explorer_view import mark_view
+
     kept = np.ones((3, 4), dtype=bool)
     kept[1, 2] = kept[2, 0] = False
-    html = charts.pruned_heads_html(figure, kept)
-    assert "Heads: 10 of 12 kept" in html
-    crosses = re.findall(r'class="pruned-head" data-x="([\d.]+)" data-y="([\d.]+)"', html)
-    assert sorted((float(x), float(y)) for x, y in crosses) == [(0.0, 2.0), (2.0, 1.0)]  # (head, block)
-    area = PlotArea.of(figure)
-    assert area.top_px(0) < area.top_px(2)  # block 0 on top, as the drawn-in version shows it
+    cost = SimpleNamespace(kept_neurons=[16, 10, 4], head_mask=torch.from_numpy(kept))
+    view = mark_view((0.5, 0.3), cost, 16)
+    assert view == MarkView(
+        (0.5, 0.3), (16, 10, 4), ((), (2,), (0,)), "MLP neurons: 30 of 48 kept", "Heads: 10 of 12 kept"
+    )
+    assert view.neurons_title == charts.mlp_kept_chart([16, 10, 4], 16).layout.title.text  # as the side-by-side charts
+    assert view.heads_title == charts.head_map(_structure_scores(), kept).layout.title.text
 
 
-def test_the_kept_neuron_bars_are_laid_over_fixed_axes():
-    figure = charts.mlp_kept_axes(3, 16)
-    assert tuple(figure.layout.xaxis.range) == (-0.5, 2.5) and figure.layout.yaxis.range[1] >= 16
-    html = charts.kept_bars_html(figure, [16, 10, 4], 16)
-    assert "MLP neurons: 30 of 48 kept" in html
-    assert re.findall(r'class="kept-bar" data-x="([\d.]+)" data-top="([\d.]+)" title="([^"]*)"', html) == [
-        ("0.0000", "16.0000", "block 0: 16 kept"),
-        ("1.0000", "10.0000", "block 1: 10 kept"),
-        ("2.0000", "4.0000", "block 2: 4 kept"),
-    ]
-    assert [top for _, top in re.findall(r'class="pruned-bar" data-x="([\d.]+)" data-top="([\d.]+)"', html)] == [
-        "16.0000"
-    ] * 3  # each stacked up to the block's width
-    area = PlotArea.of(figure)
-    heights = [float(h) for h in re.findall(r'class="kept-bar"[^>]*height:([\d.]+)px', html)]
-    assert heights == pytest.approx([area.top_px(0) - area.top_px(k) for k in (16, 10, 4)], abs=0.01)
+# (class, dx, dy) px between each mark and where plotly draws its data: a star or cross at its (x, y), a keep
+# boundary at its x and its block's row centre, a bar's centre x and its top edge (as in test_browser).
+MISPLACEMENT_JS = """(root) => [...root.querySelectorAll('.chart-overlay > [data-x]')].map((mark) => {
+    const plot = mark.closest('[data-overlay-box]').querySelector('.js-plotly-plot');
+    const xa = plot._fullLayout.xaxis, ya = plot._fullLayout.yaxis, box = plot.getBoundingClientRect();
+    const r = mark.getBoundingClientRect();
+    const x = parseFloat(mark.dataset.x);
+    const dx = r.left + r.width / 2 - (box.left + xa._offset + xa.d2p(x));
+    if (mark.dataset.top !== undefined) {
+        return [mark.className, dx, r.top - (box.top + ya._offset + ya.d2p(parseFloat(mark.dataset.top)))];
+    }
+    const row = [...mark.parentNode.querySelectorAll('.' + mark.className)].indexOf(mark);
+    const y = mark.dataset.y !== undefined ? parseFloat(mark.dataset.y) : row;
+    return [mark.className, dx, r.top + r.height / 2 - (box.top + ya._offset + ya.d2p(y))];
+})"""
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (make test installs it)")
+def test_the_browser_draws_every_mark_where_plotly_draws_its_data():
+    """Each chart drawn by plotly.js in chromium, its marks by ui/instant_cards.js from the data the server
+    sends: every mark within 1.5 px of plotly's own mapping, at two container widths."""
+    from playwright.sync_api import sync_playwright
+
+    scores = _structure_scores()
+    kept = np.ones((3, 4), dtype=bool)
+    kept[1, 2] = kept[2, 0] = False
+    marks = MarkView((0.5, 0.3), (16, 10, 4), ((), (2,), (0,)), "MLP neurons: 30 of 48 kept", "Heads: 10 of 12 kept")
+    figures = {
+        "landscape": (_landscape(), landscape_marks),
+        "heads": (charts.head_map(scores), charts.head_marks),
+        "bars": (charts.mlp_kept_axes(3, 16), lambda figure: charts.kept_bar_marks(figure, 16)),
+        "boundaries": (charts.mlp_score_heatmap(scores), charts.keep_boundary_marks),
+    }
+    module = "data:text/javascript;base64," + base64.b64encode(SCRIPT.read_bytes()).decode()
+    plotly_js = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.add_script_tag(path=str(plotly_js))
+        for width in (900, 560):
+            found = []
+            for name, (figure, chart_marks) in figures.items():
+                found += page.evaluate(
+                    """async ([module, figure, chart, marks, width, misplacement]) => {
+                        const { overlayHtml } = await import(module);
+                        document.body.innerHTML = "";
+                        const box = document.createElement("div");
+                        box.dataset.overlayBox = "";
+                        box.style.cssText = `position: relative; width: ${width}px`;
+                        document.body.appendChild(box);
+                        const plot = document.createElement("div");
+                        box.appendChild(plot);
+                        await Plotly.newPlot(plot, figure.data, figure.layout);
+                        box.insertAdjacentHTML("beforeend", overlayHtml(chart, marks));
+                        return eval(misplacement)(document.body);
+                    }""",
+                    [module, json.loads(figure.to_json()), chart_marks(figure).to_json(), marks.to_json(), width,
+                     MISPLACEMENT_JS],
+                )  # fmt: skip
+                if name == "heads":
+                    assert page.locator(".chart-title").inner_text() == "Heads: 10 of 12 kept"
+                    crosses = page.locator(".pruned-head").evaluate_all(
+                        "(m) => m.map((e) => [e.dataset.x, e.dataset.y])"
+                    )
+                    assert crosses == [["2.0000", "1.0000"], ["0.0000", "2.0000"]]  # (head, block) of each pruned head
+                if name == "bars":
+                    assert page.locator(".kept-bar").evaluate_all("(m) => m.map((e) => e.title)") == [
+                        f"block {block}: {count} kept" for block, count in enumerate((16, 10, 4))
+                    ]
+                    assert page.locator(".pruned-bar").evaluate_all("(m) => m.map((e) => e.title)") == [
+                        f"block {block}: {count} pruned" for block, count in enumerate((0, 6, 12))
+                    ]
+            names = [name for name, _, _ in found]
+            assert names.count("landscape-current") == 1 and names.count("pruned-head") == 2, found
+            assert names.count("kept-bar") == names.count("pruned-bar") == names.count("keep-boundary") == 3, found
+            assert all(abs(dx) <= 1.5 and abs(dy) <= 1.5 for _, dx, dy in found), found
+        browser.close()

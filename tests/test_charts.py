@@ -15,8 +15,8 @@ import plotly.io as pio
 import pytest
 import torch
 
-from snapvit_core.landscape import published_path
-from snapvit_core.scores import ImportanceScores
+from snapvit_core.landscape.grid import published_points
+from snapvit_core.scoring.scores import ImportanceScores
 from ui import charts
 from ui.landscape_charts import contour_label_points, difference_map, landscape_heatmap, nice_levels
 
@@ -70,7 +70,7 @@ def test_nice_levels_are_round_steps_inside_the_range():
 
 def test_landscape_figure_shows_contours_labels_path_and_current_point_and_draws_cheaply():
     flops, latency, knn = _grids()
-    figure = landscape_heatmap(AXIS, knn, flops, latency, published_path(0.05), (0.35, 0.2))
+    figure = landscape_heatmap(AXIS, knn, flops, latency, published_points(0.05), (0.35, 0.2))
     spec = json.loads(pio.to_json(figure, validate=False))
     traces = {trace.get("name"): trace for trace in spec["data"]}
     for name in ("iso-FLOPs (%)", "iso-latency (ms, predicted)"):
@@ -79,7 +79,9 @@ def test_landscape_figure_shows_contours_labels_path_and_current_point_and_draws
         assert labels["mode"] == "text" and len(labels["text"]) >= 3
     assert traces["iso-FLOPs (%) labels"]["text"] == [f"{level}%" for level in range(20, 100, 10)]  # 14.5-100 %
     assert traces["current"]["x"] == [0.35] and traces["current"]["y"] == [0.2]
-    assert [tuple(p) for p in zip(traces["published path"]["x"], traces["published path"]["y"])] == published_path(0.05)
+    assert [tuple(p) for p in zip(traces["published path"]["x"], traces["published path"]["y"])] == published_points(
+        0.05
+    )
     targets = traces["configurations"]
     assert targets["mode"] == "text" and set(targets["text"]) == {""} and len(targets["text"]) == 400
     layout = spec["layout"]
@@ -89,7 +91,7 @@ def test_landscape_figure_shows_contours_labels_path_and_current_point_and_draws
 def test_landscape_marks_the_pareto_set_and_leaves_uncomputed_cells_blank():
     flops, latency, knn = _grids()
     knn[5:, :] = np.nan
-    figure = landscape_heatmap(AXIS, knn, flops, None, published_path(0.05), (0.0, 0.0))
+    figure = landscape_heatmap(AXIS, knn, flops, None, published_points(0.05), (0.0, 0.0))
     names = [trace.name for trace in figure.data]
     assert "iso-latency (ms, predicted)" not in names  # no latency model yet: no latency contours
     pareto = next(trace for trace in figure.data if trace.name == "Pareto-optimal (FLOPs)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from snapvit_core.cka import component_cka, linear_cka_matrix, make_positive_definite
+from snapvit_core.search.cka import component_cka, linear_cka_matrix, make_positive_definite
 
 torch.set_num_threads(1)
 

@@ -91,8 +91,8 @@ def test_unknown_model_and_missing_data_folder(capsys, tmp_path):
 def test_scores_for_another_architecture_are_refused(capsys, tmp_path):
     import torch
 
-    from snapvit_core.scores import ImportanceScores
-    from snapvit_core.scores_io import save_scores
+    from snapvit_core.scoring.scores import ImportanceScores
+    from snapvit_core.scoring.scores_io import save_scores
 
     path = save_scores(ImportanceScores(torch.rand(12, 1536), torch.rand(12, 6)), tmp_path / "vit_s.safetensors")
     code, _, err = run_cli(
@@ -246,9 +246,9 @@ def test_unexpected_exception_without_a_writable_temp_folder(capsys, monkeypatch
 
 
 def _embedded_scores_recorded_for(tmp_path, backbone_id):
-    from snapvit_core.backbones import load_backbone
-    from snapvit_core.data_free import magnitude_scores
-    from snapvit_core.scores_io import save_scores
+    from snapvit_core.engine.backbones import load_backbone
+    from snapvit_core.scoring.data_free import magnitude_scores
+    from snapvit_core.scoring.scores_io import save_scores
 
     scores = magnitude_scores(load_backbone("embedded").model).with_metadata(backbone=backbone_id)
     return save_scores(scores, tmp_path / "other.safetensors")
@@ -284,7 +284,8 @@ def test_unwritable_out_fails_before_any_work(capsys, tmp_path, monkeypatch, com
     """A read-only --out folder is found before the (long) pass, not after it."""
     import errno
 
-    from snapvit_core import _atomic, backbones
+    from snapvit_core.engine import backbones
+    from snapvit_core.files import atomic as _atomic
 
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system")
@@ -332,9 +333,9 @@ def test_evaluate_default_keeps_the_measured_keys(capsys):
 
 
 def _search_argv(tmp_path) -> list[str]:
-    from snapvit_core.backbones import load_backbone
-    from snapvit_core.data_free import magnitude_scores
-    from snapvit_core.scores_io import save_scores
+    from snapvit_core.engine.backbones import load_backbone
+    from snapvit_core.scoring.data_free import magnitude_scores
+    from snapvit_core.scoring.scores_io import save_scores
 
     base = tmp_path / "base.safetensors"
     save_scores(magnitude_scores(load_backbone("embedded", random_init=True).model), base)

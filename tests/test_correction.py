@@ -6,8 +6,8 @@ import pytest
 import torch
 from conftest import make_vit
 
-from snapvit_core.adapter import ViTAdapter
-from snapvit_core.correction import (
+from snapvit_core.engine.adapter import ViTAdapter
+from snapvit_core.engine.correction import (
     CorrectionConfig,
     correct_elastic,
     correct_layer,
@@ -15,9 +15,9 @@ from snapvit_core.correction import (
     eliminate_columns,
     reconstruction_error,
 )
-from snapvit_core.data_free import random_scores
-from snapvit_core.elastic import ElasticViT
+from snapvit_core.engine.elastic import ElasticViT
 from snapvit_core.errors import CancelledError, SnapViTError
+from snapvit_core.scoring.data_free import random_scores
 
 torch.set_num_threads(1)
 

@@ -11,16 +11,16 @@ import pytest
 import torch
 from conftest import make_vit
 
-from snapvit_core.backbones import Backbone
-from snapvit_core.correction import CorrectionConfig, correct_elastic
 from snapvit_core.data import procedural_images
-from snapvit_core.data_free import magnitude_scores, random_scores
-from snapvit_core.elastic import ElasticViT
-from snapvit_core.evaluation import KnnEvaluator, embedding_similarity
+from snapvit_core.engine.backbones import Backbone
+from snapvit_core.engine.correction import CorrectionConfig, correct_elastic
+from snapvit_core.engine.elastic import ElasticViT
+from snapvit_core.evaluation.features import KnnEvaluator, embedding_similarity
+from snapvit_core.evaluation.knn import knn_predict
 from snapvit_core.explorer import Explorer
-from snapvit_core.knn import knn_predict
-from snapvit_core.scoring import ScoringConfig, compute_scores
-from snapvit_core.search import SearchConfig, run_search
+from snapvit_core.scoring.compute import ScoringConfig, compute_scores
+from snapvit_core.scoring.data_free import magnitude_scores, random_scores
+from snapvit_core.search.evolution import SearchConfig, run_search
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 

@@ -187,7 +187,7 @@ def test_saved_hf_dataset_loads_offline(tmp_path):
 
 
 def test_embedded_fast_path_equals_the_timm_transform():
-    from snapvit_core.backbones import load_backbone
+    from snapvit_core.engine.backbones import load_backbone
 
     config = load_backbone("embedded", random_init=True).data_config
     fast = load_knn_splits("embedded", config, limit_per_split=16)
@@ -255,7 +255,7 @@ def test_lazy_folder_images_equal_the_eager_ones_and_decode_only_on_access(tmp_p
 def test_scoring_over_lazy_folder_images_equals_scoring_the_decoded_list(tmp_path):
     from conftest import make_vit
 
-    from snapvit_core.scoring import ScoringConfig, compute_scores
+    from snapvit_core.scoring.compute import ScoringConfig, compute_scores
 
     root = _write_class_folder(tmp_path / "pets", per_class=3)
     lazy = load_images(f"folder:{root}", "train", lazy=True)

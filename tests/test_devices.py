@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from snapvit_core.devices import resolve_device
+from snapvit_core.engine.devices import resolve_device
 from snapvit_core.errors import SnapViTError
 
 

@@ -1,7 +1,7 @@
 """torchrun equivalence: 2 gloo processes give the single-process scores, kNN and search (issue 17 item 3).
 
 One torchrun launch runs every library check (tests/distributed_worker.py); the CLI test launches
-``torchrun -m snapvit_core score`` itself. The helpers in ``snapvit_core.distributed`` are also checked
+``torchrun -m snapvit_core score`` itself. The helpers in ``snapvit_core.runtime.distributed`` are also checked
 to be the identity without a process group.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from snapvit_core import distributed
+from snapvit_core.runtime import distributed
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "distributed_worker.py"
@@ -99,7 +99,7 @@ def test_torchrun_cli_score_writes_once_and_equals_one_process(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     one = [sys.executable, "-m", "snapvit_core", *common, "--out", str(tmp_path / "one.safetensors")]
     assert subprocess.run(one, cwd=ROOT, env=env, capture_output=True, timeout=300).returncode == 0
-    from snapvit_core.scores_io import load_scores
+    from snapvit_core.scoring.scores_io import load_scores
 
     two, single = load_scores(tmp_path / "two.safetensors"), load_scores(tmp_path / "one.safetensors")
     torch.testing.assert_close(two.mlp, single.mlp, rtol=1e-6, atol=1e-30)

@@ -6,11 +6,11 @@ import pytest
 import torch
 from conftest import make_vit
 
-from snapvit_core.adapter import ViTAdapter
-from snapvit_core.data_free import random_scores
-from snapvit_core.elastic import ElasticViT, check_sparsity, plan_keep_counts, plan_pruning
+from snapvit_core.engine.adapter import ViTAdapter
+from snapvit_core.engine.elastic import ElasticViT, check_sparsity, plan_keep_counts, plan_pruning
 from snapvit_core.errors import SnapViTError
-from snapvit_core.scores import ImportanceScores
+from snapvit_core.scoring.data_free import random_scores
+from snapvit_core.scoring.scores import ImportanceScores
 
 SHAPES = [
     dict(mlp="standard", qkv_bias=True, fused_attn=True),

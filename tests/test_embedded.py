@@ -11,15 +11,15 @@ import pytest
 import torch
 from conftest import ROOT
 
-from snapvit_core import embedded
-from snapvit_core.backbones import load_backbone
 from snapvit_core.data import load_knn_splits
-from snapvit_core.data_free import magnitude_scores
-from snapvit_core.elastic import ElasticViT
+from snapvit_core.engine import embedded
+from snapvit_core.engine.backbones import load_backbone
+from snapvit_core.engine.elastic import ElasticViT
 from snapvit_core.errors import SnapViTError
-from snapvit_core.evaluation import KnnEvaluator
+from snapvit_core.evaluation.features import KnnEvaluator
 from snapvit_core.explorer import Explorer
 from snapvit_core.presets import EMBEDDED_MODEL_IDS
+from snapvit_core.scoring.data_free import magnitude_scores
 
 
 def test_assets_are_small_and_describe_themselves():

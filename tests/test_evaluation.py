@@ -6,11 +6,11 @@ import pytest
 import torch
 from conftest import make_vit
 
-from snapvit_core.backbones import Backbone
-from snapvit_core.data_free import magnitude_scores
+from snapvit_core.engine.backbones import Backbone
 from snapvit_core.errors import SnapViTError
-from snapvit_core.evaluation import KnnEvaluator, extract_features
+from snapvit_core.evaluation.features import KnnEvaluator, extract_features
 from snapvit_core.explorer import Explorer, check_metrics
+from snapvit_core.scoring.data_free import magnitude_scores
 
 
 def small_evaluator(model, n_train=24, n_test=10):
@@ -113,7 +113,7 @@ def test_two_threads_pruning_one_explorer_never_see_each_others_model():
 
 
 def test_paired_latency_interleaves_the_models_and_the_explorer_reports_both(monkeypatch):
-    from snapvit_core.metrics import median_speedup, paired_rounds
+    from snapvit_core.evaluation.metrics import median_speedup, paired_rounds
 
     first, second = make_vit(depth=1), make_vit(depth=2)
     calls = []
@@ -161,7 +161,7 @@ def test_extract_features_reports_progress_and_can_be_cancelled(tiny_vit):
 
 def test_evaluator_from_splits_progress_and_fp16_bank(tiny_vit):
     from snapvit_core.data import KnnSplits
-    from snapvit_core.knn import DEFAULT_K
+    from snapvit_core.evaluation.knn import DEFAULT_K
 
     generator = torch.Generator().manual_seed(1)
     splits = KnnSplits(
@@ -189,9 +189,9 @@ def test_evaluate_cli_streams_a_folder_and_matches_the_in_memory_top1(tmp_path, 
     import numpy as np
     from PIL import Image
 
-    from snapvit_core.backbones import load_backbone
     from snapvit_core.cli import main
     from snapvit_core.data import FolderImageDataset, load_knn_splits
+    from snapvit_core.engine.backbones import load_backbone
 
     rng = np.random.default_rng(0)
     for index in range(24):

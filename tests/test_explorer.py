@@ -6,13 +6,13 @@ import pytest
 import torch
 from conftest import make_vit
 
-from snapvit_core.backbones import Backbone
-from snapvit_core.data_free import magnitude_scores
+from snapvit_core.engine.backbones import Backbone
 from snapvit_core.errors import CancelledError, SnapViTError
-from snapvit_core.evaluation import KnnEvaluator
+from snapvit_core.evaluation.features import KnnEvaluator
+from snapvit_core.evaluation.knn import stratified_subset
+from snapvit_core.evaluation.metrics import analytic_flops, count_parameters
 from snapvit_core.explorer import Explorer
-from snapvit_core.knn import stratified_subset
-from snapvit_core.metrics import analytic_flops, count_parameters
+from snapvit_core.scoring.data_free import magnitude_scores
 
 FAST = {"budget_s": 0.01, "min_rounds": 2, "max_rounds": 2}
 

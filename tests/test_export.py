@@ -10,14 +10,14 @@ import pytest
 import torch
 from conftest import make_vit
 
-from snapvit_core import export
-from snapvit_core.adapter import ViTAdapter
-from snapvit_core.backbones import load_backbone
 from snapvit_core.cli import main
-from snapvit_core.data_free import magnitude_scores, random_scores
-from snapvit_core.elastic import ElasticViT
+from snapvit_core.engine.adapter import ViTAdapter
+from snapvit_core.engine.backbones import load_backbone
+from snapvit_core.engine.elastic import ElasticViT
 from snapvit_core.errors import SnapViTError
-from snapvit_core.export import architecture_spec, export_pruned, load_pruned, shrink_to_plan
+from snapvit_core.export import writer as export
+from snapvit_core.export.writer import architecture_spec, export_pruned, load_pruned, shrink_to_plan
+from snapvit_core.scoring.data_free import magnitude_scores, random_scores
 
 
 def _export_embedded(tmp_path, onnx=False, name="out"):
@@ -264,7 +264,7 @@ def test_read_only_folder_and_full_disk_are_one_clear_error(tmp_path, monkeypatc
 
     import safetensors.torch
 
-    from snapvit_core import _atomic
+    from snapvit_core.files import atomic as _atomic
 
     _write(pruned_embedded, tmp_path / "out", tag="old")
 
@@ -292,7 +292,7 @@ def test_read_only_folder_and_full_disk_are_one_clear_error(tmp_path, monkeypatc
 @pytest.mark.parametrize("crash_at", ["exchange", "delete old"])
 def test_overwrite_swap_keeps_one_complete_export(tmp_path, monkeypatch, pruned_embedded, crash_at):
     """Item 5: a crash at any step leaves a complete export (old or new) at the destination."""
-    from snapvit_core import _atomic
+    from snapvit_core.files import atomic as _atomic
 
     target = tmp_path / "out"
     _write(pruned_embedded, target, tag="old")
@@ -323,7 +323,7 @@ def test_overwrite_swap_keeps_one_complete_export(tmp_path, monkeypatch, pruned_
 
 def test_fallback_swap_restores_or_recovers_the_old_export(tmp_path, monkeypatch, pruned_embedded):
     """Without RENAME_EXCHANGE: a failed second rename puts the old one back; a kill is recovered next time."""
-    from snapvit_core import _atomic
+    from snapvit_core.files import atomic as _atomic
 
     target = tmp_path / "out"
     _write(pruned_embedded, target, tag="old")
@@ -351,7 +351,7 @@ def test_stale_temps_of_killed_writers_are_cleaned(tmp_path, pruned_embedded):
     import os
     import time
 
-    from snapvit_core.scores_io import save_scores
+    from snapvit_core.scoring.scores_io import save_scores
 
     old = time.time() - 2 * 3600
     stale = [tmp_path / ".out.snapvit-staging-k1ll3d", tmp_path / ".out.snapvit-old-zz"]
@@ -378,7 +378,7 @@ def test_modes_follow_the_umask_without_touching_it(tmp_path, monkeypatch, prune
     """Item 15: export folders were 0700 and model.safetensors 0600; os.umask must not be called."""
     import os
 
-    from snapvit_core.scores_io import save_scores
+    from snapvit_core.scoring.scores_io import save_scores
 
     previous = os.umask(umask)
     try:

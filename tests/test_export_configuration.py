@@ -15,17 +15,17 @@ import pytest
 import torch
 from conftest import ROOT, option_combinations
 
-from snapvit_core.backbones import load_backbone
 from snapvit_core.cli import main
-from snapvit_core.correction import CorrectionConfig
 from snapvit_core.data import load_images, load_knn_splits, preprocess
-from snapvit_core.elastic import plan_pruning
+from snapvit_core.engine.backbones import load_backbone
+from snapvit_core.engine.correction import CorrectionConfig
+from snapvit_core.engine.elastic import plan_pruning
 from snapvit_core.errors import SnapViTError
-from snapvit_core.evaluation import KnnEvaluator
+from snapvit_core.evaluation.features import KnnEvaluator
 from snapvit_core.explorer import Explorer
-from snapvit_core.export import EXPORT_TOLERANCE, kept_widths, load_pruned
-from snapvit_core.export_configuration import ExportRequest, export_configuration
-from snapvit_core.scores_io import load_scores
+from snapvit_core.export.configuration import ExportRequest, export_configuration
+from snapvit_core.export.writer import EXPORT_TOLERANCE, kept_widths, load_pruned
+from snapvit_core.scoring.scores_io import load_scores
 
 SCORES = ROOT / "scores" / "embedded.xnes.safetensors"
 PAIR = (0.45, 0.3)
@@ -157,7 +157,7 @@ def test_an_export_that_is_not_the_configuration_is_refused_and_writes_nothing(b
 
 def test_the_self_check_tolerance_is_far_above_the_copy_round_off(backbone):
     """A compact copy and the engine's sliced views give the same embedding to well within EXPORT_TOLERANCE."""
-    from snapvit_core.export import _embed_on
+    from snapvit_core.export.writer import _embed_on
 
     explorer = Explorer(backbone, load_scores(SCORES))
     images = torch.randn(8, 3, 24, 24, generator=torch.Generator().manual_seed(0))
@@ -172,7 +172,7 @@ def test_the_self_check_tolerance_is_far_above_the_copy_round_off(backbone):
 
 def test_concurrent_landscape_measure_and_budget_search_do_not_change_the_export(tmp_path, backbone, knn_splits):
     """One shared explorer, as on the app's server: other work prunes it while an export runs."""
-    from snapvit_core.budget import find_best_under_budget
+    from snapvit_core.landscape.budget import find_best_under_budget
 
     explorer = _explorer(backbone, knn_splits)
     stop = threading.Event()

@@ -12,11 +12,11 @@ import torch
 from conftest import make_vit
 from test_families import FAMILIES
 
-from snapvit_core.adapter import ViTAdapter
-from snapvit_core.backbones import Backbone, load_backbone
-from snapvit_core.data_free import magnitude_scores
-from snapvit_core.elastic import ElasticViT
-from snapvit_core.export import TIMM_REFUSAL, architecture_spec, export_pruned, load_pruned
+from snapvit_core.engine.adapter import ViTAdapter
+from snapvit_core.engine.backbones import Backbone, load_backbone
+from snapvit_core.engine.elastic import ElasticViT
+from snapvit_core.export.writer import TIMM_REFUSAL, architecture_spec, export_pruned, load_pruned
+from snapvit_core.scoring.data_free import magnitude_scores
 
 # Runs first in the fresh interpreters: makes snapvit_core unimportable (it is installed editable in the venv).
 BLOCK_LIBRARY = """
@@ -85,7 +85,7 @@ def test_model_card_front_matter_is_hugging_face_yaml(embedded_export):
 
 
 def test_card_has_no_base_model_for_random_or_local_sources(tmp_path):
-    from snapvit_core.model_card import base_model
+    from snapvit_core.export.model_card import base_model
 
     assert base_model("vit_base_patch16_224.dino", random_init=True) is None
     assert base_model("embedded", False) is None and base_model(str(tmp_path), False) is None

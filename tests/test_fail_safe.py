@@ -22,6 +22,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 import pytest
+from app_cards import shared_of, state_of
 from conftest import FAST_CALIBRATION, ROOT, run_limited
 
 from snapvit_core.cli import main
@@ -73,7 +74,7 @@ def _fifo(path: Path) -> Path:
 
 # ---- the two guards ------------------------------------------------------------------------------------------
 def test_read_bounded_reads_only_small_regular_files(tmp_path):
-    from snapvit_core.safe_files import check_regular, read_bounded
+    from snapvit_core.files.guards import check_regular, read_bounded
 
     regular = tmp_path / "ok.json"
     regular.write_bytes(b"{}")
@@ -101,7 +102,7 @@ def test_read_bounded_reads_only_small_regular_files(tmp_path):
 
 
 def test_the_write_guard_replaces_only_what_is_ours(tmp_path):
-    from snapvit_core.safe_files import guard_destination
+    from snapvit_core.files.guards import guard_destination
 
     def ours(data: bytes) -> bool:
         return data.startswith(b"ours")
@@ -139,13 +140,13 @@ def test_a_tiny_grid_step_stays_within_memory(tmp_path):
 
 
 def _key():
-    from snapvit_core.landscape import LandscapeKey
+    from snapvit_core.landscape.store import LandscapeKey
 
     return LandscapeKey(backbone="embedded", weights="w", scores="s", data="embedded", data_hash="d")
 
 
 def _point(**changes):
-    from snapvit_core.landscape import LandscapePoint
+    from snapvit_core.landscape.store import LandscapePoint
 
     values = dict(mlp_sparsity=0.0, head_sparsity=0.0, knn_top1=0.9, mean_cosine=1.0, params=100, flops=1000,
                   realised_mlp_sparsity=0.0, realised_head_sparsity=0.0)  # fmt: skip
@@ -153,7 +154,7 @@ def _point(**changes):
 
 
 def test_landscape_files_that_are_special_or_hold_huge_numbers_are_refused(tmp_path):
-    from snapvit_core.landscape import Landscape, dump_points, open_landscape, read_points
+    from snapvit_core.landscape.store import Landscape, dump_points, open_landscape, read_points
 
     key = _key()
     shipped, cache = tmp_path / "shipped", tmp_path / "cache"
@@ -192,7 +193,7 @@ def test_landscape_out_refuses_what_is_not_a_landscape_csv(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_landscape_rewrites_only_a_csv_of_the_same_points(tmp_path, capsys):
-    from snapvit_core.landscape import dump_points
+    from snapvit_core.landscape.store import dump_points
 
     out, cache = tmp_path / "plane.csv", tmp_path / "cache"
     argv = ["landscape", "--method", "magnitude", "--grid", "0.5", "--limit", "40", "--latency", "none",
@@ -215,7 +216,7 @@ def test_landscape_rewrites_only_a_csv_of_the_same_points(tmp_path, capsys):
     # a cache file holding a 400-digit number: one warning, recomputed (issue 34: OverflowError before)
     cache_file = Path(json.loads(first)["cache"])
     document = json.loads(cache_file.read_text())
-    from snapvit_core.landscape import LandscapeKey, LandscapePoint
+    from snapvit_core.landscape.store import LandscapeKey, LandscapePoint
 
     key = LandscapeKey(**document["key"])
     points = [LandscapePoint(*row) for row in document["points"]]
@@ -227,7 +228,7 @@ def test_landscape_rewrites_only_a_csv_of_the_same_points(tmp_path, capsys):
 
 # ---- latency tables and calibrate -------------------------------------------------------------------------------
 def test_latency_tables_that_are_special_files_are_refused(tmp_path, capsys):
-    from snapvit_core.latency_table import load_table
+    from snapvit_core.latency.table import load_table
 
     (tmp_path / "zero.json").symlink_to("/dev/zero")
     for path, words in ((_fifo(tmp_path / "fifo.json"), "FIFO"), (tmp_path / "zero.json", "character device")):
@@ -250,7 +251,7 @@ def test_a_latency_table_on_dev_zero_stays_within_memory(tmp_path):
 
 @pytest.mark.parametrize("option", ["--min-rounds", "--max-rounds"])
 def test_calibrate_rounds_have_a_maximum(option, tmp_path, capsys):
-    from snapvit_core.latency_calibration import MAX_ROUNDS, check_rounds
+    from snapvit_core.latency.calibration import MAX_ROUNDS, check_rounds
 
     code, _, err = _cli(capsys, "calibrate", option, "100000", "--out", tmp_path / "t.json")
     _refused(code, err, f"most rounds, {MAX_ROUNDS}")
@@ -277,7 +278,7 @@ def test_calibrate_out_replaces_only_a_latency_table(latency_table_path, tmp_pat
 
 
 def test_calibrate_on_a_full_disk_keeps_the_table_already_there(latency_table_path, tmp_path, capsys, monkeypatch):
-    from snapvit_core import _atomic
+    from snapvit_core.files import atomic as _atomic
 
     table = tmp_path / "table.json"
     shutil.copy(latency_table_path, table)
@@ -308,10 +309,10 @@ def test_a_table_device_name_reaches_the_terminal_escaped(latency_table_path, tm
 # ---- export loaders --------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def export_folder(tmp_path_factory) -> Path:
-    from snapvit_core.backbones import load_backbone
-    from snapvit_core.data_free import magnitude_scores
-    from snapvit_core.elastic import ElasticViT
-    from snapvit_core.export import architecture_spec, export_pruned
+    from snapvit_core.engine.backbones import load_backbone
+    from snapvit_core.engine.elastic import ElasticViT
+    from snapvit_core.export.writer import architecture_spec, export_pruned
+    from snapvit_core.scoring.data_free import magnitude_scores
 
     backbone = load_backbone("embedded")
     elastic = ElasticViT(backbone.model, magnitude_scores(backbone.model))
@@ -377,7 +378,7 @@ def _standalone(folder: Path):
 
 @pytest.mark.parametrize("case", sorted(TAMPERED))
 def test_export_loaders_refuse_a_tampered_folder_in_one_line(case, export_folder, tmp_path):
-    from snapvit_core.export import load_pruned
+    from snapvit_core.export.writer import load_pruned
 
     folder = _tampered(export_folder, tmp_path, case)
     _, named, words = TAMPERED[case]
@@ -444,7 +445,7 @@ def test_a_huge_export_config_allocates_nothing(case, export_folder, tmp_path):
         "import runpy, sys\n"
         "code = runpy.run_path(sys.argv[1])['main'](['load_pruned.py', sys.argv[2]])\n"
         "from snapvit_core.errors import SnapViTError\n"
-        "from snapvit_core.export import load_pruned\n"
+        "from snapvit_core.export.writer import load_pruned\n"
         "try:\n"
         "    load_pruned(sys.argv[2])\n"
         "except SnapViTError as error:\n"
@@ -482,7 +483,7 @@ def _markup_outside_code(text: str) -> list[str]:
 def test_the_model_card_is_data_not_code():
     import yaml
 
-    from snapvit_core.model_card import MAX_VALUE_CHARS, model_card
+    from snapvit_core.export.model_card import MAX_VALUE_CHARS, model_card
 
     config = {"pruning": {"kept_heads": [6, 5], "kept_neurons": [300, 280], "source_model": "hf:a/b\n---\nlicense: x",
                           "mlp_sparsity": "<img src=x onerror=alert(4)>", "head_sparsity": 0.2}}  # fmt: skip
@@ -511,10 +512,10 @@ def test_the_model_card_is_data_not_code():
 
 
 def test_an_export_into_a_folder_with_a_hostile_name_has_a_safe_card(tmp_path):
-    from snapvit_core.backbones import load_backbone
-    from snapvit_core.data_free import magnitude_scores
-    from snapvit_core.elastic import ElasticViT
-    from snapvit_core.export import architecture_spec, export_pruned
+    from snapvit_core.engine.backbones import load_backbone
+    from snapvit_core.engine.elastic import ElasticViT
+    from snapvit_core.export.writer import architecture_spec, export_pruned
+    from snapvit_core.scoring.data_free import magnitude_scores
 
     backbone = load_backbone("embedded")
     scores = magnitude_scores(backbone.model).with_metadata(**{k: v for k, v in HOSTILE.items() if k != "samples"})
@@ -538,18 +539,18 @@ APP = str(ROOT / "app.py")
 @pytest.fixture
 def fresh_links(monkeypatch):
     """No backbone loaded by an earlier test counts as 'loaded on this server'; loads are recorded."""
-    from ui import links, session
+    from ui import links, shared
 
-    monkeypatch.setattr(session, "_LOADED_SELECTIONS", OrderedDict())
+    monkeypatch.setattr(shared, "_LOADED_SELECTIONS", OrderedDict())
     monkeypatch.delenv(links.ANY_MODEL_ENV, raising=False)
     loads: list[str] = []
-    real = session.load_backbone
+    real = shared.load_backbone
 
     def recording(model_id, *args, **kwargs):
         loads.append(model_id)
         return real(model_id, *args, **kwargs)
 
-    monkeypatch.setattr(session, "load_backbone", recording)
+    monkeypatch.setattr(shared, "load_backbone", recording)
     return loads
 
 
@@ -564,7 +565,7 @@ def _open_link(params: dict):
 
 
 def _model_id(app) -> str:
-    return app.session_state["selection"].model_id if "selection" in app.session_state else "embedded"
+    return state_of(app).selection.model_id
 
 
 def _notes(app) -> list[str]:
@@ -614,48 +615,51 @@ def test_the_server_flag_lets_links_name_any_model(fresh_links, monkeypatch):
 
 
 def test_links_restore_backbones_loaded_on_this_server(fresh_links, monkeypatch):
-    from ui import links, session
+    from ui import links, session, shared
+    from ui.state import Selection
 
-    monkeypatch.setattr(session, "selection", lambda: session.Selection())
-    monkeypatch.setattr("snapvit_core.backbones.weights_cached", lambda name: name == "vit_small_patch16_224.dino")
+    monkeypatch.setattr(session, "selection", lambda: Selection())
+    monkeypatch.setattr(
+        "snapvit_core.engine.backbones.weights_cached", lambda name: name == "vit_small_patch16_224.dino"
+    )
     offered = links.offered_selection
     assert offered("vit_tiny_patch16_224") is None
-    session._LOADED_SELECTIONS["vit_tiny_patch16_224"] = session.Selection("vit_tiny_patch16_224", random_init=True)
-    assert offered("vit_tiny_patch16_224") == session.Selection("vit_tiny_patch16_224", True)  # as it was loaded
-    assert offered("vit_small_patch16_224.dino") == session.Selection("vit_small_patch16_224.dino")  # cached preset
+    shared._LOADED_SELECTIONS["vit_tiny_patch16_224"] = Selection("vit_tiny_patch16_224", random_init=True)
+    assert offered("vit_tiny_patch16_224") == Selection("vit_tiny_patch16_224", True)  # as it was loaded
+    assert offered("vit_small_patch16_224.dino") == Selection("vit_small_patch16_224.dino")  # cached preset
     assert offered("vit_base_patch16_224.dino") is None  # a preset, but its weights are not here: no download
     assert offered("/etc") is None and offered("embedded") is not None
     monkeypatch.setenv(links.ANY_MODEL_ENV, "1")
-    assert offered("/etc") == session.Selection("/etc")
+    assert offered("/etc") == Selection("/etc")
 
 
 def test_the_explorer_page_survives_special_and_corrupt_landscape_files(monkeypatch, tmp_path):
     """A FIFO where the shipped landscape is and a cache file with a 400-digit number: a warning each, not a
     hang or an exception box (issue 34)."""
-    from snapvit_core import landscape as landscape_module
-    from snapvit_core.landscape import dump_points
-    from ui import session
+    from snapvit_core.landscape import store as landscape_module
+    from snapvit_core.landscape.store import dump_points
+    from ui import shared as server
 
     shipped = tmp_path / "shipped"
     shipped.mkdir()
     monkeypatch.setattr(landscape_module, "SHIPPED_DIR", shipped)
     monkeypatch.setenv("SNAPVIT_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(session, "_SHARED", OrderedDict())
+    monkeypatch.setattr(server, "_SHARED", OrderedDict())
     try:
         app = _open_link({"mlp": "0.3"})  # learns the key of the explorer's landscape
-        shared = app.session_state["explorer_session"].shared
-        shared.stop()
-        shared.filler.wait(timeout=120)  # idle: nothing writes the cache file after this
-        key = shared.landscape.key
+        filled = shared_of(app)
+        filled.stop()
+        filled.filler.wait(timeout=120)  # idle: nothing writes the cache file after this
+        key = filled.landscape.key
         _fifo(shipped / key.file_name())
         cache_file = landscape_module.default_cache_dir() / key.file_name()
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         cache_file.write_text(dump_points(key, [_point()]).replace("1000, 0.0, 0.0", "1" + "0" * 400 + ", 0.0, 0.0"))
-        monkeypatch.setattr(session, "_SHARED", OrderedDict())  # a new shared explorer reads both files
+        monkeypatch.setattr(server, "_SHARED", OrderedDict())  # a new shared explorer reads both files
         app = _open_link({"mlp": "0.3"})
-        warnings = app.session_state["explorer_session"].shared.landscape.warnings
+        warnings = shared_of(app).landscape.warnings
         assert not app.error and len(warnings) == 2, warnings
         assert "FIFO" in warnings[0] and "invalid" in warnings[1]
     finally:
-        for shared in session._SHARED.values():
-            shared.stop()
+        for held in server._SHARED.values():
+            held.stop()

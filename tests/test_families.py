@@ -15,12 +15,12 @@ import torch
 from conftest import SHARED_REFERENCE
 from test_elastic import prune_and_check_masked, skewed_scores
 
-from snapvit_core.adapter import ViTAdapter
-from snapvit_core.backbones import load_backbone
-from snapvit_core.data_free import magnitude_scores
-from snapvit_core.elastic import ElasticViT, plan_pruning
+from snapvit_core.engine.adapter import ViTAdapter
+from snapvit_core.engine.backbones import load_backbone
+from snapvit_core.engine.elastic import ElasticViT, plan_pruning
 from snapvit_core.errors import SnapViTError
-from snapvit_core.metrics import analytic_flops, count_parameters, counted_flops
+from snapvit_core.evaluation.metrics import analytic_flops, count_parameters, counted_flops
+from snapvit_core.scoring.data_free import magnitude_scores
 
 torch.set_num_threads(1)
 
@@ -49,7 +49,7 @@ def _hf(kind: str) -> torch.nn.Module:
     """transformers encoders of the real base configurations (2 layers, small images)."""
     import transformers
 
-    from snapvit_core.hf_vit import HFVisionBackbone
+    from snapvit_core.engine.hf_vit import HFVisionBackbone
 
     torch.manual_seed(0)
     if kind == "vit":
@@ -149,7 +149,7 @@ def test_dinov3_forward_is_unchanged_by_the_width_following_attention():
     import timm
     from timm.models.eva import EvaAttention
 
-    from snapvit_core.adapter import WidthFollowingEvaAttention, make_width_following
+    from snapvit_core.engine.adapter import WidthFollowingEvaAttention, make_width_following
 
     torch.manual_seed(0)
     reference = timm.create_model("vit_small_patch16_dinov3_qkvb", pretrained=False, depth=2, img_size=64).eval()
@@ -176,7 +176,7 @@ PUBLISHED = [
 def test_published_scores_import_onto_their_architectures(file, architecture, widths):
     import timm
 
-    from snapvit_core.scores_io import load_scores
+    from snapvit_core.scoring.scores_io import load_scores
 
     path = SHARED_REFERENCE / "snapvit-scores" / file
     if not path.is_file():
@@ -221,7 +221,7 @@ def test_non_vit_timm_model_names_the_supported_families():
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_family_weight_correction_never_worsens_a_layer(family):
     """Correction replays each block through the adapter (RoPE, transformers layers) for every family."""
-    from snapvit_core.correction import CorrectionConfig, correct_elastic
+    from snapvit_core.engine.correction import CorrectionConfig, correct_elastic
 
     model = FAMILIES[family]()
     elastic = ElasticViT(model, skewed_scores(model))

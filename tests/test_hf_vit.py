@@ -8,10 +8,10 @@ import pytest
 import torch
 from test_families import _hf, _images
 
-from snapvit_core.adapter import ViTAdapter
-from snapvit_core.backbones import load_backbone
+from snapvit_core.engine.adapter import ViTAdapter
+from snapvit_core.engine.backbones import load_backbone
+from snapvit_core.engine.hf_vit import hf_data_config, read_model_type
 from snapvit_core.errors import SnapViTError
-from snapvit_core.hf_vit import hf_data_config, read_model_type
 
 torch.set_num_threads(1)
 
@@ -23,7 +23,7 @@ def test_hf_fused_attention_matches_transformers(kind):
 
     wrapped = _hf(kind)
     original = copy.deepcopy(wrapped.hf)
-    from snapvit_core.hf_vit import FusedQKVAttention
+    from snapvit_core.engine.hf_vit import FusedQKVAttention
 
     assert all(isinstance(layer.attention, FusedQKVAttention) for layer in wrapped.layers)
     import transformers

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from snapvit_core import _safe_unpickle
 from snapvit_core.errors import SnapViTError
-from snapvit_core.scores_io import load_scores, load_scores_bytes
+from snapvit_core.files import safe_unpickle as _safe_unpickle
+from snapvit_core.scoring.scores_io import load_scores, load_scores_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 

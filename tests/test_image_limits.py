@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from snapvit_core import image_limits
 from snapvit_core.data import folder as data_folder
 from snapvit_core.data import knn_warnings, load_images, open_image
+from snapvit_core.files import image_limits
 
 
 def _png_16bit(path: Path, side: int) -> Path:

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from ui.instant_cards import Card, CardView, grid_key, must_send_table, slider_text, table_json, table_view
+from snapvit_core.landscape.grid import grid_key, value_text
+from ui.instant_cards import Card, CardView, must_send_table, table_json, table_view
 
 
 def _view(params: str, help_text: str, caption: str | None) -> CardView:
@@ -54,7 +55,7 @@ def test_views_with_different_cards_are_refused_and_an_empty_table_is_empty():
 
 def test_keys_use_the_sliders_own_format():
     assert grid_key(0.1, 0.35) == "0.10|0.35"  # as the slider prints it (format %.2f, its aria-valuetext)
-    assert slider_text(0.15000000000000002) == "0.15"
+    assert value_text(0.15000000000000002) == "0.15"
 
 
 def test_a_table_goes_to_a_session_once_unless_the_browser_says_it_lacks_it():
@@ -69,3 +70,23 @@ def test_a_table_goes_to_a_session_once_unless_the_browser_says_it_lacks_it():
     assert not must_send_table((first["id"], 1), first["id"], lacks)  # that report was answered
     assert not must_send_table((first["id"], -1), first["id"], {"lacks": {"id": second["id"], "n": 2}})
     assert not must_send_table((first["id"], -1), first["id"], {"lacks": "garbage"})
+
+
+def test_the_marks_table_sends_each_kept_set_once_and_gives_every_configurations_marks_back():
+    from ui.chart_overlay import MarkView
+    from ui.instant_cards import marks_table, table_marks
+
+    def view(mlp: float, head: float) -> MarkView:
+        kept = (16, 10) if mlp else (16, 16)
+        pruned = ((1,), ()) if head else ((), ())
+        return MarkView((mlp, head), kept, pruned, f"MLP neurons: {sum(kept)} of 32 kept", f"heads {head}")
+
+    views = [view(mlp, head) for mlp in (0.0, 0.05) for head in (0.0, 0.25)]
+    table = marks_table(views)
+    assert len(table["neurons"]) == 2 and len(table["heads"]) == 2  # one per distinct set, not per configuration
+    assert table["views"]["0.05|0.25"] == [0.05, 0.25, 1, 1]
+    for marks in views:
+        assert table_marks(table, grid_key(*marks.at)) == marks
+    assert table_marks(table, "0.10|0.10") is None
+    assert marks_table(views)["id"] == table["id"] != marks_table(views[:2])["id"]
+    json.dumps(table)  # what the component sends

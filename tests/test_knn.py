@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from snapvit_core.errors import SnapViTError
-from snapvit_core.knn import knn_predict, knn_top1
+from snapvit_core.evaluation.knn import knn_predict, knn_top1
 
 
 def clustered(n_per_class: int, classes: int, dim: int = 8, seed: int = 0):
@@ -66,7 +66,7 @@ def test_bank_chunks_give_the_same_neighbours_as_one_block():
 
 
 def test_fp16_bank_and_prepared_bank_keep_the_predictions():
-    from snapvit_core.knn import prepare_bank
+    from snapvit_core.evaluation.knn import prepare_bank
 
     train, train_labels = clustered(30, 5, dim=32)
     test, test_labels = clustered(10, 5, dim=32, seed=5)

@@ -11,23 +11,15 @@ import pytest
 import torch
 from conftest import make_vit
 
-from snapvit_core.backbones import Backbone
-from snapvit_core.budget import LandscapeGap, best_in_landscape, cost_grid
-from snapvit_core.correction import CorrectionConfig
-from snapvit_core.data_free import magnitude_scores
-from snapvit_core.evaluation import KnnEvaluator
+from snapvit_core.engine.backbones import Backbone
+from snapvit_core.engine.correction import CorrectionConfig
+from snapvit_core.evaluation.features import KnnEvaluator
 from snapvit_core.explorer import Explorer
-from snapvit_core.landscape import (
-    Landscape,
-    LandscapePoint,
-    fill_order,
-    grid_axis,
-    landscape_key,
-    neighbours,
-    open_landscape,
-    published_path,
-)
-from snapvit_core.landscape_fill import LandscapeFiller
+from snapvit_core.landscape.budget import LandscapeGap, best_in_landscape, cost_grid
+from snapvit_core.landscape.fill import LandscapeFiller
+from snapvit_core.landscape.grid import grid_axis, neighbours, published_points
+from snapvit_core.landscape.store import Landscape, LandscapePoint, fill_order, landscape_key, open_landscape
+from snapvit_core.scoring.data_free import magnitude_scores
 
 STEP = 0.25  # a 4 x 4 grid keeps the tests fast
 
@@ -153,7 +145,7 @@ def test_fill_order_requested_first_then_neighbours_then_published_path():
     assert order[:2] == [(0.5, 0.5), (0.9, 0.1)]  # latest request first
     assert set(order[2:10]) == set(neighbours((0.5, 0.5), axis))
     assert set(order[10:18]) == set(neighbours((0.9, 0.1), axis))
-    path = [c for c in published_path() if c != (0.0, 0.0)]
+    path = [c for c in published_points() if c != (0.0, 0.0)]
     assert order[18 : 18 + len(path)] == path
     assert len(order) == 399 and (0.0, 0.0) not in order
 
@@ -314,9 +306,9 @@ def test_shipped_points_are_read_but_never_copied_into_the_cache(tmp_path):
 
 def test_embedded_data_key_hashes_the_source_images_not_the_rounded_floats(monkeypatch):
     """Float preprocessing rounds differently on AMD and Intel CPUs; the shipped landscapes must still be found."""
-    from snapvit_core import embedded
     from snapvit_core.data import load_knn_splits
-    from snapvit_core.landscape import data_digest
+    from snapvit_core.engine import embedded
+    from snapvit_core.landscape.store import data_digest
 
     config = embedded.read_embedded_config()["preprocessing"]
     data_config = {"input_size": tuple(config["input_size"]), "mean": config["mean"], "std": config["std"]}
@@ -343,8 +335,7 @@ def test_the_fill_computes_the_linear_probe_with_each_point_or_on_request_along_
     """A small kNN bank: every filled point carries its linear-probe value, equal to evaluate's. A large bank
     (made 'large' here by lowering the bound): the fill computes kNN only, and the probe along the published
     path when a viewer asks, nowhere else."""
-    from snapvit_core import landscape_fill
-    from snapvit_core.landscape import published_path
+    from snapvit_core.landscape import fill as landscape_fill
 
     explorer = _explorer()
     landscape = open_landscape(landscape_key(explorer, "random", grid=0.05), tmp_path, None)
@@ -363,7 +354,7 @@ def test_the_fill_computes_the_linear_probe_with_each_point_or_on_request_along_
     filler.request(0.5, 0.5)
     assert filler.wait(timeout=120, until=(0.5, 0.5))
     assert large.get(0.5, 0.5).linear_top1 is None and not filler.plane_done()
-    path = published_path(0.05)
+    path = published_points(0.05)
     assert filler.linear_path_missing() == path
     filler.request_linear_path()
     assert filler.wait(timeout=120)

@@ -9,17 +9,17 @@ import torch
 from conftest import make_vit
 from test_families import FAMILIES
 
-from snapvit_core import latency_calibration
-from snapvit_core import latency_model as lm
-from snapvit_core.backbones import Backbone
+from snapvit_core.engine.backbones import Backbone
 from snapvit_core.errors import CancelledError, SnapViTError
-from snapvit_core.latency_calibration import (
+from snapvit_core.latency import calibration as latency_calibration
+from snapvit_core.latency import model as lm
+from snapvit_core.latency.calibration import (
     _spans,
     calibrate_latency_model,
     load_or_calibrate_latency_model,
     mlp_grid,
 )
-from snapvit_core.latency_model import LatencyModel, latency_model_key, load_cached_latency_model, save_latency_model
+from snapvit_core.latency.model import LatencyModel, latency_model_key, load_cached_latency_model, save_latency_model
 
 FAST = {"budget_s": 0.01, "min_rounds": 2, "max_rounds": 2}
 
@@ -145,7 +145,7 @@ def test_calibration_cancels():
 @pytest.mark.slow
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_calibration_runs_for_every_family(family):
-    from snapvit_core.adapter import ViTAdapter
+    from snapvit_core.engine.adapter import ViTAdapter
 
     model = FAMILIES[family]()
     shape = ViTAdapter(model).shape()
@@ -186,7 +186,7 @@ def test_invalid_cache_file_is_treated_as_absent_and_recalibrated(tiny_model, tm
 
     path = save_latency_model(tiny_model, tmp_path)
     path.write_text(_damaged(copy.deepcopy(tiny_model.to_dict()), part))
-    with caplog.at_level(logging.WARNING, logger="snapvit_core.latency_model"):
+    with caplog.at_level(logging.WARNING, logger="snapvit_core.latency.model"):
         assert load_cached_latency_model(tiny_model.key, tmp_path) is None
         assert load_cached_latency_model(tiny_model.key, tmp_path) is None
     assert caplog.text.count("ignoring the latency model cache") == 1  # warned once
@@ -205,7 +205,7 @@ def test_unwritable_cache_location_still_gives_a_model(tmp_path, caplog, monkeyp
 
     backbone = Backbone(make_vit(depth=1), "tiny1", {"input_size": (3, 32, 32)})
     (tmp_path / "file").write_text("a file, not a folder")
-    with caplog.at_level(logging.WARNING, logger="snapvit_core.latency_model"):
+    with caplog.at_level(logging.WARNING, logger="snapvit_core.latency.model"):
         model = load_or_calibrate_latency_model(backbone, "cpu", (1,), cache_dir=tmp_path / "file", **FAST)
     assert model.predict([6], [192]).speedup == 1.0 and "could not cache the latency model" in caplog.text
 

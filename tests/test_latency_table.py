@@ -8,13 +8,13 @@ import pytest
 import torch
 from conftest import make_vit
 
-from snapvit_core.backbones import Backbone, load_backbone
 from snapvit_core.cli import main
-from snapvit_core.data_free import magnitude_scores
+from snapvit_core.engine.backbones import Backbone, load_backbone
 from snapvit_core.errors import SnapViTError
 from snapvit_core.explorer import Explorer
-from snapvit_core.latency_calibration import calibrate_latency_model
-from snapvit_core.latency_table import load_table, make_table, save_table, use_table
+from snapvit_core.latency.calibration import calibrate_latency_model
+from snapvit_core.latency.table import load_table, make_table, save_table, use_table
+from snapvit_core.scoring.data_free import magnitude_scores
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_evaluate_predicts_from_the_table_with_its_labels(table_path, capsys):
 
 
 def test_budget_finder_uses_the_table(table_path):
-    from snapvit_core.budget import find_best_under_budget
+    from snapvit_core.landscape.budget import find_best_under_budget
 
     backbone = load_backbone("embedded")
     explorer = Explorer(backbone, magnitude_scores(backbone.model))

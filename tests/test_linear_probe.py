@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from snapvit_core.errors import SnapViTError
-from snapvit_core.linear_probe import (
+from snapvit_core.evaluation.linear_probe import (
     DEFAULT_BATCH_SIZE,
     INIT_STD,
     LinearProbe,
@@ -229,8 +229,8 @@ def test_train_features_are_never_copied_whole():
 
 WORKER = """
 import sys, torch
-from snapvit_core import distributed
-from snapvit_core.linear_probe import linear_probe_top1
+from snapvit_core.runtime import distributed
+from snapvit_core.evaluation.linear_probe import linear_probe_top1
 
 torch.set_num_threads(1)
 distributed.init_from_env("cpu")

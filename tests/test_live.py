@@ -32,12 +32,12 @@ def test_filling_a_heavy_landscape_on_a_chosen_set_size(tmp_path, monkeypatch):
     import torch
     from conftest import make_vit
 
-    from snapvit_core.backbones import Backbone
-    from snapvit_core.data_free import magnitude_scores
-    from snapvit_core.evaluation import KnnEvaluator
+    from snapvit_core.engine.backbones import Backbone
+    from snapvit_core.evaluation.features import KnnEvaluator
     from snapvit_core.explorer import Explorer
-    from snapvit_core.landscape import landscape_key, open_landscape
-    from snapvit_core.landscape_fill import LandscapeFiller
+    from snapvit_core.landscape.fill import LandscapeFiller
+    from snapvit_core.landscape.store import landscape_key, open_landscape
+    from snapvit_core.scoring.data_free import magnitude_scores
     from ui.session import SharedExplorer
 
     monkeypatch.setenv("SNAPVIT_CACHE_DIR", str(tmp_path))

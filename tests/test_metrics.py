@@ -6,9 +6,9 @@ import pytest
 import torch
 from conftest import make_vit
 
-from snapvit_core.data_free import random_scores
-from snapvit_core.elastic import ElasticViT
-from snapvit_core.metrics import analytic_flops, count_parameters, counted_flops, measure_latency
+from snapvit_core.engine.elastic import ElasticViT
+from snapvit_core.evaluation.metrics import analytic_flops, count_parameters, counted_flops, measure_latency
+from snapvit_core.scoring.data_free import random_scores
 
 
 @pytest.mark.parametrize("mlp", ["standard", "swiglu", "glu-packed"])

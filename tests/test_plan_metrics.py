@@ -8,11 +8,11 @@ from conftest import make_vit
 from test_elastic import skewed_scores
 from test_families import FAMILIES
 
-from snapvit_core.adapter import ViTAdapter
-from snapvit_core.elastic import ElasticViT
+from snapvit_core.engine.adapter import ViTAdapter
+from snapvit_core.engine.elastic import ElasticViT
 from snapvit_core.errors import SnapViTError
-from snapvit_core.metrics import analytic_flops, count_parameters
-from snapvit_core.plan_metrics import cost_table, plan_cost
+from snapvit_core.evaluation.metrics import analytic_flops, count_parameters
+from snapvit_core.evaluation.plan_metrics import cost_table, plan_cost
 
 PAIRS = [(0.0, 0.0), (0.3, 0.2), (0.55, 0.4), (0.9, 0.8)]
 

@@ -6,15 +6,15 @@ import pytest
 import torch
 from conftest import make_vit
 
-import snapvit_core.precision as precision
-from snapvit_core.adapter import EXPLICIT_ATTENTION_MAX_TOKENS, ViTAdapter, choose_attention_kernel
+import snapvit_core.engine.precision as precision
 from snapvit_core.cli import main
 from snapvit_core.data import preprocess, procedural_images
-from snapvit_core.data_free import magnitude_scores
-from snapvit_core.elastic import ElasticViT
+from snapvit_core.engine.adapter import EXPLICIT_ATTENTION_MAX_TOKENS, ViTAdapter, choose_attention_kernel
+from snapvit_core.engine.elastic import ElasticViT
 from snapvit_core.errors import SnapViTError
-from snapvit_core.scoring import ScoringConfig, compute_scores
-from snapvit_core.search import CandidateFitness, SearchConfig, check_config, initial_mean
+from snapvit_core.scoring.compute import ScoringConfig, compute_scores
+from snapvit_core.scoring.data_free import magnitude_scores
+from snapvit_core.search.evolution import CandidateFitness, SearchConfig, check_config, initial_mean
 
 DATA_CONFIG = {"input_size": (3, 32, 32), "interpolation": "bicubic", "mean": (0.5,) * 3, "std": (0.25,) * 3}
 NATIVE_BF16 = precision.native_bf16("cpu")
@@ -43,13 +43,13 @@ def test_precision_names_and_what_they_mean_per_device(monkeypatch):
 
 
 def test_cli_refuses_bf16_without_native_support_before_loading(monkeypatch, capsys, tmp_path):
-    from snapvit_core.backbones import load_backbone
-    from snapvit_core.scores_io import save_scores
+    from snapvit_core.engine.backbones import load_backbone
+    from snapvit_core.scoring.scores_io import save_scores
 
     scores = tmp_path / "base.safetensors"
     save_scores(magnitude_scores(load_backbone("embedded", random_init=True).model), scores)
     monkeypatch.setattr(precision, "native_bf16", lambda device: False)
-    monkeypatch.setattr("snapvit_core.backbones.load_backbone", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr("snapvit_core.engine.backbones.load_backbone", lambda *a, **k: pytest.fail("model loaded"))
     out = tmp_path / "out.safetensors"
     for command in (["score"], ["search", "--scores", str(scores)]):
         code = main([*command, "--precision", "bf16", "--out", str(out)])

@@ -19,10 +19,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from snapvit_core import scores_io
 from snapvit_core.errors import SnapViTError
-from snapvit_core.scores import ImportanceScores
-from snapvit_core.scores_io import import_published_scores, load_scores, load_scores_bytes, save_scores
+from snapvit_core.scoring import scores_io
+from snapvit_core.scoring.scores import ImportanceScores
+from snapvit_core.scoring.scores_io import import_published_scores, load_scores, load_scores_bytes, save_scores
 
 PUBLISHED_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "snapvit-scores"
 PUBLISHED = [  # file, model_type, mlp shape, head shape, suggested timm backbone
@@ -501,7 +501,7 @@ def test_published_metadata_naming_another_architecture_is_refused(tmp_path, aut
 
 
 def test_check_scores_backbone_compares_canonical_ids():
-    from snapvit_core.scores import canonical_model_id, check_scores_backbone
+    from snapvit_core.scoring.scores import canonical_model_id, check_scores_backbone
 
     scores = make_scores().with_metadata(backbone="vit_base_patch16_224.dino")
     assert canonical_model_id("vit_base_patch16_224") == "vit_base_patch16_224.augreg2_in21k_ft_in1k"

@@ -11,12 +11,13 @@ import pytest
 import torch
 from conftest import make_vit
 
-import snapvit_core.scoring as scoring
+import snapvit_core.scoring.compute as scoring
+from devtools.reference_code import REFERENCE_COMMIT, ReferenceMissing, load_reference
 from snapvit_core.cli import main
 from snapvit_core.data import ImageSet, procedural_images
 from snapvit_core.errors import CancelledError, SnapViTError
-from snapvit_core.scores_io import load_scores
-from snapvit_core.scoring import METHODS, ScoringConfig, compute_scores, make_crops, sample_crop_box
+from snapvit_core.scoring.compute import METHODS, ScoringConfig, compute_scores, make_crops, sample_crop_box
+from snapvit_core.scoring.scores_io import load_scores
 
 torch.set_num_threads(1)
 
@@ -105,7 +106,7 @@ def test_per_image_squared_gradients_are_the_mean_of_single_image_scores(images,
     Crops are made a deterministic function of the image here, so each image's crops are the same
     whichever run draws them; in normal runs they come from the seeded generator.
     """
-    import snapvit_core.crops as crops
+    import snapvit_core.scoring.crops as crops
 
     real_make_crops = crops.make_crops
 
@@ -261,26 +262,13 @@ def test_cli_errors_are_one_line_and_write_nothing(capsys, tmp_path, argv):
     assert list(tmp_path.iterdir()) == []
 
 
-REFERENCE_COMMIT = "6f085b9"  # main before the faster pass (teacher = detached student, whole-image forwards)
-
-
 def load_reference_scoring():
-    """``snapvit_core/scoring.py`` as of REFERENCE_COMMIT, imported as a sibling module of the package."""
-    import subprocess
-    import sys
-    import types
-
-    root = Path(__file__).resolve().parents[1]
-    shown = subprocess.run(
-        ["git", "show", f"{REFERENCE_COMMIT}:snapvit_core/scoring.py"], cwd=root, capture_output=True, text=True
-    )
-    if shown.returncode != 0:
+    """The scoring pass as of REFERENCE_COMMIT (before the faster pass: teacher = detached student,
+    whole-image forwards), imported beside today's package."""
+    try:
+        return load_reference("scoring")
+    except ReferenceMissing:
         pytest.skip(f"commit {REFERENCE_COMMIT} is not in this clone (shallow?)")
-    module = types.ModuleType("snapvit_core._scoring_reference")
-    module.__package__ = "snapvit_core"
-    sys.modules[module.__name__] = module  # dataclasses look their module up
-    exec(compile(shown.stdout, f"scoring.py@{REFERENCE_COMMIT}", "exec"), module.__dict__)
-    return module
 
 
 @pytest.mark.parametrize(
@@ -294,7 +282,7 @@ def load_reference_scoring():
     ],
 )
 def test_scores_equal_the_previous_implementation_on_identical_crops(images, monkeypatch, method, overrides):
-    import snapvit_core.crops as crops
+    import snapvit_core.scoring.crops as crops
 
     reference = load_reference_scoring()
     real_make_crops = crops.make_crops
@@ -327,7 +315,7 @@ def test_crops_depend_on_seed_and_image_index_only(images, monkeypatch):
     large = score(model, images, batch_size=2, crop_micro_batch=64)  # two images per forward
     # the same crops; batched matmuls round differently (rel. 2.5e-5 on an Intel CPU), other crops differ by far more
     torch.testing.assert_close(small.mlp, large.mlp, rtol=1e-4, atol=1e-12)
-    from snapvit_core.scoring import crop_generator
+    from snapvit_core.scoring.compute import crop_generator
 
     draws = {(s, i): torch.rand(3, generator=crop_generator(s, i)) for s in (0, 1) for i in (0, 1, 2)}
     assert torch.equal(draws[(0, 1)], torch.rand(3, generator=crop_generator(0, 1)))

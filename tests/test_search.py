@@ -8,12 +8,12 @@ from dataclasses import replace
 import pytest
 import torch
 
-from snapvit_core.adapter import ViTAdapter
-from snapvit_core.data_free import magnitude_scores
-from snapvit_core.elastic import ElasticViT
+from snapvit_core.engine.adapter import ViTAdapter
+from snapvit_core.engine.elastic import ElasticViT
 from snapvit_core.errors import CancelledError, SnapViTError
-from snapvit_core.scores import ImportanceScores
-from snapvit_core.search import CandidateFitness, SearchConfig, initial_mean, run_search, scale_scores
+from snapvit_core.scoring.data_free import magnitude_scores
+from snapvit_core.scoring.scores import ImportanceScores
+from snapvit_core.search.evolution import CandidateFitness, SearchConfig, initial_mean, run_search, scale_scores
 
 torch.set_num_threads(1)
 
@@ -157,9 +157,9 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tiny_vit, images, tmp_p
 
 
 def test_cli_search_writes_loadable_scores(tmp_path, capsys):
-    from snapvit_core.backbones import load_backbone
     from snapvit_core.cli import main
-    from snapvit_core.scores_io import load_scores, save_scores
+    from snapvit_core.engine.backbones import load_backbone
+    from snapvit_core.scoring.scores_io import load_scores, save_scores
 
     base = tmp_path / "base.safetensors"
     save_scores(magnitude_scores(load_backbone("embedded", random_init=True).model), base)

@@ -9,10 +9,10 @@ import pytest
 import torch
 from conftest import make_vit
 
-from snapvit_core import search_checkpoint
-from snapvit_core.data_free import magnitude_scores
 from snapvit_core.errors import SnapViTError
-from snapvit_core.search import SearchConfig, run_search
+from snapvit_core.scoring.data_free import magnitude_scores
+from snapvit_core.search import checkpoint as search_checkpoint
+from snapvit_core.search.evolution import SearchConfig, run_search
 
 SMALL = SearchConfig(evaluations=30, pca_components=16)
 

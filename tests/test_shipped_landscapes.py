@@ -37,7 +37,7 @@ def test_shipped_landscape_matches_the_code(script, explorers, source):
 def test_a_changed_point_is_caught(script, explorers, tmp_path, monkeypatch):
     import json
 
-    from snapvit_core import landscape as landscape_module
+    from snapvit_core.landscape import store as landscape_module
 
     shipped = script.shipped_landscape(explorers["magnitude"])
     document = json.loads(shipped.path.read_text())

@@ -11,9 +11,9 @@ from conftest import make_vit
 from test_elastic import masked_embedding
 from test_families import _randomise_head_biases, _timm
 
-from snapvit_core.adapter import ViTAdapter, WidthFollowingEvaAttention
+from snapvit_core.engine.adapter import ViTAdapter, WidthFollowingEvaAttention
+from snapvit_core.engine.surgery import resize_model, select_units, set_head_count, unit_index, widths
 from snapvit_core.errors import SnapViTError
-from snapvit_core.surgery import resize_model, select_units, set_head_count, unit_index, widths
 
 torch.set_num_threads(1)
 

@@ -6,7 +6,7 @@ import pytest
 from test_explorer import FAST, _explorer
 
 from snapvit_core.errors import CancelledError
-from snapvit_core.sweep import LINEAR_COLUMN, SWEEP_COLUMNS, pareto_mask, sweep
+from snapvit_core.landscape.sweep import LINEAR_COLUMN, SWEEP_COLUMNS, pareto_mask, sweep
 
 PAIRS = [(0.0, 0.0), (0.3, 0.2), (0.6, 0.5)]
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 from conftest import ROOT
 
-from snapvit_core import embedded
+from snapvit_core.engine import embedded
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import train_embedded  # noqa: E402

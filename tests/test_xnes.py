@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from snapvit_core.errors import SnapViTError
-from snapvit_core.xnes import XNES, default_population_size, rank_utilities
+from snapvit_core.search.xnes import XNES, default_population_size, rank_utilities
 
 torch.set_num_threads(1)
 

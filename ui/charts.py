@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from snapvit_core.scores import ImportanceScores
-from ui.chart_overlay import PlotArea, box_mark, cross_mark, overlay_html, title_mark, vertical_bar
+from snapvit_core.scoring.scores import ImportanceScores
+from ui.chart_overlay import ChartMarks, PlotArea
 
 KEPT_COLOUR = "#1f77b4"
 # Structure charts have fixed margins with room for their colour bar and legend: plotly's auto-expanding
@@ -39,7 +39,7 @@ def head_map(scores: ImportanceScores, kept_heads: np.ndarray | None = None) -> 
     """Blocks x heads grid coloured by head-score percentile; pruned heads crossed out.
 
     Without ``kept_heads`` nothing is crossed out and the title is left to the caller: the explorer lays
-    the crosses and the title over the chart (``pruned_heads_html``), so a head move does not redraw it.
+    the crosses and the title over the chart (``head_marks``), so a head move does not redraw it.
 
     Args:
         scores: the importance scores (heads [B, H]).
@@ -97,21 +97,24 @@ def head_map(scores: ImportanceScores, kept_heads: np.ndarray | None = None) -> 
         )
     )
     figure.update_layout(
-        title=f"Heads: {int(kept.sum())} of {kept.size} kept",
+        title=heads_title(kept),
         legend={"orientation": "h", "y": -0.2, "yanchor": "top"},
         margin=FIXED_MARGIN,
     )
     return figure
 
 
-def pruned_heads_html(figure: go.Figure, kept_heads: np.ndarray) -> str:
-    """The title and a cross on each pruned head, over ``figure``, a ``head_map`` drawn without
-    ``kept_heads`` (``ui.chart_overlay``: a move changes these marks, not the figure)."""
-    area = PlotArea.of(figure)
+def heads_title(kept_heads: np.ndarray) -> str:
+    """The head map's title: how many heads a configuration keeps (boolean [B, H] mask, True = kept)."""
     kept = np.asarray(kept_heads, dtype=bool)
-    marks = [title_mark(area, f"Heads: {int(kept.sum())} of {kept.size} kept", "chart-title")]
-    marks += [cross_mark(area, x, y, PRUNED_COLOUR, 14, "pruned-head") for y, x in zip(*np.nonzero(~kept))]
-    return overlay_html(area, marks)
+    return f"Heads: {int(kept.sum())} of {kept.size} kept"
+
+
+def head_marks(figure: go.Figure) -> ChartMarks:
+    """The title and a cross on each pruned head, laid over ``figure``, a ``head_map`` drawn without
+    ``kept_heads`` (``ui.chart_overlay``: a move changes these marks, not the figure)."""
+    style = {"colour": PRUNED_COLOUR, "size": 14, "class": "pruned-head", "title_class": "chart-title"}
+    return ChartMarks("heads", PlotArea.of(figure), style)
 
 
 def mlp_kept_chart(kept_neurons: Sequence[int], hidden: int) -> go.Figure:
@@ -126,7 +129,7 @@ def mlp_kept_chart(kept_neurons: Sequence[int], hidden: int) -> go.Figure:
     )
     figure.update_layout(
         barmode="stack",
-        title=f"MLP neurons: {int(kept.sum())} of {hidden * len(kept)} kept",
+        title=neurons_title(kept, hidden),
         xaxis_title="block (0 = input side)",
         yaxis_title="hidden neurons (count)",
         xaxis={"dtick": 1},
@@ -138,7 +141,7 @@ def mlp_kept_chart(kept_neurons: Sequence[int], hidden: int) -> go.Figure:
 
 def mlp_kept_axes(blocks: int, hidden: int) -> go.Figure:
     """The axes of ``mlp_kept_chart`` without bars, of fixed geometry: the explorer lays the bars and the
-    title over it (``kept_bars_html``), so an MLP move does not redraw it."""
+    title over it (``kept_bar_marks``), so an MLP move does not redraw it."""
     figure = go.Figure(go.Scatter(x=[], y=[], hoverinfo="skip", showlegend=False))
     figure.update_layout(
         xaxis={"title": "block (0 = input side)", "dtick": 1, "range": [-0.5, blocks - 0.5], "showgrid": False},
@@ -149,19 +152,27 @@ def mlp_kept_axes(blocks: int, hidden: int) -> go.Figure:
     return figure
 
 
-def kept_bars_html(figure: go.Figure, kept_neurons: Sequence[int], hidden: int) -> str:
-    """Stacked kept (blue) / pruned (red) bars per block and the title, over ``mlp_kept_axes``; each bar
-    names its block and count on hover."""
-    area = PlotArea.of(figure)
+def neurons_title(kept_neurons: Sequence[int], hidden: int) -> str:
+    """The kept-neuron chart's title: how many MLP neurons a configuration keeps, of ``hidden`` per block."""
     kept = [int(k) for k in kept_neurons]
-    marks = [title_mark(area, f"MLP neurons: {sum(kept)} of {hidden * len(kept)} kept", "chart-title")]
-    for block, count in enumerate(kept):
-        x = (block - 0.4, block + 0.4)  # plotly's default bar width (bargap 0.2)
-        marks.append(box_mark(area, x, (0, count), KEPT_COLOUR, "kept-bar", f"block {block}: {count} kept"))
-        marks.append(
-            box_mark(area, x, (count, hidden), PRUNED_COLOUR, "pruned-bar", f"block {block}: {hidden - count} pruned")
-        )
-    return overlay_html(area, marks)
+    return f"MLP neurons: {sum(kept)} of {hidden * len(kept)} kept"
+
+
+def kept_bar_marks(figure: go.Figure, hidden: int) -> ChartMarks:
+    """Stacked kept (blue) / pruned (red) bars per block and the title, laid over ``mlp_kept_axes``; each
+    bar names its block and count on hover."""
+    style = {
+        "hidden": int(hidden),
+        "half_width": 0.4,  # plotly's default bar width (bargap 0.2)
+        "kept_colour": KEPT_COLOUR,
+        "pruned_colour": PRUNED_COLOUR,
+        "kept_class": "kept-bar",
+        "pruned_class": "pruned-bar",
+        "kept_tip": "block {block}: {count} kept",
+        "pruned_tip": "block {block}: {count} pruned",
+        "title_class": "chart-title",
+    }
+    return ChartMarks("bars", PlotArea.of(figure), style)
 
 
 KEEP_BOUNDARY_KEY = "Red line per block: the keep boundary (the neurons to its right are pruned)."
@@ -173,7 +184,7 @@ def mlp_score_heatmap(scores: ImportanceScores, kept_neurons: np.ndarray | None 
     """Blocks x neurons, each block's neurons sorted by score (percentile colour); kept boundary marked.
 
     Without ``kept_neurons`` no boundary is drawn: the explorer lays it over the chart instead
-    (``keep_boundary_html``), so an MLP move does not redraw this chart in any viewer's browser. Its
+    (``keep_boundary_marks``), so an MLP move does not redraw this chart in any viewer's browser. Its
     geometry is fixed (height, margins, axis ranges) for that. The hover data is numeric only (score,
     rank, the block's kept count), so plotly sends it as typed arrays (a mixed text/number grid of
     blocks x neurons x 3 values was 120 kB of JSON to build, send and parse).
@@ -220,15 +231,11 @@ def mlp_score_heatmap(scores: ImportanceScores, kept_neurons: np.ndarray | None 
     return figure
 
 
-def keep_boundary_html(figure: go.Figure, kept_neurons: Sequence[int]) -> str:
-    """Each block's keep boundary as a red line over ``figure``, an ``mlp_score_heatmap`` drawn without
-    ``kept_neurons`` (``ui.chart_overlay``: a move changes these marks, not the figure)."""
-    area = PlotArea.of(figure)
-    marks = [
-        vertical_bar(area, int(kept) - 0.5, block - 0.5, block + 0.5, PRUNED_COLOUR, 3, "keep-boundary")
-        for block, kept in enumerate(kept_neurons)
-    ]
-    return overlay_html(area, marks)
+def keep_boundary_marks(figure: go.Figure) -> ChartMarks:
+    """Each block's keep boundary as a red line, laid over ``figure``, an ``mlp_score_heatmap`` drawn
+    without ``kept_neurons`` (``ui.chart_overlay``: a move changes these marks, not the figure)."""
+    style = {"colour": PRUNED_COLOUR, "width": 3, "class": "keep-boundary"}
+    return ChartMarks("boundaries", PlotArea.of(figure), style)
 
 
 def fitness_curve(fitness: Sequence[float], best_so_far: Sequence[float]) -> go.Figure:
@@ -302,7 +309,7 @@ def budget_chart(answer, budget_label: str) -> go.Figure:
     candidates coloured by accuracy, and the answer (star).
 
     Args:
-        answer: a ``snapvit_core.budget.BudgetAnswer``.
+        answer: a ``snapvit_core.landscape.budget.BudgetAnswer``.
         budget_label: how the page names the budgeted quantity.
     """
     accuracy_title = {

@@ -16,11 +16,13 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from snapvit_core.landscape import LandscapePoint
-from ui import instant_cards, session
+from snapvit_core.landscape.grid import grid_axis
+from snapvit_core.landscape.store import LandscapePoint
+from ui import instant_cards, session, state
+from ui.chart_overlay import ChartMarks, MarkView
 from ui.instant_cards import Card, CardView, SliderLink, table_json
 from ui.labels import flops_unit, short_number, sparsity_text, speedup_text
-from ui.sliders import GRID
+from ui.shared import SharedExplorer
 
 POLL_S = 0.2  # how often a pending accuracy panel looks for its value
 UPDATING = "updating…"
@@ -96,7 +98,7 @@ def cost_view(cost: Any, latency_status: tuple[str, float]) -> CardView:
     return CardView(tuple(cards), caption)
 
 
-def cost_cards(shared: session.SharedExplorer, cost: Any, link: SliderLink) -> None:
+def cost_cards(shared: SharedExplorer, cost: Any, link: SliderLink) -> None:
     """The cost cards of the sliders' configuration; the browser redraws them from a table of every grid
     configuration's cost while the server's run is on its way (once the latency model has settled)."""
     status = shared.latency_status()
@@ -106,7 +108,9 @@ def cost_cards(shared: session.SharedExplorer, cost: Any, link: SliderLink) -> N
         table = shared.memo(
             "cost_cards",
             (status[0], id(explorer.latency_model)),
-            lambda: table_json(((m, h), cost_view(explorer.cost(m, h), status)) for m in GRID for h in GRID),
+            lambda: table_json(
+                ((m, h), cost_view(explorer.cost(m, h), status)) for m in grid_axis() for h in grid_axis()
+            ),
         )
     instant_cards.show("cost_cards", cost_view(cost, status), link, table)
 
@@ -117,10 +121,10 @@ def measure_now(explorer: Any, config: tuple[float, float]) -> None:
         try:
             with st.spinner("Timing the pruned and unpruned model …"):
                 measured = explorer.measure_latency_now(config[0], config[1], batch=1)
-            st.session_state["measured_latency"] = (config, measured)
+            state.set_results(measured_latency=(config, measured))
         except Exception as error:  # noqa: BLE001 - shown in the page, never as a traceback
             session.show_error(error)
-    stored = st.session_state.get("measured_latency")
+    stored = state.result("measured_latency")
     if stored is None:
         return
     measured_config, measured = stored
@@ -134,7 +138,7 @@ def measure_now(explorer: Any, config: tuple[float, float]) -> None:
         )
 
 
-def _test_set_text(shared: session.SharedExplorer) -> str:
+def _test_set_text(shared: SharedExplorer) -> str:
     knn = shared.explorer.knn
     images = shared.landscape.key.knn_images if shared.landscape is not None else None
     if images is None:
@@ -156,7 +160,7 @@ LINEAR_HELP = (
 NOT_FILLED = "not filled"
 
 
-def _linear_card(shared: session.SharedExplorer, value: float | None, baseline: float | None, pending: str) -> Card:
+def _linear_card(shared: SharedExplorer, value: float | None, baseline: float | None, pending: str) -> Card:
     """The linear-probe card: the value (0..1) with its delta vs unpruned, or ``pending`` when there is none."""
     if value is None:
         filled = shared.filler is not None and shared.filler.with_linear
@@ -171,7 +175,7 @@ _LINEAR_LARGE = (
 )
 
 
-def _exact_view(shared: session.SharedExplorer, point: LandscapePoint, where: str, compact: bool) -> CardView:
+def _exact_view(shared: SharedExplorer, point: LandscapePoint, where: str, compact: bool) -> CardView:
     baseline = shared.landscape.get(0.0, 0.0)
     knn = 100 * point.knn_top1
     delta = None if baseline is None else f"{knn - 100 * baseline.knn_top1:+.2f} pts"
@@ -188,7 +192,7 @@ def _exact_view(shared: session.SharedExplorer, point: LandscapePoint, where: st
     return CardView(cards, caption)
 
 
-def _updating_view(shared: session.SharedExplorer, where: str) -> CardView:
+def _updating_view(shared: SharedExplorer, where: str) -> CardView:
     cards = (
         Card("kNN top-1 (%)", UPDATING, help="computing in the background for the sliders' configuration"),
         _linear_card(shared, None, None, UPDATING),
@@ -197,7 +201,7 @@ def _updating_view(shared: session.SharedExplorer, where: str) -> CardView:
     return CardView(cards, f"kNN for {where}: {UPDATING}")
 
 
-def _estimate_view(shared: session.SharedExplorer, estimate: Any, where: str) -> CardView:
+def _estimate_view(shared: SharedExplorer, estimate: Any, where: str) -> CardView:
     knn = 100 * estimate.knn_top1
     delta = None if estimate.baseline_top1 is None else f"{knn - 100 * estimate.baseline_top1:+.2f} pts"
     linear = estimate.linear_top1
@@ -217,7 +221,7 @@ def _where(config: tuple[float, float]) -> str:
     return f"(MLP {sparsity_text(config[0])}, head {sparsity_text(config[1])})"
 
 
-def knn_table(shared: session.SharedExplorer, compact: bool) -> dict[str, Any]:
+def knn_table(shared: SharedExplorer, compact: bool) -> dict[str, Any]:
     """Every exact landscape point's kNN cards (captions name their configuration through '{where}')."""
     landscape = shared.landscape
     return shared.memo(
@@ -229,7 +233,7 @@ def knn_table(shared: session.SharedExplorer, compact: bool) -> dict[str, Any]:
     )
 
 
-def _complete(shared: session.SharedExplorer, point: LandscapePoint | None) -> LandscapePoint | None:
+def _complete(shared: SharedExplorer, point: LandscapePoint | None) -> LandscapePoint | None:
     """``point`` when it is final: with its linear value wherever the filler computes one."""
     if point is None or (point.linear_top1 is None and shared.filler is not None and shared.filler.with_linear):
         return None
@@ -237,7 +241,7 @@ def _complete(shared: session.SharedExplorer, point: LandscapePoint | None) -> L
 
 
 def accuracy_panel(
-    shared: session.SharedExplorer,
+    shared: SharedExplorer,
     config: tuple[float, float],
     run_knn: bool,
     link: SliderLink,
@@ -273,7 +277,7 @@ def accuracy_panel(
     panel()
 
 
-def landscape_progress(shared: session.SharedExplorer) -> None:
+def landscape_progress(shared: SharedExplorer) -> None:
     """One line: how much of the plane is exact, and the time left (a button for heavy backbones)."""
     if shared.landscape is None:
         return
@@ -301,7 +305,7 @@ def landscape_progress(shared: session.SharedExplorer) -> None:
             st.rerun()
 
 
-def linear_on_request(shared: session.SharedExplorer) -> None:
+def linear_on_request(shared: SharedExplorer) -> None:
     """Large kNN data: the fill computes no linear probe; offer it along the published path, with its cost."""
     filler = shared.filler
     if filler.with_linear:
@@ -334,7 +338,7 @@ def linear_on_request(shared: session.SharedExplorer) -> None:
 LINEAR_PROBE_S_PER_TRAIN_IMAGE = 2e-4
 
 
-def _seconds_per_image(shared: session.SharedExplorer) -> float:
+def _seconds_per_image(shared: SharedExplorer) -> float:
     from ui.live import seconds_per_image_guess
 
     return seconds_per_image_guess(shared.explorer.cost(0.0, 0.0).unpruned.flops, str(shared.explorer.device))
@@ -348,7 +352,7 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s"
 
 
-def cost_grids(shared: session.SharedExplorer) -> tuple[tuple[float, ...], np.ndarray, np.ndarray | None]:
+def cost_grids(shared: SharedExplorer) -> tuple[tuple[float, ...], np.ndarray, np.ndarray | None]:
     """(axis, FLOPs % grid, predicted batch-1 latency grid or None) over the landscape's (MLP, head) grid."""
     return shared.cost_grids()
 
@@ -364,8 +368,46 @@ _OVERLAY_BOX_CSS = (
 Overlay = Callable[[tuple[float, float], Any], None]  # draws a chart's marks for (configuration, its cost)
 
 
+def mark_view(config: tuple[float, float], cost: Any, hidden: int) -> MarkView:
+    """What the marks over the charts show at ``config``, from its cost (the plan's kept neurons and heads)."""
+    from ui.charts import heads_title, neurons_title
+
+    kept_heads = np.asarray(cost.head_mask, dtype=bool)
+    return MarkView(
+        (float(config[0]), float(config[1])),
+        tuple(int(k) for k in cost.kept_neurons),
+        tuple(tuple(int(head) for head in np.flatnonzero(~block)) for block in kept_heads),
+        neurons_title(cost.kept_neurons, hidden),
+        heads_title(kept_heads),
+    )
+
+
+def marks_table(shared: SharedExplorer) -> dict[str, Any]:
+    """Every grid configuration's marks, for the browser (built once per shared explorer)."""
+    explorer = shared.explorer
+    hidden = explorer.backbone.shape.mlp_hidden
+    axis = grid_axis()
+    return shared.memo(
+        "chart_marks",
+        axis,
+        lambda: instant_cards.marks_table(mark_view((m, h), explorer.cost(m, h), hidden) for m in axis for h in axis),
+    )
+
+
+def _marks_overlay(shared: SharedExplorer, slot: Any, key: str, chart: ChartMarks) -> Overlay:
+    """What lays ``chart``'s marks of a configuration into ``slot``, the chart's overlay; the browser moves
+    them with the sliders from ``marks_table``."""
+    hidden = shared.explorer.backbone.shape.mlp_hidden
+
+    def overlay(config: tuple[float, float], cost: Any) -> None:
+        with slot:
+            instant_cards.show_marks(f"marks_{key}", chart, mark_view(config, cost, hidden), marks_table(shared))
+
+    return overlay
+
+
 def overlaid_chart(figure: Any, key: str, **plotly_kwargs: Any) -> Any:
-    """``figure`` with an empty slot laid over it; the caller writes ``ui.chart_overlay.overlay_html`` there.
+    """``figure`` with an empty slot laid over it, where ``_marks_overlay`` lays the chart's marks.
 
     The parts that follow the sliders live in the overlay, so on a move the figure stays the same and no
     viewer's browser redraws it (a redraw was the largest browser cost of a move with ten viewers on one
@@ -377,41 +419,35 @@ def overlaid_chart(figure: Any, key: str, **plotly_kwargs: Any) -> Any:
         return st.empty()
 
 
-def _structure_chart(shared: session.SharedExplorer, kind: str, caption: str, marks: Callable[..., str]) -> Overlay:
+def _structure_chart(shared: SharedExplorer, kind: str, caption: str, marks: Callable[[Any], ChartMarks]) -> Overlay:
     """The structure chart ``kind`` (``SharedExplorer.STATIC_FIGURES``: the same figure for every
-    configuration) and its caption; returns what lays ``marks(figure, cost)`` of a configuration over it."""
+    configuration) and its caption; returns what lays its marks (``marks(figure)``) of a configuration over it."""
     figure = shared.figure(kind)
     slot = overlaid_chart(figure, kind)
     st.caption(caption)
-    return lambda config, cost: slot.markdown(marks(figure, cost), unsafe_allow_html=True)
+    return _marks_overlay(shared, slot, kind, marks(figure))
 
 
-def neuron_map(shared: session.SharedExplorer) -> Overlay:
+def neuron_map(shared: SharedExplorer) -> Overlay:
     """The neuron-score map, with a configuration's keep boundaries laid over it."""
-    from ui.charts import KEEP_BOUNDARY_KEY, keep_boundary_html
+    from ui.charts import KEEP_BOUNDARY_KEY, keep_boundary_marks
 
-    return _structure_chart(
-        shared, "neuron_map", KEEP_BOUNDARY_KEY, lambda figure, cost: keep_boundary_html(figure, cost.kept_neurons)
-    )
+    return _structure_chart(shared, "neuron_map", KEEP_BOUNDARY_KEY, keep_boundary_marks)
 
 
-def head_map(shared: session.SharedExplorer) -> Overlay:
+def head_map(shared: SharedExplorer) -> Overlay:
     """The head-score map, with a configuration's pruned heads (crossed out) and title laid over it."""
-    from ui.charts import HEAD_MAP_KEY, pruned_heads_html
+    from ui.charts import HEAD_MAP_KEY, head_marks
 
-    return _structure_chart(
-        shared, "head_scores", HEAD_MAP_KEY, lambda figure, cost: pruned_heads_html(figure, cost.head_mask.numpy())
-    )
+    return _structure_chart(shared, "head_scores", HEAD_MAP_KEY, head_marks)
 
 
-def kept_neuron_chart(shared: session.SharedExplorer) -> Overlay:
+def kept_neuron_chart(shared: SharedExplorer) -> Overlay:
     """Axes for kept vs pruned MLP neurons per block, with a configuration's bars and title laid over them."""
-    from ui.charts import KEPT_BARS_KEY, kept_bars_html
+    from ui.charts import KEPT_BARS_KEY, kept_bar_marks
 
     hidden = shared.explorer.backbone.shape.mlp_hidden
-    return _structure_chart(
-        shared, "kept_axes", KEPT_BARS_KEY, lambda figure, cost: kept_bars_html(figure, cost.kept_neurons, hidden)
-    )
+    return _structure_chart(shared, "kept_axes", KEPT_BARS_KEY, lambda figure: kept_bar_marks(figure, hidden))
 
 
 LANDSCAPE_POLL_S = 3.0  # while the landscape fills, how often the page looks for new points to draw
@@ -432,7 +468,7 @@ def _heatmap_values(landscape: Any, shown: str) -> tuple[np.ndarray, str, str]:
     return linear - knn, "linear − kNN", "Linear probe − kNN (points; red: kNN understates)"
 
 
-def landscape_chart(shared: session.SharedExplorer, on_click) -> Overlay:
+def landscape_chart(shared: SharedExplorer, on_click) -> Overlay:
     """The landscape heatmap; clicking a cell calls ``on_click`` (the sliders move there). Returns what
     draws a configuration's star over it.
 
@@ -440,8 +476,8 @@ def landscape_chart(shared: session.SharedExplorer, on_click) -> Overlay:
     when the latency model arrives, and after each click (a fresh chart forgets the clicked cell's
     selection, so a second click on the same cell moves the sliders again).
     """
-    from snapvit_core.landscape import published_path
-    from ui.landscape_charts import current_point_html, landscape_heatmap
+    from snapvit_core.landscape.grid import published_points
+    from ui.landscape_charts import landscape_heatmap, landscape_marks
 
     landscape = shared.landscape
     axis, flops, latency = cost_grids(shared)
@@ -454,29 +490,30 @@ def landscape_chart(shared: session.SharedExplorer, on_click) -> Overlay:
         help="Linear − kNN: where the two metrics disagree. Red cells: the linear probe loses more than kNN says "
         "(kNN understates the loss there); blue: it keeps more.",
     )
-    clicks = st.session_state.get("landscape_clicks", 0)
+    clicks = state.result("landscape_clicks", 0)
     drawn = len(landscape)
-    key = (id(landscape), drawn, landscape.count("linear_top1"), latency is not None, clicks, shown)
-    cached = st.session_state.get("landscape_figure")
-    if cached is None or cached[0] != key:
+
+    def build() -> Any:
         values, metric, title = _heatmap_values(landscape, shown)
         figure = landscape_heatmap(
             axis,
             values,
             flops,
             latency,
-            published_path(landscape.key.grid),
+            published_points(landscape.key.grid),
             None,
             title=title,
             metric=metric,
             difference=shown == DIFFERENCE,
         )
         figure.update_layout(meta={"clicks": clicks})  # a new spec, so the browser draws a fresh chart
-        st.session_state["landscape_figure"] = cached = (key, figure)
-    figure = cached[1]
+        return figure
+
+    key = (id(landscape), drawn, landscape.count("linear_top1"), latency is not None, clicks, shown)
+    figure = shared.memo("landscape_figure", key, build)
 
     def clicked() -> None:
-        st.session_state["landscape_clicks"] = clicks + 1
+        state.set_results(landscape_clicks=clicks + 1)
         on_click()
 
     slot = overlaid_chart(
@@ -490,10 +527,10 @@ def landscape_chart(shared: session.SharedExplorer, on_click) -> Overlay:
                 st.rerun()  # the whole page: the chart is drawn by page runs, not by the sliders' runs
 
         watch()
-    return lambda config, cost: slot.markdown(current_point_html(figure, config), unsafe_allow_html=True)
+    return _marks_overlay(shared, slot, "landscape_chart", landscape_marks(figure))
 
 
-def difference_chart(first: session.SharedExplorer, second: session.SharedExplorer, labels: tuple[str, str]) -> None:
+def difference_chart(first: SharedExplorer, second: SharedExplorer, labels: tuple[str, str]) -> None:
     """Where each of two score sources wins (kNN top-1 difference over the plane)."""
     from ui.landscape_charts import difference_map
 
@@ -511,10 +548,10 @@ def selected_configuration(chart_key: str) -> tuple[float, float] | None:
     Every trace of the chart shares its axes (x = MLP sparsity, y = head sparsity), so the clicked
     point's x and y name the cell whichever trace received the click; values off the grid are ignored.
     """
-    from snapvit_core.landscape import on_grid
+    from snapvit_core.landscape.grid import on_grid
 
-    state = st.session_state.get(chart_key)
-    selection = getattr(state, "selection", None) or (state.get("selection") if isinstance(state, dict) else None)
+    chart = st.session_state.get(chart_key)  # the chart widget's own state (its last selection)
+    selection = getattr(chart, "selection", None) or (chart.get("selection") if isinstance(chart, dict) else None)
     points = getattr(selection, "points", None) or (selection.get("points") if isinstance(selection, dict) else None)
     for point in points or []:
         try:
@@ -526,7 +563,7 @@ def selected_configuration(chart_key: str) -> tuple[float, float] | None:
     return None
 
 
-def latency_watch(shared: session.SharedExplorer) -> None:
+def latency_watch(shared: SharedExplorer) -> None:
     """While the latency model is being calibrated, poll and redraw the page once it is ready (the cards
     above are drawn by the page run, which nothing else would repeat while the sliders rest)."""
     if shared.latency_status()[0] not in ("waiting", "calibrating"):

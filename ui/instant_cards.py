@@ -1,20 +1,22 @@
-"""Metric cards that follow the explorer's sliders in the browser, before the server answers.
+"""Metric cards and chart marks that follow the explorer's sliders in the browser, before the server answers.
 
-Every number the explorer's cards show for a grid configuration is known in advance: the cost from the
-plan, kNN and cosine from the shared landscape. So the cards go to the browser together with a table
-of what they show at every grid configuration, and a few lines of JavaScript (``instant_cards.js``)
-redraw them from that table the moment a slider's value changes, with no round trip. With ten viewers
-on one 2-core server, a move otherwise waited for the server and for the browser to re-render the
-fragment (benchmarks/bench_sessions.py, results/sessions.md). A configuration the table lacks (not
-yet exact, or off the grid) shows ``missing`` until the server's run draws its own cards.
+Everything the explorer's cards and the marks over its charts show for a grid configuration is known
+in advance: the cost and the kept neurons and heads from the plan, kNN and cosine from the shared
+landscape. So the cards and the marks go to the browser together with a table of what they show at
+every grid configuration, and one script (``instant_cards.js``) redraws them from that table the
+moment a slider's value changes, with no round trip. With ten viewers on one 2-core server, a move
+otherwise waited for the server and for the browser to re-render the fragment
+(benchmarks/bench_sessions.py, results/sessions.md). A configuration a cards table lacks (not yet
+exact, or off the grid) shows ``missing`` until the server's run draws its own cards.
 
-The cards are a Streamlit custom component (``st.components.v2``: plain DOM in the page, no iframe).
-Python formats every value (this module's ``Card``); the script only chooses which cards to show.
+Both are one Streamlit custom component (``st.components.v2``: plain DOM in the page, no iframe),
+mounted once per group of cards (``show``) and once per chart (``show_marks``). Python formats every
+value (this module's ``Card``, ``ui.chart_overlay.MarkView``) and sends each chart's geometry
+(``ui.chart_overlay.ChartMarks``); the script only chooses what to show and places the marks.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
@@ -24,8 +26,9 @@ from typing import Any
 
 import streamlit as st
 
+from snapvit_core.landscape.grid import grid_key
+from ui.chart_overlay import ChartMarks, MarkView
 from ui.labels import CARD_WIDTH
-from ui.sliders import GRID, published_path
 
 HERE = Path(__file__).resolve().parent
 DELTA_COLORS = ("normal", "inverse", "off")
@@ -78,16 +81,6 @@ class SliderLink:
         return {"labels": list(self.labels), "shown": list(self.shown), "path": dict(self.path)}
 
 
-def grid_key(mlp_sparsity: float, head_sparsity: float) -> str:
-    """The table key of a configuration, in the sliders' own format: '0.15|0.25'."""
-    return f"{slider_text(mlp_sparsity)}|{slider_text(head_sparsity)}"
-
-
-def slider_text(value: float) -> str:
-    """A slider value as the slider prints it (format '%.2f')."""
-    return f"{value:.2f}"
-
-
 CARD_FIELDS = ("label", "value", "delta", "delta_color", "help")
 
 
@@ -128,6 +121,40 @@ def table_json(views: Iterable[tuple[tuple[float, float], CardView]]) -> dict[st
             },
         }
     )
+
+
+def marks_table(views: Iterable[MarkView]) -> dict[str, Any]:
+    """The browser's table of the marks over the charts at each grid configuration, compact.
+
+    Most configurations share their kept neurons with the others of the same MLP sparsity, and their
+    pruned heads with those of the same head sparsity, so each distinct set is sent once: ``neurons``
+    holds [kept neurons per block, title] and ``heads`` [pruned heads per block, title], and each entry
+    of ``views`` is [MLP, head, index in ``neurons``, index in ``heads``], by grid key. ``id`` names it.
+    """
+    neurons: dict[tuple, int] = {}
+    heads: dict[tuple, int] = {}
+    entries = {}
+    for view in views:
+        kept = neurons.setdefault((view.kept_neurons, view.neurons_title), len(neurons))
+        pruned = heads.setdefault((view.pruned_heads, view.heads_title), len(heads))
+        entries[grid_key(*view.at)] = [float(view.at[0]), float(view.at[1]), kept, pruned]
+    return _with_id(
+        {
+            "neurons": [[list(kept), title] for kept, title in neurons],
+            "heads": [[[list(block) for block in pruned], title] for pruned, title in heads],
+            "views": entries,
+        }
+    )
+
+
+def table_marks(table: Mapping[str, Any], key: str) -> MarkView | None:
+    """The marks that ``table`` (from ``marks_table``) holds for grid key ``key`` (what the browser draws)."""
+    entry = table["views"].get(key)
+    if entry is None:
+        return None
+    mlp, head, kept, pruned = entry
+    (neurons, neurons_title), (heads, heads_title) = table["neurons"][kept], table["heads"][pruned]
+    return MarkView((mlp, head), tuple(neurons), tuple(tuple(block) for block in heads), neurons_title, heads_title)
 
 
 def _with_id(table: dict[str, Any]) -> dict[str, Any]:
@@ -193,6 +220,24 @@ def _report_number(report: Any) -> int:
     return number if isinstance(number, int) else -1
 
 
+LINK_DRAWN = "instant_link"  # session state: the SliderLink of this run's cards, which the marks follow too
+
+
+def _send(key: str, data: dict[str, Any], table: Mapping[str, Any]) -> None:
+    """Mount the component as ``key`` with ``data`` and ``table``: the table itself when this session's
+    browser lacks it (``must_send_table``), else only its id."""
+    sent = st.session_state.setdefault(TABLES_SENT, {})
+    report = st.session_state.get(key)  # the browser's state for this component (set by instant_cards.js)
+    send = must_send_table(sent.get(key), table["id"], report)
+    _component()(
+        key=key,
+        data={**data, "table_id": table["id"], "table": table if send else None},
+        on_lacks_change=_ignore,  # the report is read before the next run's send
+    )
+    if send:
+        sent[key] = (table["id"], _report_number(report))
+
+
 def show(
     key: str,
     view: CardView,
@@ -206,33 +251,27 @@ def show(
     configuration that ``table`` lacks shows until the server answers; its caption may contain
     '{where}', replaced by '(MLP m, head h)'. None = keep the cards but mark them as being updated.
     """
-    table = table or _EMPTY_TABLE
-    sent = st.session_state.setdefault(TABLES_SENT, {})
-    report = st.session_state.get(key)  # the browser's state for this component (set by instant_cards.js)
-    send = must_send_table(sent.get(key), table["id"], report)
-    _component()(
-        key=key,
-        data={
-            "view": view.to_json(),
-            "link": link.to_json(),
-            "table_id": table["id"],
-            "table": table if send else None,
-            "missing": None if missing is None else missing.to_json(),
-            "card_width": CARD_WIDTH,
-        },
-        on_lacks_change=_ignore,  # the report is read before the next run's send
-    )
-    if send:
-        sent[key] = (table["id"], _report_number(report))
+    st.session_state[LINK_DRAWN] = link
+    data = {
+        "view": view.to_json(),
+        "link": link.to_json(),
+        "missing": None if missing is None else missing.to_json(),
+        "card_width": CARD_WIDTH,
+    }
+    _send(key, data, table or _EMPTY_TABLE)
+
+
+def show_marks(key: str, chart: ChartMarks, marks: MarkView, table: Mapping[str, Any]) -> None:
+    """Lay ``marks`` (the server's configuration) over ``chart``; in the browser, follow the sliders through
+    ``table`` (from ``marks_table``, sent to this session once). Call it inside the chart's overlay slot,
+    after this run's cards (``show``): the marks follow the sliders those cards follow."""
+    link = st.session_state.get(LINK_DRAWN)
+    if link is None:
+        raise RuntimeError("show_marks follows the sliders of this run's cards: call show first")
+    _send(key, {"chart": chart.to_json(), "marks": marks.to_json(), "link": link.to_json()}, table)
 
 
 _EMPTY_TABLE = table_json(())
-
-
-@functools.cache
-def published_path_keys() -> dict[str, str]:
-    """The overall slider's values -> the grid keys of the published-path points they move to."""
-    return {slider_text(overall): grid_key(*published_path(overall)) for overall in GRID}
 
 
 def _ignore() -> None:

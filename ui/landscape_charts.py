@@ -12,7 +12,7 @@ points, not transparent markers (400 styled marker paths cost about 65 ms a draw
 (an auto-expanding margin made plotly draw the figure twice).
 
 On a slider move the explorer does not redraw it at all: its star (the sliders' configuration) is an
-HTML mark laid over the plot (``current_point_html``, ``ui.chart_overlay``), placed from the figure's
+HTML mark laid over the plot (``landscape_marks``, ``ui.chart_overlay``), placed from the figure's
 fixed size, margins and axis ranges, so the figure itself stays the same.
 """
 
@@ -23,8 +23,8 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from snapvit_core.sweep import pareto_mask
-from ui.chart_overlay import PlotArea, overlay_html, star_mark
+from snapvit_core.landscape.sweep import pareto_mask
+from ui.chart_overlay import ChartMarks, PlotArea
 from ui.charts import FIXED_MARGIN
 
 HEIGHT = 430
@@ -174,11 +174,11 @@ def _layout(fig: go.Figure, title: str, axis: Sequence[float]) -> go.Figure:
     return fig
 
 
-def current_point_html(figure: go.Figure, current: tuple[float, float]) -> str:
-    """A star marking ``current`` (MLP, head) over ``figure``, a ``landscape_heatmap`` drawn without its
+def landscape_marks(figure: go.Figure) -> ChartMarks:
+    """A star marking the configuration, laid over ``figure``, a ``landscape_heatmap`` drawn without its
     own current point (``ui.chart_overlay``: a move changes this mark, not the figure)."""
-    area = PlotArea.of(figure)
-    return overlay_html(area, [star_mark(area, current[0], current[1], STAR_COLOUR, STAR_SIZE, "landscape-current")])
+    style = {"colour": STAR_COLOUR, "size": STAR_SIZE, "class": "landscape-current"}
+    return ChartMarks("star", PlotArea.of(figure), style)
 
 
 def landscape_heatmap(
@@ -195,7 +195,7 @@ def landscape_heatmap(
     """An accuracy heatmap (kNN or linear-probe top-1 %, or with ``difference`` a signed difference in
     points) with iso-FLOPs and iso-latency contours, the published path, the Pareto set by FLOPs (not for
     a difference) and the current point (none drawn when ``current`` is None: the explorer lays its own
-    star over the chart, ``current_point_html``). Arrays are (MLP, head) grids over ``axis``; NaN = not
+    star over the chart, ``landscape_marks``). Arrays are (MLP, head) grids over ``axis``; NaN = not
     computed yet. ``metric`` names the values in the colour bar and the hover text."""
     axis = list(axis)
     fig = go.Figure()

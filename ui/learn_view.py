@@ -9,18 +9,18 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from ui import session
 from ui.explorer_view import cost_grids, difference_chart
 from ui.landscape_charts import LANDSCAPE_KEY, landscape_heatmap
+from ui.shared import SharedExplorer
 
 
-def _coverage_note(*shared: session.SharedExplorer) -> str:
+def _coverage_note(*shared: SharedExplorer) -> str:
     done = min(len(s.landscape) for s in shared)
     total = shared[0].landscape.size
     return "" if done >= total else f" (so far {done} of {total} configurations are computed; this page updates)"
 
 
-def compare_landscapes(mine: session.SharedExplorer, magnitude: session.SharedExplorer, label: str) -> None:
+def compare_landscapes(mine: SharedExplorer, magnitude: SharedExplorer, label: str) -> None:
     """Where the current scores beat magnitude pruning, measured over the whole plane."""
     if mine.landscape is None or magnitude.landscape is None:
         st.info("The measured comparison needs labelled data (kNN).", icon=":material/info:")
@@ -49,7 +49,7 @@ does. Near zero sparsity every method keeps almost everything, so the two agree 
     difference_chart(mine, magnitude, ("these scores", "magnitude"))
 
 
-def two_metrics_section(shared: session.SharedExplorer) -> None:
+def two_metrics_section(shared: SharedExplorer) -> None:
     """kNN and the linear probe: what each measures, and where they disagree on this backbone."""
     st.markdown(
         """
@@ -91,7 +91,7 @@ between kNN, the linear probe and their difference ("Linear − kNN").
     )
 
 
-def tradeoff_section(shared: session.SharedExplorer, config: tuple[float, float]) -> None:
+def tradeoff_section(shared: SharedExplorer, config: tuple[float, float]) -> None:
     """Section 5: the accuracy landscape and what it says about where accuracy falls off."""
     st.header("5. The whole trade-off at a glance")
     if shared.landscape is None:
@@ -100,9 +100,9 @@ def tradeoff_section(shared: session.SharedExplorer, config: tuple[float, float]
     shared.filler.start()
     axis, flops, latency = cost_grids(shared)
     knn = 100 * shared.landscape.matrix("knn_top1")
-    from snapvit_core.landscape import published_path
+    from snapvit_core.landscape.grid import published_points
 
-    figure = landscape_heatmap(axis, knn, flops, latency, published_path(shared.landscape.key.grid), config)
+    figure = landscape_heatmap(axis, knn, flops, latency, published_points(shared.landscape.key.grid), config)
     unpruned = knn[0, 0]
     text = ""
     if not np.isnan(unpruned) and (~np.isnan(knn)).sum() > 1:

@@ -14,7 +14,6 @@ shows every value it names as literal text (``ui.literal``), never as Markdown.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import replace
 from urllib.parse import urlencode
@@ -22,13 +21,11 @@ from urllib.parse import urlencode
 import streamlit as st
 
 from snapvit_core.errors import SnapViTError
+from snapvit_core.landscape.grid import MAX_SPARSITY, in_range
 from snapvit_core.presets import BACKBONE_PRESETS, EMBEDDED_MODEL_IDS
-from ui import config_state, session
+from ui import config_state, session, shared, state
 from ui.literal import code, escape
-from ui.sliders import MAX_SPARSITY
 
-RESTORED_KEY = "link_restored"
-NOTES_KEY = "link_notes"
 PARAMS = ("model", "scores", "mlp", "head")
 MAX_VALUE_CHARS = 200  # a link value longer than this is ignored (model and scores ids are far shorter)
 ANY_MODEL_ENV = "SNAPVIT_LINKS_ANY_MODEL"  # the server flag: "1" lets links name any model id (off by default)
@@ -39,23 +36,23 @@ def links_may_name_any_model() -> bool:
     return os.environ.get(ANY_MODEL_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def offered_selection(model_id: str) -> session.Selection | None:
+def offered_selection(model_id: str) -> state.Selection | None:
     """The selection a link naming ``model_id`` may open, or None when this server does not offer it.
 
     Offered: a backbone already loaded on this server (as it was loaded), the embedded backbone, and a
     preset whose weights are already in the local cache. Nothing else (no path, no download, and no
     answer about which files exist) unless the server flag ``ANY_MODEL_ENV`` is set.
     """
-    from snapvit_core.backbones import weights_cached
+    from snapvit_core.engine.backbones import weights_cached
 
     data = session.selection().data
-    loaded = session.loaded_selection(model_id)
+    loaded = shared.loaded_selection(model_id)
     if loaded is not None:
         return replace(loaded, data=data)
     if model_id in EMBEDDED_MODEL_IDS or links_may_name_any_model():
-        return session.Selection(model_id=model_id, data=data)
+        return state.Selection(model_id=model_id, data=data)
     if model_id in BACKBONE_PRESETS.values() and weights_cached(model_id):
-        return session.Selection(model_id=model_id, data=data)
+        return state.Selection(model_id=model_id, data=data)
     return None
 
 
@@ -64,14 +61,14 @@ def _sparsity(text: str | None) -> float | None:
         value = float(text)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None
-    return value if math.isfinite(value) and 0.0 <= value <= MAX_SPARSITY + 1e-9 else None
+    return value if in_range(value) else None
 
 
 def restore() -> None:
     """Apply the link's backbone, scores and configuration (once per session); note what is missing."""
-    if st.session_state.get(RESTORED_KEY):
+    if state.get().link_restored:
         return
-    st.session_state[RESTORED_KEY] = True
+    state.update(link_restored=True)
     params = {name: st.query_params.get(name) for name in PARAMS}
     if not any(params.values()):
         return
@@ -94,7 +91,7 @@ def restore() -> None:
             )
         else:
             try:
-                session.shared_backbone(candidate.model_id, candidate.random_init, candidate.resolved_device)
+                shared.selection_backbone(candidate)
                 session.set_selection(candidate)
             except SnapViTError as error:
                 notes.append(
@@ -125,19 +122,19 @@ def restore() -> None:
         config_state.set_config(
             mlp if mlp is not None else now.mlp_sparsity, head if head is not None else now.head_sparsity
         )
-    st.session_state[NOTES_KEY] = notes
+    state.update(link_notes=tuple(notes))
 
 
 def show_notes() -> None:
-    for note in st.session_state.get(NOTES_KEY, []):
+    for note in state.get().link_notes:
         st.warning(note, icon=":material/link_off:")
 
 
 def query(config: tuple[float, float]) -> dict[str, str]:
-    state = session.current()
+    view = session.current()
     return {
-        "model": state.selection.model_id,
-        "scores": state.scores_id,
+        "model": view.selection.model_id,
+        "scores": view.scores_id,
         "mlp": f"{config[0]:.3f}".rstrip("0").rstrip("."),
         "head": f"{config[1]:.3f}".rstrip("0").rstrip("."),
     }

@@ -2,7 +2,7 @@
 progress bar, a time estimate from the first timed batch, and Cancel.
 
 ``job_progress(job)`` turns the library's ``progress(done, total)`` callback into job reports;
-``render(key, ...)`` draws the bar, the estimate and the Cancel button in a polling fragment and
+``render(name, ...)`` draws the bar, the estimate and the Cancel button in a polling fragment and
 reruns the page once the job has ended.
 """
 
@@ -12,7 +12,8 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from snapvit_core.jobs import Job, JobSnapshot
+from snapvit_core.runtime.jobs import JobSnapshot
+from ui import state
 
 POLL_S = 0.5
 
@@ -37,9 +38,9 @@ def estimate(snapshot: JobSnapshot) -> str:
     return f"about {left:.0f} s left"
 
 
-def render(key: str, title: str, on_done: Callable[[JobSnapshot], None]) -> JobSnapshot | None:
-    """Progress of the job in ``st.session_state[key]``; ``on_done`` gets its final snapshot once."""
-    job: Job | None = st.session_state.get(key)
+def render(name: str, title: str, on_done: Callable[[JobSnapshot], None]) -> JobSnapshot | None:
+    """Progress of the session's job ``name``; ``on_done`` gets its final snapshot once."""
+    job = state.job(name)
     if job is None:
         return None
 
@@ -51,10 +52,10 @@ def render(key: str, title: str, on_done: Callable[[JobSnapshot], None]) -> JobS
                 snapshot.fraction,
                 text=f"{title}: {snapshot.message} · {estimate(snapshot)} ({snapshot.seconds:.0f} s so far)",
             )
-            if st.button("Cancel", key=f"cancel_{key}"):
+            if st.button("Cancel", key=f"cancel_{name}"):
                 job.cancel()
-        elif st.session_state.get(f"{key}_handled") is not job:
-            st.session_state[f"{key}_handled"] = job
+        elif state.get().handled.get(name) is not job:
+            state.mark_handled(name, job)
             on_done(snapshot)
             st.rerun(scope="app")
 

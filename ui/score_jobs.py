@@ -10,16 +10,16 @@ import copy
 
 import streamlit as st
 
-from snapvit_core.backbones import Backbone
 from snapvit_core.data import load_images, preprocess
+from snapvit_core.engine.backbones import Backbone
+from snapvit_core.engine.precision import PRECISIONS, autocast_dtype
 from snapvit_core.errors import CancelledError, SnapViTError
-from snapvit_core.jobs import Job
-from snapvit_core.precision import PRECISIONS, autocast_dtype
-from snapvit_core.scoring import METHODS, SQUARED_GRADIENTS, ScoringConfig, compute_scores
-from snapvit_core.search import SearchConfig, run_search
-from ui import charts, session
+from snapvit_core.runtime.jobs import Job
+from snapvit_core.scoring.compute import METHODS, SQUARED_GRADIENTS, ScoringConfig, compute_scores
+from snapvit_core.search.evolution import SearchConfig, run_search
+from ui import charts, session, state
 
-JOB_KEY = "job_scores"
+JOB_NAME = "scoring"  # the session's scoring or search job (one at a time)
 
 
 def _score_job(report, cancelled, backbone: Backbone, data: str, config: ScoringConfig, device: str):
@@ -97,7 +97,7 @@ PRECISION_HELP = (
 
 def render_jobs(backbone: Backbone) -> None:
     """Scoring and search forms plus the progress panel of the session's current job."""
-    job: Job | None = st.session_state.get(JOB_KEY)
+    job: Job | None = state.job(JOB_NAME)
     busy = _running(job)
     choice = session.selection()
     device = choice.resolved_device
@@ -135,7 +135,7 @@ def render_jobs(backbone: Backbone) -> None:
                     _score_job,
                     {"backbone": backbone, "data": choice.data, "config": config, "device": device},
                 ).start()
-                st.session_state[JOB_KEY] = job
+                state.set_job(JOB_NAME, job)
     with search_tab, st.form("search_form"):
         scores, label = session.scores()
         st.caption(f"Searches block/head multipliers for the current scores: **{label}**.")
@@ -163,8 +163,8 @@ def render_jobs(backbone: Backbone) -> None:
                     _search_job,
                     {"backbone": backbone, "data": choice.data, "base": scores, "config": config, "device": device},
                 ).start()
-                st.session_state[JOB_KEY] = job
-    notice = st.session_state.get("job_notice")  # the last finished job stays reported on this page
+                state.set_job(JOB_NAME, job)
+    notice = state.result("job_notice")  # the last finished job stays reported on this page
     if notice is not None:
         getattr(st, notice[0])(notice[1])
     if busy:
@@ -174,7 +174,7 @@ def render_jobs(backbone: Backbone) -> None:
 
 @st.fragment(run_every=1.0)
 def _progress_panel() -> None:
-    job: Job | None = st.session_state.get(JOB_KEY)
+    job: Job | None = state.job(JOB_NAME)
     if job is None:
         return
     snap = job.snapshot()
@@ -185,18 +185,18 @@ def _progress_panel() -> None:
     if snap.extra.get("best"):
         best = snap.extra["best"]
         st.plotly_chart(charts.fitness_curve(best, best), key="fitness_live")
-    if snap.state == "running" or st.session_state.get("job_applied") is job:
+    if snap.state == "running" or state.get().handled.get(JOB_NAME) is job:
         return
-    st.session_state["job_applied"] = job
+    state.mark_handled(JOB_NAME, job)
     if snap.result is not None:
         try:
             session.set_scores(snap.result["scores"], snap.result["label"])
         except SnapViTError as error:  # e.g. another backbone was chosen while the job ran
-            st.session_state["job_notice"] = ("error", f"{snap.name} finished, not applied: {error}")
+            state.set_results(job_notice=("error", f"{snap.name} finished, not applied: {error}"))
         else:
             message = f"{snap.name} finished in {snap.seconds:.1f} s: now using **{snap.result['label']}**."
             kind = "success" if snap.state == "done" else "warning"
-            st.session_state["job_notice"] = (kind, message + (f" ({snap.error})" if snap.error else ""))
+            state.set_results(job_notice=(kind, message + (f" ({snap.error})" if snap.error else "")))
     elif snap.error:
-        st.session_state["job_notice"] = ("error", snap.error)
+        state.set_results(job_notice=("error", snap.error))
     st.rerun(scope="app")

@@ -18,9 +18,9 @@ import time
 import traceback
 from collections.abc import Sequence
 
-from .. import distributed
-from ..errors import SnapViTError, printable
-from . import calibrate, evaluate, export, info, landscape, plan, score, search
+from snapvit_core.cli import calibrate, evaluate, export, info, landscape, plan, score, search
+from snapvit_core.errors import SnapViTError, printable
+from snapvit_core.runtime import distributed
 
 COMMANDS = (info, evaluate, plan, export, score, search, landscape, calibrate)
 

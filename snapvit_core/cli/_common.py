@@ -7,12 +7,12 @@ import json
 import sys
 from pathlib import Path
 
-from .._atomic import check_writable
-from ..backbones import describe_model_ids, load_backbone
-from ..data_free import DATA_FREE_METHODS, data_free_scores
-from ..devices import resolve_device
-from ..errors import SnapViTError, printable
-from ..explorer import Explorer
+from snapvit_core.engine.backbones import describe_model_ids, load_backbone
+from snapvit_core.engine.devices import resolve_device
+from snapvit_core.errors import SnapViTError, printable
+from snapvit_core.explorer import Explorer
+from snapvit_core.files.atomic import check_writable
+from snapvit_core.scoring.data_free import DATA_FREE_METHODS, data_free_scores
 
 MAX_BATCH = 4096  # images per forward pass: 4096 x 3 x 224 x 224 float32 is 2.5 GB
 MAX_SEED = 2**32 - 1  # numpy's SeedSequence and torch.manual_seed both take [0, 2**32) everywhere
@@ -101,7 +101,7 @@ def add_align_argument(parser: argparse.ArgumentParser) -> None:
 
 def align_from_args(args: argparse.Namespace, device: str) -> int:
     """The --align value as an int (``auto`` resolved for ``device``)."""
-    from ..elastic import check_align
+    from snapvit_core.engine.elastic import check_align
 
     return check_align(getattr(args, "align", 1), device)
 
@@ -112,7 +112,7 @@ def add_json_argument(parser: argparse.ArgumentParser) -> None:
 
 def add_linear_arguments(parser: argparse.ArgumentParser) -> None:
     """--linear-epochs / --linear-lr of the linear probe (DINOv1 linear evaluation; linear_probe.py)."""
-    from ..linear_probe import DEFAULT_EPOCHS
+    from snapvit_core.evaluation.linear_probe import DEFAULT_EPOCHS
 
     group = parser.add_argument_group("linear probe (the 'linear' metric: DINOv1 linear evaluation on frozen features)")
     group.add_argument(
@@ -123,7 +123,7 @@ def add_linear_arguments(parser: argparse.ArgumentParser) -> None:
 
 def linear_probe_from_args(args: argparse.Namespace):
     """The LinearProbe settings of --linear-epochs / --linear-lr (validated: a bad value is one clear line)."""
-    from ..linear_probe import LinearProbe
+    from snapvit_core.evaluation.linear_probe import LinearProbe
 
     return LinearProbe(epochs=args.linear_epochs, lr=args.linear_lr)
 
@@ -143,8 +143,8 @@ def correction_from_args(args: argparse.Namespace, data_config: dict) -> tuple |
     """(CorrectionConfig, calibration images) when --correct is given, else None."""
     if not args.correct:
         return None
-    from ..correction import CorrectionConfig
-    from ..data import load_images, preprocess
+    from snapvit_core.data import load_images, preprocess
+    from snapvit_core.engine.correction import CorrectionConfig
 
     config = CorrectionConfig(
         samples=args.correction_samples, damping=args.damping, damping_fraction=args.damping_fraction
@@ -171,9 +171,9 @@ def add_scores_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_explorer(args: argparse.Namespace, device: str) -> Explorer:
-    from ..distributed import broadcast_module
-    from ..scores import check_scores_backbone
-    from ..scores_io import load_scores
+    from snapvit_core.runtime.distributed import broadcast_module
+    from snapvit_core.scoring.scores import check_scores_backbone
+    from snapvit_core.scoring.scores_io import load_scores
 
     scores = load_scores(args.scores) if args.scores else None
     if scores is not None:  # refuse another backbone's scores (before the model loads) unless allowed
@@ -189,7 +189,7 @@ def build_explorer(args: argparse.Namespace, device: str) -> Explorer:
 
 def scores_out_path(value: str) -> Path:
     """``--out`` of a command that writes a scores file, checked before the (long) pass, not after it."""
-    from ..scores_io import SUFFIX
+    from snapvit_core.scoring.scores_io import SUFFIX
 
     out = Path(value)
     if out.suffix.lower() != SUFFIX:

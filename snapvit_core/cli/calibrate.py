@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .._atomic import check_writable
-from ..errors import SnapViTError
-from ..latency_calibration import MAX_BUDGET_S, MAX_ROUNDS
-from ._common import add_json_argument, batch_size, emit, positive_int, resolve_device
+from snapvit_core.cli._common import add_json_argument, batch_size, emit, positive_int, resolve_device
+from snapvit_core.errors import SnapViTError
+from snapvit_core.files.atomic import check_writable
+from snapvit_core.latency.calibration import MAX_BUDGET_S, MAX_ROUNDS
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
 TABLE_BATCHES = (1, 32)  # always calibrated: what the budget finder and the app's cost view ask for
@@ -54,10 +54,10 @@ def _rounds(text: str) -> int:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..backbones import load_backbone
-    from ..latency_calibration import calibrate_backbone
-    from ..latency_table import is_latency_table, make_table, save_table
-    from ..safe_files import guard_destination
+    from snapvit_core.engine.backbones import load_backbone
+    from snapvit_core.files.guards import guard_destination
+    from snapvit_core.latency.calibration import calibrate_backbone
+    from snapvit_core.latency.table import is_latency_table, make_table, save_table
 
     out = Path(args.out)
     if out.suffix.lower() != ".json":

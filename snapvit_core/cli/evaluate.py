@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..explorer import check_metrics
-from ..knn import DEFAULT_K
-from ._common import (
+from snapvit_core.cli._common import (
     add_align_argument,
     add_correction_arguments,
     add_json_argument,
@@ -23,6 +21,8 @@ from ._common import (
     positive_int,
     resolve_device,
 )
+from snapvit_core.evaluation.knn import DEFAULT_K
+from snapvit_core.explorer import check_metrics
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -65,16 +65,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data import load_knn_splits
-    from ..elastic import check_sparsity
-    from ..evaluation import KnnEvaluator
+    from snapvit_core.data import load_knn_splits
+    from snapvit_core.engine.elastic import check_sparsity
+    from snapvit_core.evaluation.features import KnnEvaluator
 
     metrics = check_metrics(args.metrics.split(","))
     if args.latency == "model" and "latency" not in metrics:  # asking for the model's latency asks for latency
         metrics = (*metrics, "latency")
     table = None
     if args.latency_table:  # read and check before the model loads; the latency comes from it, not from here
-        from ..latency_table import load_table
+        from snapvit_core.latency.table import load_table
 
         table = load_table(args.latency_table)
         metrics = tuple(m for m in metrics if m != "latency") or ("params",)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import _common
+from snapvit_core.cli import _common
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,16 +39,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..elastic import check_sparsity
-    from ..export_configuration import ExportRequest, export_configuration
+    from snapvit_core.engine.elastic import check_sparsity
+    from snapvit_core.export.configuration import ExportRequest, export_configuration
 
     mlp_sparsity = check_sparsity(args.mlp_sparsity, "MLP sparsity")
     head_sparsity = check_sparsity(args.head_sparsity, "head sparsity")
     explorer = _common.build_explorer(args, _common.resolve_device(args.device))
     explorer.linear_probe = _common.linear_probe_from_args(args)
     if args.knn or args.linear:
-        from ..data import load_knn_splits
-        from ..evaluation import KnnEvaluator
+        from snapvit_core.data import load_knn_splits
+        from snapvit_core.evaluation.features import KnnEvaluator
 
         splits = load_knn_splits(args.data, explorer.backbone.data_config, stream=True)
         explorer.attach_knn(KnnEvaluator.from_splits(splits, device=explorer.device))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from ..backbones import load_backbone
-from ..metrics import analytic_flops, count_parameters
-from ._common import add_json_argument, add_model_arguments, emit, resolve_device
+from snapvit_core.cli._common import add_json_argument, add_model_arguments, emit, resolve_device
+from snapvit_core.engine.backbones import load_backbone
+from snapvit_core.evaluation.metrics import analytic_flops, count_parameters
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -10,8 +10,7 @@ import sys
 
 from tqdm import tqdm
 
-from ..knn import DEFAULT_K
-from ._common import (
+from snapvit_core.cli._common import (
     add_align_argument,
     add_correction_arguments,
     add_json_argument,
@@ -28,6 +27,7 @@ from ._common import (
     resolve_device,
     warn,
 )
+from snapvit_core.evaluation.knn import DEFAULT_K
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -75,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _landscape_metrics(text: str) -> tuple[str, ...]:
     """--metrics: knn always (the landscape's axis of record), linear on request."""
-    from ..errors import SnapViTError
+    from snapvit_core.errors import SnapViTError
 
     names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
     unknown = [n for n in names if n not in ("knn", "linear")]
@@ -88,7 +88,7 @@ def _landscape_metrics(text: str) -> tuple[str, ...]:
 
 
 def _grid_step(text: str) -> float:
-    from ..errors import SnapViTError
+    from snapvit_core.errors import SnapViTError
 
     try:
         value = float(text)
@@ -96,7 +96,7 @@ def _grid_step(text: str) -> float:
         raise SnapViTError(f"--grid must be a number, got {text!r}.", "Use e.g. --grid 0.05.") from None
     if not math.isfinite(value) or not 0.0 < value <= 0.5:
         raise SnapViTError(f"--grid must be in (0, 0.5], got {text}.", "Use e.g. --grid 0.05.")
-    from ..landscape import grid_axis
+    from snapvit_core.landscape.grid import grid_axis
 
     grid_axis(value)  # refuses a step that gives more configurations than a landscape may hold
     return value
@@ -122,9 +122,9 @@ def _key_rows(data: bytes) -> set[tuple[str, ...]] | None:
 
 def _write_csv(out, text: str, overwrite: bool) -> None:
     """Write the CSV over ``out`` only when that is absent, a CSV of the same points, or --overwrite allows it."""
-    from .._atomic import write_text_atomic
-    from ..errors import SnapViTError
-    from ..safe_files import guard_destination
+    from snapvit_core.errors import SnapViTError
+    from snapvit_core.files.atomic import write_text_atomic
+    from snapvit_core.files.guards import guard_destination
 
     rows = _key_rows(text.encode("utf-8"))
     guard_destination(out, "a landscape CSV of these points", overwrite, lambda data: _key_rows(data) == rows)
@@ -140,11 +140,11 @@ def _write_csv(out, text: str, overwrite: bool) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .._atomic import check_writable
-    from ..data import load_knn_splits
-    from ..evaluation import KnnEvaluator
-    from ..landscape import CSV_COLUMNS, LandscapePoint, landscape_key, open_landscape
-    from ..safe_files import guard_destination
+    from snapvit_core.data import load_knn_splits
+    from snapvit_core.evaluation.features import KnnEvaluator
+    from snapvit_core.files.atomic import check_writable
+    from snapvit_core.files.guards import guard_destination
+    from snapvit_core.landscape.store import CSV_COLUMNS, LandscapePoint, landscape_key, open_landscape
 
     step = _grid_step(args.grid)
     out = Path(args.out)
@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
     check_writable(out, "the landscape CSV")
     table = None
     if args.latency_table:  # read and check before the model loads
-        from ..latency_table import load_table
+        from snapvit_core.latency.table import load_table
 
         table = load_table(args.latency_table)
     metrics = _landscape_metrics(args.metrics)
@@ -162,8 +162,8 @@ def run(args: argparse.Namespace) -> int:
     explorer = build_explorer(args, device)
     explorer.linear_probe = linear_probe_from_args(args)
     if table is not None:  # refused now (another architecture, a missing batch), not after the fill
-        from ..errors import SnapViTError
-        from ..latency_table import use_table
+        from snapvit_core.errors import SnapViTError
+        from snapvit_core.latency.table import use_table
 
         use_table(explorer, table)
         if args.latency_batch not in table.batches:

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from ..elastic import plan_pruning
-from ._common import add_align_argument, add_json_argument, add_sparsity_arguments, align_from_args, emit
+from snapvit_core.cli._common import (
+    add_align_argument,
+    add_json_argument,
+    add_sparsity_arguments,
+    align_from_args,
+    emit,
+)
+from snapvit_core.engine.elastic import plan_pruning
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..scores_io import load_scores
+    from snapvit_core.scoring.scores_io import load_scores
 
     scores = load_scores(args.scores)
     plan = plan_pruning(scores, args.mlp_sparsity, args.head_sparsity, align_from_args(args, args.device))

@@ -6,9 +6,7 @@ import argparse
 import sys
 import time
 
-from ..data import DATA_SPEC_HELP
-from ..scoring import METHODS, SQUARED_GRADIENTS
-from ._common import (
+from snapvit_core.cli._common import (
     add_json_argument,
     add_model_arguments,
     add_precision_argument,
@@ -18,6 +16,8 @@ from ._common import (
     scores_out_path,
     seed_value,
 )
+from snapvit_core.data import DATA_SPEC_HELP
+from snapvit_core.scoring.compute import METHODS, SQUARED_GRADIENTS
 
 _PROGRESS_EVERY_S = 2.0  # at most one progress line per this many seconds when stderr is not a terminal
 
@@ -65,12 +65,12 @@ def _progress_printer(verbose: bool):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..backbones import load_backbone
-    from ..data import load_images, parse_data_spec
-    from ..distributed import broadcast_module, is_main
-    from ..precision import autocast_dtype
-    from ..scores_io import save_scores
-    from ..scoring import ScoringConfig, compute_scores
+    from snapvit_core.data import load_images, parse_data_spec
+    from snapvit_core.engine.backbones import load_backbone
+    from snapvit_core.engine.precision import autocast_dtype
+    from snapvit_core.runtime.distributed import broadcast_module, is_main
+    from snapvit_core.scoring.compute import ScoringConfig, compute_scores
+    from snapvit_core.scoring.scores_io import save_scores
 
     config = ScoringConfig(
         method=args.method,

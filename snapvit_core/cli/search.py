@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..data import DATA_SPEC_HELP
-from ..errors import SnapViTError
-from ._common import (
+from snapvit_core.cli._common import (
     add_json_argument,
     add_model_arguments,
     add_precision_argument,
@@ -18,6 +16,8 @@ from ._common import (
     seed_value,
     warn,
 )
+from snapvit_core.data import DATA_SPEC_HELP
+from snapvit_core.errors import SnapViTError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -80,14 +80,14 @@ def _progress(done: int, total: int, best: float) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..backbones import load_backbone
-    from ..data import load_images, parse_data_spec, preprocess
-    from ..distributed import broadcast_module, is_main
-    from ..precision import autocast_dtype
-    from ..presets import SEARCH_FITNESS_PAIRS
-    from ..scores import check_scores_backbone
-    from ..scores_io import load_scores, save_scores
-    from ..search import SearchConfig, run_search
+    from snapvit_core.data import load_images, parse_data_spec, preprocess
+    from snapvit_core.engine.backbones import load_backbone
+    from snapvit_core.engine.precision import autocast_dtype
+    from snapvit_core.presets import SEARCH_FITNESS_PAIRS
+    from snapvit_core.runtime.distributed import broadcast_module, is_main
+    from snapvit_core.scoring.scores import check_scores_backbone
+    from snapvit_core.scoring.scores_io import load_scores, save_scores
+    from snapvit_core.search.evolution import SearchConfig, run_search
 
     config = SearchConfig(
         evaluations=args.evaluations,

@@ -22,14 +22,14 @@ Modules: ``spec`` (parsing, subsets, splits), ``convert`` (to RGB), ``sets`` (Im
 loaders), ``loading`` (the public entry points).
 """
 
-from .convert import MAX_SIDE, open_image, to_rgb
-from .folder import IMAGE_EXTENSIONS, FolderListing, list_folder_split
-from .hf import HFListing, list_hf_split
-from .loading import build_transform, knn_warnings, load_images, load_knn_splits, preprocess
-from .procedural import PROCEDURAL_DEFAULT_COUNT, PROCEDURAL_SIZE, procedural_images
-from .sets import ImageSet, KnnSplits
-from .spec import DATA_KINDS, DATA_SPEC_HELP, DEFAULT_TEST_FRACTION, DataSpec, parse_data_spec
-from .streaming import (
+from snapvit_core.data.convert import MAX_SIDE, open_image, to_rgb
+from snapvit_core.data.folder import IMAGE_EXTENSIONS, FolderListing, list_folder_split
+from snapvit_core.data.hf import HFListing, list_hf_split
+from snapvit_core.data.loading import build_transform, knn_warnings, load_images, load_knn_splits, preprocess
+from snapvit_core.data.procedural import PROCEDURAL_DEFAULT_COUNT, PROCEDURAL_SIZE, procedural_images
+from snapvit_core.data.sets import ImageSet, KnnSplits
+from snapvit_core.data.spec import DATA_KINDS, DATA_SPEC_HELP, DEFAULT_TEST_FRACTION, DataSpec, parse_data_spec
+from snapvit_core.data.streaming import (
     FolderImageDataset,
     HFImageDataset,
     LazyImages,

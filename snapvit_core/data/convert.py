@@ -9,7 +9,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..image_limits import check_declared_size
+from snapvit_core.files.image_limits import check_declared_size
 
 MAX_SIDE = 1024  # images are downscaled on load so their longer side is at most this many pixels
 WIDE_MODES = ("I;16", "I;16B", "I;16L", "I", "F")  # more than 8 bits per sample: rescaled by their range

@@ -10,13 +10,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import SnapViTError
-from .sets import ImageSet, KnnSplits
-from .spec import _subset
+from snapvit_core.data.sets import ImageSet, KnnSplits
+from snapvit_core.data.spec import _subset
+from snapvit_core.errors import SnapViTError
 
 
 def _embedded_set(split: str, limit: int | None, seed: int) -> ImageSet:
-    from .. import embedded
+    from snapvit_core.engine import embedded
 
     images, labels = embedded.load_embedded_split(split)
     keep = _subset(len(labels), limit, seed)
@@ -25,7 +25,7 @@ def _embedded_set(split: str, limit: int | None, seed: int) -> ImageSet:
 
 
 def _is_embedded_config(data_config: dict) -> bool:
-    from .. import embedded
+    from snapvit_core.engine import embedded
 
     try:
         reference = embedded.read_embedded_config()["preprocessing"]
@@ -41,7 +41,7 @@ def _is_embedded_config(data_config: dict) -> bool:
 
 def _embedded_knn_splits(data_config: dict, limit: int | None, seed: int) -> KnnSplits:
     """Fast path: the embedded images are already at the model's size; normalise the uint8 tensors."""
-    from .. import embedded
+    from snapvit_core.engine import embedded
 
     tensors = {}
     digest = hashlib.blake2b(json.dumps(data_config, sort_keys=True, default=str).encode(), digest_size=16)

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import SnapViTError, printable
-from .convert import _read_files
-from .sets import ImageSet
-from .spec import _split_indices, _subset
+from snapvit_core.data.convert import _read_files
+from snapvit_core.data.sets import ImageSet
+from snapvit_core.data.spec import _split_indices, _subset
+from snapvit_core.errors import SnapViTError, printable
 
 log = logging.getLogger(__name__)
 

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import SnapViTError
-from ..image_limits import check_declared_size
-from .convert import MAX_SIDE, open_image
-from .sets import ImageSet
-from .spec import _split_indices, _subset
+from snapvit_core.data.convert import MAX_SIDE, open_image
+from snapvit_core.data.sets import ImageSet
+from snapvit_core.data.spec import _split_indices, _subset
+from snapvit_core.errors import SnapViTError
+from snapvit_core.files.image_limits import check_declared_size
 
 
 def _hf_dataset(location: str):

@@ -9,15 +9,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import SnapViTError
-from .convert import to_rgb
-from .embedded_source import _embedded_knn_splits, _embedded_set, _is_embedded_config
-from .folder import _folder_set, list_folder_split
-from .hf import _hf_set, decode_row, list_hf_split, readable_listing
-from .procedural import PROCEDURAL_DEFAULT_COUNT, procedural_images
-from .sets import ImageSet, KnnSplits
-from .spec import DEFAULT_TEST_FRACTION, DataSpec, _check_limit, parse_data_spec
-from .streaming import FolderImageDataset, HFImageDataset, LazyImages, decode_file, readable_paths
+from snapvit_core.data.convert import to_rgb
+from snapvit_core.data.embedded_source import _embedded_knn_splits, _embedded_set, _is_embedded_config
+from snapvit_core.data.folder import _folder_set, list_folder_split
+from snapvit_core.data.hf import _hf_set, decode_row, list_hf_split, readable_listing
+from snapvit_core.data.procedural import PROCEDURAL_DEFAULT_COUNT, procedural_images
+from snapvit_core.data.sets import ImageSet, KnnSplits
+from snapvit_core.data.spec import DEFAULT_TEST_FRACTION, DataSpec, _check_limit, parse_data_spec
+from snapvit_core.data.streaming import FolderImageDataset, HFImageDataset, LazyImages, decode_file, readable_paths
+from snapvit_core.errors import SnapViTError
 
 log = logging.getLogger(__name__)
 

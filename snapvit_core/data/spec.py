@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import SnapViTError
+from snapvit_core.errors import SnapViTError
 
 DATA_KINDS = ("embedded", "folder", "hf", "procedural")
 DATA_SPEC_HELP = "embedded | folder:PATH | hf:NAME_OR_SAVED_DIR | procedural"

@@ -22,10 +22,10 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
-from ..errors import SnapViTError
-from ..image_limits import check_declared_size
-from .convert import MAX_SIDE, open_image
-from .hf import decode_row
+from snapvit_core.data.convert import MAX_SIDE, open_image
+from snapvit_core.data.hf import decode_row
+from snapvit_core.errors import SnapViTError
+from snapvit_core.files.image_limits import check_declared_size
 
 Transform = Callable[[Image.Image], torch.Tensor]
 

@@ -1,0 +1,1 @@
+"""Export: the pruned model's files, their verification, the model card and the transformers code it carries."""

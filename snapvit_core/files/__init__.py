@@ -1,0 +1,1 @@
+"""Safe files: atomic writes, bounded reads, refusing hostile pickles and oversized images."""

@@ -1,0 +1,1 @@
+"""Running work: background jobs, cancellation and torchrun."""
