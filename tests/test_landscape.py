@@ -331,6 +331,30 @@ def test_embedded_data_key_hashes_the_source_images_not_the_rounded_floats(monke
     assert data_digest(load_knn_splits("embedded", data_config, limit_per_split=60)) != reference
 
 
+def test_a_waited_for_point_gets_its_knn_before_the_linear_probe(tmp_path, monkeypatch):
+    """A viewer's requested point: the kNN value goes into the landscape first (the card is exact at once), the
+    probe follows on the cached features; points nobody waits for are computed in one pass."""
+    explorer = _explorer()
+    landscape = open_landscape(landscape_key(explorer, "random", grid=0.05), tmp_path, None)
+    calls: list[tuple[tuple[float, float], tuple[str, ...], bool]] = []
+    real = explorer.evaluate
+
+    def recording(mlp, head, metrics, **kwargs):
+        calls.append(((mlp, head), tuple(metrics), landscape.get(mlp, head) is not None))
+        return real(mlp, head, metrics, **kwargs)
+
+    monkeypatch.setattr(explorer, "evaluate", recording)
+    filler = LandscapeFiller(explorer, landscape, autofill=False)
+    filler.request(0.35, 0.2)
+    assert filler.wait(timeout=120, until=(0.35, 0.2))
+    filler.stop()
+    first, second = [c for c in calls if c[0] == (0.35, 0.2)][:2]
+    assert "linear" not in first[1] and not first[2]  # kNN alone, before anything is stored
+    assert "linear" in second[1] and second[2]  # the probe after the kNN point is in
+    point = landscape.get(0.35, 0.2)
+    assert point.linear_top1 is not None and point.knn_top1 == _explorer().evaluate(0.35, 0.2, ("knn",)).knn_top1
+
+
 def test_the_fill_computes_the_linear_probe_with_each_point_or_on_request_along_the_path(tmp_path, monkeypatch):
     """A small kNN bank: every filled point carries its linear-probe value, equal to evaluate's. A large bank
     (made 'large' here by lowering the bound): the fill computes kNN only, and the probe along the published

@@ -178,10 +178,12 @@ class LandscapeFiller:
             job.cancel()
 
     def wait(self, timeout: float = 120.0, until: tuple[float, float] | None = None) -> bool:
-        """Block until the worker is idle (or ``until`` is in the landscape); for tests and scripts."""
+        """Block until the worker is idle (or ``until`` is in the landscape with every metric this filler
+        computes); for tests and scripts."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if until is not None and until in self.landscape:
+            point = None if until is None else self.landscape.get(*until)
+            if point is not None and (not self.with_linear or point.linear_top1 is not None):
                 return True
             job = self._job
             if until is None and (job is None or not job.running):
@@ -304,12 +306,14 @@ class LandscapeFiller:
         self.landscape.save()
 
     def _evaluate(
-        self, configuration: tuple[float, float], knn_images: int | None, cancel: Cancel, linear: bool = False
+        self, configuration: tuple[float, float], knn_images: int | None, cancel: Cancel, linear: bool | None = None
     ) -> EvaluationResult:
+        """The point's metrics; the linear probe when ``linear`` (None: when this filler computes it per point)."""
+        with_probe = self.with_linear if linear is None else linear
         return self.explorer.evaluate(
             configuration[0],
             configuration[1],
-            ("knn", "flops", "params", *(("linear",) if self.with_linear or linear else ())),
+            ("knn", "flops", "params", *(("linear",) if with_probe else ())),
             correction=self.correction,
             knn_images=knn_images,
             cancel=cancel,
@@ -317,7 +321,13 @@ class LandscapeFiller:
 
     def _exact(self, configuration: tuple[float, float], cancel: Cancel, linear: bool = False) -> None:
         start = time.perf_counter()
-        result = self._evaluate(configuration, self.landscape.key.knn_images, cancel, linear)
+        knn_images = self.landscape.key.knn_images
+        with self._condition:
+            waited_for = configuration in self._requested
+        if waited_for and self.with_linear and self.landscape.get(*configuration) is None:
+            # A viewer waits for this point: its kNN goes in first, the probe follows on the cached features.
+            self.landscape.add(LandscapePoint.from_result(self._evaluate(configuration, knn_images, cancel, False)))
+        result = self._evaluate(configuration, knn_images, cancel, self.with_linear or linear)
         self.landscape.add(LandscapePoint.from_result(result))
         with self._condition:
             self._seconds.append(time.perf_counter() - start)
