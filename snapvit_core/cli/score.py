@@ -6,16 +6,9 @@ import argparse
 import sys
 import time
 
-from snapvit_core.cli._common import (
-    add_json_argument,
-    add_model_arguments,
-    add_precision_argument,
-    emit,
-    positive_int,
-    resolve_device,
-    scores_out_path,
-    seed_value,
-)
+from tqdm import tqdm
+
+from snapvit_core.cli import _common
 from snapvit_core.data import DATA_SPEC_HELP
 from snapvit_core.scoring.compute import METHODS, SQUARED_GRADIENTS
 
@@ -24,44 +17,55 @@ _PROGRESS_EVERY_S = 2.0  # at most one progress line per this many seconds when 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("score", help="compute importance scores (label-free SnapViT or a baseline)")
-    add_model_arguments(parser)
+    _common.add_model_arguments(parser)
     parser.add_argument("--data", default="embedded", help=f"images: {DATA_SPEC_HELP} (default: embedded)")
     # Checked by the library (not argparse choices) so an unknown method gets the library's message.
     parser.add_argument("--method", default="snapvit", help=f"one of {', '.join(METHODS)} (default: snapvit)")
-    parser.add_argument("--samples", type=positive_int, default=1000, help="images used (default: 1000, as published)")
     parser.add_argument(
-        "--seed", type=seed_value, default=0, help="seed of the image subset and the crops (default: 0)"
+        "--samples", type=_common.positive_int, default=1000, help="images used (default: 1000, as published)"
     )
-    parser.add_argument("--batch-size", type=positive_int, default=16, help="images per step (default: 16)")
+    parser.add_argument(
+        "--seed", type=_common.seed_value, default=0, help="seed of the image subset and the crops (default: 0)"
+    )
+    parser.add_argument("--batch-size", type=_common.positive_int, default=16, help="images per step (default: 16)")
     parser.add_argument(
         "--squared-gradients",
         default="accumulated",
         help=f"one of {', '.join(SQUARED_GRADIENTS)} (default: accumulated, as DESIGN and the published code; "
         "per-image: mean of each image's squared gradient, the paper's equation; snapvit and cross-entropy only)",
     )
-    add_precision_argument(parser)
+    _common.add_precision_argument(parser)
     parser.add_argument("--out", required=True, help="scores file to write (.safetensors), replaced atomically")
-    add_json_argument(parser)
+    _common.add_json_argument(parser)
     parser.set_defaults(run=run)
 
 
-def _progress_printer(verbose: bool):
-    """A progress callback writing to stderr, or None when stderr is not a terminal and -v is off."""
-    tty = sys.stderr.isatty()
-    if not (tty or verbose):
+def _progress_bar(verbose: bool):
+    """A progress callback for stderr: tqdm's bar on a terminal; with -v into a log, a plain line at most every
+    ``_PROGRESS_EVERY_S`` (a log keeps lines, not a bar redrawn in place); else None."""
+    if sys.stderr.isatty():
+        bar = tqdm(total=100, desc="scoring", file=sys.stderr, bar_format="{desc} {percentage:5.1f}%|{bar}| {unit}")
+
+        def draw(fraction: float, rate: float, eta: float) -> None:
+            bar.n, bar.unit = min(100.0, 100.0 * fraction), f"{rate:.1f} img/s  ETA {eta:.0f} s"
+            if fraction >= 1.0:
+                bar.close()
+            else:
+                bar.update(0)  # redrawn at most every mininterval
+
+        return draw
+    if not verbose:
         return None
     last = [0.0]
 
-    def report(fraction: float, rate: float, eta: float) -> None:
+    def log(fraction: float, rate: float, eta: float) -> None:
         now = time.monotonic()
-        if not tty and fraction < 1.0 and now - last[0] < _PROGRESS_EVERY_S:
+        if fraction < 1.0 and now - last[0] < _PROGRESS_EVERY_S:
             return
         last[0] = now
-        line = f"scoring {100 * fraction:5.1f}%  {rate:.1f} img/s  ETA {eta:.0f} s"
-        sys.stderr.write(("\r" + line + ("\n" if fraction >= 1.0 else "")) if tty else line + "\n")
-        sys.stderr.flush()
+        sys.stderr.write(f"scoring {100 * fraction:5.1f}%  {rate:.1f} img/s  ETA {eta:.0f} s\n")
 
-    return report
+    return log
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,10 +84,10 @@ def run(args: argparse.Namespace) -> int:
         squared_gradients=args.squared_gradients,
         precision=args.precision,
     )
-    out = scores_out_path(args.out)
+    out = _common.scores_out_path(args.out)
     if config.needs_images:
         parse_data_spec(args.data)  # a typo fails before the model loads
-    device = resolve_device(args.device)
+    device = _common.resolve_device(args.device)
     if config.needs_images:
         autocast_dtype(config.precision, device)  # bf16 where emulated: refused before loading
     backbone = load_backbone(args.model, args.random_init, device)
@@ -97,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         backbone.data_config,
         config,
         device=device,
-        progress=_progress_printer(getattr(args, "verbose", False)),
+        progress=_progress_bar(getattr(args, "verbose", False)),
         model_id=backbone.model_id,
     ).with_metadata(random_init=backbone.random_init)
     path = save_scores(scores, out) if is_main() else out  # torchrun: rank 0 writes
@@ -121,5 +125,5 @@ def run(args: argparse.Namespace) -> int:
         f"seconds  {payload['seconds']:.1f}",
         f"scores   {scores.shape_summary} -> {path}",
     ]
-    emit(payload, args.json, lines)
+    _common.emit(payload, args.json, lines)
     return 0
