@@ -65,6 +65,34 @@ def capped_k(k: int, bank_size: int) -> int:
     return min(k, bank_size)
 
 
+def add_knn_arguments(parser: argparse.ArgumentParser, *, k_help: str, limit_help: str) -> None:
+    """--k, --weighted-vote and --limit of the kNN that attach_knn_from_args builds."""
+    from snapvit_core.evaluation.knn import DEFAULT_K
+
+    parser.add_argument("--k", type=positive_int, default=DEFAULT_K, help=k_help)
+    parser.add_argument("--weighted-vote", action="store_true", help="DINO's weighted vote (T=0.07) instead of uniform")
+    parser.add_argument("--limit", type=positive_int, default=None, help=limit_help)
+
+
+def add_latency_arguments(
+    parser: argparse.ArgumentParser, *, modes: tuple[str, str], batch_help: str, latency_help: str, table_help: str
+) -> None:
+    """--latency-batch, --latency (one of ``modes``, the first by default) and --latency-table."""
+    parser.add_argument("--latency-batch", type=batch_size, default=32, help=batch_help)
+    parser.add_argument("--latency", choices=modes, default=modes[0], help=latency_help)
+    parser.add_argument("--latency-table", default=None, help=table_help)
+
+
+def attach_knn_from_args(explorer: Explorer, args: argparse.Namespace) -> None:
+    """Attach the kNN of --data (at most --limit images per split), --k (capped at the bank) and --weighted-vote."""
+    from snapvit_core.data import load_knn_splits
+    from snapvit_core.evaluation.features import KnnEvaluator
+
+    splits = load_knn_splits(args.data, explorer.backbone.data_config, limit_per_split=args.limit, stream=True)
+    args.k = capped_k(args.k, len(splits.train_labels))  # say so when k exceeds the bank
+    explorer.attach_knn(KnnEvaluator.from_splits(splits, k=args.k, weighted=args.weighted_vote, device=explorer.device))
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="embedded", help=f"model id: {describe_model_ids()} (default: embedded)")
     parser.add_argument(
@@ -220,10 +248,13 @@ __all__ = [
     "add_linear_arguments",
     "linear_probe_from_args",
     "add_json_argument",
+    "add_knn_arguments",
+    "add_latency_arguments",
     "add_model_arguments",
     "add_scores_arguments",
     "add_sparsity_arguments",
     "align_from_args",
+    "attach_knn_from_args",
     "build_explorer",
     "correction_from_args",
     "emit",

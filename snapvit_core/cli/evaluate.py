@@ -4,70 +4,45 @@ from __future__ import annotations
 
 import argparse
 
-from snapvit_core.cli._common import (
-    add_align_argument,
-    add_correction_arguments,
-    add_json_argument,
-    add_linear_arguments,
-    add_model_arguments,
-    add_scores_arguments,
-    add_sparsity_arguments,
-    batch_size,
-    build_explorer,
-    capped_k,
-    correction_from_args,
-    emit,
-    linear_probe_from_args,
-    positive_int,
-    resolve_device,
-)
+from snapvit_core.cli import _common
 from snapvit_core.evaluation.knn import DEFAULT_K
 from snapvit_core.explorer import check_metrics
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("evaluate", help="prune to a sparsity and measure kNN top-1, FLOPs, params, latency")
-    add_model_arguments(parser)
+    _common.add_model_arguments(parser)
     parser.add_argument(
         "--data", default="embedded", help="kNN data: embedded, folder:PATH or hf:NAME (default: embedded)"
     )
-    add_scores_arguments(parser)
-    add_sparsity_arguments(parser)
-    add_align_argument(parser)
+    _common.add_scores_arguments(parser)
+    _common.add_sparsity_arguments(parser)
+    _common.add_align_argument(parser)
     parser.add_argument(
         "--metrics", default="knn,flops,params", help="comma-separated: knn,linear,flops,params,latency"
     )
-    parser.add_argument(
-        "--k", type=positive_int, default=DEFAULT_K, help=f"kNN neighbours (default: {DEFAULT_K}, as published)"
+    _common.add_knn_arguments(
+        parser,
+        k_help=f"kNN neighbours (default: {DEFAULT_K}, as published)",
+        limit_help="use at most N images per split (seeded subset)",
     )
-    parser.add_argument("--weighted-vote", action="store_true", help="DINO's weighted vote (T=0.07) instead of uniform")
-    parser.add_argument(
-        "--limit", type=positive_int, default=None, help="use at most N images per split (seeded subset)"
-    )
-    parser.add_argument("--latency-batch", type=batch_size, default=32, help="batch size of the throughput measurement")
-    parser.add_argument(
-        "--latency",
-        choices=("measured", "model"),
-        default="measured",
-        help="latency metric: time the pruned model (measured, default) or predict it with the cached "
+    _common.add_latency_arguments(
+        parser,
+        modes=("measured", "model"),
+        batch_help="batch size of the throughput measurement",
+        latency_help="latency metric: time the pruned model (measured, default) or predict it with the cached "
         "latency model (model; calibrated on first use, adds the latency_source key)",
-    )
-    parser.add_argument(
-        "--latency-table",
-        default=None,
-        help="predict latency from a table written by `calibrate` (on the device and runtime it was made on) "
+        table_help="predict latency from a table written by `calibrate` (on the device and runtime it was made on) "
         "instead of measuring here; implies the latency metric",
     )
-    add_linear_arguments(parser)
-    add_correction_arguments(parser)
-    add_json_argument(parser)
+    _common.add_linear_arguments(parser)
+    _common.add_correction_arguments(parser)
+    _common.add_json_argument(parser)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from snapvit_core.data import load_knn_splits
     from snapvit_core.engine.elastic import check_sparsity
-    from snapvit_core.evaluation.features import KnnEvaluator
 
     metrics = check_metrics(args.metrics.split(","))
     if args.latency == "model" and "latency" not in metrics:  # asking for the model's latency asks for latency
@@ -80,21 +55,18 @@ def run(args: argparse.Namespace) -> int:
         metrics = tuple(m for m in metrics if m != "latency") or ("params",)
     mlp_sparsity = check_sparsity(args.mlp_sparsity, "MLP sparsity")
     head_sparsity = check_sparsity(args.head_sparsity, "head sparsity")
-    device = resolve_device(args.device)
-    explorer = build_explorer(args, device)
+    device = _common.resolve_device(args.device)
+    explorer = _common.build_explorer(args, device)
     if table is not None:
         table.check_fits(explorer.elastic.shape, explorer.backbone.model_id)
         table.predict(
             explorer.elastic.shape.heads_per_block, explorer.elastic.shape.mlp_hidden_per_block, args.latency_batch
         )  # fmt: skip  (refuses an uncalibrated batch before any work)
-    explorer.linear_probe = linear_probe_from_args(args)
+    explorer.linear_probe = _common.linear_probe_from_args(args)
     labelled = "knn" in metrics or "linear" in metrics
     if labelled:
-        splits = load_knn_splits(args.data, explorer.backbone.data_config, limit_per_split=args.limit, stream=True)
-        args.k = capped_k(args.k, len(splits.train_labels))  # say so when k exceeds the bank
-        evaluator = KnnEvaluator.from_splits(splits, k=args.k, weighted=args.weighted_vote, device=device)
-        explorer.attach_knn(evaluator)
-    correction = correction_from_args(args, explorer.backbone.data_config)
+        _common.attach_knn_from_args(explorer, args)
+    correction = _common.correction_from_args(args, explorer.backbone.data_config)
     result = explorer.evaluate(
         mlp_sparsity, head_sparsity, metrics, args.latency_batch, correction, latency=args.latency
     )
@@ -168,5 +140,5 @@ def run(args: argparse.Namespace) -> int:
             f"{report['throughput_per_s']:.0f} img/s at batch {report['batch_size']} "
             f"({report['device']}, {report['dtype']}, {report['threads']} threads)"
         )
-    emit(payload, args.json, lines)
+    _common.emit(payload, args.json, lines)
     return 0

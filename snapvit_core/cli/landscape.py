@@ -10,23 +10,7 @@ import sys
 
 from tqdm import tqdm
 
-from snapvit_core.cli._common import (
-    add_align_argument,
-    add_correction_arguments,
-    add_json_argument,
-    add_linear_arguments,
-    add_model_arguments,
-    add_scores_arguments,
-    batch_size,
-    build_explorer,
-    capped_k,
-    correction_from_args,
-    emit,
-    linear_probe_from_args,
-    positive_int,
-    resolve_device,
-    warn,
-)
+from snapvit_core.cli import _common
 from snapvit_core.evaluation.knn import DEFAULT_K
 
 
@@ -34,30 +18,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "landscape", help="kNN, cosine, params, FLOPs and predicted latency at every grid configuration (CSV)"
     )
-    add_model_arguments(parser)
-    add_scores_arguments(parser)
+    _common.add_model_arguments(parser)
+    _common.add_scores_arguments(parser)
     parser.add_argument("--data", default="embedded", help="kNN data: embedded, folder:PATH or hf:NAME")
     parser.add_argument("--grid", default="0.05", help="grid step on both sparsity axes (default: 0.05, the sliders')")
     parser.add_argument("--out", required=True, help="the CSV file to write (atomically; rerunning continues)")
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an --out file that is not a landscape CSV of these points"
     )
-    parser.add_argument("--k", type=positive_int, default=DEFAULT_K, help=f"kNN neighbours (default: {DEFAULT_K})")
-    parser.add_argument("--weighted-vote", action="store_true", help="DINO's weighted vote (T=0.07) instead of uniform")
-    parser.add_argument("--limit", type=positive_int, default=None, help="use at most N images per split")
-    parser.add_argument("--latency-batch", type=batch_size, default=32, help="batch of the latency_batch_ms column")
-    parser.add_argument(
-        "--latency",
-        choices=("model", "none"),
-        default="model",
-        help="latency columns from the device's latency model (calibrated once, cached) or left empty",
+    _common.add_knn_arguments(
+        parser, k_help=f"kNN neighbours (default: {DEFAULT_K})", limit_help="use at most N images per split"
     )
-    parser.add_argument(
-        "--latency-table",
-        default=None,
-        help="predict the latency columns for another device from a table made by `calibrate` (labelled in --json)",
+    _common.add_latency_arguments(
+        parser,
+        modes=("model", "none"),
+        batch_help="batch of the latency_batch_ms column",
+        latency_help="latency columns from the device's latency model (calibrated once, cached) or left empty",
+        table_help="predict the latency columns for another device from a table made by `calibrate` "
+        "(labelled in --json)",
     )
-    add_align_argument(parser)
+    _common.add_align_argument(parser)
     parser.add_argument(
         "--cache",
         default=None,
@@ -67,9 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--metrics", default="knn", help="knn (default) or knn,linear: add the linear-probe top-1 column"
     )
-    add_linear_arguments(parser)
-    add_correction_arguments(parser)
-    add_json_argument(parser)
+    _common.add_linear_arguments(parser)
+    _common.add_correction_arguments(parser)
+    _common.add_json_argument(parser)
     parser.set_defaults(run=run)
 
 
@@ -140,8 +120,6 @@ def _write_csv(out, text: str, overwrite: bool) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from snapvit_core.data import load_knn_splits
-    from snapvit_core.evaluation.features import KnnEvaluator
     from snapvit_core.files.atomic import check_writable
     from snapvit_core.files.guards import guard_destination
     from snapvit_core.landscape.store import CSV_COLUMNS, LandscapePoint, landscape_key, open_landscape
@@ -158,9 +136,9 @@ def run(args: argparse.Namespace) -> int:
         table = load_table(args.latency_table)
     metrics = _landscape_metrics(args.metrics)
     metrics_extra = tuple(m for m in metrics if m != "knn")
-    device = resolve_device(args.device)
-    explorer = build_explorer(args, device)
-    explorer.linear_probe = linear_probe_from_args(args)
+    device = _common.resolve_device(args.device)
+    explorer = _common.build_explorer(args, device)
+    explorer.linear_probe = _common.linear_probe_from_args(args)
     if table is not None:  # refused now (another architecture, a missing batch), not after the fill
         from snapvit_core.errors import SnapViTError
         from snapvit_core.latency.table import use_table
@@ -171,14 +149,12 @@ def run(args: argparse.Namespace) -> int:
                 f"The latency table has no batch {args.latency_batch}.",
                 f"Use --latency-batch with one of {list(table.batches)}, or calibrate with --batch.",
             )
-    splits = load_knn_splits(args.data, explorer.backbone.data_config, limit_per_split=args.limit, stream=True)
-    args.k = capped_k(args.k, len(splits.train_labels))
-    explorer.attach_knn(KnnEvaluator.from_splits(splits, k=args.k, weighted=args.weighted_vote, device=device))
-    correction = correction_from_args(args, explorer.backbone.data_config)
+    _common.attach_knn_from_args(explorer, args)
+    correction = _common.correction_from_args(args, explorer.backbone.data_config)
     key = landscape_key(explorer, args.data, correction=correction, grid=step)
     landscape = open_landscape(key, cache_dir=args.cache)
     for warning in landscape.warnings:
-        warn(warning)
+        _common.warn(warning)
     resumed = len(landscape)
     computed = 0
     with_linear = "linear" in metrics
@@ -238,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
         "linear_points": landscape.count("linear_top1"),
         "linear_probe": explorer.linear_probe.describe() if with_linear else None,
     }
-    emit(
+    _common.emit(
         payload, args.json, [f"wrote {len(landscape)} configurations to {out} ({computed} computed, {resumed} resumed)"]
     )
     return 0

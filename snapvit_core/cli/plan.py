@@ -4,13 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from snapvit_core.cli._common import (
-    add_align_argument,
-    add_json_argument,
-    add_sparsity_arguments,
-    align_from_args,
-    emit,
-)
+from snapvit_core.cli import _common
 from snapvit_core.engine.elastic import plan_pruning
 
 
@@ -19,12 +13,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "plan", help="per-block kept heads / neurons at a sparsity, from a scores file (project or published)"
     )
     parser.add_argument("--scores", required=True, help="scores file (.safetensors, or a published SnapViT .pt)")
-    add_sparsity_arguments(parser)
-    add_align_argument(parser)
+    _common.add_sparsity_arguments(parser)
+    _common.add_align_argument(parser)
     parser.add_argument(
         "--device", default="cpu", help="the device the plan is for: what --align auto picks (default: cpu)"
     )
-    add_json_argument(parser)
+    _common.add_json_argument(parser)
     parser.set_defaults(run=run)
 
 
@@ -32,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from snapvit_core.scoring.scores_io import load_scores
 
     scores = load_scores(args.scores)
-    plan = plan_pruning(scores, args.mlp_sparsity, args.head_sparsity, align_from_args(args, args.device))
+    plan = plan_pruning(scores, args.mlp_sparsity, args.head_sparsity, _common.align_from_args(args, args.device))
     payload = {"scores": args.scores, "shape": scores.shape_summary, **plan.to_dict()}
     lines = [
         f"scores   {args.scores} ({scores.shape_summary})",
@@ -42,5 +36,5 @@ def run(args: argparse.Namespace) -> int:
         "block  kept heads  kept neurons",
         *(f"{i:5d}  {h:10d}  {n:12d}" for i, (h, n) in enumerate(zip(plan.kept_heads, plan.kept_neurons))),
     ]
-    emit(payload, args.json, lines)
+    _common.emit(payload, args.json, lines)
     return 0

@@ -5,28 +5,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from snapvit_core.cli._common import (
-    add_json_argument,
-    add_model_arguments,
-    add_precision_argument,
-    emit,
-    positive_int,
-    resolve_device,
-    scores_out_path,
-    seed_value,
-    warn,
-)
+from snapvit_core.cli import _common
 from snapvit_core.data import DATA_SPEC_HELP
 from snapvit_core.errors import SnapViTError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("search", help="learn per-block / per-head score multipliers with xNES")
-    add_model_arguments(parser)
+    _common.add_model_arguments(parser)
     parser.add_argument("--data", default="embedded", help=f"images: {DATA_SPEC_HELP} (default: embedded)")
     parser.add_argument("--scores", required=True, help="base importance scores file (.safetensors or published .pt)")
     parser.add_argument(
-        "--evaluations", type=positive_int, default=50, help="fitness evaluations (default: 50, as published)"
+        "--evaluations", type=_common.positive_int, default=50, help="fitness evaluations (default: 50, as published)"
     )
     parser.add_argument(
         "--pairs",
@@ -36,24 +26,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="sparsity pairs the fitness averages (default: 0.15,0 0.35,0.2 0.55,0.4 0.65,0.5, as published)",
     )
     parser.add_argument(
-        "--seed", type=seed_value, default=0, help="seed of the image subset and the sampler (default: 0)"
+        "--seed", type=_common.seed_value, default=0, help="seed of the image subset and the sampler (default: 0)"
     )
     parser.add_argument(
         "--covariance", default="cka", help="initial covariance: cka (published) or identity (default: cka)"
     )
-    parser.add_argument("--eval-images", type=positive_int, default=1000, help="images per evaluation (default: 1000)")
     parser.add_argument(
-        "--population-size", type=positive_int, default=None, help="candidates per generation (4 + 3 ln d)"
+        "--eval-images", type=_common.positive_int, default=1000, help="images per evaluation (default: 1000)"
+    )
+    parser.add_argument(
+        "--population-size", type=_common.positive_int, default=None, help="candidates per generation (4 + 3 ln d)"
     )
     parser.add_argument("--checkpoint", default=None, help="checkpoint file written after every generation")
     parser.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     parser.add_argument(
         "--allow-other-backbone", action="store_true", help="search from --scores recorded for another backbone"
     )
-    add_precision_argument(parser)
+    _common.add_precision_argument(parser)
     parser.add_argument("--out", required=True, help="scores file to write (.safetensors), replaced atomically")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr (shown by default)")
-    add_json_argument(parser)
+    _common.add_json_argument(parser)
     parser.set_defaults(run=run)
 
 
@@ -91,22 +83,22 @@ def run(args: argparse.Namespace) -> int:
 
     config = SearchConfig(
         evaluations=args.evaluations,
-        pairs=parse_pairs(args.pairs) if args.pairs else SEARCH_FITNESS_PAIRS,
         eval_images=args.eval_images,
         covariance=args.covariance,
+        pairs=parse_pairs(args.pairs) if args.pairs else SEARCH_FITNESS_PAIRS,
         seed=args.seed,
         population_size=args.population_size,
         precision=args.precision,
     )
-    out = scores_out_path(args.out)
+    out = _common.scores_out_path(args.out)
     if args.resume and not args.checkpoint:
         raise SnapViTError("--resume needs --checkpoint FILE.", "Name the checkpoint of the interrupted search.")
     parse_data_spec(args.data)  # a typo fails before the model loads
     scores = load_scores(args.scores)
     warning = check_scores_backbone(scores, args.model, args.allow_other_backbone)  # issue 16
     if warning:
-        warn(warning)
-    device = resolve_device(args.device)
+        _common.warn(warning)
+    device = _common.resolve_device(args.device)
     autocast_dtype(config.precision, device)  # bf16 where emulated: refused before loading
     backbone = load_backbone(args.model, args.random_init, device)
     broadcast_module(backbone.model)  # torchrun: every rank searches the same weights
@@ -143,5 +135,5 @@ def run(args: argparse.Namespace) -> int:
         f"seconds      {result.seconds:.1f} (CKA {result.cka_seconds:.1f})",
         f"scores       {result.scores.shape_summary} -> {path}",
     ]
-    emit(payload, args.json, lines)
+    _common.emit(payload, args.json, lines)
     return 0
