@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 ROOT = Path(__file__).resolve().parents[1]
 # Hermetic caches (latency models, computed landscapes) per test session; subprocesses inherit it.
@@ -75,11 +76,55 @@ def latency_table_path(tmp_path_factory) -> Path:
     return path
 
 
+class LargestTensor(TorchDispatchMode):
+    """``with LargestTensor() as recorded:`` records the bytes of the largest tensor any operation creates
+    (``recorded.largest``): for tests that a computation works in chunks and never materialises a whole matrix."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for tensor in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(tensor, torch.Tensor):
+                self.largest = max(self.largest, tensor.numel() * tensor.element_size())
+        return out
+
+
+def export_from(backbone, model: torch.nn.Module, directory: Path, *, plan, pruning: dict | None = None, **options):
+    """export_pruned of ``model``, pruned from ``backbone`` by ``plan``, with the backbone's architecture and data
+    config (``options``: export_pruned's other keywords, e.g. scores, onnx)."""
+    from snapvit_core.export.writer import architecture_spec, export_pruned
+
+    architecture, args = architecture_spec(backbone)
+    return export_pruned(
+        model,
+        directory,
+        architecture=architecture,
+        model_args=args,
+        data_config=backbone.data_config,
+        pruning=pruning or {},
+        plan=plan,
+        **options,
+    )
+
+
+def small_landscape_argv(limit: int) -> list[str]:
+    """``landscape`` of the embedded backbone's magnitude scores on the 0.5 grid (4 points), kNN on ``limit`` images."""
+    return ["landscape", "--model", "embedded", "--method", "magnitude", "--grid", "0.5", "--limit", str(limit)]
+
+
 def option_combinations(options: tuple[str, ...]) -> list[tuple[str, ...]]:
     """Every subset of ``options`` (for tests that must hold with every combination of flags)."""
     import itertools
 
     return [combo for n in range(len(options) + 1) for combo in itertools.combinations(options, n)]
+
+
+def with_every_combination(options: tuple[str, ...]):
+    """Parametrizes a test's ``chosen`` with every subset of ``options`` (ids like ``knn+onnx``, ``plain``)."""
+    return pytest.mark.parametrize("chosen", option_combinations(options), ids=lambda combo: "+".join(combo) or "plain")
 
 
 def run_limited(argv: list[str], memory_bytes: int, timeout: float = 240) -> subprocess.CompletedProcess:

@@ -11,7 +11,7 @@ import json
 
 import pytest
 import torch
-from conftest import make_vit
+from conftest import export_from, make_vit
 
 from snapvit_core.cli import main
 from snapvit_core.engine.adapter import ViTAdapter
@@ -105,7 +105,7 @@ def test_auto_align_resolves_per_device():
 def test_every_consumer_follows_the_aligned_plan(tmp_path):
     """Engine widths, plan costs, latency-model inputs, correction and the export all use the aligned counts."""
     from snapvit_core.engine.correction import CorrectionConfig, correct_elastic
-    from snapvit_core.export.writer import export_pruned, kept_widths, load_pruned
+    from snapvit_core.export.writer import kept_widths, load_pruned
 
     backbone = load_backbone("embedded")
     scores = magnitude_scores(backbone.model)
@@ -131,20 +131,8 @@ def test_every_consumer_follows_the_aligned_plan(tmp_path):
     assert all(row.kept_columns % 32 == 0 for row in report.layers if row.layer.endswith("fc2"))
 
     # the export (and its ONNX model) carries the aligned widths
-    from snapvit_core.export.writer import architecture_spec
-
     exported, _ = explorer.pruned_model(0.45, 0.3)
-    architecture, args = architecture_spec(backbone)
-    result = export_pruned(
-        exported,
-        tmp_path / "aligned",
-        architecture=architecture,
-        model_args=args,
-        data_config=backbone.data_config,
-        pruning={"align": 32},
-        plan=plan,
-        onnx=True,
-    )
+    result = export_from(backbone, exported, tmp_path / "aligned", plan=plan, pruning={"align": 32}, onnx=True)
     config = json.loads((result.directory / "config.json").read_text())
     assert config["pruning"]["kept_neurons"] == list(plan.kept_neurons) and result.onnx_max_abs_diff < 1e-4
     assert kept_widths(load_pruned(result.directory))[1] == list(plan.kept_neurons)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from conftest import make_vit
+from conftest import export_from, make_vit
 
 from snapvit_core.cli import main
 from snapvit_core.engine.adapter import ViTAdapter
@@ -25,19 +25,9 @@ def _export_embedded(tmp_path, onnx=False, name="out"):
     scores = magnitude_scores(backbone.model)
     elastic = ElasticViT(backbone.model, scores)
     pruned = elastic.prune_to(0.35, 0.2)
-    architecture, args = architecture_spec(backbone)
-    report = export_pruned(
-        pruned,
-        tmp_path / name,
-        architecture=architecture,
-        model_args=args,
-        data_config=backbone.data_config,
-        pruning={"mlp_sparsity": 0.35, "head_sparsity": 0.2},
-        plan=elastic.plan_for(0.35, 0.2),
-        scores=scores,
-        onnx=onnx,
-    )
-    return pruned, report
+    pruning = {"mlp_sparsity": 0.35, "head_sparsity": 0.2}
+    plan = elastic.plan_for(0.35, 0.2)
+    return pruned, export_from(backbone, pruned, tmp_path / name, plan=plan, pruning=pruning, scores=scores, onnx=onnx)
 
 
 def test_export_round_trips_through_the_library_and_the_standalone_loader(tmp_path):
@@ -116,15 +106,7 @@ def test_timm_backbone_export_records_its_architecture(tmp_path):
     assert architecture == "vit_tiny_patch16_224" and args["img_size"] == [224, 224]
     elastic = ElasticViT(backbone.model, magnitude_scores(backbone.model))
     pruned = elastic.prune_to(0.5, 0.34)
-    report = export_pruned(
-        pruned,
-        tmp_path / "tiny",
-        architecture=architecture,
-        model_args=args,
-        data_config=backbone.data_config,
-        pruning={},
-        plan=elastic.plan_for(0.5, 0.34),
-    )
+    report = export_from(backbone, pruned, tmp_path / "tiny", plan=elastic.plan_for(0.5, 0.34))
     loaded = load_pruned(report.directory)
     assert export.kept_widths(loaded) == export.kept_widths(pruned)
 
@@ -268,21 +250,21 @@ def test_read_only_folder_and_full_disk_are_one_clear_error(tmp_path, monkeypatc
 
     _write(pruned_embedded, tmp_path / "out", tag="old")
 
-    def read_only(*args, **kwargs):
-        raise OSError(errno.EROFS, "Read-only file system")
+    def overwrite_failing(module, name: str, error: OSError, message: str) -> None:
+        """Overwrite the export while ``module.name`` raises ``error``: one SnapViTError matching ``message``."""
 
-    with monkeypatch.context() as patch:
-        patch.setattr(_atomic.tempfile, "mkdtemp", read_only)
-        with pytest.raises(SnapViTError, match="Cannot write in .*Read-only"):
-            _write(pruned_embedded, tmp_path / "out", overwrite=True)
+        def fail(*args, **kwargs):
+            raise error
 
-    def full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
+        with monkeypatch.context() as patch:
+            patch.setattr(module, name, fail)
+            with pytest.raises(SnapViTError, match=message):
+                _write(pruned_embedded, tmp_path / "out", overwrite=True)
 
-    with monkeypatch.context() as patch:
-        patch.setattr(safetensors.torch, "save_file", full)
-        with pytest.raises(SnapViTError, match="No space left on device"):
-            _write(pruned_embedded, tmp_path / "out", overwrite=True)
+    read_only = OSError(errno.EROFS, "Read-only file system")
+    overwrite_failing(_atomic.tempfile, "mkdtemp", read_only, "Cannot write in .*Read-only")
+    full = OSError(errno.ENOSPC, "No space left on device")
+    overwrite_failing(safetensors.torch, "save_file", full, "No space left on device")
     assert _tag(tmp_path / "out") == "old" and _hidden(tmp_path) == []
     monkeypatch.setattr(export.os, "access", lambda *a: False)
     with pytest.raises(SnapViTError, match="read-only"):

@@ -13,7 +13,7 @@ import threading
 
 import pytest
 import torch
-from conftest import ROOT, option_combinations
+from conftest import ROOT, with_every_combination
 
 from snapvit_core.cli import main
 from snapvit_core.data import load_images, load_knn_splits, preprocess
@@ -74,11 +74,7 @@ OPTIONS = ("knn", "correct", "onnx", "latency_table", "align")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "chosen",
-    option_combinations(OPTIONS),
-    ids=lambda combo: "+".join(combo) or "plain",
-)
+@with_every_combination(OPTIONS)
 def test_cli_export_writes_the_plans_widths_with_every_option(
     chosen, tmp_path, capsys, table_path, backbone, knn_splits
 ):

@@ -100,11 +100,11 @@ def _run_fresh(script: str, *args: str, cwd) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
-def test_transformers_automodel_loads_the_export_without_the_library(embedded_export, tmp_path):
-    pruned, report = embedded_export
-    images = torch.randn(3, 3, 24, 24, generator=torch.Generator().manual_seed(2))
+def _automodel_output(directory, images, tmp_path) -> tuple[str, float]:
+    """The class transformers.AutoModel loads ``directory`` as (in a fresh interpreter without the library), and
+    the largest difference between its pooler output and the library's embedding of ``images``."""
     with torch.no_grad():
-        expected = ViTAdapter(load_pruned(report.directory)).embed(images)
+        expected = ViTAdapter(load_pruned(directory)).embed(images)
     torch.save(images, tmp_path / "x.pt")
     torch.save(expected, tmp_path / "y.pt")
     script = (
@@ -114,10 +114,17 @@ def test_transformers_automodel_loads_the_export_without_the_library(embedded_ex
         "with torch.no_grad(): out = m(pixel_values=x).pooler_output\n"
         "print(type(m).__name__, float((out - y).abs().max()))\n"
     )
-    result = _run_fresh(script, str(report.directory), str(tmp_path / "x.pt"), str(tmp_path / "y.pt"), cwd=tmp_path)
+    result = _run_fresh(script, str(directory), str(tmp_path / "x.pt"), str(tmp_path / "y.pt"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     name, diff = result.stdout.split()[-2:]
-    assert name == "SnapViTModel" and float(diff) < 1e-5
+    return name, float(diff)
+
+
+def test_transformers_automodel_loads_the_export_without_the_library(embedded_export, tmp_path):
+    pruned, report = embedded_export
+    images = torch.randn(3, 3, 24, 24, generator=torch.Generator().manual_seed(2))
+    name, diff = _automodel_output(report.directory, images, tmp_path)
+    assert name == "SnapViTModel" and diff < 1e-5
     config = json.loads((report.directory / "config.json").read_text())
     assert config["auto_map"]["AutoModel"] == "modeling_snapvit.SnapViTModel" and config["model_type"] == "snapvit"
 
@@ -188,20 +195,8 @@ def test_transformers_automodel_loads_other_families(family, tmp_path):
     pruned, report = _family_export(family, tmp_path)
     size = json.loads((report.directory / "config.json").read_text())["pretrained_cfg"]["input_size"]
     images = torch.randn(2, *size, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        expected = ViTAdapter(load_pruned(report.directory)).embed(images)
-    torch.save(images, tmp_path / "x.pt")
-    torch.save(expected, tmp_path / "y.pt")
-    script = (
-        "import torch, transformers\n"
-        "m = transformers.AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True).eval()\n"
-        "x, y = torch.load(sys.argv[2]), torch.load(sys.argv[3])\n"
-        "with torch.no_grad(): out = m(pixel_values=x).pooler_output\n"
-        "print(float((out - y).abs().max()))\n"
-    )
-    result = _run_fresh(script, str(report.directory), str(tmp_path / "x.pt"), str(tmp_path / "y.pt"), cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert float(result.stdout.split()[-1]) < 1e-5
+    _, diff = _automodel_output(report.directory, images, tmp_path)
+    assert diff < 1e-5
 
 
 def test_cli_export_card_reports_measured_latency_beside_the_prediction(tmp_path, capsys):

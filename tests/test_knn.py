@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import LargestTensor
 
 from snapvit_core.errors import SnapViTError
 from snapvit_core.evaluation.knn import knn_predict, knn_top1
@@ -78,27 +79,15 @@ def test_fp16_bank_and_prepared_bank_keep_the_predictions():
 
 def test_chunked_knn_never_materialises_the_full_similarity_matrix():
     """Records every tensor the kNN creates: the largest is bounded by the chunk sizes, not Q x N."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class LargestTensor(TorchDispatchMode):
-        largest = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            for tensor in out if isinstance(out, (tuple, list)) else (out,):
-                if isinstance(tensor, torch.Tensor):
-                    LargestTensor.largest = max(LargestTensor.largest, tensor.numel() * tensor.element_size())
-            return out
-
     bank_rows, dim, queries, q_chunk, b_chunk = 20_000, 32, 600, 64, 512
     bank = torch.randn(bank_rows, dim).half()  # the fp16 bank a large run keeps on the device
     labels = torch.randint(0, 10, (bank_rows,))
     test = torch.randn(queries, dim)
-    with LargestTensor():
+    with LargestTensor() as recorded:
         predicted = knn_predict(bank, labels, test, k=20, chunk_size=q_chunk, bank_chunk_size=b_chunk)
     assert predicted.shape == (queries,)
     bound = max(q_chunk * b_chunk * 4, b_chunk * dim * 4, queries * dim * 4)  # sims, float bank chunk, queries
-    assert LargestTensor.largest <= bound
-    assert LargestTensor.largest < queries * bank_rows * 4 / 50  # the unchunked (Q, N) float32 matrix
+    assert recorded.largest <= bound
+    assert recorded.largest < queries * bank_rows * 4 / 50  # the unchunked (Q, N) float32 matrix
     full = knn_predict(bank.float(), labels, test, k=20)
     assert (predicted == full).float().mean() > 0.99  # fp16 rounding may swap near-ties only

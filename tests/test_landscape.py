@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from conftest import make_vit
+from conftest import make_vit, small_landscape_argv
 
 from snapvit_core.engine.backbones import Backbone
 from snapvit_core.engine.correction import CorrectionConfig
@@ -216,15 +216,7 @@ def test_cli_landscape_writes_a_resumable_csv(tmp_path):
         sys.executable,
         "-m",
         "snapvit_core",
-        "landscape",
-        "--model",
-        "embedded",
-        "--method",
-        "magnitude",
-        "--grid",
-        "0.5",
-        "--limit",
-        "60",
+        *small_landscape_argv(60),
         "--out",
         str(out),
         "--cache",

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import make_vit
+from conftest import make_vit, small_landscape_argv
 
 from snapvit_core.cli import main
 from snapvit_core.engine.backbones import Backbone, load_backbone
@@ -180,15 +180,7 @@ def test_landscape_predicts_latency_from_a_table_and_follows_the_alignment(table
 
     out = tmp_path / "plane.csv"
     common = [
-        "landscape",
-        "--model",
-        "embedded",
-        "--method",
-        "magnitude",
-        "--grid",
-        "0.5",
-        "--limit",
-        "40",
+        *small_landscape_argv(40),
         "--cache",
         str(tmp_path / "cache"),
         "--latency-batch",

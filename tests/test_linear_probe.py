@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import LargestTensor
 from torch import nn
 
 from snapvit_core.errors import SnapViTError
@@ -204,27 +205,15 @@ def test_close_to_scikit_learn_logistic_regression():
 
 def test_train_features_are_never_copied_whole():
     """Records every tensor the probe creates: the largest is a batch, a permutation or the labels, never (N, D)."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class LargestTensor(TorchDispatchMode):
-        largest = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            for tensor in out if isinstance(out, (tuple, list)) else (out,):
-                if isinstance(tensor, torch.Tensor):
-                    LargestTensor.largest = max(LargestTensor.largest, tensor.numel() * tensor.element_size())
-            return out
-
     rows, dim = 8_000, 64
     train = torch.randn(rows, dim).half()
     labels = torch.randint(0, 10, (rows,))
-    with LargestTensor():
+    with LargestTensor() as recorded:
         head = LinearProbe(epochs=1).fit(train, labels)
         predicted = linear_probe_predict(head, train, chunk_size=1000)
     assert predicted.shape == (rows,)
     bound = max(DEFAULT_BATCH_SIZE * dim * 4, rows * 8, 1000 * dim * 4)  # float batch, int64 labels/order, chunk
-    assert LargestTensor.largest <= bound < train.numel() * train.element_size()
+    assert recorded.largest <= bound < train.numel() * train.element_size()
 
 
 WORKER = """
