@@ -12,20 +12,13 @@ from snapvit_core.landscape.sweep import LINEAR_COLUMN, landscape_table, pareto_
 from snapvit_core.presets import PUBLISHED_SPARSITY_PAIRS
 from snapvit_core.runtime.jobs import Job
 from snapvit_core.scoring.scores_io import load_scores
-from ui import charts, config_state, session, shared, state
+from ui import charts, config_state, page, session, shared, state
 from ui.labels import BUDGET_TARGETS
 from ui.live import live_knn_images
 from ui.long_pass import job_progress, render
 
 st.title("Compare & budget")
-backbone = session.guarded_backbone()
-if backbone is None:
-    st.stop()
-try:
-    view = session.current()
-except SnapViTError as error:
-    session.show_error(error)
-    st.stop()
+view = page.explorer_view_or_stop()
 explorer, scores, scores_label = view.explorer, view.scores, view.scores_label
 labelled = session.has_labelled_data() and session.run_knn_on_random_weights()
 knn_images = None

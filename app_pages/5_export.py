@@ -13,21 +13,14 @@ from snapvit_core.data import load_images, preprocess
 from snapvit_core.engine.correction import CorrectionConfig
 from snapvit_core.errors import SnapViTError
 from snapvit_core.export.configuration import ExportRequest, export_configuration
-from ui import config_state, session, state
+from ui import config_state, page, session, state
 from ui.labels import sparsity_text
 
 EXPORTS_DIR = session.ROOT / "exports"
 
 st.title("Export")
-backbone = session.guarded_backbone()
-if backbone is None:
-    st.stop()
-try:
-    explorer = session.explorer()
-except SnapViTError as error:
-    session.show_error(error)
-    st.stop()
-scores, scores_label = session.scores()
+view = page.explorer_view_or_stop()
+explorer, scores, scores_label = view.explorer, view.scores, view.scores_label
 mlp_sparsity, head_sparsity = config_state.current().pair  # the explorer's sliders, kept across pages
 plan = explorer.plan_for(mlp_sparsity, head_sparsity)
 st.write(
@@ -72,7 +65,7 @@ if submitted:
             correction = None
             if correct:
                 images = load_images(data_name, "train", limit=int(samples), seed=0)
-                calibration = preprocess(images.images, backbone.data_config)
+                calibration = preprocess(images.images, explorer.backbone.data_config)
                 correction = (CorrectionConfig(samples=int(samples), damping=damping), calibration)
             request = ExportRequest(
                 mlp_sparsity,

@@ -20,20 +20,34 @@ def _coverage_note(*shared: SharedExplorer) -> str:
     return "" if done >= total else f" (so far {done} of {total} configurations are computed; this page updates)"
 
 
+def _measured_difference(
+    first: tuple[SharedExplorer, str], second: tuple[SharedExplorer, str], *, unlabelled: str, waiting: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(first's metric, second's metric, first - second) over the plane in percent, the fillers started; None, with
+    ``unlabelled`` as a note when there is no landscape (no labelled data), or ``waiting`` as a caption while no
+    configuration has both values yet."""
+    if first[0].landscape is None or second[0].landscape is None:
+        st.info(unlabelled, icon=":material/info:")
+        return None
+    for shared, _ in (first, second):
+        shared.filler.start()  # one filler started twice when both name it: starting is idempotent
+    a, b = (100 * shared.landscape.matrix(metric) for shared, metric in (first, second))
+    difference = a - b
+    if np.isnan(difference).all():
+        st.caption(waiting)
+        return None
+    return a, b, difference
+
+
 def compare_landscapes(mine: SharedExplorer, magnitude: SharedExplorer, label: str) -> None:
     """Where the current scores beat magnitude pruning, measured over the whole plane."""
-    if mine.landscape is None or magnitude.landscape is None:
-        st.info("The measured comparison needs labelled data (kNN).", icon=":material/info:")
+    unlabelled = "The measured comparison needs labelled data (kNN)."
+    waiting = "The measured comparison appears here as both landscapes fill."
+    measured = _measured_difference((mine, "knn_top1"), (magnitude, "knn_top1"), unlabelled=unlabelled, waiting=waiting)
+    if measured is None:
         return
-    mine.filler.start()
-    magnitude.filler.start()
-    ours = 100 * mine.landscape.matrix("knn_top1")
-    theirs = 100 * magnitude.landscape.matrix("knn_top1")
-    difference = ours - theirs
+    difference = measured[2]
     known = ~np.isnan(difference)
-    if not known.any():
-        st.caption("The measured comparison appears here as both landscapes fill.")
-        return
     tie = 0.5  # points: about one test image in a few hundred; closer than this is a draw
     wins, losses = int((difference[known] > tie).sum()), int((difference[known] < -tie).sum())
     st.markdown(
@@ -61,17 +75,15 @@ disagree: a pruned embedding can scramble neighbourhoods that a linear layer sti
 keeps more), or keep neighbourhoods whose classes are no longer linearly separable (the probe loses more).
 """
     )
-    if shared.landscape is None:
-        st.info("Both metrics need labelled data.", icon=":material/info:")
+    unlabelled = "Both metrics need labelled data."
+    waiting = "This backbone's numbers appear here as the landscape's linear-probe values are computed."
+    measured = _measured_difference(
+        (shared, "linear_top1"), (shared, "knn_top1"), unlabelled=unlabelled, waiting=waiting
+    )
+    if measured is None:
         return
-    shared.filler.start()
-    knn = 100 * shared.landscape.matrix("knn_top1")
-    linear = 100 * shared.landscape.matrix("linear_top1")
-    difference = linear - knn
+    linear, knn, difference = measured
     known = ~np.isnan(difference)
-    if not known.any():
-        st.caption("This backbone's numbers appear here as the landscape's linear-probe values are computed.")
-        return
     axis = shared.landscape.axis
     i, j = np.unravel_index(int(np.nanargmin(difference)), difference.shape)
     k, m = np.unravel_index(int(np.nanargmax(difference)), difference.shape)
