@@ -26,11 +26,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from devtools.reports import write_report  # noqa: E402
 from snapvit_core.data import load_knn_splits  # noqa: E402
 from snapvit_core.engine.backbones import load_backbone  # noqa: E402
 from snapvit_core.evaluation.features import KnnEvaluator  # noqa: E402
 from snapvit_core.explorer import Explorer  # noqa: E402
-from snapvit_core.files.atomic import write_text_atomic  # noqa: E402
 from snapvit_core.landscape.fill import LandscapeFiller  # noqa: E402
 from snapvit_core.landscape.grid import published_points  # noqa: E402
 from snapvit_core.landscape.store import landscape_key, open_landscape  # noqa: E402
@@ -94,11 +94,7 @@ def main() -> None:
         f"| all {landscape.size} configurations | {all_at:.0f} | (reported) |",
         f"| median time per exact point | {per_point:.2f} | |",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out, text)
+    write_report(lines, args.out)
 
 
 if __name__ == "__main__":

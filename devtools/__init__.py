@@ -1,1 +1,1 @@
-"""Tools the tests and the benchmarks share: a browser harness and old code to compare against."""
+"""Tools the tests and the benchmarks share: a browser harness, old code to compare against, report writing."""
