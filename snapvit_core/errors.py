@@ -33,6 +33,16 @@ def printable(text: object) -> str:
     return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
 
 
+def optional_import(name: str, problem: str, fix: str):
+    """The module ``name`` (a package not every install has), or a SnapViTError(``problem``, ``fix``) without it."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        raise SnapViTError(problem, fix) from None
+
+
 class CancelledError(SnapViTError):
     """Raised inside long work when the caller's cancel flag is set."""
 

@@ -20,18 +20,15 @@ from PIL import Image, UnidentifiedImageError
 from snapvit_core.data.convert import MAX_SIDE, open_image
 from snapvit_core.data.sets import ImageSet
 from snapvit_core.data.spec import _split_indices, _subset
-from snapvit_core.errors import SnapViTError
+from snapvit_core.errors import SnapViTError, optional_import
 from snapvit_core.files.image_limits import check_declared_size
 
 
 def _hf_dataset(location: str):
     """Load a cached or saved Hugging Face dataset without touching the network."""
-    try:
-        import datasets
-    except ImportError:
-        raise SnapViTError(
-            "hf: data sources need the `datasets` package.", "pip install datasets (it is in requirements.txt)."
-        ) from None
+    datasets = optional_import(
+        "datasets", "hf: data sources need the `datasets` package.", "pip install datasets (it is in requirements.txt)."
+    )
     path = Path(location).expanduser()
     if path.is_dir():
         try:

@@ -40,7 +40,7 @@ from torch import nn
 
 from snapvit_core.engine.adapter import EmbeddingModule, ViTAdapter
 from snapvit_core.engine.surgery import resize_model, widths
-from snapvit_core.errors import SnapViTError
+from snapvit_core.errors import SnapViTError, optional_import
 from snapvit_core.files.atomic import finish_folder, staging_folder, swap_folder_into_place
 from snapvit_core.presets import EMBEDDED_MODEL_IDS
 
@@ -145,12 +145,9 @@ def kept_widths(model: nn.Module) -> tuple[list[int], list[int]]:
 
 def export_onnx(model: nn.Module, path: Path, image_size: int) -> float:
     """Write the embedding model as ONNX and return max |onnxruntime - torch| on random inputs."""
-    try:
-        import onnxruntime
-    except ImportError:
-        raise SnapViTError(
-            "ONNX export needs onnx and onnxruntime.", "pip install onnx onnxruntime onnxscript"
-        ) from None
+    onnxruntime = optional_import(
+        "onnxruntime", "ONNX export needs onnx and onnxruntime.", "pip install onnx onnxruntime onnxscript"
+    )
     wrapper = EmbeddingModule(model).eval()
     example = torch.randn(2, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
     try:

@@ -21,7 +21,7 @@ from torch import nn
 
 from snapvit_core.engine.adapter import EmbeddingModule, ViTAdapter
 from snapvit_core.engine.elastic import ElasticViT, PruningPlan, standalone_copy
-from snapvit_core.errors import SnapViTError
+from snapvit_core.errors import SnapViTError, optional_import
 from snapvit_core.latency.model import (
     BatchTable,
     LatencyModel,
@@ -63,12 +63,9 @@ class _Runners:
         if runtime == "onnxruntime":
             import tempfile
 
-            try:
-                import onnxruntime
-            except ImportError:
-                raise SnapViTError(
-                    "The onnxruntime runtime needs onnxruntime.", "pip install onnx onnxruntime"
-                ) from None
+            onnxruntime = optional_import(
+                "onnxruntime", "The onnxruntime runtime needs onnxruntime.", "pip install onnx onnxruntime"
+            )
             self.ort = onnxruntime
             provider = "CUDAExecutionProvider" if device.type == "cuda" else "CPUExecutionProvider"
             if provider not in onnxruntime.get_available_providers():
