@@ -95,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
         raise SnapViTError("--resume needs --checkpoint FILE.", "Name the checkpoint of the interrupted search.")
     parse_data_spec(args.data)  # a typo fails before the model loads
     scores = load_scores(args.scores)
-    warning = check_scores_backbone(scores, args.model, args.allow_other_backbone)  # issue 16
+    # scores recorded for another backbone: refused, or a warning with --allow-other-backbone
+    warning = check_scores_backbone(scores, args.model, args.allow_other_backbone)
     if warning:
         _common.warn(warning)
     device = _common.resolve_device(args.device)

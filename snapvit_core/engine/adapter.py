@@ -363,13 +363,11 @@ def choose_attention_kernel(model: nn.Module) -> None:
     """Switch a private model copy to the attention kernel that is faster where it runs (same maths).
 
     timm attention layers call torch's fused ``scaled_dot_product_attention`` unless ``fused_attn`` is
-    off. On the CPU with short token sequences the explicit softmax(q k^T) v path is faster (2 threads,
-    AMD EPYC: the embedded backbone's 17 tokens 1.5x forward and 1.4x forward + backward in fp32, 1.3x
-    and 3.4x in bf16; ViT-S/16's 197 tokens the same at batch 32 in fp32, 1.1x and 1.3x in bf16, but
-    0.8x for the search's fp32 forwards at batch 256: the explicit path holds an N x N matrix per head
-    and image). So on CUDA, and for sequences over EXPLICIT_ATTENTION_MAX_TOKENS, the model is left as
-    it is. Called on private copies only (the scoring student, the search's working copy, ElasticViT's
-    copies), never on a caller's model.
+    off. On the CPU with short token sequences the explicit softmax(q k^T) v path is faster; with long
+    ones and large batches it can be slower, as it holds an N x N matrix per head and image (the
+    figures are in results/code_choices.md). So on CUDA, and for sequences over
+    EXPLICIT_ATTENTION_MAX_TOKENS, the model is left as it is. Called on private copies only (the scoring
+    student, the search's working copy, ElasticViT's copies), never on a caller's model.
     """
     parameter = next(model.parameters(), None)
     if parameter is None or parameter.device.type != "cpu":

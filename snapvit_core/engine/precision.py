@@ -5,11 +5,10 @@ CPU results stay reproducible and equal to the published implementation's (score
 identical crops).
 ``fp32``: float32 everywhere.
 ``bf16``: bfloat16 autocast on any device that computes bf16 natively: CUDA GPUs with bf16, and CPUs
-with AVX512-BF16 or AMX (through oneDNN). On such a CPU (AMD EPYC, 2 threads) a bf16 matrix product
-runs 2.0-3.3x faster than fp32, scoring about 2x and a fitness evaluation 1.65-1.9x; scores and
-fitness values then differ from fp32 at bf16 round-off (``results/scale.md``, measured with
-``benchmarks/bench_scoring.py`` and ``benchmarks/bench_search.py --fitness-only``). A device that
-would emulate bf16, which is slower than fp32, is refused.
+with AVX512-BF16 or AMX (through oneDNN). On such a CPU matrix products, scoring and fitness evaluations
+run faster than in fp32; scores and fitness values then differ from fp32 at bf16 round-off (the figures in
+``results/scale.md``, from ``benchmarks/bench_scoring.py`` and ``benchmarks/bench_search.py --fitness-only``).
+A device that would emulate bf16, which is slower than fp32, is refused.
 """
 
 from __future__ import annotations

@@ -34,8 +34,8 @@ MIN_BATCH, MAX_BATCH = 256, 1024
 def auto_batch_size(num_tokens: int) -> int:
     """Images per forward for a model with ``num_tokens`` tokens per image.
 
-    Small models are overhead-bound at 256 images: the embedded ViT (17 tokens) embeds its 1,797 kNN
-    images 1.9x faster at 1,024 per batch (interleaved, 2 CPU threads), with bit-identical features.
+    Small models are overhead-bound at 256 images: the embedded ViT (17 tokens) embeds its kNN images
+    markedly faster at 1,024 per batch, with bit-identical features (results/code_choices.md).
     Large models keep 256 (ViT-B: 197 tokens), which bounds activation memory.
     """
     return int(min(MAX_BATCH, max(MIN_BATCH, TOKENS_PER_BATCH // max(num_tokens, 1))))

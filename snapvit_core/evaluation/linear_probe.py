@@ -17,10 +17,10 @@ running facebookresearch/dino's ``eval_linear.py`` protocol on saved features). 
 Batch size: 256 is the SnapViT reference's own setting (``BATCH_SIZE=256``, lr 0.001, which DINO's rule
 also gives at 256), so the default is no deviation from the published protocol. DINO's script defaults to
 128 per GPU (x 8 GPUs = 1,024 images, lr 0.004); any batch size can be passed, the lr follows the rule.
-At 256 a probe on the project's default set (1,257 train x 540 test, 96-dim, 10 classes) takes about
-0.07 s on one CPU thread (0.1 s at 192 dims; ``benchmarks/bench_linear_probe.py``), inside the 0.3 s
-target, because the step is written out by hand (logits, softmax gradient, momentum update: a few kernels
-on reused buffers) instead of autograd + ``torch.optim`` (about 3x slower at this size);
+At 256 a probe on the project's default set (1,257 train x 540 test, 96-dim, 10 classes) stays inside the
+0.3 s target on one CPU thread (``benchmarks/bench_linear_probe.py``; times in ``results/code_choices.md``)
+because the step is written out by hand (logits, softmax gradient, momentum update: a few kernels on reused
+buffers): autograd + ``torch.optim`` pays per-call overhead that dominates at this size;
 ``tests/test_linear_probe.py`` checks it against that autograd loop, weight for weight.
 
 Deviations from DINO's script (``results/linear.md`` measures (1) and (3)): (1) DINO reports the best
@@ -166,7 +166,7 @@ class LinearProbe:
                     else:
                         x.copy_(torch.index_select(train_features, 0, index, out=raw_rows[:size]))
                     # d(mean cross-entropy)/d(logits) = (softmax - one_hot) / b; the softmax written out
-                    # (torch's softmax over a short row of C = 10 logits is 3x slower on the CPU)
+                    # (torch's softmax kernel is slow on the CPU for rows as short as C = 10 logits)
                     grad = torch.addmm(bias, x, weight.t(), out=logits[:size])
                     grad.sub_(grad.amax(dim=1, keepdim=True)).exp_()
                     grad.div_(grad.sum(dim=1, keepdim=True))

@@ -11,8 +11,8 @@ point in progress. With ``autofill`` off (a heavy backbone on the CPU), only req
 estimated; ``start_fill`` turns filling on. The worker exits when the plane is full or nothing is
 wanted, so an idle server holds no threads.
 
-Each point carries the linear-probe top-1 too (one feature pass serves both metrics; the probe adds
-about 0.07 s on the embedded data), unless the kNN bank is larger than ``LINEAR_FILL_MAX_TRAIN``
+Each point carries the linear-probe top-1 too (one feature pass serves both metrics; on the embedded
+data the probe adds little to a point), unless the kNN bank is larger than ``LINEAR_FILL_MAX_TRAIN``
 images: there a probe per point costs seconds to minutes, so the filler computes kNN only, and the
 probe only on request along the published path (``request_linear_path``; the page offers it with a
 time estimate); ``landscape --metrics knn,linear`` computes the whole column.
@@ -213,7 +213,7 @@ class LandscapeFiller:
                 return
             pending_linear = self._linear_path and not self.with_linear and self.linear_path_missing()
             if self._latency != "waiting" and self.plane_done() and not pending_linear:
-                return  # nothing to do: every page run asks, and ordering 400 done points cost ~4 ms each time
+                return  # nothing to do: every page run asks, so a full plane is not ordered again each time
             if not self._next_tasks():
                 return
             self._job = Job("landscape", self._run).start()

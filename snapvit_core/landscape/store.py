@@ -399,7 +399,7 @@ def fill_order(
 
 
 # ---- keys and files for an explorer ----------------------------------------------------------------
-_WEIGHT_DIGESTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> digest (hashing ViT-B: ~1 s)
+_WEIGHT_DIGESTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> digest (hashing a ViT-B is slow)
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "assets" / "landscapes"  # precomputed for the default experience
 
 

@@ -226,14 +226,14 @@ def _gradient_scores(
     process group the partial sums are all-reduced before the (non-linear) reduction, so every rank
     returns the single-process scores.
 
-    Speed (profiled with cProfile on the embedded backbone, 1 thread: backward 43 %, forward linears
-    19 %, the teacher's deep copy 9 %, crop resizing 5 %): the teacher is the student itself. Gradients
-    only accumulate (no optimiser step), so the student's weights stay those of the model and its
-    detached distributions on the global crops *are* the teacher's; whole images go into one forward
-    (``micro // views`` images), and the global crops' rows of that forward give the targets
-    of every crop of those images. This drops the teacher's forward (2 of every 12 crops) and its copy
-    of the model. When a micro-batch cannot hold one image's crops, a separate no-grad forward of the
-    global crops gives the targets (same values).
+    Speed (the backward dominates, then the forward linears, the teacher's deep copy and crop resizing; the
+    profile is in results/code_choices.md): the teacher is the student itself. Gradients only accumulate
+    (no optimiser step), so the student's weights stay those of the model and its detached distributions
+    on the global crops *are* the teacher's; whole images go into one forward (``micro // views``
+    images), and the global crops' rows of that forward give the targets of every crop of those images.
+    This drops the teacher's forward (2 of every 12 crops) and its copy of the model. When a micro-batch
+    cannot hold one image's crops, a separate no-grad forward of the global crops gives the targets (same
+    values).
     """
     objective, reduction = GRADIENT_METHODS[config.method]
     _check_input_size(model, data_config)

@@ -14,9 +14,8 @@ tensor with the caller's model, and each (candidate, pair) swaps in index-gather
 kept neurons and heads. ``ElasticViT`` cannot be reused here: it reorders once by fixed scores, while
 a candidate's per-head multipliers re-rank heads within a block (per-block MLP multipliers keep the
 neuron order, but not which blocks keep how many). Unit masks on the unpruned model (forward hooks)
-would compute the same function without any gather, but pay for the full width: on the embedded
-backbone (1000 images, 1 CPU thread) one evaluation of the 4 published pairs takes ~2.1 s gathered
-vs ~3.5 s masked.
+would compute the same function without any gather, but pay for the full width, so they are slower
+(timings in results/code_choices.md).
 """
 
 from __future__ import annotations
@@ -68,8 +67,8 @@ class SearchConfig:
     eval_images: int = 1000  # images embedded per fitness evaluation (published: 1000); capped by those given
     covariance: str = "cka"  # initial covariance shape: "cka" (published) or "identity"
     # Initial std of every multiplier: covariance = sigma^2 * CKA (not published). Chosen by the label-free
-    # fitness on the embedded backbone (50 evaluations, seed 0; best fitness from 0.1061 at the initial mean):
-    # sigma 0.1 -> 0.0966, 0.3 -> 0.0844, 0.6 -> 0.0757, 1.0 -> 0.0806 (mostly clipped to the bounds).
+    # fitness on the embedded backbone: the best of the sigmas tried; a larger one mostly lands on the bounds
+    # (the fitness per sigma is in results/code_choices.md).
     initial_sigma: float = 0.6
     bounds: tuple[float, float] = (0.0, 2.0)  # candidates are clipped to this box for evaluation (published)
     mean_ramp: tuple[float, float] = (1.2, 0.8)  # initial mean: linear over blocks, first -> last (published)
