@@ -10,7 +10,7 @@ import streamlit as st
 
 from snapvit_core.errors import SnapViTError
 from snapvit_core.explorer import DATA_FREE_METHODS
-from snapvit_core.landscape.grid import GRID_STEP, MAX_SPARSITY, path_keys, published_path, value_text
+from snapvit_core.landscape.grid import GRID_STEP, MAX_SPARSITY, published_path
 from ui import config_state, links, session
 from ui.explorer_view import (
     accuracy_panel,
@@ -62,12 +62,11 @@ def move_to_clicked_cell() -> None:
 # The page is drawn in two parts. The charts are drawn by page runs only: a slider move changes none
 # of their figures, only the marks laid over them (ui/chart_overlay.py). Everything that follows the
 # sliders is one fragment, whose run on a move redraws only what it draws (sliders, cards, the marks).
-# The cards do not wait for it: the browser redraws them from the tables sent with them the moment a
-# slider moves (ui/instant_cards.py); with ten viewers on one 2-core machine, waiting for the run and
-# the browser's re-rendering of the fragment cost about 400 ms (benchmarks/bench_sessions.py). With a
-# side-by-side method chosen, the page runs whole on a move (its accuracy panels poll in fragments of
-# their own, and Streamlit leaves the elements of a fragment nested in another fragment's outside
-# container behind).
+# Neither the cards nor the marks wait for that run: the browser redraws them from the tables sent with
+# them the moment a slider moves (ui/instant_cards.py), so a viewer never waits for the server's queue
+# of other viewers' runs. With a side-by-side method chosen, the page runs whole on a move (its accuracy
+# panels poll in fragments of their own, and Streamlit leaves the elements of a fragment nested in
+# another fragment's outside container behind).
 top = st.container()
 chart_column, maps = st.columns(2)
 with chart_column:
@@ -92,11 +91,6 @@ side_area = st.container()
 ALIGNMENTS = (1, 8, 16, 32, 64)
 
 
-OVERALL_LABEL = "Overall sparsity (moves both sliders below along the published (MLP, head) path)"
-MLP_LABEL = "MLP sparsity (fraction of neurons removed)"
-HEAD_LABEL = "Head sparsity (fraction of heads removed)"
-
-
 def live() -> None:
     config, cost, run_knn, link = sliders_and_cards()
     for overlay in (star, pruned_heads, kept_bars, keep_boundaries):
@@ -112,21 +106,17 @@ def sliders_and_cards() -> tuple[tuple[float, float], Any, bool, SliderLink]:
     the sliders' link for the browser's instant cards)."""
     slider_args = {"min_value": 0.0, "max_value": MAX_SPARSITY, "step": GRID_STEP, "format": "%.2f"}
     overall = st.slider(
-        OVERALL_LABEL,
+        config_state.OVERALL_LABEL,
         key="overall_sparsity",
         on_change=follow_published_path,
         help="Sets both sliders below along (0,0), (0.15,0), (0.25,0.1) ... (0.65,0.5); its value is the MLP sparsity.",
         **slider_args,
     )
     left, right = st.columns(2)
-    mlp_slider = left.slider(MLP_LABEL, key="mlp_sparsity", **slider_args)
-    head_slider = right.slider(HEAD_LABEL, key="head_sparsity", **slider_args)
-    link = SliderLink(
-        (OVERALL_LABEL, MLP_LABEL, HEAD_LABEL),
-        tuple(map(value_text, (overall, mlp_slider, head_slider))),
-        path_keys(),
-    )
+    mlp_slider = left.slider(config_state.MLP_LABEL, key="mlp_sparsity", **slider_args)
+    head_slider = right.slider(config_state.HEAD_LABEL, key="head_sparsity", **slider_args)
     config = config_state.store_from_widgets(mlp_slider, head_slider, overall).pair
+    link = config_state.slider_link()
     mlp_sparsity, head_sparsity = config
     if (mlp_slider, head_slider) != config:
         st.caption(f"Configuration from the budget finder: (MLP {mlp_sparsity:.3f}, head {head_sparsity:.3f}).")

@@ -74,4 +74,3 @@ def test_results_set_with_the_new_subject_are_kept():
     state, _, _ = _chosen()
     new = applied(state, scores=_scores("lamp"), results={"job_notice": ("success", "now using lamp")})
     assert new.results == {"job_notice": ("success", "now using lamp")}
-

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import streamlit as st
 
-from snapvit_core.landscape.grid import snap
+from snapvit_core.landscape.grid import path_keys, snap, value_text
 from ui import state
+from ui.instant_cards import SliderLink
 from ui.state import Configuration
 
 WIDGET_KEYS = ("mlp_sparsity", "head_sparsity", "overall_sparsity")
+OVERALL_LABEL = "Overall sparsity (moves both sliders below along the published (MLP, head) path)"
+MLP_LABEL = "MLP sparsity (fraction of neurons removed)"
+HEAD_LABEL = "Head sparsity (fraction of heads removed)"
 
 
 def current() -> Configuration:
@@ -58,3 +62,11 @@ def store_from_widgets(mlp_sparsity: float, head_sparsity: float, overall: float
         now = Configuration(float(mlp_sparsity), float(head_sparsity), float(overall))
         state.update(configuration=now)
     return now
+
+
+def slider_link() -> SliderLink:
+    """How the browser finds the sliders and which configuration they showed when the server drew them: the
+    cards and the marks over the charts follow a move from there (``ui.instant_cards``)."""
+    now = current()
+    shown = (now.overall_sparsity, now.mlp_sparsity, now.head_sparsity)
+    return SliderLink((OVERALL_LABEL, MLP_LABEL, HEAD_LABEL), tuple(value_text(snap(v)) for v in shown), path_keys())

@@ -18,7 +18,7 @@ import streamlit as st
 
 from snapvit_core.landscape.grid import grid_axis
 from snapvit_core.landscape.store import LandscapePoint
-from ui import instant_cards, session, state
+from ui import config_state, instant_cards, session, state
 from ui.chart_overlay import ChartMarks, MarkView
 from ui.instant_cards import Card, CardView, SliderLink, table_json
 from ui.labels import flops_unit, short_number, sparsity_text, speedup_text
@@ -401,7 +401,8 @@ def _marks_overlay(shared: SharedExplorer, slot: Any, key: str, chart: ChartMark
 
     def overlay(config: tuple[float, float], cost: Any) -> None:
         with slot:
-            instant_cards.show_marks(f"marks_{key}", chart, mark_view(config, cost, hidden), marks_table(shared))
+            view = mark_view(config, cost, hidden)
+            instant_cards.show_marks(f"marks_{key}", chart, view, marks_table(shared), config_state.slider_link())
 
     return overlay
 

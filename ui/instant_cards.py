@@ -27,6 +27,7 @@ from typing import Any
 import streamlit as st
 
 from snapvit_core.landscape.grid import grid_key
+from ui import state
 from ui.chart_overlay import ChartMarks, MarkView
 from ui.labels import CARD_WIDTH
 
@@ -192,9 +193,6 @@ def _component():
     return _COMPONENT
 
 
-TABLES_SENT = "instant_card_tables"  # session state: component key -> (table id sent, browser report answered)
-
-
 def must_send_table(sent: tuple[str, int] | None, table_id: str, report: Any) -> bool:
     """Whether a run sends the table itself, not only its id.
 
@@ -220,22 +218,18 @@ def _report_number(report: Any) -> int:
     return number if isinstance(number, int) else -1
 
 
-LINK_DRAWN = "instant_link"  # session state: the SliderLink of this run's cards, which the marks follow too
-
-
 def _send(key: str, data: dict[str, Any], table: Mapping[str, Any]) -> None:
     """Mount the component as ``key`` with ``data`` and ``table``: the table itself when this session's
     browser lacks it (``must_send_table``), else only its id."""
-    sent = st.session_state.setdefault(TABLES_SENT, {})
     report = st.session_state.get(key)  # the browser's state for this component (set by instant_cards.js)
-    send = must_send_table(sent.get(key), table["id"], report)
+    send = must_send_table(state.get().tables_sent.get(key), table["id"], report)
     _component()(
         key=key,
         data={**data, "table_id": table["id"], "table": table if send else None},
         on_lacks_change=_ignore,  # the report is read before the next run's send
     )
     if send:
-        sent[key] = (table["id"], _report_number(report))
+        state.update(tables_sent={**state.get().tables_sent, key: (table["id"], _report_number(report))})
 
 
 def show(
@@ -251,7 +245,6 @@ def show(
     configuration that ``table`` lacks shows until the server answers; its caption may contain
     '{where}', replaced by '(MLP m, head h)'. None = keep the cards but mark them as being updated.
     """
-    st.session_state[LINK_DRAWN] = link
     data = {
         "view": view.to_json(),
         "link": link.to_json(),
@@ -261,13 +254,10 @@ def show(
     _send(key, data, table or _EMPTY_TABLE)
 
 
-def show_marks(key: str, chart: ChartMarks, marks: MarkView, table: Mapping[str, Any]) -> None:
+def show_marks(key: str, chart: ChartMarks, marks: MarkView, table: Mapping[str, Any], link: SliderLink) -> None:
     """Lay ``marks`` (the server's configuration) over ``chart``; in the browser, follow the sliders through
-    ``table`` (from ``marks_table``, sent to this session once). Call it inside the chart's overlay slot,
-    after this run's cards (``show``): the marks follow the sliders those cards follow."""
-    link = st.session_state.get(LINK_DRAWN)
-    if link is None:
-        raise RuntimeError("show_marks follows the sliders of this run's cards: call show first")
+    ``table`` (from ``marks_table``, sent to this session once), from where ``link`` says the sliders were.
+    Call it inside the chart's overlay slot."""
     _send(key, {"chart": chart.to_json(), "marks": marks.to_json(), "link": link.to_json()}, table)
 
 

@@ -90,6 +90,8 @@ class SessionState:
     link_restored: bool = False  # the page URL's configuration was applied (once per session)
     link_notes: tuple[str, ...] = ()  # what the link named that this server does not have
     knn_on_random: bool = False  # run kNN on random weights anyway
+    # what this session's browser holds: component key -> (table id sent, the browser's report answered)
+    tables_sent: Mapping[str, tuple[str, int]] = field(default_factory=lambda: EMPTY)
 
     def same_subject(self, other: SessionState) -> bool:
         """Whether results computed for ``other`` hold for this state: the same selection, and the same
