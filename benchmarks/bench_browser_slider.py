@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from devtools.browser_harness import free_port, launch_chromium, start_app, stop_app  # noqa: E402
-from snapvit_core.files.atomic import write_text_atomic  # noqa: E402
+from devtools.reports import write_report  # noqa: E402
 
 # (condition, what) -> (median target, max target or None)
 TARGETS_MS = {
@@ -236,11 +236,7 @@ def main() -> None:
         target += "" if target_max is None else f", max <= {target_max}"
         verdict = "" if target_median is None else "yes" if met else "NO"
         lines.append(f"| {condition} | {names[what]} | {median:.0f} | {low:.0f}-{worst:.0f} | {target} | {verdict} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out, text)
+    write_report(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ from devtools.browser_harness import (  # noqa: E402
     start_app,
     stop_app,
 )
-from snapvit_core.files.atomic import write_text_atomic  # noqa: E402
+from devtools.reports import write_report  # noqa: E402
 
 SLIDER = "MLP sparsity (fraction of neurons removed)"
 
@@ -229,11 +229,7 @@ def main() -> None:
         "|---|---|---|---|",
     ]
     lines += [f"| {what} | {value} | {target} | {'yes' if met else 'NO'} |" for what, value, target, met in rows]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out, text)
+    write_report(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -10,24 +10,24 @@ import json
 from typing import Any
 
 
-def instant_data(app: Any) -> list[dict[str, Any]]:
-    """The data of every instant-card component the run drew, in page order (view, link, table, missing)."""
+def _components(app: Any, field: str) -> list[dict[str, Any]]:
+    """The data of every explorer component the run drew whose data has ``field``, in page order."""
     found = []
     for element in app.get("bidi_component"):
         data = json.loads(element.proto.json) if element.proto.json else {}
-        if isinstance(data, dict) and "view" in data:
+        if isinstance(data, dict) and field in data:
             found.append(data)
     return found
+
+
+def instant_data(app: Any) -> list[dict[str, Any]]:
+    """The data of every instant-card component the run drew, in page order (view, link, table, missing)."""
+    return _components(app, "view")
 
 
 def instant_marks(app: Any) -> list[dict[str, Any]]:
     """The data of every chart-marks component the run drew, in page order (chart, marks, link, table)."""
-    found = []
-    for element in app.get("bidi_component"):
-        data = json.loads(element.proto.json) if element.proto.json else {}
-        if isinstance(data, dict) and "chart" in data:
-            found.append(data)
-    return found
+    return _components(app, "chart")
 
 
 def instant_views(app: Any) -> list[dict[str, Any]]:
