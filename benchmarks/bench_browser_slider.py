@@ -55,13 +55,16 @@ TARGETS_MS = {
     ("fresh loaded", "cost"): (50, None),
     ("fresh loaded", "knn"): (1500, None),
     ("fresh loaded", "marks"): (50, None),
-}
+}  # the linear-probe card has no target of its own: it follows the kNN card on the cached features
 
 # Installed once per page: timestamps of the last key press, the first FLOPs change after it, and the
-# first moment after that change when the kNN card holds a number and nothing says "updating…".
+# first moment after that change when the kNN card holds a number for the sliders' configuration, then the
+# linear-probe card (it follows the kNN on the cached features), and the marks.
 OBSERVER_JS = """
 () => {
-  const bench = (window.__bench = {keyAt: null, costAt: null, knnAt: null, marksAt: null, flopsBefore: null});
+  const bench = (window.__bench = {
+    keyAt: null, costAt: null, knnAt: null, linearAt: null, marksAt: null, flopsBefore: null,
+  });
   const value = (label) => {
     for (const card of document.querySelectorAll(".svc-card")) {  // ui/instant_cards.js
       const name = card.querySelector(".svc-label");
@@ -88,8 +91,12 @@ OBSERVER_JS = """
       const text = document.body.textContent;
       const knn = value("kNN top-1");
       const where = `(MLP ${mlp && mlp[1]}, head ${head && head[1]})`;
-      if (mlp && head && knn !== null && knn !== "updating…" && !text.includes("updating…") &&
+      if (mlp && head && knn !== null && knn !== "updating…" &&
           (text.includes(`kNN for ${where}`) || text.includes(`Estimate for ${where}`))) bench.knnAt = now;
+    }
+    if (bench.knnAt !== null && bench.linearAt === null) {
+      const linear = value("Linear probe top-1");  // a number, or "not filled" where the fill skips the probe
+      if (linear !== null && linear !== "updating…") bench.linearAt = now;
     }
     if (bench.marksAt === null) {
       // the marks laid over the charts are at the new configuration: the landscape's star is at the sliders
@@ -108,6 +115,7 @@ OBSERVER_JS = """
     bench.flopsBefore = value("FLOPs (");
     bench.costAt = null;
     bench.knnAt = null;
+    bench.linearAt = null;
     bench.marksAt = null;
     bench.keyAt = performance.now();
   }, true);
@@ -128,33 +136,33 @@ def wait_ready(page, timeout_s: float = 600.0) -> None:
     raise SystemExit("the explorer did not become ready (latency model / first kNN)")
 
 
-def run_moves(page, slider_name: str, moves: int) -> tuple[list[float], list[float], list[float]]:
-    """Key press -> cost cards, -> kNN card, -> marks over the charts (the landscape's star), ms per move."""
+def run_moves(page, slider_name: str, moves: int) -> dict[str, list[float]]:
+    """Key press -> cost cards, -> kNN card, -> linear-probe card, -> marks over the charts (the landscape's
+    star), ms per move, by what."""
     slider = page.get_by_role("slider", name=slider_name)
-    cost_ms, knn_ms, marks_ms = [], [], []
+    samples: dict[str, list[float]] = {"cost": [], "knn": [], "linear": [], "marks": []}
     for move in range(moves):
         slider.focus()
         page.keyboard.press("ArrowRight")
         deadline = time.time() + 120
         while time.time() < deadline:
-            done = page.evaluate("() => window.__bench.knnAt !== null && window.__bench.marksAt !== null")
+            done = page.evaluate(
+                "() => [window.__bench.knnAt, window.__bench.linearAt, window.__bench.marksAt].every((t) => t !== null)"
+            )
             if done:
                 break
             time.sleep(0.02)
         else:
             raise SystemExit(f"move {move + 1}: the kNN card did not update within 120 s")
         times = page.evaluate(
-            "() => [window.__bench.keyAt, window.__bench.costAt, window.__bench.knnAt, window.__bench.marksAt]"
+            "() => { const b = window.__bench; return {cost: b.costAt - b.keyAt, knn: b.knnAt - b.keyAt, "
+            "linear: b.linearAt - b.keyAt, marks: b.marksAt - b.keyAt}; }"
         )
-        cost_ms.append(times[1] - times[0])
-        knn_ms.append(times[2] - times[0])
-        marks_ms.append(times[3] - times[0])
-        print(
-            f"  move {move + 1}: cost {cost_ms[-1]:.0f} ms, kNN {knn_ms[-1]:.0f} ms, marks {marks_ms[-1]:.0f} ms",
-            flush=True,
-        )
+        for what, ms in times.items():
+            samples[what].append(ms)
+        print(f"  move {move + 1}: " + ", ".join(f"{what} {ms:.0f} ms" for what, ms in times.items()), flush=True)
         time.sleep(0.5)  # the page settles (the fragment's last rerun) before the next key
-    return cost_ms, knn_ms, marks_ms
+    return samples
 
 
 def main() -> None:
@@ -197,12 +205,12 @@ def main() -> None:
                     busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
                     time.sleep(1.0)
                 print(f"{condition}: {moves} moves of the {sliders[load].split(' (')[0]} slider", flush=True)
-                cost_ms, knn_ms, marks_ms = run_moves(pages[kind], sliders[load], moves)
+                measured = run_moves(pages[kind], sliders[load], moves)
                 for process in busy:
                     process.terminate()
                     process.wait(timeout=10)
                 busy = []
-                for what, samples in (("cost", cost_ms), ("knn", knn_ms), ("marks", marks_ms)):
+                for what, samples in measured.items():
                     median, worst = statistics.median(samples), max(samples)
                     target_median, target_max = TARGETS_MS.get((condition, what), (None, None))
                     met = target_median is None or (
@@ -217,6 +225,7 @@ def main() -> None:
     names = {
         "cost": "key press -> cost cards updated",
         "knn": "key press -> kNN card updated",
+        "linear": "key press -> linear-probe card updated",
         "marks": "key press -> marks over the charts followed",
     }
     lines = [

@@ -248,8 +248,9 @@ def accuracy_panel(
     compact: bool = False,
     key: str = "knn_cards",
 ) -> None:
-    """kNN accuracy and mean cosine of ``config``: exact from the landscape, else an estimate, polled until
-    exact. The browser shows every exact point of the landscape the moment the sliders reach it."""
+    """kNN accuracy, the linear probe and mean cosine of ``config``: exact from the landscape, else an estimate,
+    polled until final. The kNN cards show as soon as the point's kNN is in; the probe's card follows. The
+    browser shows every exact point of the landscape the moment the sliders reach it."""
     if shared.landscape is None or not run_knn:
         st.info(_describe_skip(), icon=":material/info:")
         return
@@ -261,7 +262,7 @@ def accuracy_panel(
 
     @st.fragment(run_every=None if exact is not None else POLL_S)
     def panel() -> None:
-        point = _complete(shared, landscape.get(*config))
+        point = landscape.get(*config)  # its kNN is exact; the probe's value may still follow
         if point is not None:
             view = _exact_view(shared, point, where, compact)
         elif filler.status().error:
@@ -271,8 +272,8 @@ def accuracy_panel(
             estimate = filler.estimate(*config)
             view = _updating_view(shared, where) if estimate is None else _estimate_view(shared, estimate, where)
         instant_cards.show(key, view, link, knn_table(shared, compact), _updating_view(shared, "{where}"))
-        if point is not None and exact is None:
-            st.rerun()  # the exact value arrived: redraw the page once (landscape chart too), stop polling
+        if _complete(shared, point) is not None and exact is None:
+            st.rerun()  # the final values arrived: redraw the page once (landscape chart too), stop polling
 
     panel()
 
