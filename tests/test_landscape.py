@@ -153,9 +153,14 @@ def test_fill_order_requested_first_then_neighbours_then_published_path():
 def test_filler_serves_the_latest_request_first_with_an_estimate(tmp_path):
     explorer = _explorer()
     landscape = open_landscape(landscape_key(explorer, "random", grid=STEP), tmp_path, None)
+    metrics_asked = []
+    real = explorer.evaluate
+    explorer.evaluate = lambda *args, **kwargs: metrics_asked.append(tuple(args[2])) or real(*args, **kwargs)
     filler = LandscapeFiller(explorer, landscape, estimate_images=30, autofill=False, exact_requests=False)
+    assert filler.with_linear  # exact points carry the probe ...
     filler.request(0.75, 0.5)
     assert filler.wait(timeout=60)
+    assert metrics_asked and not any("linear" in asked for asked in metrics_asked)  # ... estimates never train one
     estimate = filler.estimate(0.75, 0.5)
     assert estimate is not None and "subset" in estimate.knn_set and estimate.baseline_top1 is not None
     assert len(landscape) == 0  # a heavy backbone: estimates only

@@ -204,12 +204,9 @@ def _updating_view(shared: SharedExplorer, where: str) -> CardView:
 def _estimate_view(shared: SharedExplorer, estimate: Any, where: str) -> CardView:
     knn = 100 * estimate.knn_top1
     delta = None if estimate.baseline_top1 is None else f"{knn - 100 * estimate.baseline_top1:+.2f} pts"
-    linear = estimate.linear_top1
     cards = (
         Card("kNN top-1 (%)", f"{knn:.2f}", delta, help="an ESTIMATE on a subset; the exact value follows"),
-        Card(LINEAR_LABEL, f"{100 * linear:.2f}", help="an ESTIMATE on the same subset; the exact value follows")
-        if linear is not None
-        else _linear_card(shared, None, None, UPDATING),
+        _linear_card(shared, None, None, UPDATING),  # the probe comes with the exact point
         Card("Mean cosine", f"{estimate.mean_cosine:.4f}", help="estimate on the same subset"),
     )
     return CardView(
