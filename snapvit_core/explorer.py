@@ -307,7 +307,7 @@ class Explorer:
                 if "linear" in metrics:
                     check_cancel(cancel, "evaluation")
                     result.linear_top1 = self.linear_probe.top1(
-                        features[0], evaluator.train_labels, features[1], evaluator.test_labels
+                        features[0], evaluator.train_labels, features[1], evaluator.test_labels, cancel=cancel
                     )
             if "latency" in metrics:
                 check_cancel(cancel, "evaluation")

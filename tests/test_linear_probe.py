@@ -249,3 +249,21 @@ def test_two_gloo_processes_give_the_single_process_value(tmp_path, monkeypatch)
     one = torch.load(tmp_path / "one.pt", weights_only=True)
     assert two["world_size"] == 2 and one["world_size"] == 1
     assert two["values"] == [one["values"][0]] * 2 and 0.5 < one["values"][0] <= 1.0  # chance: 0.25
+
+
+def test_a_cancelled_probe_stops_within_an_epoch():
+    """The filler cancels a probe when a viewer moves on: training polls ``cancel`` every epoch."""
+    from snapvit_core.errors import CancelledError
+
+    generator = torch.Generator().manual_seed(0)
+    features, labels = torch.randn(64, 8, generator=generator), torch.arange(64) % 4
+    polls = []
+
+    def cancel() -> bool:
+        polls.append(1)
+        return len(polls) > 3
+
+    with pytest.raises(CancelledError):
+        LinearProbe(epochs=100).top1(features, labels, features, labels, cancel=cancel)
+    assert len(polls) == 4  # the fourth epoch's poll stopped it
+    assert LinearProbe(epochs=5).top1(features, labels, features, labels, cancel=lambda: False) >= 0.0

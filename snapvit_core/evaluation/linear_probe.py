@@ -58,6 +58,7 @@ import torch
 from torch import nn
 
 from snapvit_core.errors import SnapViTError
+from snapvit_core.runtime.cancel import Cancel, check_cancel
 
 DEFAULT_EPOCHS = 100  # DINO eval_linear.py --epochs; SnapViT reference MAX_EPOCHS=100
 DEFAULT_BATCH_SIZE = 256  # SnapViT reference BATCH_SIZE=256 (DINO: 128 per GPU); see the module docstring
@@ -128,11 +129,16 @@ class LinearProbe:
         return self.base_lr * (1.0 + math.cos(math.pi * epoch / self.epochs)) / 2.0
 
     def fit(
-        self, train_features: torch.Tensor, train_labels: torch.Tensor, num_classes: int | None = None
+        self,
+        train_features: torch.Tensor,
+        train_labels: torch.Tensor,
+        num_classes: int | None = None,
+        cancel: Cancel | None = None,
     ) -> nn.Linear:
         """Train the head on frozen ``train_features`` (N, D) with int labels (N,); returns it on their device.
 
-        ``num_classes``: None = ``max(train_labels) + 1``.
+        ``num_classes``: None = ``max(train_labels) + 1``. ``cancel``: polled every epoch (raises
+        ``CancelledError``), so a newer request never waits for a whole training.
         """
         _check_features(train_features, "train")
         labels = _check_labels(train_labels, train_features.shape[0], "train")
@@ -155,6 +161,7 @@ class LinearProbe:
         first = True
         with torch.no_grad():
             for epoch in range(self.epochs):
+                check_cancel(cancel, "linear probe")
                 lr = self.lr_at(epoch)
                 order = torch.randperm(count, generator=generator).to(device)
                 for start in range(0, count, batch):
@@ -197,8 +204,9 @@ class LinearProbe:
         test_features: torch.Tensor,
         test_labels: torch.Tensor,
         num_classes: int | None = None,
+        cancel: Cancel | None = None,
     ) -> float:
-        """Top-1 accuracy (0..1) on the test set of the head trained on the train set."""
+        """Top-1 accuracy (0..1) on the test set of the head trained on the train set (``cancel``: see ``fit``)."""
         _check_features(train_features, "train")
         _check_features(test_features, "test")
         test_labels = _check_labels(test_labels, test_features.shape[0], "test")
@@ -209,7 +217,7 @@ class LinearProbe:
                 f"Train and test features differ in width: {train_features.shape[1]} vs {test_features.shape[1]}.",
                 "Embed both splits with the same model.",
             )
-        head = self.fit(train_features, train_labels, num_classes)
+        head = self.fit(train_features, train_labels, num_classes, cancel)
         predicted = linear_probe_predict(head, test_features)
         return float((predicted == test_labels.to(predicted.device).long()).float().mean())
 
