@@ -7,6 +7,7 @@ flags a headless container needs.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -103,3 +104,23 @@ def server_stats_at_rest(url: str, pid: int) -> tuple[float, int]:
     urllib.request.urlopen(url.rstrip("/") + "/", timeout=30).read()
     time.sleep(1.0)
     return server_stats(pid)
+
+
+def misplacement_js(box_selector: str) -> str:
+    """A page function ``(root = document) => [[class, dx, dy], ...]``: px between each mark laid over a chart
+    (ui/instant_cards.js draws them) and where plotly draws its data: a star or cross at its (x, y), a keep
+    boundary at its x and its block's row centre, a bar's centre x and its top edge. ``box_selector`` finds
+    the element holding a chart and its overlay."""
+    return """(root = document) => [...root.querySelectorAll('.chart-overlay > [data-x]')].map((mark) => {
+    const plot = mark.closest(BOX).querySelector('.js-plotly-plot');
+    const xa = plot._fullLayout.xaxis, ya = plot._fullLayout.yaxis, box = plot.getBoundingClientRect();
+    const r = mark.getBoundingClientRect();
+    const x = parseFloat(mark.dataset.x);
+    const dx = r.left + r.width / 2 - (box.left + xa._offset + xa.d2p(x));
+    if (mark.dataset.top !== undefined) {
+        return [mark.className, dx, r.top - (box.top + ya._offset + ya.d2p(parseFloat(mark.dataset.top)))];
+    }
+    const row = [...mark.parentNode.querySelectorAll('.' + mark.className)].indexOf(mark);
+    const y = mark.dataset.y !== undefined ? parseFloat(mark.dataset.y) : row;
+    return [mark.className, dx, r.top + r.height / 2 - (box.top + ya._offset + ya.d2p(y))];
+})""".replace("BOX", json.dumps(box_selector))

@@ -13,6 +13,7 @@ from devtools.browser_harness import (
     CHROMIUM,
     free_port,
     launch_chromium,
+    misplacement_js,
     server_stats,
     server_stats_at_rest,
     start_app,
@@ -115,21 +116,7 @@ def _overlay_misplacement(page) -> list[tuple[str, float, float]]:
     """(mark, dx, dy) px between each mark laid over a chart (ui/chart_overlay.py) and where plotly draws its
     data: a star or cross at its (x, y), a keep boundary at its x and its block's row centre, a bar's centre x
     and its top edge."""
-    return page.evaluate(
-        """() => [...document.querySelectorAll('.chart-overlay > [data-x]')].map((mark) => {
-            const plot = mark.closest("[class*='st-key-overlay_box_']").querySelector('.js-plotly-plot');
-            const xa = plot._fullLayout.xaxis, ya = plot._fullLayout.yaxis, box = plot.getBoundingClientRect();
-            const r = mark.getBoundingClientRect();
-            const x = parseFloat(mark.dataset.x);
-            const dx = r.left + r.width / 2 - (box.left + xa._offset + xa.d2p(x));
-            if (mark.dataset.top !== undefined) {
-                return [mark.className, dx, r.top - (box.top + ya._offset + ya.d2p(parseFloat(mark.dataset.top)))];
-            }
-            const row = [...mark.parentNode.querySelectorAll('.' + mark.className)].indexOf(mark);
-            const y = mark.dataset.y !== undefined ? parseFloat(mark.dataset.y) : row;
-            return [mark.className, dx, r.top + r.height / 2 - (box.top + ya._offset + ya.d2p(y))];
-        })"""
-    )
+    return page.evaluate(misplacement_js("[class*='st-key-overlay_box_']"))
 
 
 def _assert_overlays_in_place(page, config: tuple[float, float]) -> int:

@@ -19,7 +19,7 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
-from devtools.browser_harness import CHROMIUM, launch_chromium
+from devtools.browser_harness import CHROMIUM, launch_chromium, misplacement_js
 from snapvit_core.landscape.grid import published_points
 from snapvit_core.scoring.scores import ImportanceScores
 from ui import charts
@@ -96,21 +96,7 @@ def test_a_configurations_marks_come_from_its_plan():
     assert view.heads_title == charts.head_map(_structure_scores(), kept).layout.title.text
 
 
-# (class, dx, dy) px between each mark and where plotly draws its data: a star or cross at its (x, y), a keep
-# boundary at its x and its block's row centre, a bar's centre x and its top edge (as in test_browser).
-MISPLACEMENT_JS = """(root) => [...root.querySelectorAll('.chart-overlay > [data-x]')].map((mark) => {
-    const plot = mark.closest('[data-overlay-box]').querySelector('.js-plotly-plot');
-    const xa = plot._fullLayout.xaxis, ya = plot._fullLayout.yaxis, box = plot.getBoundingClientRect();
-    const r = mark.getBoundingClientRect();
-    const x = parseFloat(mark.dataset.x);
-    const dx = r.left + r.width / 2 - (box.left + xa._offset + xa.d2p(x));
-    if (mark.dataset.top !== undefined) {
-        return [mark.className, dx, r.top - (box.top + ya._offset + ya.d2p(parseFloat(mark.dataset.top)))];
-    }
-    const row = [...mark.parentNode.querySelectorAll('.' + mark.className)].indexOf(mark);
-    const y = mark.dataset.y !== undefined ? parseFloat(mark.dataset.y) : row;
-    return [mark.className, dx, r.top + r.height / 2 - (box.top + ya._offset + ya.d2p(y))];
-})"""
+MISPLACEMENT_JS = misplacement_js("[data-overlay-box]")  # (class, dx, dy) px per mark
 
 
 @pytest.mark.browser
