@@ -1,8 +1,8 @@
 """Marks laid over a Plotly chart of fixed geometry: a slider move changes the marks, not the chart.
 
-With ten viewers of one explorer on one machine, redrawing charts in every browser was the largest
-cost of a slider move (``benchmarks/bench_sessions.py``, ``results/sessions.md``), and updating a
-figure in place costs as much as drawing it again. So the parts that follow the sliders (the
+Redrawing a chart in every viewer's browser is the largest cost of a slider move when many viewers
+share a server (``results/sessions.md``), and updating a figure in place costs as much as drawing it
+again. So the parts that follow the sliders (the
 landscape's star, pruned heads' crosses, kept/pruned bars, keep boundaries, count titles) are not in
 the figure at all: they are HTML elements placed over the plot area, and the figure stays the same,
 so no browser redraws it.

@@ -16,7 +16,7 @@ from ui.chart_overlay import ChartMarks, PlotArea
 
 KEPT_COLOUR = "#1f77b4"
 # Structure charts have fixed margins with room for their colour bar and legend: plotly's auto-expanding
-# margins drew such a figure twice (profiled in chromium: a third of a redraw), and the explorer places
+# margins make plotly draw such a figure twice (results/code_choices.md), and the explorer places
 # the marks it lays over them (ui.chart_overlay) from fixed margins.
 FIXED_MARGIN = {"l": 60, "r": 80, "t": 50, "b": 110, "autoexpand": False}
 PRUNED_COLOUR = "#d62728"

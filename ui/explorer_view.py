@@ -409,8 +409,7 @@ def overlaid_chart(figure: Any, key: str, **plotly_kwargs: Any) -> Any:
     """``figure`` with an empty slot laid over it, where ``_marks_overlay`` lays the chart's marks.
 
     The parts that follow the sliders live in the overlay, so on a move the figure stays the same and no
-    viewer's browser redraws it (a redraw was the largest browser cost of a move with ten viewers on one
-    machine, ``benchmarks/bench_sessions.py``).
+    viewer's browser redraws it (a redraw is the largest browser cost of a move, ``results/sessions.md``).
     """
     st.html(_OVERLAY_BOX_CSS)
     with st.container(key=_OVERLAY_BOX + key):

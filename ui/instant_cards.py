@@ -4,10 +4,10 @@ Everything the explorer's cards and the marks over its charts show for a grid co
 in advance: the cost and the kept neurons and heads from the plan, kNN and cosine from the shared
 landscape. So the cards and the marks go to the browser together with a table of what they show at
 every grid configuration, and one script (``instant_cards.js``) redraws them from that table the
-moment a slider's value changes, with no round trip. With ten viewers on one 2-core server, a move
-otherwise waited for the server and for the browser to re-render the fragment
-(benchmarks/bench_sessions.py, results/sessions.md). A configuration a cards table lacks (not yet
-exact, or off the grid) shows ``missing`` until the server's run draws its own cards.
+moment a slider's value changes, with no round trip: a viewer does not wait for the server's queue of
+other viewers' runs, nor for the browser to re-render the fragment (results/sessions.md). A
+configuration a cards table lacks (not yet exact, or off the grid) shows ``missing`` until the server's
+run draws its own cards.
 
 Both are one Streamlit custom component (``st.components.v2``: plain DOM in the page, no iframe),
 mounted once per group of cards (``show``) and once per chart (``show_marks``). Python formats every
@@ -196,8 +196,8 @@ def _component():
 def must_send_table(sent: tuple[str, int] | None, table_id: str, report: Any) -> bool:
     """Whether a run sends the table itself, not only its id.
 
-    The browser keeps the tables it got by id (instant_cards.js), so each table goes to a session once:
-    about 80 KB a move otherwise. ``sent``: (id, report number) of the last table sent to this
+    The browser keeps the tables it got by id (instant_cards.js), so each table, tens of kilobytes, goes
+    to a session once, not with every move. ``sent``: (id, report number) of the last table sent to this
     component; ``report``: the component's state, where the browser says which table it lacks
     ({"lacks": {"id": id, "n": count}}; a page that lost its tables, or a send that did not arrive).
     """

@@ -4,12 +4,11 @@ Both put MLP sparsity on x and head sparsity on y. Every grid cell carries an in
 point whose ``customdata`` is its (MLP, head) configuration, so a click on the heatmap selects it.
 
 The landscape is drawn in every viewer's browser whenever it grows, and redrawn per move in the
-explorer's side-by-side mode and on the Learn page, so the figure is built to draw fast (profiled in
-chromium, `benchmarks/bench_sessions.py`): the contour labels are placed here rather than by plotly.js
-(its label placement walked every contour path: about 100 ms a draw); the click targets are empty text
-points, not transparent markers (400 styled marker paths cost about 65 ms a draw); there is no legend
-(about 30 ms; ``LANDSCAPE_KEY`` is the caption that says what each mark is); and the margins are fixed
-(an auto-expanding margin made plotly draw the figure twice).
+explorer's side-by-side mode and on the Learn page, so the figure is built to draw fast (the costs are
+in results/code_choices.md): the contour labels are placed here rather than by plotly.js, whose label
+placement walks every contour path; the click targets are empty text points, not transparent markers,
+which plotly styles one path each; there is no legend (``LANDSCAPE_KEY`` is the caption that says what
+each mark is); and the margins are fixed (an auto-expanding margin makes plotly draw the figure twice).
 
 On a slider move the explorer does not redraw it at all: its star (the sliders' configuration) is an
 HTML mark laid over the plot (``landscape_marks``, ``ui.chart_overlay``), placed from the figure's
