@@ -107,11 +107,11 @@ def server_stats_at_rest(url: str, pid: int) -> tuple[float, int]:
 
 
 def misplacement_js(box_selector: str) -> str:
-    """A page function ``(root = document) => [[class, dx, dy], ...]``: px between each mark laid over a chart
-    (ui/instant_cards.js draws them) and where plotly draws its data: a star or cross at its (x, y), a keep
-    boundary at its x and its block's row centre, a bar's centre x and its top edge. ``box_selector`` finds
-    the element holding a chart and its overlay."""
-    return """(root = document) => [...root.querySelectorAll('.chart-overlay > [data-x]')].map((mark) => {
+    """A page function ``(root) => [[class, dx, dy], ...]`` (``root``: the document when not given): px
+    between each mark laid over a chart (ui/instant_cards.js draws them) and where plotly draws its data: a
+    star or cross at its (x, y), a keep boundary at its x and its block's row centre, a bar's centre x and
+    its top edge. ``box_selector`` finds the element holding a chart and its overlay."""
+    return """(root) => [...(root || document).querySelectorAll('.chart-overlay > [data-x]')].map((mark) => {
     const plot = mark.closest(BOX).querySelector('.js-plotly-plot');
     const xa = plot._fullLayout.xaxis, ya = plot._fullLayout.yaxis, box = plot.getBoundingClientRect();
     const r = mark.getBoundingClientRect();
