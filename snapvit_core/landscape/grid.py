@@ -1,13 +1,12 @@
 """The (MLP, head) sparsity grid: the sliders' axis, a configuration's key and the published path.
 
 One owner for what the landscape, the budget search, the app's sliders, its links and the browser's
-script must agree on. The browser gets it as data (``browser_data``), never by re-deriving it.
+script must agree on. The browser gets the keys and the path as data (``path_keys``), never by re-deriving them.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 
 import numpy as np
 
@@ -106,8 +105,3 @@ def published_path(overall: float, step: float = GRID_STEP) -> tuple[float, floa
 def path_keys(step: float = GRID_STEP) -> dict[str, str]:
     """The overall slider's printed values -> the keys of the published-path points they move to."""
     return {value_text(overall): grid_key(*published_path(overall, step)) for overall in grid_axis(step)}
-
-
-def browser_data(step: float = GRID_STEP) -> Mapping[str, object]:
-    """What the browser's script needs of the grid: the axis as printed, and the published path."""
-    return {"values": [value_text(v) for v in grid_axis(step)], "path": path_keys(step)}
